@@ -1,0 +1,62 @@
+//! The kernel sources shipped with ferrolm, one `.cu` file per kernel family.
+
+/// One kernel family: a `.cu` file and the `extern "C"` entry points it defines.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelSource {
+    /// Family name, the file name without `.cu`.
+    pub name: &'static str,
+    /// CUDA C++ source text.
+    pub source: &'static str,
+    /// The `extern "C"` kernels the family exports.
+    pub functions: &'static [&'static str],
+}
+
+/// Affine int8 quantization (the GPU twin of `ferrolm_core::comm::minmax`).
+pub const QUANTIZE_MINMAX: KernelSource = KernelSource {
+    name: "quantize_minmax",
+    source: include_str!("../kernels/quantize_minmax.cu"),
+    functions: &[
+        "minmax_partial_f32",
+        "minmax_finalize_f32",
+        "quantize_minmax_f32",
+        "dequantize_minmax_f32",
+        "dequantize_accumulate_minmax_f32",
+    ],
+};
+
+/// Every kernel family in `cuda/kernels/`.
+pub fn kernel_sources() -> &'static [KernelSource] {
+    &[QUANTIZE_MINMAX]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_declared_function_is_defined_as_extern_c_in_its_source() {
+        for k in kernel_sources() {
+            for f in k.functions {
+                let needle = format!("__global__ void {f}(");
+                assert!(k.source.contains(&needle), "{} lacks {f}", k.name);
+            }
+        }
+    }
+
+    #[test]
+    fn every_cu_file_on_disk_is_registered() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/kernels");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                name.strip_suffix(".cu").map(str::to_owned)
+            })
+            .collect();
+        on_disk.sort();
+        let mut registered: Vec<String> =
+            kernel_sources().iter().map(|k| k.name.to_owned()).collect();
+        registered.sort();
+        assert_eq!(on_disk, registered);
+    }
+}

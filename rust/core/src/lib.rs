@@ -1,0 +1,11 @@
+//! ferrolm-core: the algorithms behind ferrolm, in pure Rust.
+//!
+//! Nothing here knows about Python or CUDA. Functions take slices and plain structs and
+//! return [`Result`]; the `ferrolm-python` crate borrows NumPy/torch buffers, releases the
+//! GIL and calls into this crate, and maps [`Error`] to Python exceptions in one place.
+#![deny(missing_docs)]
+
+pub mod comm;
+pub mod error;
+
+pub use error::{Error, Result};

@@ -1,0 +1,60 @@
+//! Bindings of `ferrolm_core::comm` (Python: `ferrolm.comm`).
+
+use ferrolm_core::comm::{self, MinMax};
+use numpy::{PyReadonlyArray1, PyReadwriteArray1};
+use pyo3::prelude::*;
+
+use crate::arrays::{slice, slice_mut};
+use crate::errors::detach;
+
+/// Quantizes `x` (float32) into `out` (uint8) with one affine code; returns `(min, scale)`.
+#[pyfunction]
+pub fn quantize_minmax(
+    py: Python<'_>,
+    x: PyReadonlyArray1<'_, f32>,
+    mut out: PyReadwriteArray1<'_, u8>,
+) -> PyResult<(f32, f32)> {
+    let x = slice("x", &x)?;
+    let out = slice_mut("out", &mut out)?;
+    let p = detach(py, || comm::quantize_minmax(x, out))?;
+    Ok((p.min, p.scale))
+}
+
+/// Writes `min + q * scale` into `out` (float32).
+#[pyfunction]
+pub fn dequantize_minmax(
+    py: Python<'_>,
+    q: PyReadonlyArray1<'_, u8>,
+    min: f32,
+    scale: f32,
+    mut out: PyReadwriteArray1<'_, f32>,
+) -> PyResult<()> {
+    let q = slice("q", &q)?;
+    let out = slice_mut("out", &mut out)?;
+    detach(py, || {
+        comm::dequantize_minmax(q, MinMax { min, scale }, out)
+    })
+}
+
+/// Adds `min + q * scale` into the float32 accumulator `acc`.
+#[pyfunction]
+pub fn dequantize_accumulate_minmax(
+    py: Python<'_>,
+    q: PyReadonlyArray1<'_, u8>,
+    min: f32,
+    scale: f32,
+    mut acc: PyReadwriteArray1<'_, f32>,
+) -> PyResult<()> {
+    let q = slice("q", &q)?;
+    let acc = slice_mut("acc", &mut acc)?;
+    detach(py, || {
+        comm::dequantize_accumulate_minmax(q, MinMax { min, scale }, acc)
+    })
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(quantize_minmax, m)?)?;
+    m.add_function(wrap_pyfunction!(dequantize_minmax, m)?)?;
+    m.add_function(wrap_pyfunction!(dequantize_accumulate_minmax, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! Bindings of `ferrolm_cuda` (Python: `ferrolm.cuda`). Pointers arrive as integers from
+//! `tensor.data_ptr()` and streams from `torch.cuda.current_stream().cuda_stream`; the Python
+//! layer checks devices, dtypes, sizes and contiguity before calling these.
+
+use ferrolm_cuda::{quantize, Launch};
+use pyo3::prelude::*;
+
+use crate::errors::detach;
+
+/// Whether libnvrtc can be loaded.
+#[pyfunction]
+pub fn cuda_nvrtc_available() -> bool {
+    ferrolm_cuda::nvrtc_available()
+}
+
+/// Whether the CUDA driver library can be loaded.
+#[pyfunction]
+pub fn cuda_driver_available() -> bool {
+    ferrolm_cuda::driver_available()
+}
+
+/// Number of CUDA devices (RuntimeError without a driver).
+#[pyfunction]
+pub fn cuda_device_count(py: Python<'_>) -> PyResult<usize> {
+    detach(py, ferrolm_cuda::device_count)
+}
+
+/// NVRTC's (major, minor) version.
+#[pyfunction]
+pub fn cuda_nvrtc_version(py: Python<'_>) -> PyResult<(i32, i32)> {
+    detach(py, ferrolm_cuda::nvrtc_version)
+}
+
+/// The CUDA (major, minor) version the driver supports.
+#[pyfunction]
+pub fn cuda_driver_version(py: Python<'_>) -> PyResult<(i32, i32)> {
+    detach(py, ferrolm_cuda::driver_version)
+}
+
+/// Names of the kernel families shipped in `cuda/kernels/`.
+#[pyfunction]
+pub fn cuda_kernel_names() -> Vec<&'static str> {
+    ferrolm_cuda::kernel_sources()
+        .iter()
+        .map(|k| k.name)
+        .collect()
+}
+
+/// Compiles every kernel family with NVRTC; returns `(name, ptx_bytes)` pairs.
+#[pyfunction]
+#[pyo3(signature = (arch=None))]
+pub fn cuda_compile_all(
+    py: Python<'_>,
+    arch: Option<String>,
+) -> PyResult<Vec<(&'static str, usize)>> {
+    let compiled = detach(py, || ferrolm_cuda::compile_all(arch.as_deref()))?;
+    Ok(compiled
+        .into_iter()
+        .map(|k| (k.name, k.ptx_bytes))
+        .collect())
+}
+
+/// Number of blocks (and partial triples) the min-max reduction uses for `n` elements.
+#[pyfunction]
+pub fn cuda_minmax_blocks(n: u64) -> u32 {
+    quantize::blocks_for(n)
+}
+
+/// Queues min-max quantization of `n` floats on `stream` of `device`.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+pub fn cuda_quantize_minmax_f32(
+    py: Python<'_>,
+    device: usize,
+    stream: usize,
+    x: u64,
+    q: u64,
+    params: u64,
+    partial: u64,
+    n: u64,
+) -> PyResult<()> {
+    let launch = Launch { device, stream };
+    detach(py, || {
+        quantize::quantize_minmax_f32(launch, x, q, params, partial, n)
+    })
+}
+
+/// Queues `out = min + q * scale` on `stream` of `device`.
+#[pyfunction]
+pub fn cuda_dequantize_minmax_f32(
+    py: Python<'_>,
+    device: usize,
+    stream: usize,
+    q: u64,
+    params: u64,
+    out: u64,
+    n: u64,
+) -> PyResult<()> {
+    let launch = Launch { device, stream };
+    detach(py, || {
+        quantize::dequantize_minmax_f32(launch, q, params, out, n)
+    })
+}
+
+/// Queues `acc += min + q * scale` on `stream` of `device`.
+#[pyfunction]
+pub fn cuda_dequantize_accumulate_minmax_f32(
+    py: Python<'_>,
+    device: usize,
+    stream: usize,
+    q: u64,
+    params: u64,
+    acc: u64,
+    n: u64,
+) -> PyResult<()> {
+    let launch = Launch { device, stream };
+    detach(py, || {
+        quantize::dequantize_accumulate_minmax_f32(launch, q, params, acc, n)
+    })
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(cuda_nvrtc_available, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_driver_available, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_device_count, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_nvrtc_version, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_driver_version, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_kernel_names, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_compile_all, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_minmax_blocks, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_quantize_minmax_f32, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_dequantize_minmax_f32, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_dequantize_accumulate_minmax_f32, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! The one place where core errors become Python exceptions, and the guard that keeps Rust
+//! panics from crossing into Python.
+
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use ferrolm_core::Error;
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+
+/// Maps a core error to the Python exception class documented on [`Error`].
+pub fn to_py(error: Error) -> PyErr {
+    let message = error.to_string();
+    match error {
+        Error::InvalidValue { .. } | Error::Malformed { .. } => PyValueError::new_err(message),
+        Error::InvalidType { .. } => PyTypeError::new_err(message),
+        Error::Io { .. } => PyOSError::new_err(message),
+        Error::Timeout { .. } => PyTimeoutError::new_err(message),
+        Error::Device(_) | Error::Internal(_) => PyRuntimeError::new_err(message),
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-text payload".to_owned()
+    }
+}
+
+/// Runs `work`, turning a panic inside it into [`Error::Internal`].
+pub fn guard<T>(work: impl FnOnce() -> ferrolm_core::Result<T>) -> ferrolm_core::Result<T> {
+    match catch_unwind(AssertUnwindSafe(work)) {
+        Ok(result) => result,
+        Err(payload) => Err(Error::Internal(panic_message(payload.as_ref()))),
+    }
+}
+
+/// The standard binding step: release the GIL, run core work under the panic guard, map errors.
+pub fn detach<T, F>(py: Python<'_>, work: F) -> PyResult<T>
+where
+    T: Send,
+    F: FnOnce() -> ferrolm_core::Result<T> + Send,
+{
+    py.detach(|| guard(work)).map_err(to_py)
+}
+
+/// Panics inside the guard on purpose, so tests can prove no `PanicException` escapes.
+#[pyfunction]
+pub fn _debug_panic(py: Python<'_>, message: String) -> PyResult<()> {
+    detach(py, move || -> ferrolm_core::Result<()> {
+        panic!("{message}")
+    })
+}
+
+/// Raises the Python exception that a core error of `kind` maps to (for tests of the mapping).
+#[pyfunction]
+pub fn _debug_raise(kind: &str) -> PyResult<()> {
+    let error = match kind {
+        "value" => Error::value("arg", "a value", "another"),
+        "type" => Error::dtype("arg", "float32", "int64"),
+        "malformed" => Error::malformed("file.json", "truncated"),
+        "io" => Error::Io {
+            path: "missing.bin".into(),
+            message: "No such file or directory".into(),
+        },
+        "device" => Error::Device("no GPU".into()),
+        "timeout" => Error::Timeout {
+            seconds: 1.5,
+            during: "waiting for rank 1".into(),
+        },
+        "internal" => Error::Internal("broken invariant".into()),
+        other => return Err(PyValueError::new_err(format!(
+            "`kind` must be one of value, type, malformed, io, device, timeout, internal; got {other:?}"
+        ))),
+    };
+    Err(to_py(error))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(_debug_panic, m)?)?;
+    m.add_function(wrap_pyfunction!(_debug_raise, m)?)?;
+    Ok(())
+}
