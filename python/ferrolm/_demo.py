@@ -39,13 +39,23 @@ def quantizer_section() -> Section:
     err = float((comm.dequantize(q) - x).abs().max())
     same = bool(torch.equal(q.payload, _torch_minmax_quantize(x)))
     s.add("torch ops (baseline)", t_torch * 1e3, 1.0, None, "aminmax + affine + cast")
-    s.add("ferrolm CPU", t_ferrolm * 1e3, t_torch / t_ferrolm, err,
-          "codes equal torch's" if same else "codes differ from torch's")
+    s.add(
+        "ferrolm CPU",
+        t_ferrolm * 1e3,
+        t_torch / t_ferrolm,
+        err,
+        "codes equal torch's" if same else "codes differ from torch's",
+    )
     if _cuda.nvrtc_available():
         start = time.perf_counter()
         kernels = _cuda.compile_check()
-        s.add("NVRTC compile", (time.perf_counter() - start) * 1e3, None, None,
-              f"{len(kernels)} kernel file(s) compiled")
+        s.add(
+            "NVRTC compile",
+            (time.perf_counter() - start) * 1e3,
+            None,
+            None,
+            f"{len(kernels)} kernel file(s) compiled",
+        )
     else:
         s.add("NVRTC compile", None, None, None, "skipped: NVRTC not found")
     if _cuda.is_available():
@@ -59,8 +69,13 @@ def quantizer_section() -> Section:
 
         t_gpu = best_of(run_gpu)
         same_gpu = bool(torch.equal(qg.payload.cpu(), q.payload))
-        s.add("ferrolm GPU", t_gpu * 1e3, t_torch / t_gpu, None,
-              "codes equal CPU's" if same_gpu else "codes differ from CPU's")
+        s.add(
+            "ferrolm GPU",
+            t_gpu * 1e3,
+            t_torch / t_gpu,
+            None,
+            "codes equal CPU's" if same_gpu else "codes differ from CPU's",
+        )
     else:
         s.add("ferrolm GPU", None, None, None, "skipped: no CUDA GPU")
     s.notes.append(f"torch threads: {torch.get_num_threads()}; best of 3 after a warm-up.")

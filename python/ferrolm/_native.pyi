@@ -30,12 +30,12 @@ def cuda_dequantize_accumulate_minmax_f32(
 ) -> None: ...
 
 # comm.rs
-def quantize_minmax(
+def comm_quantize_minmax(
     x: npt.NDArray[np.float32], out: npt.NDArray[np.uint8]
 ) -> tuple[float, float]: ...
-def dequantize_minmax(
+def comm_dequantize_minmax(
     q: npt.NDArray[np.uint8], min: float, scale: float, out: npt.NDArray[np.float32]
 ) -> None: ...
-def dequantize_accumulate_minmax(
+def comm_dequantize_accumulate_minmax(
     q: npt.NDArray[np.uint8], min: float, scale: float, acc: npt.NDArray[np.float32]
 ) -> None: ...

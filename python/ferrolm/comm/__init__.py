@@ -7,6 +7,12 @@ Example:
     >>> x = comm.dequantize(q)  # float32, within half a step of the input
 """
 
-from ferrolm.comm.quantize import SCHEMES, QuantizedTensor, dequantize, dequantize_accumulate, quantize
+from ferrolm.comm.quantize import (
+    SCHEMES,
+    QuantizedTensor,
+    dequantize,
+    dequantize_accumulate,
+    quantize,
+)
 
 __all__ = ["SCHEMES", "QuantizedTensor", "dequantize", "dequantize_accumulate", "quantize"]

@@ -77,7 +77,7 @@ def quantize(t: torch.Tensor, scheme: str = "minmax") -> QuantizedTensor:
         payload, params = _quantize_minmax_cuda(x)
     else:
         payload = torch.empty(x.numel(), dtype=torch.uint8)
-        lo, scale = _native.quantize_minmax(x.numpy(), payload.numpy())
+        lo, scale = _native.comm_quantize_minmax(x.numpy(), payload.numpy())
         params = torch.tensor([lo, scale], dtype=torch.float32)
     return QuantizedTensor(payload, params, scheme, t.shape, t.dtype)
 
@@ -96,7 +96,7 @@ def dequantize(q: QuantizedTensor) -> torch.Tensor:
         _launch_cuda(_native.cuda_dequantize_minmax_f32, q, out)
     else:
         lo, scale = (float(v) for v in q.params[:2])
-        _native.dequantize_minmax(q.payload.numpy(), lo, scale, out.numpy())
+        _native.comm_dequantize_minmax(q.payload.numpy(), lo, scale, out.numpy())
     return out.reshape(q.shape)
 
 
@@ -125,7 +125,7 @@ def dequantize_accumulate(q: QuantizedTensor, acc: torch.Tensor) -> torch.Tensor
         _launch_cuda(_native.cuda_dequantize_accumulate_minmax_f32, q, flat)
     else:
         lo, scale = (float(v) for v in q.params[:2])
-        _native.dequantize_accumulate_minmax(q.payload.numpy(), lo, scale, flat.numpy())
+        _native.comm_dequantize_accumulate_minmax(q.payload.numpy(), lo, scale, flat.numpy())
     return acc
 
 
@@ -141,8 +141,13 @@ def _quantize_minmax_cuda(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     params = torch.empty(4, dtype=torch.float32, device=x.device)
     partial = torch.empty(3 * _native.cuda_minmax_blocks(n), dtype=torch.float32, device=x.device)
     _native.cuda_quantize_minmax_f32(
-        index, _stream(x.device), x.data_ptr(), payload.data_ptr(), params.data_ptr(),
-        partial.data_ptr(), n,
+        index,
+        _stream(x.device),
+        x.data_ptr(),
+        payload.data_ptr(),
+        params.data_ptr(),
+        partial.data_ptr(),
+        n,
     )
     # One device-to-host read of the non-finite flag: NaN/inf must not become silent codes.
     if params[3].item() != 0.0:
@@ -157,6 +162,10 @@ def _launch_cuda(kernel: object, q: QuantizedTensor, out: torch.Tensor) -> None:
     # The decoding kernels read params[0] (min) and params[1] (scale).
     params = q.params.to(device=device, dtype=torch.float32).contiguous()
     kernel(  # type: ignore[operator]
-        index, _stream(device), q.payload.data_ptr(), params.data_ptr(), out.data_ptr(),
+        index,
+        _stream(device),
+        q.payload.data_ptr(),
+        params.data_ptr(),
+        out.data_ptr(),
         q.payload.numel(),
     )

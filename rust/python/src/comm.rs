@@ -9,7 +9,7 @@ use crate::errors::detach;
 
 /// Quantizes `x` (float32) into `out` (uint8) with one affine code; returns `(min, scale)`.
 #[pyfunction]
-pub fn quantize_minmax(
+pub fn comm_quantize_minmax(
     py: Python<'_>,
     x: PyReadonlyArray1<'_, f32>,
     mut out: PyReadwriteArray1<'_, u8>,
@@ -22,7 +22,7 @@ pub fn quantize_minmax(
 
 /// Writes `min + q * scale` into `out` (float32).
 #[pyfunction]
-pub fn dequantize_minmax(
+pub fn comm_dequantize_minmax(
     py: Python<'_>,
     q: PyReadonlyArray1<'_, u8>,
     min: f32,
@@ -38,7 +38,7 @@ pub fn dequantize_minmax(
 
 /// Adds `min + q * scale` into the float32 accumulator `acc`.
 #[pyfunction]
-pub fn dequantize_accumulate_minmax(
+pub fn comm_dequantize_accumulate_minmax(
     py: Python<'_>,
     q: PyReadonlyArray1<'_, u8>,
     min: f32,
@@ -53,8 +53,8 @@ pub fn dequantize_accumulate_minmax(
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(quantize_minmax, m)?)?;
-    m.add_function(wrap_pyfunction!(dequantize_minmax, m)?)?;
-    m.add_function(wrap_pyfunction!(dequantize_accumulate_minmax, m)?)?;
+    m.add_function(wrap_pyfunction!(comm_quantize_minmax, m)?)?;
+    m.add_function(wrap_pyfunction!(comm_dequantize_minmax, m)?)?;
+    m.add_function(wrap_pyfunction!(comm_dequantize_accumulate_minmax, m)?)?;
     Ok(())
 }

@@ -1,0 +1,19 @@
+"""Shared pytest configuration: the `gpu` marker skips cleanly where no CUDA GPU is usable."""
+
+from __future__ import annotations
+
+import pytest
+
+import ferrolm.cuda
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if ferrolm.cuda.is_available():
+        return
+    reason = "needs a CUDA GPU: " + (
+        "no NVIDIA driver found" if not ferrolm.cuda.driver_available() else "no usable GPU"
+    )
+    skip = pytest.mark.skip(reason=reason)
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
