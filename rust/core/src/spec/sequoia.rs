@@ -72,7 +72,7 @@ pub struct ShapeTree {
 }
 
 #[inline(always)]
-fn maxplus_kernel(a: &[f64], f: &[f64], p: f64) -> f64 {
+fn maxadd_kernel(a: &[f64], f: &[f64]) -> f64 {
     let n = a.len().min(f.len());
     let (a, f) = (&a[..n], &f[..n]);
     let mut acc = [f64::NEG_INFINITY; 8];
@@ -80,13 +80,13 @@ fn maxplus_kernel(a: &[f64], f: &[f64], p: f64) -> f64 {
     let mut cf = f.chunks_exact(8);
     for (x, y) in (&mut ca).zip(&mut cf) {
         for k in 0..8 {
-            let v = x[k] + p * y[k];
+            let v = x[k] + y[k];
             acc[k] = if v > acc[k] { v } else { acc[k] };
         }
     }
     let mut best = f64::NEG_INFINITY;
     for (x, y) in ca.remainder().iter().zip(cf.remainder()) {
-        let v = x + p * y;
+        let v = x + y;
         best = if v > best { v } else { best };
     }
     for v in acc {
@@ -95,33 +95,82 @@ fn maxplus_kernel(a: &[f64], f: &[f64], p: f64) -> f64 {
     best
 }
 
+/// Split block length for the bound test in [`cell_max`].
+const BLOCK: usize = 64;
+/// Slack that keeps the block bound valid despite rounding (values are at most ~1e4).
+const BOUND_SLACK: f64 = 1e-9;
+
+/// `max_{y in lo..=hi} a[y] + pf[y]` where `a` is non-decreasing and `pf` non-increasing over
+/// the range (both hold mathematically on feasible ranges: more nodes never hurt). Blocks are
+/// visited from the top; a block whose bound `a[y1] + pf[y0]` cannot beat the best so far is
+/// skipped, which never changes the maximum (the max itself is exact, so the result is
+/// bit-identical to the full scan).
+#[inline(always)]
+fn cell_max_kernel(a: &[f64], pf: &[f64], lo: usize, hi: usize) -> f64 {
+    let mut best = f64::NEG_INFINITY;
+    let mut y1 = hi + 1;
+    while y1 > lo {
+        let y0 = y1.saturating_sub(BLOCK).max(lo);
+        let bound = a[y1 - 1] + pf[y0];
+        if bound + BOUND_SLACK >= best {
+            let v = maxadd_kernel(&a[y0..y1], &pf[y0..y1]);
+            if v > best {
+                best = v;
+            }
+        }
+        y1 = y0;
+    }
+    best
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn maxplus_avx512(a: &[f64], f: &[f64], p: f64) -> f64 {
-    maxplus_kernel(a, f, p)
+unsafe fn cell_max_avx512(a: &[f64], pf: &[f64], lo: usize, hi: usize) -> f64 {
+    cell_max_kernel(a, pf, lo, hi)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn maxplus_avx2(a: &[f64], f: &[f64], p: f64) -> f64 {
-    maxplus_kernel(a, f, p)
+unsafe fn cell_max_avx2(a: &[f64], pf: &[f64], lo: usize, hi: usize) -> f64 {
+    cell_max_kernel(a, pf, lo, hi)
 }
 
-/// `max_k a[k] + p * f[k]` over the common length (`-inf` when empty).
-fn maxplus(a: &[f64], f: &[f64], p: f64) -> f64 {
+#[derive(Clone, Copy)]
+enum Simd {
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+fn detect_simd() -> Simd {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F, checked just above.
-            return unsafe { maxplus_avx512(a, f, p) };
+            return Simd::Avx512;
         }
         if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { maxplus_avx2(a, f, p) };
+            return Simd::Avx2;
         }
     }
-    maxplus_kernel(a, f, p)
+    Simd::Portable
 }
+
+/// [`cell_max_kernel`] compiled for the best instruction set the CPU has.
+#[inline]
+fn cell_max(simd: Simd, a: &[f64], pf: &[f64], lo: usize, hi: usize) -> f64 {
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `detect_simd` found AVX-512F on this CPU.
+        Simd::Avx512 => unsafe { cell_max_avx512(a, pf, lo, hi) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `detect_simd` found AVX2 on this CPU.
+        Simd::Avx2 => unsafe { cell_max_avx2(a, pf, lo, hi) },
+        _ => cell_max_kernel(a, pf, lo, hi),
+    }
+}
+
+/// Sizes from which one `(l, b)` layer is split over rayon threads.
+const PARALLEL_MIN_NODES: usize = 512;
 
 /// Solves the DP for every size up to `max_nodes` and depth up to `max_depth`.
 pub fn sequoia_dp(p: &[f64], max_nodes: usize, max_depth: usize) -> Result<SequoiaTable> {
@@ -152,7 +201,9 @@ pub fn sequoia_dp(p: &[f64], max_nodes: usize, max_depth: usize) -> Result<Sequo
         t[l * layer + 1] = 1.0;
     }
     f[1] = 1.0;
+    let simd = detect_simd();
     let mut frev = vec![f64::NEG_INFINITY; n1];
+    let mut pfrev = vec![f64::NEG_INFINITY; n1];
     for l in 1..=max_depth {
         let c = cap[l - 1];
         for k in 0..n1 {
@@ -165,6 +216,11 @@ pub fn sequoia_dp(p: &[f64], max_nodes: usize, max_depth: usize) -> Result<Sequo
             let prev = &before[(b - 1) * n1..];
             let out = &mut rest[..n1];
             let first_part_cap = 1 + (b - 1).saturating_mul(c);
+            // `pb * F` rounded once here is exactly the product the recurrence adds.
+            for (o, &x) in pfrev.iter_mut().zip(&frev) {
+                *o = pb * x;
+            }
+            let pfrev = &pfrev;
             let cell = |m: usize| -> f64 {
                 let lo = b.max(m.saturating_sub(c));
                 let hi = (m - 1).min(first_part_cap);
@@ -172,9 +228,9 @@ pub fn sequoia_dp(p: &[f64], max_nodes: usize, max_depth: usize) -> Result<Sequo
                     return f64::NEG_INFINITY;
                 }
                 let off = max_nodes - m;
-                maxplus(&prev[lo..=hi], &frev[off + lo..=off + hi], pb)
+                cell_max(simd, &prev[..=hi], &pfrev[off..=off + hi], lo, hi)
             };
-            if max_nodes >= 160 {
+            if max_nodes >= PARALLEL_MIN_NODES {
                 out.par_iter_mut()
                     .enumerate()
                     .with_min_len(48)
