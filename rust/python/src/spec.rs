@@ -42,6 +42,18 @@ pub fn spec_validate_parents(py: Python<'_>, parents: PyReadonlyArray1<'_, i32>)
     detach(py, || tree::validate_parents(parents))
 }
 
+/// Raises `ValueError` unless `parents` + `offsets` is a valid CSR batch of trees.
+#[pyfunction]
+pub fn spec_validate_batch(
+    py: Python<'_>,
+    parents: PyReadonlyArray1<'_, i32>,
+    offsets: PyReadonlyArray1<'_, i64>,
+) -> PyResult<usize> {
+    let parents = slice("parents", &parents)?;
+    let offsets = slice("offsets", &offsets)?;
+    detach(py, || tree::validate_batch(parents, offsets))
+}
+
 /// Depth of every node.
 #[pyfunction]
 pub fn spec_depths<'py>(
@@ -526,6 +538,7 @@ pub fn spec_acceptance_from_ranks<'py>(
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(spec_validate_parents, m)?)?;
+    m.add_function(wrap_pyfunction!(spec_validate_batch, m)?)?;
     m.add_function(wrap_pyfunction!(spec_depths, m)?)?;
     m.add_function(wrap_pyfunction!(spec_ranks, m)?)?;
     m.add_function(wrap_pyfunction!(spec_ancestor_mask, m)?)?;
