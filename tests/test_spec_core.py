@@ -68,7 +68,9 @@ def test_mask_positions_and_ranks_match_numpy_reference(parents):
     np.testing.assert_array_equal(spec.ancestor_mask(parents), ref_mask(parents))
     np.testing.assert_array_equal(spec.position_ids(parents, 7), 7 + ref_depth(parents))
     t = spec.Tree.from_parents(parents)
-    ranks = [sum(parents[j] == parents[i] for j in range(1, i)) if i else 0 for i in range(len(parents))]
+    ranks = [
+        sum(parents[j] == parents[i] for j in range(1, i)) if i else 0 for i in range(len(parents))
+    ]
     np.testing.assert_array_equal(t.rank, ranks)
     assert spec.position_ids(parents, 0).dtype == np.int64
 
@@ -98,7 +100,8 @@ def test_batch_mask_and_walk_equal_per_tree_results(forest):
     for b, t in enumerate(forest):
         n = len(t)
         np.testing.assert_array_equal(masks[b, :n, :n], ref_mask(t))
-        assert not masks[b, n:].any() and not masks[b, :, n:].any()
+        assert not masks[b, n:].any()
+        assert not masks[b, :, n:].any()
         p, bo = spec.walk(t, tokens[:n], choice[:n])
         np.testing.assert_array_equal(paths[path_off[b] : path_off[b + 1]], p)
         assert bonus[b] == bo
@@ -111,10 +114,12 @@ def test_children_table_leaf_paths_and_compaction():
     )
     np.testing.assert_array_equal(spec.leaf_paths(parents), [[0, 1, 3], [0, 1, 4], [0, 2, 5]])
     src, dst = spec.kv_compaction(np.array([0, 2, 5]), past_len=10)
-    assert src.tolist() == [12, 15] and dst.tolist() == [11, 12]
+    assert src.tolist() == [12, 15]
+    assert dst.tolist() == [11, 12]
     # a cache laid out by builder ids, compacted to the finalized order
     src, dst = spec.remap_compaction(np.array([0, -1, 2, 1]), past_len=4)
-    assert src.tolist() == [4, 7, 6] and dst.tolist() == [4, 5, 6]
+    assert src.tolist() == [4, 7, 6]
+    assert dst.tolist() == [4, 5, 6]
     forest = spec.forest_children_table(np.array([-1, 0, -1, 0, 0]), np.array([0, 2, 5]))
     np.testing.assert_array_equal(forest, [[1, -1], [-1, -1], [3, 4], [-1, -1], [-1, -1]])
 
@@ -155,7 +160,12 @@ class RefBuilder:
     """Plain reference: after each expansion keep the top-`budget` of old nodes + candidates."""
 
     def __init__(self, budget, max_width, log_decay, max_depth):
-        self.budget, self.max_width, self.decay, self.max_depth = budget, max_width, log_decay, max_depth
+        self.budget, self.max_width, self.decay, self.max_depth = (
+            budget,
+            max_width,
+            log_decay,
+            max_depth,
+        )
         self.nodes = [[0.0, True, 0]]  # score (float32), alive, depth
 
     def step(self, parents, lps):
@@ -193,7 +203,9 @@ class RefBuilder:
     st.lists(st.integers(1, 5), min_size=1, max_size=6),
     st.integers(0, 2**31),
 )
-def test_builder_keeps_the_budget_best_scores_in_an_ancestor_closed_tree(budget, width, decay, ks, seed):
+def test_builder_keeps_the_budget_best_scores_in_an_ancestor_closed_tree(
+    budget, width, decay, ks, seed
+):
     rng = np.random.default_rng(seed)
     w = 4
     b = spec.TreeBuilder(3, budget, max_depth=4, max_width=width, log_decay=decay)
@@ -204,7 +216,9 @@ def test_builder_keeps_the_budget_best_scores_in_an_ancestor_closed_tree(budget,
         front = b.frontier(k)
         if len(front) == 0:
             break
-        lps = np.log(rng.dirichlet(np.ones(w) * 0.5, size=len(front)).astype(np.float32) + 1e-6).astype(np.float32)
+        lps = np.log(
+            rng.dirichlet(np.ones(w) * 0.5, size=len(front)).astype(np.float32) + 1e-6
+        ).astype(np.float32)
         lps -= np.arange(lps.size, dtype=np.float32).reshape(lps.shape) * 1e-4  # no ties
         toks = np.tile(np.arange(w), (len(front), 1)) + 10 * np.arange(1, len(front) + 1)[:, None]
         ids = b.expand(front, toks, lps)
@@ -260,7 +274,9 @@ def test_batch_builder_matches_single_builders():
         for t in range(3):
             rows = tree_ids == t
             if rows.any():
-                np.testing.assert_array_equal(singles[t].expand(node_ids[rows], toks[rows], lps[rows]), out[rows])
+                np.testing.assert_array_equal(
+                    singles[t].expand(node_ids[rows], toks[rows], lps[rows]), out[rows]
+                )
     for (t, m), s in zip(batch.finalize(), singles):
         ts, ms = s.finalize()
         np.testing.assert_array_equal(t.parents, ts.parents)
@@ -311,12 +327,16 @@ def test_dp_is_bit_identical_to_the_numpy_recurrence_on_the_sequoia_vector():
     table = spec.sequoia_dp(ACCEPTANCE, 96, 6)
     np.testing.assert_array_equal(table.values(), numpy_sequoia_dp(ACCEPTANCE, 96, 6))
     t = table.tree(96, 6)
-    assert t.size == 96 and t.depth.max() <= 6 and (t.tokens == -1).all()
+    assert t.size == 96
+    assert t.depth.max() <= 6
+    assert (t.tokens == -1).all()
     assert spec.tree_value(ACCEPTANCE, t.parents) == pytest.approx(table.value(96, 6), rel=1e-12)
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=6), st.integers(1, 150), st.integers(0, 6))
+@given(
+    st.lists(st.floats(0.0, 1.0), min_size=1, max_size=6), st.integers(1, 150), st.integers(0, 6)
+)
 def test_heap_fast_path_equals_dp_for_non_increasing_p(raw, n, d):
     p = np.sort(np.array(raw))[::-1] / (sum(raw) + 0.05)
     table = spec.sequoia_dp(p, 150, 6)
@@ -369,10 +389,20 @@ def test_plan_and_acceptance_estimate():
 # ----------------------------------------------------------------------------- verification
 VOCAB = 4
 TARGET = np.array(
-    [[0.40, 0.30, 0.20, 0.10], [0.10, 0.20, 0.30, 0.40], [0.25, 0.25, 0.25, 0.25], [0.55, 0.05, 0.30, 0.10]]
+    [
+        [0.40, 0.30, 0.20, 0.10],
+        [0.10, 0.20, 0.30, 0.40],
+        [0.25, 0.25, 0.25, 0.25],
+        [0.55, 0.05, 0.30, 0.10],
+    ]
 )
 DRAFT = np.array(
-    [[0.20, 0.20, 0.50, 0.10], [0.40, 0.10, 0.10, 0.40], [0.10, 0.60, 0.20, 0.10], [0.30, 0.30, 0.30, 0.10]]
+    [
+        [0.20, 0.20, 0.50, 0.10],
+        [0.40, 0.10, 0.10, 0.40],
+        [0.10, 0.60, 0.20, 0.10],
+        [0.30, 0.30, 0.30, 0.10],
+    ]
 )
 SHAPE = np.array([-1, 0, 0, 0, 1, 1, 2, 2, 3, 3], dtype=np.int32)  # 3 root children, 2 each
 
@@ -391,7 +421,9 @@ def wrong_rule(parents, tokens, target, draft, generator, replacement, offsets):
         take = (table[:, j] >= 0) & ~accepted & (u * draft[rows, x] < target[rows, x])
         choice = torch.where(take, x, choice)
         accepted |= take
-    return torch.where(accepted, choice, torch.multinomial(target, 1, generator=generator).squeeze(1))
+    return torch.where(
+        accepted, choice, torch.multinomial(target, 1, generator=generator).squeeze(1)
+    )
 
 
 def draft_children(roots: torch.Tensor, k: int, mode: str, g: torch.Generator) -> torch.Tensor:
@@ -415,7 +447,9 @@ def first_two_tokens(mode: str, trials: int, seed: int, rule=None) -> np.ndarray
         roots = torch.from_numpy(context[idx])
         level1 = draft_children(roots, 3, mode, g)  # [t, 3]
         level2 = draft_children(level1.reshape(-1), 2, mode, g).reshape(t, 6)
-        tokens = torch.cat([roots[:, None], level1, level2], 1).numpy().astype(np.int32)  # SHAPE order
+        tokens = (
+            torch.cat([roots[:, None], level1, level2], 1).numpy().astype(np.int32)
+        )  # SHAPE order
         flat_tokens = tokens.reshape(-1)
         parents = np.tile(SHAPE, t)
         offsets = np.arange(t + 1, dtype=np.int64) * len(SHAPE)
@@ -425,7 +459,9 @@ def first_two_tokens(mode: str, trials: int, seed: int, rule=None) -> np.ndarray
             choice = spec.choose_sample(node_target, g)
         else:
             fn = rule or spec.choose_sequoia
-            choice = fn(parents, flat_tokens, node_target, node_draft, g, mode == "specinfer", offsets)
+            choice = fn(
+                parents, flat_tokens, node_target, node_draft, g, mode == "specinfer", offsets
+            )
         paths, path_off, bonus = spec.walk_batch(parents, offsets, flat_tokens, choice.numpy())
         for j, trial in enumerate(idx):
             path = paths[path_off[j] + 1 : path_off[j + 1]]
@@ -494,5 +530,6 @@ def test_sequoia_rule_runs_on_gpu_and_matches_cpu_greedy_limits():
     tokens = np.arange(10, dtype=np.int32)
     g = torch.Generator(device="cuda").manual_seed(0)
     choice = spec.choose_sequoia(parents, tokens, p.cuda(), p.cuda(), g)
-    assert choice.device.type == "cpu" and choice.shape == (10,)
+    assert choice.device.type == "cpu"
+    assert choice.shape == (10,)
     np.testing.assert_array_equal(spec.choose_greedy(p.cuda()), spec.choose_greedy(p))

@@ -6,11 +6,12 @@ They are written for clarity and as baselines; the library itself uses the Rust 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 
 def numpy_sequoia_dp(p: np.ndarray, max_nodes: int, max_depth: int) -> np.ndarray:
-    """Sequoia's DP in NumPy, vectorised over the split: returns ``F`` ``[max_nodes + 1, max_depth + 1]``.
+    """Sequoia's DP in NumPy, vectorised over the split.
+
+    Returns ``F`` as ``[max_nodes + 1, max_depth + 1]``.
 
     Same recurrence and the same feasible split range as the Rust core:
     ``T[m][l][b] = max_y T[y][l][b-1] + p_b F[m-y][l-1]``.

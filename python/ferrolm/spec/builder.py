@@ -15,7 +15,9 @@ from ferrolm.spec.tree import Tree
 __all__ = ["BatchTreeBuilder", "TreeBuilder"]
 
 
-def _check_limits(budget: int, max_depth: int, max_width: int, log_decay: float, min_logprob: float):
+def _check_limits(
+    budget: int, max_depth: int, max_width: int, log_decay: float, min_logprob: float
+):
     check_int(budget, "budget", 1)
     check_int(max_depth, "max_depth", 0)
     check_int(max_width, "max_width", 1)
@@ -79,7 +81,12 @@ class TreeBuilder:
         check_int(root_token, "root_token", 0)
         _check_limits(budget, max_depth, max_width, log_decay, min_logprob)
         self._inner = _native.SpecTreeBuilder(
-            int(root_token), int(budget), int(max_depth), int(max_width), float(log_decay), float(min_logprob)
+            int(root_token),
+            int(budget),
+            int(max_depth),
+            int(max_width),
+            float(log_decay),
+            float(min_logprob),
         )
 
     @property
@@ -102,7 +109,9 @@ class TreeBuilder:
         enter the tree; empty when growth is over."""
         return self._inner.frontier(check_int(k, "k", 0))
 
-    def expand(self, parent_ids: Any, child_tokens: Any, child_logprobs: Any) -> npt.NDArray[np.int32]:
+    def expand(
+        self, parent_ids: Any, child_tokens: Any, child_logprobs: Any
+    ) -> npt.NDArray[np.int32]:
         """Inserts draft children of ``parent_ids``.
 
         Args:
@@ -181,7 +190,9 @@ class BatchTreeBuilder:
         trees = int_array(tree_ids, "tree_ids")
         parents = int_array(parent_ids, "parent_ids")
         if len(trees) != len(parents):
-            raise ValueError(f"`tree_ids` must have {len(parents)} entries like `parent_ids`, got {len(trees)}")
+            raise ValueError(
+                f"`tree_ids` must have {len(parents)} entries like `parent_ids`, got {len(trees)}"
+            )
         tok, lp = _children(child_tokens, child_logprobs, len(parents))
         return self._inner.expand(trees, parents, tok, lp)
 

@@ -102,7 +102,9 @@ def sequoia_dp(p: Any, max_nodes: int, max_depth: int) -> SequoiaTable:
     """
     arr = _p(p)
     return SequoiaTable(
-        _native.spec_sequoia_dp(arr, check_int(max_nodes, "max_nodes", 1), check_int(max_depth, "max_depth", 0))
+        _native.spec_sequoia_dp(
+            arr, check_int(max_nodes, "max_nodes", 1), check_int(max_depth, "max_depth", 0)
+        )
     )
 
 
@@ -116,7 +118,9 @@ def sequoia_heap(p: Any, n: int, d: int) -> tuple[Tree, npt.NDArray[np.float64]]
         ValueError: ``p`` increases somewhere (use :func:`sequoia_dp`).
     """
     arr = _p(p)
-    parents, depth, rank, values = _native.spec_sequoia_heap(arr, check_int(n, "n", 1), check_int(d, "d", 0))
+    parents, depth, rank, values = _native.spec_sequoia_heap(
+        arr, check_int(n, "n", 1), check_int(d, "d", 0)
+    )
     return _shape_tree(parents, depth, rank), values
 
 
@@ -194,5 +198,7 @@ def load_acceptance_vector(path: str | Path) -> npt.NDArray[np.float64]:
     """Reads a whitespace-separated acceptance vector file in Sequoia's format (entry 0 unused)."""
     values = np.array(Path(path).read_text().split(), dtype=np.float64)
     if len(values) < 2:
-        raise ValueError(f"{path}: expected at least 2 numbers (entry 0 is unused), got {len(values)}")
+        raise ValueError(
+            f"{path}: expected at least 2 numbers (entry 0 is unused), got {len(values)}"
+        )
     return _p(values[1:])

@@ -58,7 +58,7 @@ class Tree:
     @property
     def size(self) -> int:
         """Number of nodes."""
-        return int(len(self.parents))
+        return len(self.parents)
 
     @classmethod
     def from_parents(cls, parents: Any, tokens: Any | None = None) -> Tree:
@@ -76,7 +76,9 @@ class Tree:
         else:
             tok = int_array(tokens, "tokens")
             if len(tok) != len(p):
-                raise ValueError(f"`tokens` must have {len(p)} entries like `parents`, got {len(tok)}")
+                raise ValueError(
+                    f"`tokens` must have {len(p)} entries like `parents`, got {len(tok)}"
+                )
         return cls(p, tok, depth, rank)
 
 

@@ -23,7 +23,9 @@ def _matrix(x: Any, arg: str) -> torch.Tensor:
     if not x.dtype.is_floating_point:
         raise TypeError(f"`{arg}` must be a floating-point tensor, got {x.dtype}; call .float()")
     if x.dim() != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"`{arg}` must be 2-D [n, vocab] and non-empty, got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"`{arg}` must be 2-D [n, vocab] and non-empty, got shape {tuple(x.shape)}"
+        )
     return x
 
 
@@ -40,10 +42,13 @@ def _generator(generator: Any, device: torch.device) -> torch.Generator | None:
     if generator is None:
         return None
     if not isinstance(generator, torch.Generator):
-        raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
+        raise TypeError(
+            f"`generator` must be a torch.Generator or None, got {type(generator).__name__}"
+        )
     if generator.device.type != device.type:
         raise RuntimeError(
-            f"`generator` must be on the probabilities' device ({device.type}), got {generator.device.type}"
+            f"`generator` must be on the probabilities' device ({device.type}), "
+            f"got {generator.device.type}"
         )
     return generator
 
@@ -58,7 +63,9 @@ def choose_greedy(target_logits: torch.Tensor) -> torch.Tensor:
     return _matrix(target_logits, "target_logits").argmax(-1).to("cpu", torch.int64)
 
 
-def choose_sample(target_probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def choose_sample(
+    target_probs: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """SpecExec's exact sampling: one target sample per node (``int64 [n]``, CPU).
 
     Walking with these choices yields tokens distributed exactly as sampling from the target,
@@ -124,16 +131,22 @@ def choose_sequoia(
     target = _probs(target_probs, "target_probs")
     draft = _probs(draft_probs, "draft_probs")
     if draft.shape != target.shape:
-        raise ValueError(f"`draft_probs` must have shape {tuple(target.shape)}, got {tuple(draft.shape)}")
+        raise ValueError(
+            f"`draft_probs` must have shape {tuple(target.shape)}, got {tuple(draft.shape)}"
+        )
     if draft.device != target.device:
-        raise RuntimeError(f"`draft_probs` must be on {target.device} like `target_probs`, got {draft.device}")
+        raise RuntimeError(
+            f"`draft_probs` must be on {target.device} like `target_probs`, got {draft.device}"
+        )
     n, vocab = target.shape
     tok = int_array(tokens, "tokens", dtype=np.int64)
     if len(tok) != n:
         raise ValueError(f"`tokens` must have {n} entries (rows of target_probs), got {len(tok)}")
     table = forest_children_table(parents, offsets)
     if table.shape[0] != n:
-        raise ValueError(f"`parents` must describe {n} nodes (rows of target_probs), got {table.shape[0]}")
+        raise ValueError(
+            f"`parents` must describe {n} nodes (rows of target_probs), got {table.shape[0]}"
+        )
     child_tokens = tok[table[table >= 0]]
     if ((child_tokens < 0) | (child_tokens >= vocab)).any():
         raise ValueError(f"`tokens` of non-root nodes must be in [0, {vocab})")

@@ -114,7 +114,9 @@ pub fn spec_ancestor_mask_batch<'py>(
     {
         let mut rw = out.readwrite();
         let bytes = bool_bytes(rw.as_slice_mut()?);
-        detach(py, || tree::ancestor_mask_batch_into(parents, offsets, bytes))?;
+        detach(py, || {
+            tree::ancestor_mask_batch_into(parents, offsets, bytes)
+        })?;
     }
     Ok(out)
 }
@@ -427,7 +429,12 @@ impl SpecSequoiaTable {
     /// `float64 [max_nodes + 1, max_depth + 1]`.
     fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f64>>> {
         let v = self.inner.values();
-        to_2d(py, v, self.inner.max_nodes() + 1, self.inner.max_depth() + 1)
+        to_2d(
+            py,
+            v,
+            self.inner.max_nodes() + 1,
+            self.inner.max_depth() + 1,
+        )
     }
 
     /// `(parents, depth, rank)` of the optimal tree.

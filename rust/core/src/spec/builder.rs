@@ -46,7 +46,7 @@ impl BuilderConfig {
         if self.max_width == 0 {
             return Err(Error::value("max_width", "at least 1", self.max_width));
         }
-        if !(self.log_decay <= 0.0) || !self.log_decay.is_finite() {
+        if self.log_decay.is_nan() || self.log_decay > 0.0 || self.log_decay.is_infinite() {
             return Err(Error::value(
                 "log_decay",
                 "a finite value <= 0 (scores must not rise along a path)",
@@ -54,7 +54,11 @@ impl BuilderConfig {
             ));
         }
         if self.min_logprob.is_nan() || self.min_logprob > 0.0 {
-            return Err(Error::value("min_logprob", "<= 0 or -inf", self.min_logprob));
+            return Err(Error::value(
+                "min_logprob",
+                "<= 0 or -inf",
+                self.min_logprob,
+            ));
         }
         Ok(())
     }
@@ -354,7 +358,8 @@ impl TreeBuilder {
                 if lp == f32::NEG_INFINITY {
                     continue;
                 }
-                row_keys.push(((order_bits(lp.min(0.0)) as u64) << 32) | (u32::MAX - c as u32) as u64);
+                row_keys
+                    .push(((order_bits(lp.min(0.0)) as u64) << 32) | (u32::MAX - c as u32) as u64);
             }
             let kept_in_row = take.min(row_keys.len());
             if kept_in_row == 0 {
@@ -376,7 +381,10 @@ impl TreeBuilder {
                     break;
                 }
                 let pos = (r * take + rank) as u32;
-                candidates.push((((sb as u64) << 32) | (u32::MAX - pos) as u64, (r * width + c) as u32));
+                candidates.push((
+                    ((sb as u64) << 32) | (u32::MAX - pos) as u64,
+                    (r * width + c) as u32,
+                ));
             }
         }
         if candidates.is_empty() {
@@ -387,11 +395,13 @@ impl TreeBuilder {
             candidates.select_nth_unstable_by(limit - 1, |a, b| b.0.cmp(&a.0));
             candidates.truncate(limit);
         }
-        candidates.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        candidates.sort_unstable_by_key(|c| Reverse(c.0));
         for &(k, flat) in &candidates {
             let sb = (k >> 32) as u32;
             if self.kept >= cfg.budget {
-                let Some(&Reverse(w)) = self.worst.peek() else { break };
+                let Some(&Reverse(w)) = self.worst.peek() else {
+                    break;
+                };
                 if sb <= (w >> 32) as u32 {
                     break;
                 }
@@ -590,7 +600,10 @@ mod tests {
         assert!(TreeBuilder::new(0, cfg(0)).is_err());
         let mut c = cfg(4);
         c.log_decay = 0.5;
-        assert!(TreeBuilder::new(0, c).unwrap_err().to_string().contains("log_decay"));
+        assert!(TreeBuilder::new(0, c)
+            .unwrap_err()
+            .to_string()
+            .contains("log_decay"));
         let mut b = TreeBuilder::new(1, cfg(4)).unwrap();
         assert!(b.expand(&[3], &[1, 2], &[-0.1, -0.2], 2).is_err());
         let e = b.expand(&[0], &[1, 2], &[f32::NAN, -0.2], 2).unwrap_err();
@@ -600,18 +613,26 @@ mod tests {
         assert!(b.expand(&[0, 0], &[1, 2], &[-0.1, -0.2], 1).is_err());
         assert_eq!(b.size(), 1);
         b.expand(&[0], &[1, 2], &[-0.1, -0.2], 2).unwrap();
-        assert!(b.expand(&[0], &[3], &[-0.1], 1).unwrap_err().to_string().contains("already"));
+        assert!(b
+            .expand(&[0], &[3], &[-0.1], 1)
+            .unwrap_err()
+            .to_string()
+            .contains("already"));
     }
 
     #[test]
     fn small_growth_keeps_best_and_renumbers() {
         let mut b = TreeBuilder::new(7, cfg(4)).unwrap();
         assert_eq!(b.frontier(4), vec![0]);
-        let ids = b.expand(&[0], &[10, 11, 12], &[-2.0, -0.1, f32::NEG_INFINITY], 3).unwrap();
+        let ids = b
+            .expand(&[0], &[10, 11, 12], &[-2.0, -0.1, f32::NEG_INFINITY], 3)
+            .unwrap();
         // rank order: token 11 (-0.1) inserted first
         assert_eq!(ids, vec![2, 1, -1]);
         assert_eq!(b.frontier(4), vec![1, 2]);
-        let ids = b.expand(&[1, 2], &[20, 21, 30, 31], &[-0.5, -3.0, -0.1, -0.2], 2).unwrap();
+        let ids = b
+            .expand(&[1, 2], &[20, 21, 30, 31], &[-0.5, -3.0, -0.1, -0.2], 2)
+            .unwrap();
         // scores: 20 -> -0.6, 21 -> -3.1, 30 -> -2.1, 31 -> -2.2; budget 4 keeps root, 11, 20, 10
         assert_eq!(ids, vec![3, -1, -1, -1]);
         assert_eq!(b.size(), 4);
@@ -649,7 +670,11 @@ mod tests {
 
     impl Reference {
         fn new(c: BuilderConfig) -> Self {
-            Reference { c, nodes: vec![(0.0, true, 0)], expanded: vec![false] }
+            Reference {
+                c,
+                nodes: vec![(0.0, true, 0)],
+                expanded: vec![false],
+            }
         }
 
         /// Returns, per flat candidate index, the reference node it became.
@@ -663,7 +688,8 @@ mod tests {
                 if !alive || d as usize >= c.max_depth {
                     continue;
                 }
-                let mut row: Vec<(f32, usize)> = (0..w).map(|k| (lps[r * w + k], r * w + k)).collect();
+                let mut row: Vec<(f32, usize)> =
+                    (0..w).map(|k| (lps[r * w + k], r * w + k)).collect();
                 row.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap());
                 for &(lp, flat) in row.iter().take(c.max_width) {
                     let s = ps + c.log_decay + lp;

@@ -30,19 +30,35 @@ pub const MAX_TABLE_ENTRIES: usize = 1 << 27;
 /// Checks an acceptance vector: non-empty, finite, non-negative, summing to at most 1.
 pub fn validate_acceptance(p: &[f64]) -> Result<()> {
     if p.is_empty() {
-        return Err(Error::value("p", "a non-empty acceptance vector", "an empty array"));
+        return Err(Error::value(
+            "p",
+            "a non-empty acceptance vector",
+            "an empty array",
+        ));
     }
     for (k, &v) in p.iter().enumerate() {
         if !v.is_finite() {
-            return Err(Error::value("p", "finite probabilities", format!("p[{k}] = {v}")));
+            return Err(Error::value(
+                "p",
+                "finite probabilities",
+                format!("p[{k}] = {v}"),
+            ));
         }
         if v < 0.0 {
-            return Err(Error::value("p", "non-negative probabilities", format!("p[{k}] = {v}")));
+            return Err(Error::value(
+                "p",
+                "non-negative probabilities",
+                format!("p[{k}] = {v}"),
+            ));
         }
     }
     let sum: f64 = p.iter().sum();
     if sum > 1.0 + 1e-6 {
-        return Err(Error::value("p", "probabilities summing to at most 1", format!("sum {sum}")));
+        return Err(Error::value(
+            "p",
+            "probabilities summing to at most 1",
+            format!("sum {sum}"),
+        ));
     }
     Ok(())
 }
@@ -176,7 +192,11 @@ const PARALLEL_MIN_NODES: usize = 512;
 pub fn sequoia_dp(p: &[f64], max_nodes: usize, max_depth: usize) -> Result<SequoiaTable> {
     validate_acceptance(p)?;
     if max_nodes == 0 || max_nodes > MAX_NODES {
-        return Err(Error::value("max_nodes", format!("in [1, {MAX_NODES}]"), max_nodes));
+        return Err(Error::value(
+            "max_nodes",
+            format!("in [1, {MAX_NODES}]"),
+            max_nodes,
+        ));
     }
     let width = p.len();
     let entries = (max_depth + 1)
@@ -522,7 +542,7 @@ pub fn plan(
         return Err(Error::value("sizes", "at least one tree size", "none"));
     }
     crate::error::check_len("t_verify_s", t_verify.len(), sizes.len())?;
-    if !(t_draft >= 0.0) || !t_draft.is_finite() {
+    if t_draft.is_nan() || t_draft < 0.0 || t_draft.is_infinite() {
         return Err(Error::value("t_draft_s", "a finite time >= 0", t_draft));
     }
     for (i, (&n, &tv)) in sizes.iter().zip(t_verify).enumerate() {
@@ -533,14 +553,22 @@ pub fn plan(
                 format!("sizes[{i}] = {n}"),
             ));
         }
-        if !(tv > 0.0) || !tv.is_finite() {
-            return Err(Error::value("t_verify_s", "finite times > 0", format!("t_verify_s[{i}] = {tv}")));
+        if tv.is_nan() || tv <= 0.0 || tv.is_infinite() {
+            return Err(Error::value(
+                "t_verify_s",
+                "finite times > 0",
+                format!("t_verify_s[{i}] = {tv}"),
+            ));
         }
     }
     let smallest = (0..sizes.len()).min_by_key(|&i| sizes[i]).unwrap_or(0);
     let t_ar = t_autoregressive.unwrap_or(t_verify[smallest]);
-    if !(t_ar > 0.0) || !t_ar.is_finite() {
-        return Err(Error::value("t_autoregressive_s", "a finite time > 0", t_ar));
+    if t_ar.is_nan() || t_ar <= 0.0 || t_ar.is_infinite() {
+        return Err(Error::value(
+            "t_autoregressive_s",
+            "a finite time > 0",
+            t_ar,
+        ));
     }
     let mut best: Option<Plan> = None;
     for (&n, &tv) in sizes.iter().zip(t_verify) {
@@ -572,7 +600,11 @@ pub fn acceptance_from_ranks(ranks: &[i64], width: usize) -> Result<Vec<f64>> {
         return Err(Error::value("width", "at least 1", width));
     }
     if ranks.is_empty() {
-        return Err(Error::value("accepted_ranks", "at least one observation", "none"));
+        return Err(Error::value(
+            "accepted_ranks",
+            "at least one observation",
+            "none",
+        ));
     }
     let mut counts = vec![0u64; width];
     for (i, &r) in ranks.iter().enumerate() {
@@ -603,7 +635,9 @@ mod tests {
             if parents.len() == n {
                 let depth = crate::spec::tree::depths(parents).unwrap();
                 let ranks = crate::spec::tree::ranks(parents).unwrap();
-                if depth.iter().any(|&x| x as usize > d) || ranks.iter().any(|&r| r as usize >= p.len()) {
+                if depth.iter().any(|&x| x as usize > d)
+                    || ranks.iter().any(|&r| r as usize >= p.len())
+                {
                     return;
                 }
                 let v = tree_value(p, parents).unwrap();
@@ -630,14 +664,27 @@ mod tests {
     #[test]
     fn rejects_bad_acceptance_vectors_and_sizes() {
         assert!(sequoia_dp(&[], 4, 2).is_err());
-        assert!(sequoia_dp(&[-0.1, 0.2], 4, 2).unwrap_err().to_string().contains("non-negative"));
-        assert!(sequoia_dp(&[0.7, 0.6], 4, 2).unwrap_err().to_string().contains("at most 1"));
-        assert!(sequoia_dp(&[f64::NAN], 4, 2).unwrap_err().to_string().contains("finite"));
+        assert!(sequoia_dp(&[-0.1, 0.2], 4, 2)
+            .unwrap_err()
+            .to_string()
+            .contains("non-negative"));
+        assert!(sequoia_dp(&[0.7, 0.6], 4, 2)
+            .unwrap_err()
+            .to_string()
+            .contains("at most 1"));
+        assert!(sequoia_dp(&[f64::NAN], 4, 2)
+            .unwrap_err()
+            .to_string()
+            .contains("finite"));
         assert!(sequoia_dp(&[0.5], 0, 2).is_err());
         let t = sequoia_dp(&[0.5, 0.2], 8, 2).unwrap();
         assert!(t.value(9, 1).is_err());
         assert!(t.value(3, 3).is_err());
-        assert!(t.tree(8, 1).unwrap_err().to_string().contains("at most 3 nodes"));
+        assert!(t
+            .tree(8, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("at most 3 nodes"));
         assert!(sequoia_heap(&[0.2, 0.5], 4, 2).is_err());
     }
 
@@ -656,14 +703,19 @@ mod tests {
 
     #[test]
     fn dp_trees_achieve_their_values_on_the_sequoia_vector() {
-        let p: Vec<f64> = vec![0.634, 0.108, 0.057, 0.0225, 0.0195, 0.015, 0.0045, 0.003, 0.012];
+        let p: Vec<f64> = vec![
+            0.634, 0.108, 0.057, 0.0225, 0.0195, 0.015, 0.0045, 0.003, 0.012,
+        ];
         let t = sequoia_dp(&p, 200, 8).unwrap();
         for &(n, d) in &[(1, 0), (7, 3), (64, 6), (200, 8), (80, 2)] {
             let tree = t.tree(n, d).unwrap();
             assert_eq!(tree.parents.len(), n);
             assert!(tree.depth.iter().all(|&x| x as usize <= d));
             assert_eq!(crate::spec::tree::ranks(&tree.parents).unwrap(), tree.rank);
-            assert!(close(tree_value(&p, &tree.parents).unwrap(), t.value(n, d).unwrap()));
+            assert!(close(
+                tree_value(&p, &tree.parents).unwrap(),
+                t.value(n, d).unwrap()
+            ));
         }
         // more nodes or depth never hurt
         for n in 2..=200 {

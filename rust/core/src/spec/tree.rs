@@ -18,13 +18,21 @@ pub fn validate_parents(parents: &[i32]) -> Result<()> {
 pub(crate) fn validate_parents_named(arg: &str, parents: &[i32]) -> Result<()> {
     let n = parents.len();
     if n == 0 {
-        return Err(Error::value(arg, "a non-empty tree (node 0 is the root)", "an empty array"));
+        return Err(Error::value(
+            arg,
+            "a non-empty tree (node 0 is the root)",
+            "an empty array",
+        ));
     }
     if n > i32::MAX as usize {
         return Err(Error::value(arg, "at most 2^31 - 1 nodes", n));
     }
     if parents[0] != -1 {
-        return Err(Error::value(arg, "-1 at index 0 (node 0 is the root)", parents[0]));
+        return Err(Error::value(
+            arg,
+            "-1 at index 0 (node 0 is the root)",
+            parents[0],
+        ));
     }
     for (i, &p) in parents.iter().enumerate().skip(1) {
         if p >= 0 && (p as usize) < i {
@@ -79,7 +87,11 @@ fn on_cycle(parents: &[i32], start: usize) -> bool {
 /// Checks CSR `offsets` over `total` concatenated nodes; returns the number of trees.
 pub fn validate_offsets(offsets: &[i64], total: usize) -> Result<usize> {
     if offsets.len() < 2 {
-        return Err(Error::value("offsets", "at least 2 entries (one tree)", offsets.len()));
+        return Err(Error::value(
+            "offsets",
+            "at least 2 entries (one tree)",
+            offsets.len(),
+        ));
     }
     if offsets[0] != 0 {
         return Err(Error::value("offsets", "0 at index 0", offsets[0]));
@@ -535,7 +547,10 @@ mod tests {
         let parents = [-1, 0, 0, -1, 0, 1, 2];
         let offsets = [0i64, 3, 7];
         let mut out = vec![0u8; 2 * 16];
-        assert_eq!(ancestor_mask_batch_into(&parents, &offsets, &mut out).unwrap(), 4);
+        assert_eq!(
+            ancestor_mask_batch_into(&parents, &offsets, &mut out).unwrap(),
+            4
+        );
         let second: Vec<bool> = out[16..].iter().map(|&b| b != 0).collect();
         assert_eq!(second, reference_mask(&[-1, 0, 1, 2]));
         assert_eq!(&out[..4], &[1, 0, 0, 0]);
