@@ -247,20 +247,65 @@ pub fn ancestor_mask_into(parents: &[i32], out: &mut [u8]) -> Result<()> {
     let n = parents.len();
     let (bits, words) = ancestor_bitsets(parents)?;
     crate::error::check_len("out", out.len(), n * n)?;
+    let wide = wide_spread_available();
     for i in 0..n {
         let row = &mut out[i * n..(i + 1) * n];
         let used = (i / 64 + 1).min(words);
-        for w in 0..used {
-            let word = bits[i * words + w];
-            if word == 0 {
-                continue;
-            }
-            let start = w * 64;
-            let end = (start + 64).min(n);
-            spread_word(word, &mut row[start..end]);
+        let row_bits = &bits[i * words..i * words + used];
+        if wide {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `wide_spread_available` checked AVX-512BW on this CPU.
+            unsafe {
+                spread_row_avx512(row_bits, row)
+            };
+        } else {
+            spread_row(row_bits, row);
         }
     }
     Ok(())
+}
+
+fn wide_spread_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512bw")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// One mask row from its bitset words: byte `j` of `out` = bit `j`.
+fn spread_row(words: &[u64], out: &mut [u8]) {
+    for (w, &word) in words.iter().enumerate() {
+        if word == 0 {
+            continue;
+        }
+        let start = w * 64;
+        let end = (start + 64).min(out.len());
+        spread_word(word, &mut out[start..end]);
+    }
+}
+
+/// [`spread_row`] with one masked 64-byte store per word (`vmovdqu8` with a bit mask).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512bw")]
+unsafe fn spread_row_avx512(words: &[u64], out: &mut [u8]) {
+    use std::arch::x86_64::{_mm512_maskz_set1_epi8, _mm512_storeu_si512};
+    for (w, &word) in words.iter().enumerate() {
+        if word == 0 {
+            continue;
+        }
+        let start = w * 64;
+        if out.len() - start >= 64 {
+            let bytes = _mm512_maskz_set1_epi8(word, 1);
+            // SAFETY: `start + 64 <= out.len()`, and the store is unaligned.
+            unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(start).cast(), bytes) };
+        } else {
+            spread_word(word, &mut out[start..]);
+        }
+    }
 }
 
 #[inline]
