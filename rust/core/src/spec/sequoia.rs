@@ -11,8 +11,8 @@
 //! at most `cap[l-1]` nodes, the first part at most `1 + (b-1) cap[l-1]`), so every value read
 //! is finite and no `-inf` arithmetic (or `0 * -inf = NaN`) can occur. `F[.][l-1]` is stored
 //! reversed, which turns the max-plus over the split into a dot-product-shaped loop over two
-//! ascending slices; eight independent accumulators let it vectorise (AVX-512/AVX2 chosen at
-//! run time) without reassociating anything, so every build gives bit-identical tables. The
+//! ascending slices; eight independent accumulators let it vectorise (AVX2 chosen at run
+//! time) without reassociating anything, so every build gives bit-identical tables. The
 //! sizes `m` of one `(l, b)` layer are independent and run in parallel with rayon.
 
 use std::cmp::Ordering;
@@ -140,12 +140,6 @@ fn cell_max_kernel(a: &[f64], pf: &[f64], lo: usize, hi: usize) -> f64 {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn cell_max_avx512(a: &[f64], pf: &[f64], lo: usize, hi: usize) -> f64 {
-    cell_max_kernel(a, pf, lo, hi)
-}
-
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn cell_max_avx2(a: &[f64], pf: &[f64], lo: usize, hi: usize) -> f64 {
     cell_max_kernel(a, pf, lo, hi)
@@ -153,7 +147,6 @@ unsafe fn cell_max_avx2(a: &[f64], pf: &[f64], lo: usize, hi: usize) -> f64 {
 
 #[derive(Clone, Copy)]
 enum Simd {
-    Avx512,
     Avx2,
     Portable,
 }
@@ -161,9 +154,6 @@ enum Simd {
 fn detect_simd() -> Simd {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return Simd::Avx512;
-        }
         if std::arch::is_x86_feature_detected!("avx2") {
             return Simd::Avx2;
         }
@@ -175,9 +165,6 @@ fn detect_simd() -> Simd {
 #[inline]
 fn cell_max(simd: Simd, a: &[f64], pf: &[f64], lo: usize, hi: usize) -> f64 {
     match simd {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `detect_simd` found AVX-512F on this CPU.
-        Simd::Avx512 => unsafe { cell_max_avx512(a, pf, lo, hi) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `detect_simd` found AVX2 on this CPU.
         Simd::Avx2 => unsafe { cell_max_avx2(a, pf, lo, hi) },

@@ -254,9 +254,9 @@ pub fn ancestor_mask_into(parents: &[i32], out: &mut [u8]) -> Result<()> {
         let row_bits = &bits[i * words..i * words + used];
         if wide {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `wide_spread_available` checked AVX-512BW on this CPU.
+            // SAFETY: `wide_spread_available` checked AVX2 on this CPU.
             unsafe {
-                spread_row_avx512(row_bits, row)
+                spread_row_avx2(row_bits, row)
             };
         } else {
             spread_row(row_bits, row);
@@ -268,7 +268,7 @@ pub fn ancestor_mask_into(parents: &[i32], out: &mut [u8]) -> Result<()> {
 fn wide_spread_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512bw")
+        std::arch::is_x86_feature_detected!("avx2")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -288,20 +288,37 @@ fn spread_row(words: &[u64], out: &mut [u8]) {
     }
 }
 
-/// [`spread_row`] with one masked 64-byte store per word (`vmovdqu8` with a bit mask).
+/// [`spread_row`] with AVX2: each 32-bit half of a word is broadcast, every byte lane picks
+/// the source byte holding its bit (`vpshufb`), tests its bit and keeps 1 where set.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512bw")]
-unsafe fn spread_row_avx512(words: &[u64], out: &mut [u8]) {
-    use std::arch::x86_64::{_mm512_maskz_set1_epi8, _mm512_storeu_si512};
+#[target_feature(enable = "avx2")]
+unsafe fn spread_row_avx2(words: &[u64], out: &mut [u8]) {
+    use std::arch::x86_64::{
+        _mm256_and_si256, _mm256_cmpeq_epi8, _mm256_set1_epi32, _mm256_set1_epi64x,
+        _mm256_set1_epi8, _mm256_setr_epi8, _mm256_shuffle_epi8, _mm256_storeu_si256,
+    };
+    let pick = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3,
+        3, 3,
+    );
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let one = _mm256_set1_epi8(1);
     for (w, &word) in words.iter().enumerate() {
         if word == 0 {
             continue;
         }
         let start = w * 64;
         if out.len() - start >= 64 {
-            let bytes = _mm512_maskz_set1_epi8(word, 1);
-            // SAFETY: `start + 64 <= out.len()`, and the store is unaligned.
-            unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(start).cast(), bytes) };
+            for half in 0..2 {
+                let v = _mm256_set1_epi32((word >> (32 * half)) as u32 as i32);
+                let bytes = _mm256_shuffle_epi8(v, pick);
+                let set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+                let ones = _mm256_and_si256(set, one);
+                // SAFETY: `start + 32 * half + 32 <= start + 64 <= out.len()`; unaligned store.
+                unsafe {
+                    _mm256_storeu_si256(out.as_mut_ptr().add(start + 32 * half).cast(), ones)
+                };
+            }
         } else {
             spread_word(word, &mut out[start..]);
         }
