@@ -47,10 +47,6 @@ def record_ratio(benchmark, baseline_s: float) -> None:
         benchmark.extra_info["ratio_vs_baseline"] = baseline_s / stats.stats.min
 
 
-def baseline_enabled(request) -> bool:
-    return not request.config.getoption("benchmark_disable", default=True)
-
-
 # ----------------------------------------------------------------------------- Sequoia DP
 @pytest.mark.benchmark(group="sequoia-dp-n1024-D10-B32")
 def test_bench_ferrolm_sequoia_dp_n1024(benchmark):
@@ -59,9 +55,9 @@ def test_bench_ferrolm_sequoia_dp_n1024(benchmark):
 
 
 @pytest.mark.benchmark(group="sequoia-dp-n256-D10-B32")
-def test_bench_ferrolm_sequoia_dp_n256(benchmark, request):
+def test_bench_ferrolm_sequoia_dp_n256(benchmark):
     table = benchmark(spec.sequoia_dp, P, 256, DEPTH)
-    if baseline_enabled(request):
+    if benchmark.enabled:
         record_ratio(benchmark, best_time(lambda: numpy_sequoia_dp(P, 256, DEPTH), 2))
     np.testing.assert_array_equal(table.values(), numpy_sequoia_dp(P, 256, DEPTH))
 
@@ -124,9 +120,9 @@ def time_step(grow, step, rounds: int) -> float:
 
 
 @pytest.mark.benchmark(group="treebuilder-expand-128x32-budget1024")
-def test_bench_ferrolm_treebuilder_step(benchmark, request):
+def test_bench_ferrolm_treebuilder_step(benchmark):
     benchmark.pedantic(ferrolm_step, setup=lambda: ((ferrolm_grown(),), {}), rounds=200)
-    if baseline_enabled(request):
+    if benchmark.enabled:
         record_ratio(benchmark, time_step(torch_grown, torch_step, 50))
     b = ferrolm_grown()
     ids = ferrolm_step(b)
@@ -155,10 +151,10 @@ def torch_after_step() -> TorchTreeState:
 
 
 @pytest.mark.benchmark(group="treebuilder-finalize-1024")
-def test_bench_ferrolm_treebuilder_finalize(benchmark, request):
+def test_bench_ferrolm_treebuilder_finalize(benchmark):
     b = ferrolm_after_step()
     tree, _ = benchmark(b.finalize)
-    if baseline_enabled(request):
+    if benchmark.enabled:
         s = torch_after_step()
         record_ratio(benchmark, best_time(s.finalize, 50))
     assert tree.size == BUDGET
@@ -180,9 +176,9 @@ MASK_PARENTS_T = torch.from_numpy(MASK_PARENTS.astype(np.int64))
 
 
 @pytest.mark.benchmark(group="ancestor-mask-n1024")
-def test_bench_ferrolm_ancestor_mask(benchmark, request):
+def test_bench_ferrolm_ancestor_mask(benchmark):
     mask = benchmark(spec.ancestor_mask, MASK_PARENTS)
-    if baseline_enabled(request):
+    if benchmark.enabled:
         record_ratio(benchmark, best_time(lambda: torch_ancestor_mask(MASK_PARENTS_T), 50))
     np.testing.assert_array_equal(mask, torch_ancestor_mask(MASK_PARENTS_T).numpy())
 
