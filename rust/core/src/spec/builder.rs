@@ -347,9 +347,9 @@ impl TreeBuilder {
         Ok(self.commit(parent_ids, child_tokens, child_logprobs, width, candidates))
     }
 
-    /// The children that can enter, as `(order key, flat index)` in row-major rank order (key =
-    /// score bits, then the inverted position); checks that the surviving siblings of a row
-    /// carry distinct tokens. Changes nothing.
+    /// The children that can enter, as `(order key, flat index)` in row-major column order
+    /// (key = score bits, then the inverted flat index); checks that the surviving siblings
+    /// of a row carry distinct tokens. Changes nothing.
     fn candidates(
         &self,
         parent_ids: &[i32],
@@ -387,12 +387,14 @@ impl TreeBuilder {
             if kept_in_row == 0 {
                 continue;
             }
+            let col = |k: u64| (u32::MAX - (k & 0xffff_ffff) as u32) as usize;
             if row_keys.len() > kept_in_row {
                 row_keys.select_nth_unstable_by(kept_in_row - 1, |a, b| b.cmp(a));
                 row_keys.truncate(kept_in_row);
+                // Back to column order: among equal scores (equal log-probs) it is also the
+                // rank order, so ties resolve exactly as ranks would.
+                row_keys.sort_unstable_by_key(|&k| col(k));
             }
-            row_keys.sort_unstable_by(|a, b| b.cmp(a));
-            let col = |k: u64| (u32::MAX - (k & 0xffff_ffff) as u32) as usize;
             if let Some(t) =
                 repeated_token(row_keys.iter().map(|&k| child_tokens[r * width + col(k)]))
             {
@@ -402,13 +404,13 @@ impl TreeBuilder {
                     format!("token {t} twice in row {r}"),
                 ));
             }
-            for (rank, &k) in row_keys.iter().enumerate() {
+            for &k in row_keys.iter() {
                 let c = col(k);
                 let s = base + child_logprobs[r * width + c].min(0.0);
-                let pos = (r * take + rank) as u32;
+                let flat = (r * width + c) as u32;
                 candidates.push((
-                    ((order_bits(s) as u64) << 32) | (u32::MAX - pos) as u64,
-                    (r * width + c) as u32,
+                    ((order_bits(s) as u64) << 32) | (u32::MAX - flat) as u64,
+                    flat,
                 ));
             }
         }
@@ -440,8 +442,9 @@ impl TreeBuilder {
         let cfg = self.cfg;
         let base_id = self.nodes.len() as u64;
         let full = self.kept + candidates.len() > cfg.budget;
-        // Candidates compete with a provisional id `base_id + position`: larger than every
-        // existing id (old nodes win ties) and ordered like the ids they will get.
+        // Candidates compete with a provisional id `base_id + flat index`: larger than every
+        // existing id (old nodes win ties) and, among equal scores, ordered like the ids they
+        // will get (row-major, then rank = column order for equal log-probs).
         let provisional = |k: u64| {
             (k & !0xffff_ffff)
                 | (u32::MAX as u64 - (base_id + (u32::MAX as u64 - (k & 0xffff_ffff))))
@@ -470,21 +473,39 @@ impl TreeBuilder {
                 }
             }
         }
-        for &(k, flat) in &candidates {
-            if full && provisional(k) < threshold {
-                continue;
+        // Insert row by row, each row's kept children in rank order (log-prob desc, then
+        // column), so ids and sibling lists follow ranks.
+        let mut row_buf: Vec<(u64, usize)> = Vec::new();
+        let mut i = 0;
+        while i < candidates.len() {
+            let row = candidates[i].1 as usize / width;
+            row_buf.clear();
+            while i < candidates.len() && candidates[i].1 as usize / width == row {
+                let (k, flat) = candidates[i];
+                i += 1;
+                if full && provisional(k) < threshold {
+                    continue;
+                }
+                let flat = flat as usize;
+                let lp = child_logprobs[flat].min(0.0);
+                row_buf.push((
+                    ((order_bits(lp) as u64) << 32) | (u32::MAX - flat as u32) as u64,
+                    flat,
+                ));
             }
-            let flat = flat as usize;
-            let p = parent_ids[flat / width] as usize;
-            let s = self.nodes[p].score + cfg.log_decay + child_logprobs[flat].min(0.0);
-            let depth = self.nodes[p].depth + 1;
-            out[flat] = if full {
-                let id = self.push_node(p as i32, child_tokens[flat], s, depth);
-                kept_keys.push(Reverse(key(s, id as u32)));
-                id
-            } else {
-                self.insert(p as i32, child_tokens[flat], s, depth)
-            };
+            row_buf.sort_unstable_by_key(|&(k, _)| Reverse(k));
+            let p = parent_ids[row] as usize;
+            for &(_, flat) in &row_buf {
+                let s = self.nodes[p].score + cfg.log_decay + child_logprobs[flat].min(0.0);
+                let depth = self.nodes[p].depth + 1;
+                out[flat] = if full {
+                    let id = self.push_node(p as i32, child_tokens[flat], s, depth);
+                    kept_keys.push(Reverse(key(s, id as u32)));
+                    id
+                } else {
+                    self.insert(p as i32, child_tokens[flat], s, depth)
+                };
+            }
         }
         if full {
             self.worst = BinaryHeap::from(kept_keys);
