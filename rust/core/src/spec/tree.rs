@@ -241,8 +241,8 @@ pub fn ancestor_bitsets(parents: &[i32]) -> Result<(Vec<u64>, usize)> {
 
 /// Writes the `[n, n]` ancestor mask of `parents` as bytes (1 = attend) into `out` (row-major).
 ///
-/// `mask[i][j] = 1` iff `j` is `i` or an ancestor of `i`. Built from bitsets; a row writes only
-/// its lower-triangular words, so `out` must arrive zeroed.
+/// `mask[i][j] = 1` iff `j` is `i` or an ancestor of `i`. Built from bitsets; every byte of
+/// `out` is written (it may arrive uninitialised-but-allocated or dirty).
 pub fn ancestor_mask_into(parents: &[i32], out: &mut [u8]) -> Result<()> {
     let n = parents.len();
     let (bits, words) = ancestor_bitsets(parents)?;
@@ -252,6 +252,8 @@ pub fn ancestor_mask_into(parents: &[i32], out: &mut [u8]) -> Result<()> {
         let row = &mut out[i * n..(i + 1) * n];
         let used = (i / 64 + 1).min(words);
         let row_bits = &bits[i * words..i * words + used];
+        let (row, rest) = row.split_at_mut((used * 64).min(n));
+        rest.fill(0);
         if wide {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `wide_spread_available` checked AVX2 on this CPU.
@@ -279,9 +281,6 @@ fn wide_spread_available() -> bool {
 /// One mask row from its bitset words: byte `j` of `out` = bit `j`.
 fn spread_row(words: &[u64], out: &mut [u8]) {
     for (w, &word) in words.iter().enumerate() {
-        if word == 0 {
-            continue;
-        }
         let start = w * 64;
         let end = (start + 64).min(out.len());
         spread_word(word, &mut out[start..end]);
@@ -304,9 +303,6 @@ unsafe fn spread_row_avx2(words: &[u64], out: &mut [u8]) {
     let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
     let one = _mm256_set1_epi8(1);
     for (w, &word) in words.iter().enumerate() {
-        if word == 0 {
-            continue;
-        }
         let start = w * 64;
         if out.len() - start >= 64 {
             for half in 0..2 {
@@ -329,9 +325,6 @@ unsafe fn spread_row_avx2(words: &[u64], out: &mut [u8]) {
 fn spread_word(word: u64, out: &mut [u8]) {
     for (k, chunk) in out.chunks_mut(8).enumerate() {
         let byte = ((word >> (8 * k)) & 0xff) as usize;
-        if byte == 0 {
-            continue;
-        }
         let v = SPREAD[byte].to_le_bytes();
         chunk.copy_from_slice(&v[..chunk.len()]);
     }
@@ -340,7 +333,7 @@ fn spread_word(word: u64, out: &mut [u8]) {
 /// The `[n, n]` ancestor mask as a fresh `Vec<bool>` (row-major).
 pub fn ancestor_mask(parents: &[i32]) -> Result<Vec<bool>> {
     let n = parents.len();
-    let mut bytes = vec![0u8; n * n];
+    let mut bytes = vec![1u8; n * n];
     ancestor_mask_into(parents, &mut bytes)?;
     Ok(bytes.into_iter().map(|b| b != 0).collect())
 }
