@@ -90,6 +90,16 @@ fn key_id(k: u64) -> usize {
 /// open-addressing set (linear in the row), large ones a sort.
 fn repeated_token(tokens: impl ExactSizeIterator<Item = i32>) -> Option<i32> {
     const SLOTS: usize = 128;
+    if tokens.len() <= 8 {
+        let mut seen = [0i32; 8];
+        for (i, t) in tokens.enumerate() {
+            if seen[..i].contains(&t) {
+                return Some(t);
+            }
+            seen[i] = t;
+        }
+        return None;
+    }
     if tokens.len() > SLOTS / 2 {
         let mut v: Vec<i32> = tokens.collect();
         v.sort_unstable();
@@ -127,7 +137,7 @@ pub struct FinalTree {
     pub score: Vec<f32>,
 }
 
-/// One inserted node (kept or evicted); children form a linked list in rank order.
+/// One inserted node (kept or evicted); children form a linked list in insertion order.
 #[derive(Debug, Clone, Copy)]
 struct Node {
     token: i32,
@@ -138,6 +148,15 @@ struct Node {
     depth: u16,
     alive: bool,
     expanded: bool,
+}
+
+/// What one `expand` will do, decided before anything changes.
+#[derive(Debug)]
+struct ExpandPlan {
+    /// Keys below this leave the tree (`None`: everything fits).
+    threshold: Option<u64>,
+    /// Flat indices of the entering children, row-major in column order.
+    entering: Vec<u32>,
 }
 
 /// SpecExec best-first tree growth: see the module documentation.
@@ -308,17 +327,24 @@ impl TreeBuilder {
                 format!("{} twice", w[0]),
             ));
         }
-        if let Some(i) = child_tokens.iter().position(|&t| t < 0) {
+        // Branch-free scans first (they vectorise); the position is only looked up on failure.
+        let min_token = child_tokens.iter().fold(0i32, |acc, &t| acc.min(t));
+        let bad_logprob = child_logprobs
+            .iter()
+            .fold(false, |acc, &x| acc | x.is_nan() | (x > LOGPROB_SLACK));
+        if min_token < 0 {
+            let i = child_tokens.iter().position(|&t| t < 0).unwrap_or(0);
             return Err(Error::value(
                 "child_tokens",
                 "token ids >= 0",
                 format!("{} at flat index {i}", child_tokens[i]),
             ));
         }
-        if let Some(i) = child_logprobs
-            .iter()
-            .position(|&x| x.is_nan() || x > LOGPROB_SLACK)
-        {
+        if bad_logprob {
+            let i = child_logprobs
+                .iter()
+                .position(|&x| x.is_nan() || x > LOGPROB_SLACK)
+                .unwrap_or(0);
             return Err(Error::value(
                 "child_logprobs",
                 "log-probabilities (<= 0, not NaN; -inf = probability 0)",
@@ -334,7 +360,7 @@ impl TreeBuilder {
     /// Each row keeps its `max_width` best children with a finite log-prob and a score not
     /// below `min_logprob`; then all candidates compete for the top-`budget` set (ties go to
     /// older nodes, then to earlier rows and ranks), evicting the worst nodes when full. New
-    /// ids are given in row-major rank order.
+    /// ids are given in row-major column order.
     pub fn expand(
         &mut self,
         parent_ids: &[i32],
@@ -343,68 +369,59 @@ impl TreeBuilder {
         width: usize,
     ) -> Result<Vec<i32>> {
         self.validate_expand(parent_ids, child_tokens, child_logprobs, width)?;
-        let candidates = self.candidates(parent_ids, child_tokens, child_logprobs, width)?;
-        Ok(self.commit(parent_ids, child_tokens, child_logprobs, width, candidates))
+        let plan = self.plan_expand(parent_ids, child_tokens, child_logprobs, width)?;
+        Ok(self.apply(parent_ids, child_tokens, child_logprobs, width, plan))
     }
 
-    /// The children that can enter, as `(order key, flat index)` in row-major column order
-    /// (key = score bits, then the inverted flat index); checks that the surviving siblings
-    /// of a row carry distinct tokens. Changes nothing.
+    /// The children that could enter, as `(order key, flat index)` in row-major column order
+    /// (key = score bits, then the inverted flat index). Changes nothing.
     fn candidates(
         &self,
         parent_ids: &[i32],
-        child_tokens: &[i32],
         child_logprobs: &[f32],
         width: usize,
-    ) -> Result<Vec<(u64, u32)>> {
+    ) -> Vec<(u64, u32)> {
         let cfg = self.cfg;
-        let bar = self.entry_bar();
+        // `order_bits(s) > bar_bits` is "beats the worst kept node"; without a full budget
+        // every non-NaN score passes (the order bits of -inf are above 0).
+        let bar_bits = self.entry_bar().unwrap_or(0);
+        let min_bits = order_bits(cfg.min_logprob);
         let take = cfg.max_width.min(width);
         let mut candidates: Vec<(u64, u32)> = Vec::new();
-        let mut row_keys: Vec<u64> = Vec::with_capacity(width);
+        let mut row_keys: Vec<u64> = vec![0; width];
         for (r, &p) in parent_ids.iter().enumerate() {
-            let p = p as usize;
-            if !self.nodes[p].alive || self.nodes[p].depth as usize >= cfg.max_depth {
+            let node = self.nodes[p as usize];
+            if !node.alive || node.depth as usize >= cfg.max_depth {
                 continue;
             }
-            let base = self.nodes[p].score + cfg.log_decay;
+            let base = node.score + cfg.log_decay;
             // Only children that could enter are ranked: scores are monotone in the log-prob,
-            // so the survivors are exactly the row's best ones.
-            row_keys.clear();
+            // so the survivors are exactly the row's best ones. Branch-free compaction.
             let row = &child_logprobs[r * width..(r + 1) * width];
+            let mut count = 0;
             for (c, &lp) in row.iter().enumerate() {
                 let lp = lp.min(0.0);
-                let s = base + lp;
-                if lp == f32::NEG_INFINITY || s < cfg.min_logprob {
-                    continue;
-                }
-                if bar.is_some_and(|bar| order_bits(s) <= bar) {
-                    continue;
-                }
-                row_keys.push(((order_bits(lp) as u64) << 32) | (u32::MAX - c as u32) as u64);
+                let ob = order_bits(base + lp);
+                let pass = lp != f32::NEG_INFINITY && ob >= min_bits && ob > bar_bits;
+                row_keys[count] = ((order_bits(lp) as u64) << 32) | (u32::MAX - c as u32) as u64;
+                count += pass as usize;
             }
-            let kept_in_row = take.min(row_keys.len());
-            if kept_in_row == 0 {
+            if count == 0 {
                 continue;
             }
             let col = |k: u64| (u32::MAX - (k & 0xffff_ffff) as u32) as usize;
-            if row_keys.len() > kept_in_row {
-                row_keys.select_nth_unstable_by(kept_in_row - 1, |a, b| b.cmp(a));
-                row_keys.truncate(kept_in_row);
+            let survivors = &mut row_keys[..count];
+            let survivors = if count > take {
+                survivors.select_nth_unstable_by(take - 1, |a, b| b.cmp(a));
+                let kept = &mut survivors[..take];
                 // Back to column order: among equal scores (equal log-probs) it is also the
                 // rank order, so ties resolve exactly as ranks would.
-                row_keys.sort_unstable_by_key(|&k| col(k));
-            }
-            if let Some(t) =
-                repeated_token(row_keys.iter().map(|&k| child_tokens[r * width + col(k)]))
-            {
-                return Err(Error::value(
-                    "child_tokens",
-                    "distinct tokens within a row (siblings)",
-                    format!("token {t} twice in row {r}"),
-                ));
-            }
-            for &k in row_keys.iter() {
+                kept.sort_unstable_by_key(|&k| col(k));
+                kept
+            } else {
+                survivors
+            };
+            for &k in survivors.iter() {
                 let c = col(k);
                 let s = base + child_logprobs[r * width + c].min(0.0);
                 let flat = (r * width + c) as u32;
@@ -414,57 +431,88 @@ impl TreeBuilder {
                 ));
             }
         }
-        Ok(candidates)
+        candidates
     }
 
-    /// Inserts the best candidates and evicts what falls out of the top-`budget` set.
-    ///
-    /// With room for all, each candidate is pushed on the heaps. Otherwise the new top set is
-    /// chosen in one selection over kept and candidate keys (`O(n + c)`), the evicted nodes
-    /// are marked, and the eviction heap is rebuilt in `O(n)`: cheaper than one heap pop per
-    /// eviction when a step replaces hundreds of nodes.
-    fn commit(
+    /// Decides which candidates enter (without changing anything): the entry threshold when
+    /// the budget overflows, and the entering children grouped by row in rank order. Fails
+    /// when two entering siblings carry the same token.
+    fn plan_expand(
+        &self,
+        parent_ids: &[i32],
+        child_tokens: &[i32],
+        child_logprobs: &[f32],
+        width: usize,
+    ) -> Result<ExpandPlan> {
+        let candidates = self.candidates(parent_ids, child_logprobs, width);
+        let cfg = self.cfg;
+        let base_id = self.nodes.len() as u64;
+        // Candidates compete with a provisional id `base_id + flat index`: larger than every
+        // existing id (old nodes win ties) and, among equal scores, ordered like the ids they
+        // will get (row-major, then rank = column order for equal log-probs).
+        let provisional = |k: u64| {
+            let flat = u32::MAX as u64 - (k & 0xffff_ffff);
+            (k & !0xffff_ffff) | (u32::MAX as u64).saturating_sub(base_id + flat)
+        };
+        let threshold = if self.kept + candidates.len() > cfg.budget {
+            let mut all: Vec<u64> = Vec::with_capacity(self.kept + candidates.len());
+            all.extend(self.worst.iter().map(|&Reverse(k)| k));
+            all.extend(candidates.iter().map(|&(k, _)| provisional(k)));
+            let kth = cfg.budget - 1;
+            all.select_nth_unstable_by(kth, |a, b| b.cmp(a));
+            Some(all[kth])
+        } else {
+            None
+        };
+        let mut entering: Vec<u32> = Vec::with_capacity(candidates.len());
+        let mut i = 0;
+        while i < candidates.len() {
+            let row = candidates[i].1 as usize / width;
+            let start = entering.len();
+            while i < candidates.len() && candidates[i].1 as usize / width == row {
+                let (k, flat) = candidates[i];
+                i += 1;
+                if threshold.is_none_or(|t| provisional(k) >= t) {
+                    entering.push(flat);
+                }
+            }
+            let group = &entering[start..];
+            if group.len() > 1 {
+                if let Some(t) = repeated_token(group.iter().map(|&f| child_tokens[f as usize])) {
+                    return Err(Error::value(
+                        "child_tokens",
+                        "distinct tokens among the siblings that enter the tree",
+                        format!("token {t} twice in row {row}"),
+                    ));
+                }
+            }
+        }
+        Ok(ExpandPlan {
+            threshold,
+            entering,
+        })
+    }
+
+    /// Carries out a plan: marks the parents expanded, evicts what falls below the threshold
+    /// (one pass over the kept set and an `O(n)` heap rebuild, cheaper than a heap pop per
+    /// eviction when a step replaces hundreds of nodes) and inserts the entering children.
+    fn apply(
         &mut self,
         parent_ids: &[i32],
         child_tokens: &[i32],
         child_logprobs: &[f32],
         width: usize,
-        candidates: Vec<(u64, u32)>,
+        plan: ExpandPlan,
     ) -> Vec<i32> {
-        let m = parent_ids.len();
-        let mut out = vec![-1i32; m * width];
+        let mut out = vec![-1i32; parent_ids.len() * width];
         for &p in parent_ids {
             self.nodes[p as usize].expanded = true;
         }
-        if candidates.is_empty() {
-            return out;
-        }
         let cfg = self.cfg;
-        let base_id = self.nodes.len() as u64;
-        let full = self.kept + candidates.len() > cfg.budget;
-        // Candidates compete with a provisional id `base_id + flat index`: larger than every
-        // existing id (old nodes win ties) and, among equal scores, ordered like the ids they
-        // will get (row-major, then rank = column order for equal log-probs).
-        let provisional = |k: u64| {
-            (k & !0xffff_ffff)
-                | (u32::MAX as u64 - (base_id + (u32::MAX as u64 - (k & 0xffff_ffff))))
-        };
-        let mut threshold = 0u64;
         let mut kept_keys: Vec<Reverse<u64>> = Vec::new();
-        if full {
-            let alive_keys: Vec<u64> = std::mem::take(&mut self.worst)
-                .into_vec()
-                .into_iter()
-                .map(|Reverse(k)| k)
-                .collect();
-            let mut all: Vec<u64> = Vec::with_capacity(alive_keys.len() + candidates.len());
-            all.extend_from_slice(&alive_keys);
-            all.extend(candidates.iter().map(|&(k, _)| provisional(k)));
-            let kth = cfg.budget - 1;
-            all.select_nth_unstable_by(kth, |a, b| b.cmp(a));
-            threshold = all[kth];
+        if let Some(threshold) = plan.threshold {
             kept_keys.reserve(cfg.budget);
-            for k in alive_keys {
+            for Reverse(k) in std::mem::take(&mut self.worst).into_vec() {
                 if k >= threshold {
                     kept_keys.push(Reverse(k));
                 } else {
@@ -473,41 +521,20 @@ impl TreeBuilder {
                 }
             }
         }
-        // Insert row by row, each row's kept children in rank order (log-prob desc, then
-        // column), so ids and sibling lists follow ranks.
-        let mut row_buf: Vec<(u64, usize)> = Vec::new();
-        let mut i = 0;
-        while i < candidates.len() {
-            let row = candidates[i].1 as usize / width;
-            row_buf.clear();
-            while i < candidates.len() && candidates[i].1 as usize / width == row {
-                let (k, flat) = candidates[i];
-                i += 1;
-                if full && provisional(k) < threshold {
-                    continue;
-                }
-                let flat = flat as usize;
-                let lp = child_logprobs[flat].min(0.0);
-                row_buf.push((
-                    ((order_bits(lp) as u64) << 32) | (u32::MAX - flat as u32) as u64,
-                    flat,
-                ));
-            }
-            row_buf.sort_unstable_by_key(|&(k, _)| Reverse(k));
-            let p = parent_ids[row] as usize;
-            for &(_, flat) in &row_buf {
-                let s = self.nodes[p].score + cfg.log_decay + child_logprobs[flat].min(0.0);
-                let depth = self.nodes[p].depth + 1;
-                out[flat] = if full {
-                    let id = self.push_node(p as i32, child_tokens[flat], s, depth);
-                    kept_keys.push(Reverse(key(s, id as u32)));
-                    id
-                } else {
-                    self.insert(p as i32, child_tokens[flat], s, depth)
-                };
-            }
+        for &flat in &plan.entering {
+            let flat = flat as usize;
+            let p = parent_ids[flat / width] as usize;
+            let s = self.nodes[p].score + cfg.log_decay + child_logprobs[flat].min(0.0);
+            let depth = self.nodes[p].depth + 1;
+            out[flat] = if plan.threshold.is_some() {
+                let id = self.push_node(p as i32, child_tokens[flat], s, depth);
+                kept_keys.push(Reverse(key(s, id as u32)));
+                id
+            } else {
+                self.insert(p as i32, child_tokens[flat], s, depth)
+            };
         }
-        if full {
+        if plan.threshold.is_some() {
             self.worst = BinaryHeap::from(kept_keys);
         }
         out
@@ -530,21 +557,29 @@ impl TreeBuilder {
         old_to_new[0] = 0;
         t.parents.push(-1);
         t.rank.push(0);
+        // Children were linked in insertion order; ranks follow the key (score, then id).
+        let mut kids: Vec<u64> = Vec::new();
         let mut head = 0;
         while head < order.len() {
             let old = order[head] as usize;
+            kids.clear();
             let mut c = self.nodes[old].first_child;
-            let mut rank = 0;
             while c >= 0 {
-                let cu = c as usize;
-                if self.nodes[cu].alive {
-                    old_to_new[cu] = order.len() as i32;
-                    order.push(c as u32);
-                    t.parents.push(head as i32);
-                    t.rank.push(rank);
-                    rank += 1;
+                let node = &self.nodes[c as usize];
+                if node.alive {
+                    kids.push(key(node.score, c as u32));
                 }
-                c = self.nodes[cu].next_sibling;
+                c = node.next_sibling;
+            }
+            if kids.len() > 1 {
+                kids.sort_unstable_by(|a, b| b.cmp(a));
+            }
+            for (rank, &k) in kids.iter().enumerate() {
+                let cu = key_id(k);
+                old_to_new[cu] = order.len() as i32;
+                order.push(cu as u32);
+                t.parents.push(head as i32);
+                t.rank.push(rank as i32);
             }
             head += 1;
         }
@@ -642,19 +677,22 @@ impl BatchTreeBuilder {
                 .validate_expand(p, tk, lp, width)
                 .map_err(|e| prefix_tree(e, t))?;
         }
-        let results: Vec<Vec<i32>> = self
+        let plans = self
             .trees
             .par_iter()
             .zip(inputs.par_iter())
-            .map(|(tree, (p, tk, lp))| tree.candidates(p, tk, lp, width))
+            .map(|(tree, (p, tk, lp))| tree.plan_expand(p, tk, lp, width))
             .collect::<Vec<Result<_>>>()
             .into_iter()
             .enumerate()
             .map(|(t, r)| r.map_err(|e| prefix_tree(e, t)))
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .zip(self.trees.iter_mut().zip(inputs.iter()))
-            .map(|(cands, (tree, (p, tk, lp)))| tree.commit(p, tk, lp, width, cands))
+            .collect::<Result<Vec<_>>>()?;
+        let results: Vec<Vec<i32>> = self
+            .trees
+            .par_iter_mut()
+            .zip(inputs.par_iter())
+            .zip(plans)
+            .map(|((tree, (p, tk, lp)), plan)| tree.apply(p, tk, lp, width, plan))
             .collect();
         let mut out = vec![-1i32; m * width];
         for (rs, res) in rows.iter().zip(results) {
@@ -729,11 +767,11 @@ mod tests {
         let ids = b
             .expand(&[0], &[10, 11, 12], &[-2.0, -0.1, f32::NEG_INFINITY], 3)
             .unwrap();
-        // rank order: token 11 (-0.1) inserted first
-        assert_eq!(ids, vec![2, 1, -1]);
-        assert_eq!(b.frontier(4), vec![1, 2]);
+        // ids in column order; token 11 (-0.1) still ranks first
+        assert_eq!(ids, vec![1, 2, -1]);
+        assert_eq!(b.frontier(4), vec![2, 1]);
         let ids = b
-            .expand(&[1, 2], &[20, 21, 30, 31], &[-0.5, -3.0, -0.1, -0.2], 2)
+            .expand(&[2, 1], &[20, 21, 30, 31], &[-0.5, -3.0, -0.1, -0.2], 2)
             .unwrap();
         // scores: 20 -> -0.6, 21 -> -3.1, 30 -> -2.1, 31 -> -2.2; budget 4 keeps root, 11, 20, 10
         assert_eq!(ids, vec![3, -1, -1, -1]);
@@ -743,7 +781,7 @@ mod tests {
         assert_eq!(t.tokens, vec![7, 11, 10, 20]);
         assert_eq!(t.rank, vec![0, 0, 1, 0]);
         assert_eq!(t.depth, vec![0, 1, 1, 2]);
-        assert_eq!(map, vec![0, 1, 2, 3]);
+        assert_eq!(map, vec![0, 2, 1, 3]);
         // only node 3's children could beat the worst kept score (-2.0)
         assert_eq!(b.frontier(8), vec![3]);
     }
