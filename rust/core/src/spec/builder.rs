@@ -387,7 +387,7 @@ impl TreeBuilder {
         let bar_bits = self.entry_bar().unwrap_or(0);
         let min_bits = order_bits(cfg.min_logprob);
         let take = cfg.max_width.min(width);
-        let mut candidates: Vec<(u64, u32)> = Vec::new();
+        let mut candidates: Vec<(u64, u32)> = Vec::with_capacity(parent_ids.len() * take);
         let mut row_keys: Vec<u64> = vec![0; width];
         for (r, &p) in parent_ids.iter().enumerate() {
             let node = self.nodes[p as usize];
