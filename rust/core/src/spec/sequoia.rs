@@ -125,8 +125,10 @@ const BOUND_SLACK: f64 = 1e-9;
 /// the max itself is exact, so the result is bit-identical to the full scan.
 #[inline(always)]
 fn cell_max_kernel(a: &[f64], pf: &[f64], lo: usize, hi: usize) -> f64 {
-    let mut best = f64::NEG_INFINITY;
-    let mut y1 = hi + 1;
+    // The top split (last child gets the fewest nodes) is usually the best for small p_b:
+    // probe it alone so the bounds prune from the first block on.
+    let mut best = a[hi] + pf[hi];
+    let mut y1 = hi;
     let mut block = FIRST_BLOCK;
     while y1 > lo {
         let y0 = y1.saturating_sub(block).max(lo);
@@ -168,6 +170,31 @@ fn fill_layer_kernel(prev: &[f64], pfrev: &[f64], out: &mut [f64], m_start: usiz
             let off = g.max_nodes - m;
             cell_max_kernel(&prev[..=hi], &pfrev[off..=off + hi], lo, hi)
         };
+    }
+}
+
+/// `out[m] = max(prev[lo(m)..=hi(m)])` for a layer whose `p_b` is 0.
+fn window_max_layer(prev: &[f64], out: &mut [f64], g: Layer) {
+    let mut deque: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
+    let mut next = 0usize;
+    for (m, o) in out.iter_mut().enumerate() {
+        let lo = g.b.max(m.saturating_sub(g.cap));
+        if m < 2 || lo > (m - 1).min(g.first_part_cap) {
+            *o = f64::NEG_INFINITY;
+            continue;
+        }
+        let hi = (m - 1).min(g.first_part_cap);
+        while next <= hi {
+            while deque.back().is_some_and(|&y| prev[y] <= prev[next]) {
+                deque.pop_back();
+            }
+            deque.push_back(next);
+            next += 1;
+        }
+        while deque.front().is_some_and(|&y| y < lo) {
+            deque.pop_front();
+        }
+        *o = deque.front().map_or(f64::NEG_INFINITY, |&y| prev[y]);
     }
 }
 
@@ -264,7 +291,11 @@ pub fn sequoia_dp(p: &[f64], max_nodes: usize, max_depth: usize) -> Result<Sequo
                 first_part_cap,
                 max_nodes,
             };
-            if max_nodes >= PARALLEL_MIN_NODES {
+            if pb == 0.0 {
+                // `0 * F` adds exactly 0, so the cell is a plain window maximum of `prev`; both
+                // window ends only move right as m grows: a monotone deque, O(1) per cell.
+                window_max_layer(prev, out, g);
+            } else if max_nodes >= PARALLEL_MIN_NODES {
                 const CHUNK: usize = 32;
                 let pfrev = &pfrev;
                 out.par_chunks_mut(CHUNK)
@@ -699,6 +730,18 @@ mod tests {
             .to_string()
             .contains("at most 3 nodes"));
         assert!(sequoia_heap(&[0.2, 0.5], 4, 2).is_err());
+    }
+
+    #[test]
+    fn zero_entries_in_p_match_brute_force() {
+        let p = [0.5, 0.0, 0.3, 0.0];
+        let t = sequoia_dp(&p, 7, 3).unwrap();
+        for n in 1..=7 {
+            for d in 0..=3 {
+                let brute = brute_force(&p, n, d);
+                assert!(close(t.value(n, d).unwrap(), brute), "n {n} d {d}");
+            }
+        }
     }
 
     #[test]
