@@ -13,7 +13,7 @@ use crate::{Error, Result};
 
 /// Validates `features` (`[n, d]`, row-major) and returns its L2-normalised rows.
 ///
-/// Norms are accumulated in `f64` and the division is done in `f32`. A non-finite value or an
+/// Norms are accumulated in `f64`, rounded to `f32`, and each value divided by its row's norm. A non-finite value or an
 /// all-zero row is an error: cosine distance is undefined for them.
 pub(crate) fn normalized_rows(features: &[f32], n: usize, d: usize) -> Result<Vec<f32>> {
     let mut out = vec![0.0f32; features.len()];
@@ -34,9 +34,11 @@ pub(crate) fn normalized_rows(features: &[f32], n: usize, d: usize) -> Result<Ve
             if sum == 0.0 {
                 return Some((i, "an all-zero row"));
             }
-            let inv = (1.0 / sum.sqrt()) as f32;
+            // A division (not a multiplication by the reciprocal) so that parallel or equal
+            // rows normalise to exactly equal vectors, as NumPy's `x / norm` does.
+            let norm = sum.sqrt() as f32;
             for (o, &v) in dst.iter_mut().zip(row) {
-                *o = v * inv;
+                *o = v / norm;
             }
             None
         })
