@@ -1,4 +1,4 @@
-"""DivPrune selection (`ferrolm.prune.divprune`) against a plain NumPy reference of the same greedy."""
+"""DivPrune selection (`ferrolm.prune.divprune`) against a plain NumPy reference greedy."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 import ferrolm.cuda
 from ferrolm import prune
-
 
 TOL = 1e-5  # float32 rounding of 1 - x.y between two implementations' dot products
 
