@@ -104,7 +104,8 @@ def test_keep_one_gives_the_unpruned_logits():
     ref = model(input_ids=ids, pixel_values=pix).logits
     with prune.apply_to_llava(model, keep=1.0) as handle:
         out = model(input_ids=ids, pixel_values=pix).logits
-    assert handle.last is not None and handle.last.kept_tokens == ids.shape[1]
+    assert handle.last is not None
+    assert handle.last.kept_tokens == ids.shape[1]
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
 
 
@@ -158,8 +159,10 @@ def test_original_position_policy_keeps_the_positions_of_kept_tokens():
     hook.remove()
     handle.remove()
     pos = seen["pos"][0].tolist()
-    assert pos[:2] == [0, 1] and pos[-1] == ids.shape[1] - 1
-    assert pos == sorted(pos) and len(pos) == 3 + prune.keep_count(TOKENS_PER_IMAGE, 0.2)
+    assert pos[:2] == [0, 1]
+    assert pos[-1] == ids.shape[1] - 1
+    assert pos == sorted(pos)
+    assert len(pos) == 3 + prune.keep_count(TOKENS_PER_IMAGE, 0.2)
 
 
 def greedy_without_cache(model: Any, ids: torch.Tensor, mask: torch.Tensor, pix: Any, steps: int):
