@@ -13,8 +13,8 @@ use crate::{Error, Result};
 
 /// Validates `features` (`[n, d]`, row-major) and returns its L2-normalised rows.
 ///
-/// Norms are accumulated in `f64`, rounded to `f32`, and each value divided by its row's norm. A non-finite value or an
-/// all-zero row is an error: cosine distance is undefined for them.
+/// Norms are accumulated in `f64`, rounded to `f32`, and each value divided by its row's norm.
+/// A non-finite value or an all-zero row is an error: cosine distance is undefined for them.
 pub(crate) fn normalized_rows(features: &[f32], n: usize, d: usize) -> Result<Vec<f32>> {
     let mut out = vec![0.0f32; features.len()];
     let bad = features
