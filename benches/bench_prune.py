@@ -67,9 +67,8 @@ def record(benchmark, group: str, who: str) -> None:
     if who == "ferrolm" and base is not None:
         ratio = base / stats.stats.min
         benchmark.extra_info["speedup_vs_torch"] = round(ratio, 2)
-        print(
-            f"\n{group}: torch {base * 1e3:.1f} ms, ferrolm {stats.stats.min * 1e3:.1f} ms, {ratio:.1f}x"
-        )
+        ours = stats.stats.min * 1e3
+        print(f"\n{group}: torch {base * 1e3:.1f} ms, ferrolm {ours:.1f} ms, {ratio:.1f}x")
 
 
 @pytest.mark.parametrize("group", list(CASES))
