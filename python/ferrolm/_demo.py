@@ -16,6 +16,7 @@ from ferrolm import cuda as _cuda
 from ferrolm._doctor import doctor_section
 from ferrolm._report import Report, Section
 from ferrolm._timing import best_of
+from ferrolm.prune._demo import demo_section as prune_section
 
 
 def _torch_minmax_quantize(x: torch.Tensor) -> torch.Tensor:
@@ -82,7 +83,7 @@ def quantizer_section() -> Section:
     return s
 
 
-SECTIONS: list[Callable[[], Section]] = [doctor_section, quantizer_section]
+SECTIONS: list[Callable[[], Section]] = [doctor_section, quantizer_section, prune_section]
 
 
 def run_demo(progress: Callable[[str], None] = print) -> Report:
