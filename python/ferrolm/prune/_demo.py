@@ -70,7 +70,8 @@ def _tiny_llava() -> Any:
         vision_feature_layer=-1,
         vision_feature_select_strategy="default",
     )
-    return transformers.LlavaForConditionalGeneration(config).eval()
+    model: Any = transformers.LlavaForConditionalGeneration(config)
+    return model.eval()
 
 
 def demo_section() -> Section:

@@ -65,8 +65,8 @@ class _PromptState:
     last_new: torch.Tensor  # [B] new position of the last prompt token
 
 
-def _inner_model(model: torch.nn.Module) -> torch.nn.Module:
-    inner = getattr(model, "model", model)
+def _inner_model(model: torch.nn.Module) -> Any:
+    inner: Any = getattr(model, "model", model)
     ok = (
         hasattr(inner, "language_model")
         and hasattr(inner, "get_image_features")
@@ -109,7 +109,7 @@ class PruneHandle:
         self.method = method
         self.enabled = True
         self.last: Optional[PruneStats] = None
-        self._inner = inner
+        self._inner: Any = inner
         self._image_token_id = int(inner.config.image_token_id)
         self._input_ids: Optional[torch.Tensor] = None
         self._image_lengths: Optional[list[int]] = None
