@@ -29,7 +29,7 @@ const COLUMN_BLOCK: usize = 256;
 /// Tokens whose full rows seed the lower bound of the first pick.
 const SEED_ROWS: usize = 8;
 /// Rows computed ahead per block in the greedy loop.
-const AHEAD: usize = 64;
+const AHEAD: usize = 128;
 
 /// The exact `argmax_i nn_i` (lowest index on ties) without computing all `N^2` distances.
 pub(crate) fn most_isolated(x: &[f32], n: usize, d: usize) -> Result<usize> {
