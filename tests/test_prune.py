@@ -107,9 +107,9 @@ def test_realistic_sizes_equal_reference(n, d, keep):
     want, _ = reference(x, k)
     for method in ("gram", "matrix_free"):
         got = prune.divprune(torch.from_numpy(x), keep=keep, order="greedy", method=method)
-        _, _, near_ties = follow_reference(x, k, ours=got.indices.tolist())
-        if near_ties == 0:  # every decision clear: the very same picks
-            assert got.indices.tolist() == want, method
+        # Several steps here have runners-up within 1e-5 of the pick, yet the float32 dot
+        # products of ferrolm and NumPy's BLAS agree closely enough to give the same picks.
+        assert got.indices.tolist() == want, method
 
 
 def test_batch_equals_images_one_by_one():
@@ -244,12 +244,19 @@ def test_divprune_kernels_compile_with_nvrtc():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize(("n", "d", "k"), [(576, 1024, 56), (300, 64, 150), (1, 8, 1), (97, 5, 97)])
+@pytest.mark.parametrize(
+    ("n", "d", "k"), [(576, 1024, 56), (2880, 4096, 288), (300, 64, 150), (1, 8, 1), (97, 5, 97)]
+)
 def test_cuda_selection_equals_cpu_in_float32(n, d, k):
     x = torch.randn(3, n, d, generator=torch.Generator().manual_seed(n))
     cpu = prune.divprune(x, k=k, order="greedy")
     gpu = prune.divprune(x.cuda(), k=k, order="greedy")
     assert gpu.indices.device.type == "cuda"
+    assert gpu.indices.shape == (3, k)
+    for b in range(3):
+        # cuBLAS and the CPU kernel round dot products differently: every GPU pick must be
+        # the NumPy reference's pick up to a float32 near-tie, and the CPU's pick exactly.
+        follow_reference(x[b].numpy(), k, ours=gpu.indices[b].tolist())
     assert torch.equal(gpu.indices.cpu(), cpu.indices)
     torch.testing.assert_close(gpu.objective.cpu(), cpu.objective, atol=1e-5, rtol=0)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Optional
 
 import torch
@@ -38,13 +40,29 @@ def distance_matrices(x: torch.Tensor) -> torch.Tensor:
             f"in token {i} of image {b}"
         )
     xn = x32 * (1.0 / norms).to(torch.float32).unsqueeze(-1)
-    previous = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False  # full float32 like the CPU path
-    try:
+    with _ieee_float32_matmul():
         gram = torch.bmm(xn, xn.transpose(1, 2))
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = previous
     return gram.neg_().add_(1.0)
+
+
+@contextmanager
+def _ieee_float32_matmul() -> Iterator[None]:
+    """Full float32 matmuls (no TF32) like the CPU path, restoring the caller's setting."""
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):  # torch >= 2.9
+        previous = matmul.fp32_precision
+        matmul.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            matmul.fp32_precision = previous
+    else:
+        legacy = matmul.allow_tf32
+        matmul.allow_tf32 = False
+        try:
+            yield
+        finally:
+            matmul.allow_tf32 = legacy
 
 
 def divprune_cuda(
