@@ -92,12 +92,17 @@ def test_bench_prune_ferrolm(benchmark, group):
         prune.divprune, args=(x, keep), rounds=5, iterations=1, warmup_rounds=1
     )
     record(benchmark, group, "ferrolm")
-    # Same first pick as the reference routine, and a diverse set: DivPrune's picks agree with
-    # the routine's except where two candidates are within float32 rounding.
-    ref = torch_single_thread(x, keep) if n * d <= 576 * 1024 else None
-    if ref is not None:
-        assert set(sel.indices.tolist()) == set(ref.tolist())
     assert sel.indices.numel() == prune.keep_count(n, keep)
+    # The routine's picks equal ferrolm's unless two candidates tie within float32 rounding
+    # (MKL and ferrolm round dot products differently), so record equality and check that
+    # ferrolm's set is at least as diverse up to rounding.
+    if n * d <= 576 * 1024:
+        ref = torch_single_thread(x, keep)
+        benchmark.extra_info["same_tokens_as_torch"] = set(sel.indices.tolist()) == set(
+            ref.tolist()
+        )
+        theirs = prune.objective(x, ref)
+        assert prune.objective(x, sel.indices) >= theirs - 1e-5
 
 
 @pytest.mark.gpu

@@ -30,6 +30,7 @@ from typing import Any, Callable, Literal, Optional
 
 import torch
 
+from ferrolm import cuda as _cuda
 from ferrolm.prune._select import DEFAULT_KEEP, divprune, keep_count
 
 __all__ = ["PruneHandle", "PruneStats", "apply_to_llava"]
@@ -238,6 +239,8 @@ class PruneHandle:
                 continue
             span_t = torch.stack(group)  # [G, n] flat positions
             feats = embeds.detach().reshape(batch * length, hidden)[span_t]  # [G, n, hidden]
+            if feats.is_cuda and not _cuda.is_available():
+                feats = feats.cpu()  # no usable NVRTC/driver for ferrolm's kernels: CPU path
             sel = divprune(feats, keep=self.keep, method=self.method)
             chosen = span_t.gather(1, sel.indices.to(device))
             keep_cols.view(-1)[chosen.reshape(-1)] = True
