@@ -300,3 +300,18 @@ def test_image_features_without_enough_image_tokens_are_an_error():
     ids = torch.tensor([[1, 2, IMAGE, IMAGE, 3]])
     with prune.apply_to_llava(model), pytest.raises(ValueError, match="image"):
         model(input_ids=ids, pixel_values=torch.randn(1, 3, 32, 32))
+
+
+@torch.no_grad()
+def test_bfloat16_model_prunes_and_generates():
+    model = tiny_llava().to(torch.bfloat16)
+    ids = torch.tensor([prompt([1, 5], None, [7])] * 2)
+    pix = torch.randn(2, 3, 32, 32, dtype=torch.bfloat16)
+    with prune.apply_to_llava(model, keep=0.2) as handle:
+        out = model.generate(
+            input_ids=ids, pixel_values=pix, max_new_tokens=4, do_sample=False, pad_token_id=0
+        )
+    assert out.shape == (2, ids.shape[1] + 4)
+    assert handle.last is not None
+    kept = prune.keep_count(TOKENS_PER_IMAGE, 0.2)
+    assert handle.last.kept_tokens == ids.shape[1] - (TOKENS_PER_IMAGE - kept)
