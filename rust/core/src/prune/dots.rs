@@ -22,13 +22,10 @@ pub(crate) fn normalized_rows(features: &[f32], n: usize, d: usize) -> Result<Ve
         .zip(out.par_chunks_mut(d))
         .enumerate()
         .map(|(i, (row, dst))| {
-            let mut sum = 0.0f64;
-            let mut finite = true;
-            for &v in row {
-                finite &= v.is_finite();
-                sum += f64::from(v) * f64::from(v);
-            }
-            if !finite {
+            let sum = sum_of_squares(row);
+            // NaN or inf anywhere makes the f64 sum non-finite (squares of finite f32 values
+            // cannot overflow f64), so one pass checks and measures.
+            if !sum.is_finite() {
                 return Some((i, "a NaN or infinite value"));
             }
             if sum == 0.0 {
@@ -57,6 +54,23 @@ pub(crate) fn normalized_rows(features: &[f32], n: usize, d: usize) -> Result<Ve
         ));
     }
     Ok(out)
+}
+
+/// `sum(v^2)` in `f64`, in 16 independent lanes so that the loop vectorises.
+fn sum_of_squares(row: &[f32]) -> f64 {
+    let mut lanes = [0.0f64; 16];
+    let chunks = row.chunks_exact(16);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (l, &v) in lanes.iter_mut().zip(chunk) {
+            *l += f64::from(v) * f64::from(v);
+        }
+    }
+    let mut sum: f64 = lanes.iter().sum();
+    for &v in tail {
+        sum += f64::from(v) * f64::from(v);
+    }
+    sum
 }
 
 /// Writes `1 - a_r . b_c` for every row `r` of `a` (`[m, d]`) and row `c` of `b` (`[cols, d]`)
