@@ -24,9 +24,17 @@ pub const QUANTIZE_MINMAX: KernelSource = KernelSource {
     ],
 };
 
+/// DivPrune's first pick and greedy max-min loop on precomputed distance matrices (the GPU
+/// twin of `ferrolm_core::prune`).
+pub const DIVPRUNE: KernelSource = KernelSource {
+    name: "divprune",
+    source: include_str!("../kernels/divprune.cu"),
+    functions: &["divprune_nearest_f32", "divprune_greedy_f32"],
+};
+
 /// Every kernel family in `cuda/kernels/`.
 pub fn kernel_sources() -> &'static [KernelSource] {
-    &[QUANTIZE_MINMAX]
+    &[QUANTIZE_MINMAX, DIVPRUNE]
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ from ferrolm._doctor import doctor_section
 from ferrolm._report import Report, Section
 from ferrolm._timing import best_of
 from ferrolm.spec._demo import demo_section as spec_section
+from ferrolm.prune._demo import demo_section as prune_section
 
 
 def _torch_minmax_quantize(x: torch.Tensor) -> torch.Tensor:
@@ -83,7 +84,12 @@ def quantizer_section() -> Section:
     return s
 
 
-SECTIONS: list[Callable[[], Section]] = [doctor_section, quantizer_section, spec_section]
+SECTIONS: list[Callable[[], Section]] = [
+    doctor_section,
+    quantizer_section,
+    spec_section,
+    prune_section,
+]
 
 
 def run_demo(progress: Callable[[str], None] = print) -> Report:

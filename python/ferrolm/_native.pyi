@@ -160,3 +160,28 @@ def spec_plan(
 def spec_acceptance_from_ranks(
     accepted_ranks: npt.NDArray[np.int64], width: int
 ) -> npt.NDArray[np.float64]: ...
+# prune.rs
+def prune_divprune(
+    features: npt.NDArray[np.float32],
+    k: int,
+    *,
+    first: int | None = None,
+    seed: int | None = None,
+    greedy_order: bool = False,
+    method: str = "auto",
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]: ...
+def prune_objective(features: npt.NDArray[np.float32], indices: npt.NDArray[np.int64]) -> float: ...
+def prune_cuda_divprune_f32(
+    device: int,
+    stream: int,
+    dist: int,
+    nn: int,
+    first: int,
+    mind: int,
+    out: int,
+    objective: int,
+    batch: int,
+    n: int,
+    k: int,
+    needs_nearest: bool,
+) -> None: ...

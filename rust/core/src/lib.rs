@@ -8,5 +8,6 @@
 pub mod comm;
 pub mod error;
 pub mod spec;
+pub mod prune;
 
 pub use error::{Error, Result};

@@ -11,6 +11,7 @@ mod comm;
 mod cuda;
 mod errors;
 mod spec;
+mod prune;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -19,5 +20,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     cuda::register(m)?;
     comm::register(m)?;
     spec::register(m)?;
+    prune::register(m)?;
     Ok(())
 }

@@ -1,0 +1,35 @@
+"""DivPrune: prune visual tokens by max-min diversity, on CPU (Rust) or GPU (CUDA).
+
+Example:
+    >>> import torch
+    >>> from ferrolm import prune
+    >>> sel = prune.divprune(torch.randn(576, 1024), keep=0.098)   # 56 diverse tokens
+    >>> sel.indices.shape, sel.objective.dtype
+    (torch.Size([56]), torch.float32)
+
+For Hugging Face LLaVA / LLaVA-NeXT models, one line prunes the image tokens of every forward
+and ``generate`` call (see :func:`apply_to_llava`)::
+
+    handle = prune.apply_to_llava(model, keep=0.098)   # handle.remove() turns it off
+"""
+
+from ferrolm.prune._llava import PruneHandle, apply_to_llava
+from ferrolm.prune._select import (
+    DEFAULT_KEEP,
+    METHODS,
+    Selection,
+    divprune,
+    keep_count,
+    objective,
+)
+
+__all__ = [
+    "DEFAULT_KEEP",
+    "METHODS",
+    "PruneHandle",
+    "Selection",
+    "apply_to_llava",
+    "divprune",
+    "keep_count",
+    "objective",
+]
