@@ -34,7 +34,7 @@ impl MinMax {
 const LANES: usize = 16;
 
 /// Minimum, maximum and a NaN flag of one chunk, with independent lanes so it vectorises.
-fn chunk_range(x: &[f32]) -> (f32, f32, bool) {
+pub(crate) fn chunk_range(x: &[f32]) -> (f32, f32, bool) {
     let mut lo = [f32::INFINITY; LANES];
     let mut hi = [f32::NEG_INFINITY; LANES];
     let mut nan = [false; LANES];
@@ -88,7 +88,7 @@ pub fn minmax_params(x: &[f32]) -> Result<MinMax> {
 }
 
 #[inline(always)]
-fn encode(v: f32, min: f32, inverse_scale: f32) -> u8 {
+pub(crate) fn encode(v: f32, min: f32, inverse_scale: f32) -> u8 {
     // Values are >= 0 after the shift, so the saturating `as` cast rounds half up and clamps at 255.
     ((v - min) * inverse_scale + 0.5) as u8
 }
