@@ -22,8 +22,11 @@ def ref_blockwise(x: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
         b = x[a : a + block]
         lo, hi = np.float32(b.min()), np.float32(b.max())
         scale = np.float32((hi - lo) / np.float32(255.0))
-        inv = np.float32(1.0) / scale if scale > 0 else np.float32(0.0)
-        codes[a : a + block] = np.minimum(np.floor((b - lo) * inv + np.float32(0.5)), 255)
+        # A subnormal range has an infinite inverse: codes are then 0 (at min) or 255, as in Rust.
+        with np.errstate(all="ignore"):
+            inv = np.float32(1.0) / scale if scale > 0 else np.float32(0.0)
+            t = np.nan_to_num((b - lo) * inv + np.float32(0.5), nan=0.0)
+        codes[a : a + block] = np.minimum(np.floor(t), 255)
         params += [lo, scale]
     return codes, np.array(params, np.float32)
 
@@ -31,7 +34,10 @@ def ref_blockwise(x: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
 def ref_intellect(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     rms = np.sqrt(np.mean(x.astype(np.float64) ** 2))
     scale = np.float32(6.0 * rms / 256.0)
-    inv = np.float32(1.0) / scale if scale > 0 else np.float32(0.0)
+    with np.errstate(over="ignore"):
+        inv = np.float32(1.0) / scale if scale > 0 else np.float32(0.0)
+    if not np.isfinite(inv):
+        inv = np.float32(0.0)
     t = x * inv + np.float32(128.5)
     codes = np.clip(np.floor(t), 0, 255).astype(np.uint8)
     book = (np.arange(256, dtype=np.float32) - np.float32(128.0)) * scale

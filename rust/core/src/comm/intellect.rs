@@ -126,7 +126,13 @@ pub fn quantize_intellect(x: &[f32], codes: &mut [u8], codebook: &mut [f32]) -> 
     check_len("codes", codes.len(), x.len())?;
     check_len("codebook", codebook.len(), LEVELS)?;
     let scale = intellect_scale(x)?;
-    let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+    // A subnormal scale has no finite inverse: code everything as 128 (the codebook then holds
+    // the mean, which is exact enough for values that small).
+    let inverse = if scale > 0.0 && (1.0 / scale).is_finite() {
+        1.0 / scale
+    } else {
+        0.0
+    };
     let (sum, count) = codes
         .par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
