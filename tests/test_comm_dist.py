@@ -161,8 +161,7 @@ def test_argument_checks_ddp_hook_and_diloco_on_two_processes():
         assert r["shape_intact"]
         assert "dtype" in r["dtype"]
         assert "bfloat16" in r["dtype"]
-        assert "rank(s) [1]" in r["nan"]
-        assert "NaN" in r["nan"]
+        assert "some rank holds NaN" in r["nan"]
         assert r["nan_intact"]
         assert r["after"] == pytest.approx([3.0] * 5, rel=1e-6)
         assert r["ddp"]["rel"] <= 0.02

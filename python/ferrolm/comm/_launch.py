@@ -33,6 +33,8 @@ def _entry(
     import torch
     import torch.distributed as dist
 
+    # Rayon reads this when its pool first starts (the first quantize call), i.e. after here.
+    os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
     torch.set_num_threads(threads)
     try:
         dist.init_process_group(

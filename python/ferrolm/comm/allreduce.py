@@ -163,6 +163,22 @@ def _quantize_into(x: torch.Tensor, scheme: str, block: int) -> torch.Tensor:
     return out
 
 
+def _poison(n: int, device: torch.device) -> torch.Tensor:
+    # All-ones bytes: the first parameter reads as NaN, which no valid packed piece has.
+    return torch.full((n,), 0xFF, dtype=torch.uint8, device=device)
+
+
+def _is_poison(data: torch.Tensor) -> bool:
+    return bool(torch.isnan(data[:4].view(torch.float32)).item())
+
+
+def _quantize_or_poison(x: torch.Tensor, scheme: str, block: int) -> tuple[torch.Tensor, bool]:
+    try:
+        return _quantize_into(x, scheme, block), False
+    except ValueError:  # NaN or infinity in this piece (input or partial sum)
+        return _poison(packed_len(scheme, block, x.numel()), x.device), True
+
+
 def _decode_into(data: torch.Tensor, scheme: str, block: int, out: torch.Tensor, acc: bool) -> None:
     if out.numel() == 0:
         return
@@ -256,8 +272,11 @@ def all_reduce(
     Raises:
         TypeError: not a tensor / unsupported dtype.
         ValueError: empty, non-contiguous, bad op/scheme/timeout, arguments that differ across
-            ranks, or NaN/inf on any rank (policy: int8 codes cannot carry non-finite values, so
-            every rank raises before any data moves and no tensor is changed).
+            ranks, or NaN/inf on any rank. NaN/inf policy: int8 codes cannot carry non-finite
+            values, so EVERY rank raises ``ValueError`` and no tensor is changed. On CPU the
+            check costs no extra pass: the quantizer detects them and the ring carries a
+            "poisoned" piece (first parameter NaN) to every rank; on CUDA a finiteness flag
+            rides in the header exchange.
         CommTimeoutError: a peer did not answer in time (the tensor is unchanged).
         RuntimeError: no initialised process group.
 
@@ -280,7 +299,9 @@ def all_reduce(
     if x.dtype != torch.float32:
         x = x.float()
     n = x.numel()
-    finite = _is_finite(x)
+    # CUDA: one cheap device reduction up front. CPU: no extra pass over memory; a non-finite
+    # value is caught by the quantizer and travels the ring as a poisoned piece instead.
+    finite = _is_finite(x) if x.is_cuda else True
     header = torch.tensor(
         [
             _MAGIC,
@@ -300,8 +321,19 @@ def all_reduce(
             _check_headers([header.tolist()])
         return tensor
     _check_headers(_exchange_headers(header, rank, world, group, dl))
-    res = _ring(x, rank, world, group, op, scheme, block_size, piece_size, dl)
-    tensor.copy_(res.view(tensor.shape))
+    final = _ring(x, rank, world, group, op, scheme, block_size, piece_size, dl)
+    # Success: every piece's final bytes are here. Decode them straight into the caller's
+    # tensor (through one float32 buffer when it is half precision).
+    if final is None:
+        raise ValueError(
+            "`tensor` must be finite on every rank, but some rank holds NaN or infinite values "
+            "(or the sum overflows float32); int8 codes cannot carry them. Nothing was changed."
+        )
+    out = tensor.view(-1) if tensor.dtype == torch.float32 else torch.empty_like(x)
+    for (a, b), data in final:
+        _decode_into(data, scheme, block_size, out[a:b], acc=False)
+    if out.data_ptr() != tensor.data_ptr():
+        tensor.copy_(out.view(tensor.shape))
     return tensor
 
 
@@ -315,12 +347,15 @@ def _ring(
     block: int,
     piece: int,
     dl: _Deadline,
-) -> torch.Tensor:
+) -> list[tuple[tuple[int, int], torch.Tensor]] | None:
     bounds = _bounds(x.numel(), world)
     prev, nxt = (rank - 1) % world, (rank + 1) % world
     gprev = dist.get_global_rank(group, prev) if group is not None else prev
     gnext = dist.get_global_rank(group, nxt) if group is not None else nxt
-    res = torch.empty_like(x)
+    # Final bytes of every piece, kept (about 1 byte per value) and decoded into the caller's
+    # tensor only once the whole call has succeeded.
+    final: list[tuple[tuple[int, int], torch.Tensor]] = []
+    scratch = torch.empty(min(piece, x.numel()), dtype=torch.float32, device=x.device)
     # The messages this rank receives, in the order it consumes them (the sender produces them
     # in the same order, which NCCL's in-order matching needs).
     expected: list[_Msg] = []
@@ -351,42 +386,49 @@ def _ring(
         nonlocal next_post
         while next_post < len(expected) and len(posted) < _WINDOW:
             m = expected[next_post]
-            buf = torch.empty(
-                packed_len(scheme, block, m.stop - m.start), dtype=torch.uint8, device=x.device
-            )
+            size = packed_len(scheme, block, m.stop - m.start)
+            buf = torch.empty(size, dtype=torch.uint8, device=x.device)
             work = dist.irecv(buf, src=gprev, group=group, tag=m.tag(world))
             posted.append((m, work, buf))
             next_post += 1
 
     post_more()
+    poisoned = False
     # Step 0 of the reduce-scatter: this rank's own chunk, straight from the input.
     for p, (a, b) in enumerate(_pieces(*bounds[rank], piece)):
-        send(_Msg(0, 0, p, a, b), _quantize_into(x[a:b], scheme, block))
+        data, bad = _quantize_or_poison(x[a:b], scheme, block)
+        poisoned |= bad
+        send(_Msg(0, 0, p, a, b), data)
     while posted:
         m, work, buf = posted.popleft()
         post_more()
         dl.wait(work, f"receiving from rank {prev}")
-        seg = res[m.start : m.stop]
         if m.phase == 0:
-            seg.copy_(x[m.start : m.stop])
-            _decode_into(buf, scheme, block, seg, acc=True)
-            if m.step < world - 2:
-                send(
-                    _Msg(0, m.step + 1, m.piece, m.start, m.stop),
-                    _quantize_into(seg, scheme, block),
-                )
+            last = m.step == world - 2
+            if _is_poison(buf):
+                poisoned, data = True, buf
             else:
-                # This rank owns the finished chunk: quantize once, adopt the decoded value.
-                if op == "avg":
+                # Partial sum of this piece = own values + decoded incoming partial sum (fp32).
+                seg = scratch[: m.stop - m.start]
+                seg.copy_(x[m.start : m.stop])
+                _decode_into(buf, scheme, block, seg, acc=True)
+                if last and op == "avg":
                     seg.div_(world)
-                final = _quantize_into(seg, scheme, block)
-                _decode_into(final, scheme, block, seg, acc=False)
-                send(_Msg(1, 0, m.piece, m.start, m.stop), final)
+                # On the last step this rank owns the finished piece: it quantizes it once and
+                # everyone (this rank included) adopts the decoded value of exactly these bytes.
+                data, bad = _quantize_or_poison(seg, scheme, block)
+                poisoned |= bad
+            if last:
+                final.append(((m.start, m.stop), data))
+                send(_Msg(1, 0, m.piece, m.start, m.stop), data)
+            else:
+                send(_Msg(0, m.step + 1, m.piece, m.start, m.stop), data)
         else:
-            _decode_into(buf, scheme, block, seg, acc=False)
+            poisoned |= _is_poison(buf)
+            final.append(((m.start, m.stop), buf))
             if m.step < world - 2:
                 send(_Msg(1, m.step + 1, m.piece, m.start, m.stop), buf)
     while sends:
         w, _ = sends.popleft()
         dl.wait(w, f"sending to rank {nxt}")
-    return res
+    return None if poisoned else final

@@ -72,8 +72,10 @@ pub fn intellect_scale(x: &[f32]) -> Result<f32> {
 
 #[inline(always)]
 fn encode(v: f32, inverse: f32) -> u8 {
-    // round(v / scale) + 128, clamped to 0..=255: the saturating cast clamps both ends.
-    (v * inverse + (ZERO_POINT + 0.5)) as u8
+    // round(v / scale) + 128, clamped to 0..=255 (NaN cannot occur: inputs are finite).
+    let t = (v * inverse + (ZERO_POINT + 0.5)).max(0.0).min(255.0);
+    // SAFETY: t is finite and within 0..=255, so it fits in i32.
+    (unsafe { t.to_int_unchecked::<i32>() }) as u8
 }
 
 struct Buckets {

@@ -89,8 +89,12 @@ pub fn minmax_params(x: &[f32]) -> Result<MinMax> {
 
 #[inline(always)]
 pub(crate) fn encode(v: f32, min: f32, inverse_scale: f32) -> u8 {
-    // Values are >= 0 after the shift, so the saturating `as` cast rounds half up and clamps at 255.
-    ((v - min) * inverse_scale + 0.5) as u8
+    // Values are >= 0 after the shift, so truncation rounds half up. `max` maps NaN (0 * inf
+    // for a subnormal range) to 0 and `min` clamps at 255; then the value is a finite number in
+    // [0, 255] and the unchecked conversion (a plain vector truncation) is exact.
+    let t = ((v - min) * inverse_scale + 0.5).max(0.0).min(255.0);
+    // SAFETY: t is finite and within 0..=255 (see above), so it fits in i32.
+    (unsafe { t.to_int_unchecked::<i32>() }) as u8
 }
 
 /// Quantizes `x` into `out` and returns the code used.
