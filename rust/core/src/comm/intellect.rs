@@ -71,6 +71,7 @@ pub fn intellect_scale(x: &[f32]) -> Result<f32> {
 }
 
 #[inline(always)]
+#[allow(clippy::manual_clamp)] // clamp() would keep NaN; max() maps it to 0
 fn encode(v: f32, inverse: f32) -> u8 {
     // round(v / scale) + 128, clamped to 0..=255 (NaN cannot occur: inputs are finite).
     let t = (v * inverse + (ZERO_POINT + 0.5)).max(0.0).min(255.0);

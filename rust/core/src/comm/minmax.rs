@@ -88,6 +88,7 @@ pub fn minmax_params(x: &[f32]) -> Result<MinMax> {
 }
 
 #[inline(always)]
+#[allow(clippy::manual_clamp)] // clamp() would keep NaN; max() maps it to 0
 pub(crate) fn encode(v: f32, min: f32, inverse_scale: f32) -> u8 {
     // Values are >= 0 after the shift, so truncation rounds half up. `max` maps NaN (0 * inf
     // for a subnormal range) to 0 and `min` clamps at 255; then the value is a finite number in
