@@ -49,7 +49,7 @@ _MAGIC = 0x46524C4D  # "FRLM"
 #: Values per streamed piece: big enough that per-message overhead is small, small enough
 #: that several pieces are in flight while one is being (de)quantized.
 DEFAULT_PIECE = 1 << 20
-_WINDOW = 4  # receives posted ahead of the one being consumed
+_WINDOW = 16  # receives posted ahead: keeps a slow, deep link busy (16 x ~1 MB)
 
 
 class CommTimeoutError(TimeoutError):
