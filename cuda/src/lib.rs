@@ -7,6 +7,7 @@
 //! Kernels run on a stream the caller owns (torch's current stream), given as a raw handle.
 #![deny(missing_docs)]
 
+pub mod comm;
 pub mod kernels;
 pub mod quantize;
 pub mod runtime;

@@ -193,13 +193,8 @@ def quantize(
     x = _flat_float32(t, "t")
     n = x.numel()
     data = torch.empty(packed_len(scheme, block_size, n), dtype=torch.uint8, device=x.device)
-    if x.is_cuda and scheme == "minmax":
-        _quantize_minmax_cuda(x, data)
-    elif x.is_cuda:
-        # No GPU kernel for this scheme is wired in yet: code on the CPU, return on the GPU.
-        cpu = torch.empty(data.numel(), dtype=torch.uint8)
-        quantize_flat_into(x.cpu(), scheme, block_size, cpu)
-        data.copy_(cpu)
+    if x.is_cuda:
+        _quantize_cuda(x, scheme, block_size, data)
     else:
         quantize_flat_into(x, scheme, block_size, data)
     return QuantizedTensor(data, scheme, t.shape, t.dtype, block_size)
@@ -220,9 +215,18 @@ def _decode(q: QuantizedTensor, flat: torch.Tensor, accumulate: bool) -> None:
         )
         _launch_cuda(kernel, q, flat)
     elif flat.is_cuda:
-        host = flat.cpu()
-        dequantize_flat_into(q.data.cpu(), q.scheme, q.block_size, host, accumulate)
-        flat.copy_(host)
+        index = _device_index(flat.device)
+        _cuda.require_gpu("q", index)
+        n, head = q.numel, q.header_bytes
+        kernel = (
+            _native.cuda_dequantize_blockwise_f32
+            if q.scheme == "blockwise"
+            else _native.cuda_dequantize_intellect_f32
+        )
+        args = (q.data[head:].data_ptr(), n)
+        if q.scheme == "blockwise":
+            args += (q.block_size,)
+        kernel(index, _stream(flat.device), *args, q.data.data_ptr(), flat.data_ptr(), accumulate)  # type: ignore[operator]
     else:
         dequantize_flat_into(q.data, q.scheme, q.block_size, flat, accumulate)
 
@@ -261,8 +265,53 @@ def _stream(device: torch.device) -> int:
     return int(torch.cuda.current_stream(device).cuda_stream)
 
 
+def _device_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def _quantize_cuda(x: torch.Tensor, scheme: str, block_size: int, data: torch.Tensor) -> None:
+    if scheme == "minmax":
+        _quantize_minmax_cuda(x, data)
+        return
+    index = _device_index(x.device)
+    _cuda.require_gpu("t", index)
+    n = x.numel()
+    head = data.numel() - n
+    stream = _stream(x.device)
+    if scheme == "blockwise":
+        bad = torch.zeros(1, dtype=torch.int32, device=x.device)
+        _native.cuda_quantize_blockwise_f32(
+            index,
+            stream,
+            x.data_ptr(),
+            n,
+            block_size,
+            data.data_ptr(),
+            data[head:].data_ptr(),
+            bad.data_ptr(),
+        )
+        flag = bad
+    else:
+        scratch = torch.zeros(
+            _native.cuda_intellect_scratch_bytes(n), dtype=torch.uint8, device=x.device
+        )
+        _native.cuda_quantize_intellect_f32(
+            index,
+            stream,
+            x.data_ptr(),
+            n,
+            data.data_ptr(),
+            data[head:].data_ptr(),
+            scratch.data_ptr(),
+        )
+        flag = scratch[-16:].view(torch.float32)[2]
+    # One device-to-host read of the non-finite flag: NaN/inf must not become silent codes.
+    if bool(flag.reshape(-1)[0] != 0):
+        raise ValueError("`t` must be finite: int8 quantization has no code for NaN or infinity")
+
+
 def _quantize_minmax_cuda(x: torch.Tensor, data: torch.Tensor) -> None:
-    index = x.device.index if x.device.index is not None else torch.cuda.current_device()
+    index = _device_index(x.device)
     _cuda.require_gpu("t", index)
     n = x.numel()
     params = torch.empty(4, dtype=torch.float32, device=x.device)
