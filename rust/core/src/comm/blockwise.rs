@@ -6,7 +6,7 @@
 
 use rayon::prelude::*;
 
-use super::minmax::{chunk_range, encode};
+use super::minmax::{chunk_range, encode_into};
 use super::CHUNK;
 use crate::error::{check_len, Error, Result};
 
@@ -83,9 +83,7 @@ pub fn quantize_blockwise(
                     return false;
                 }
                 let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-                for (c, &v) in codes.iter_mut().zip(x) {
-                    *c = encode(v, min, inverse);
-                }
+                encode_into(x, min, inverse, codes);
                 p[0] = min;
                 p[1] = scale;
             }

@@ -70,15 +70,6 @@ pub fn intellect_scale(x: &[f32]) -> Result<f32> {
     Ok(scale)
 }
 
-#[inline(always)]
-#[allow(clippy::manual_clamp)] // clamp() would keep NaN; max() maps it to 0
-fn encode(v: f32, inverse: f32) -> u8 {
-    // round(v / scale) + 128, clamped to 0..=255 (NaN cannot occur: inputs are finite).
-    let t = (v * inverse + (ZERO_POINT + 0.5)).max(0.0).min(255.0);
-    // SAFETY: t is finite and within 0..=255, so it fits in i32.
-    (unsafe { t.to_int_unchecked::<i32>() }) as u8
-}
-
 struct Buckets {
     sum: [[f32; LEVELS]; 4],
     count: [[u32; LEVELS]; 4],
@@ -142,9 +133,8 @@ pub fn quantize_intellect(x: &[f32], codes: &mut [u8], codebook: &mut [f32]) -> 
         .map(|(codes, x)| {
             let mut b = Buckets::new();
             for (c, x) in codes.chunks_mut(TILE).zip(x.chunks(TILE)) {
-                for (c, &v) in c.iter_mut().zip(x) {
-                    *c = encode(v, inverse);
-                }
+                // round(v / scale) + 128, clamped to 0..=255 (v - 0 == v for finite v).
+                super::kernels::encode(x, 0.0, inverse, ZERO_POINT + 0.5, c);
                 b.add_tile(x, c);
             }
             b.totals()

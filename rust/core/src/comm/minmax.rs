@@ -31,31 +31,10 @@ impl MinMax {
     }
 }
 
-const LANES: usize = 16;
-
-/// Minimum, maximum and a NaN flag of one chunk, with independent lanes so it vectorises.
+/// Minimum, maximum and a NaN flag of one chunk (vectorised).
+#[inline]
 pub(crate) fn chunk_range(x: &[f32]) -> (f32, f32, bool) {
-    let mut lo = [f32::INFINITY; LANES];
-    let mut hi = [f32::NEG_INFINITY; LANES];
-    let mut nan = [false; LANES];
-    let mut blocks = x.chunks_exact(LANES);
-    for block in &mut blocks {
-        for i in 0..LANES {
-            let v = block[i];
-            lo[i] = if v < lo[i] { v } else { lo[i] };
-            hi[i] = if v > hi[i] { v } else { hi[i] };
-            nan[i] |= v.is_nan();
-        }
-    }
-    let mut min = lo.iter().copied().fold(f32::INFINITY, f32::min);
-    let mut max = hi.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut has_nan = nan.iter().any(|&b| b);
-    for &v in blocks.remainder() {
-        min = min.min(v);
-        max = max.max(v);
-        has_nan |= v.is_nan();
-    }
-    (min, max, has_nan)
+    super::kernels::range(x)
 }
 
 /// Computes the affine code for `x`: one parallel pass over the data.
@@ -87,15 +66,11 @@ pub fn minmax_params(x: &[f32]) -> Result<MinMax> {
     Ok(params)
 }
 
-#[inline(always)]
-#[allow(clippy::manual_clamp)] // clamp() would keep NaN; max() maps it to 0
-pub(crate) fn encode(v: f32, min: f32, inverse_scale: f32) -> u8 {
-    // Values are >= 0 after the shift, so truncation rounds half up. `max` maps NaN (0 * inf
-    // for a subnormal range) to 0 and `min` clamps at 255; then the value is a finite number in
-    // [0, 255] and the unchecked conversion (a plain vector truncation) is exact.
-    let t = ((v - min) * inverse_scale + 0.5).max(0.0).min(255.0);
-    // SAFETY: t is finite and within 0..=255 (see above), so it fits in i32.
-    (unsafe { t.to_int_unchecked::<i32>() }) as u8
+/// Writes the codes of `x` under `(min, inverse_scale)` into `out` (rounding half up,
+/// clamped to 0..=255; a NaN from `0 * inf` codes as 0).
+#[inline]
+pub(crate) fn encode_into(x: &[f32], min: f32, inverse_scale: f32, out: &mut [u8]) {
+    super::kernels::encode(x, min, inverse_scale, 0.5, out);
 }
 
 /// Quantizes `x` into `out` and returns the code used.
@@ -106,11 +81,7 @@ pub fn quantize_minmax(x: &[f32], out: &mut [u8]) -> Result<MinMax> {
     let min = params.min;
     out.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
-        .for_each(|(o, x)| {
-            for (o, &v) in o.iter_mut().zip(x) {
-                *o = encode(v, min, inverse_scale);
-            }
-        });
+        .for_each(|(o, x)| encode_into(x, min, inverse_scale, o));
     Ok(params)
 }
 

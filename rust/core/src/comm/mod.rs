@@ -10,6 +10,7 @@
 
 pub mod blockwise;
 pub mod intellect;
+mod kernels;
 pub mod minmax;
 pub mod packed;
 
