@@ -245,3 +245,20 @@ def test_single_process_errors_need_no_group():
         comm.all_reduce(torch.ones(4), scheme="int4")
     with pytest.raises(RuntimeError, match="init_process_group"):
         comm.all_reduce(torch.ones(4))
+
+
+def test_diloco_argument_checks():
+    model = torch.nn.Linear(4, 1)
+    inner = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TypeError, match=r"torch\.nn\.Module"):
+        comm.DiLoCo("model", inner)
+    with pytest.raises(TypeError, match="inner_optimizer"):
+        comm.DiLoCo(model, "adam")
+    with pytest.raises(ValueError, match="sync_every"):
+        comm.DiLoCo(model, inner, sync_every=0)
+    with pytest.raises(ValueError, match="outer_momentum"):
+        comm.DiLoCo(model, inner, outer_momentum=1.0)
+    with pytest.raises(ValueError, match="`scheme`"):
+        comm.DiLoCo(model, inner, scheme="fp8")
+    with pytest.raises(RuntimeError, match="process group"):
+        comm.DiLoCo(model, inner)
