@@ -63,10 +63,13 @@ def ring_times(n: int, repeats: int = 2, world: int = 2, scheme: str = "blockwis
     res = run_local(_ring_worker, world, n, repeats, scheme, timeout=600, threads=threads)
     fp32 = max(r["fp32_s"] for r in res)
     int8 = max(r["int8_s"] for r in res)
+    from ferrolm.comm.quantize import DEFAULT_BLOCK_SIZE, packed_len
+
     return {
         "n": n,
         "world": world,
         "scheme": scheme,
+        "wire_bytes_vs_fp32": packed_len(scheme, DEFAULT_BLOCK_SIZE, n) / (4 * n),
         "fp32_s": fp32,
         "int8_s": int8,
         "int8_over_fp32": int8 / fp32,
