@@ -121,10 +121,7 @@ pub fn dequantize_blockwise(
                 .zip(codes.chunks(block))
                 .zip(params.chunks(2))
             {
-                let (min, scale) = (p[0], p[1]);
-                for (o, &c) in o.iter_mut().zip(c) {
-                    *o = min + f32::from(c) * scale;
-                }
+                super::kernels::decode_affine(c, p[0], p[1], o, false);
             }
         });
     Ok(())
@@ -148,10 +145,7 @@ pub fn dequantize_accumulate_blockwise(
                 .zip(codes.chunks(block))
                 .zip(params.chunks(2))
             {
-                let (min, scale) = (p[0], p[1]);
-                for (a, &c) in a.iter_mut().zip(c) {
-                    *a += min + f32::from(c) * scale;
-                }
+                super::kernels::decode_affine(c, p[0], p[1], a, true);
             }
         });
     Ok(())

@@ -35,6 +35,24 @@ pub(crate) fn encode(x: &[f32], sub: f32, mul: f32, add: f32, out: &mut [u8]) {
     }
 }
 
+/// `out[i] = min + q[i] * scale`, or `out[i] += min + q[i] * scale` with `accumulate`.
+#[inline]
+pub(crate) fn decode_affine(q: &[u8], min: f32, scale: f32, out: &mut [f32], accumulate: bool) {
+    debug_assert_eq!(q.len(), out.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: SSE2 is always available on x86-64; `out` has `q.len()` floats.
+        unsafe { sse2::decode_affine(q, min, scale, out, accumulate) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        for (o, &c) in out.iter_mut().zip(q) {
+            let v = min + f32::from(c) * scale;
+            *o = if accumulate { *o + v } else { v };
+        }
+    }
+}
+
 #[inline(always)]
 #[allow(clippy::manual_clamp)] // clamp() would keep NaN; max() maps it to 0
 pub(crate) fn encode_one(v: f32, sub: f32, mul: f32, add: f32) -> u8 {
@@ -62,6 +80,9 @@ mod sse2 {
 
     use super::encode_one;
 
+    /// Floats ahead of the current position to prefetch in the range sweep.
+    const PREFETCH: usize = 1024;
+
     #[inline]
     pub(super) unsafe fn range(x: &[f32]) -> (f32, f32, bool) {
         let n = x.len();
@@ -71,6 +92,9 @@ mod sse2 {
         let mut nan = _mm_setzero_ps();
         let mut i = 0;
         while i + 16 <= n {
+            // Software prefetch ~4 KiB ahead (wrapping_add: the address may lie past the end;
+            // prefetching it is harmless and it is never dereferenced).
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(i + PREFETCH) as *const i8);
             for k in 0..4 {
                 let v = _mm_loadu_ps(p.add(i + 4 * k));
                 // minps(v, lo) returns lo when v is NaN: NaN never enters the range.
@@ -100,6 +124,52 @@ mod sse2 {
     }
 
     #[inline]
+    pub(super) unsafe fn decode_affine(
+        q: &[u8],
+        min: f32,
+        scale: f32,
+        out: &mut [f32],
+        accumulate: bool,
+    ) {
+        let n = q.len().min(out.len());
+        let p = q.as_ptr();
+        let o = out.as_mut_ptr();
+        let (vmin, vscale, zero) = (_mm_set1_ps(min), _mm_set1_ps(scale), _mm_setzero_si128());
+        let mut i = 0;
+        while i + 16 <= n {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(i + PREFETCH) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(o.wrapping_add(i + PREFETCH) as *const i8);
+            let bytes = _mm_loadu_si128(p.add(i) as *const __m128i);
+            let lo = _mm_unpacklo_epi8(bytes, zero);
+            let hi = _mm_unpackhi_epi8(bytes, zero);
+            let words = [
+                _mm_unpacklo_epi16(lo, zero),
+                _mm_unpackhi_epi16(lo, zero),
+                _mm_unpacklo_epi16(hi, zero),
+                _mm_unpackhi_epi16(hi, zero),
+            ];
+            for (k, w) in words.iter().enumerate() {
+                // min + q * scale: a multiply then an add, as in the scalar path (no FMA).
+                let v = _mm_add_ps(vmin, _mm_mul_ps(_mm_cvtepi32_ps(*w), vscale));
+                let dst = o.add(i + 4 * k);
+                let v = if accumulate {
+                    _mm_add_ps(_mm_loadu_ps(dst), v)
+                } else {
+                    v
+                };
+                _mm_storeu_ps(dst, v);
+            }
+            i += 16;
+        }
+        while i < n {
+            let v = min + f32::from(*p.add(i)) * scale;
+            let dst = o.add(i);
+            *dst = if accumulate { *dst + v } else { v };
+            i += 1;
+        }
+    }
+
+    #[inline]
     pub(super) unsafe fn encode(x: &[f32], sub: f32, mul: f32, add: f32, out: &mut [u8]) {
         let n = x.len().min(out.len());
         let p = x.as_ptr();
@@ -108,6 +178,7 @@ mod sse2 {
         let (zero, top) = (_mm_setzero_ps(), _mm_set1_ps(255.0));
         let mut i = 0;
         while i + 16 <= n {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(i + PREFETCH) as *const i8);
             let mut q = [_mm_setzero_si128(); 4];
             for (k, q) in q.iter_mut().enumerate() {
                 let v = _mm_loadu_ps(p.add(i + 4 * k));
@@ -153,6 +224,15 @@ mod tests {
             encode(&x, sub, mul, 0.5, &mut out);
             for (o, &v) in out.iter().zip(&x) {
                 prop_assert_eq!(*o, encode_one(v, sub, mul, 0.5));
+            }
+            let mut dec = vec![1.5f32; out.len()];
+            decode_affine(&out, sub, mul, &mut dec, true);
+            for (d, &c) in dec.iter().zip(&out) {
+                prop_assert_eq!(d.to_bits(), (1.5 + (sub + f32::from(c) * mul)).to_bits());
+            }
+            decode_affine(&out, sub, mul, &mut dec, false);
+            for (d, &c) in dec.iter().zip(&out) {
+                prop_assert_eq!(d.to_bits(), (sub + f32::from(c) * mul).to_bits());
             }
         }
     }

@@ -91,9 +91,7 @@ pub fn dequantize_minmax(q: &[u8], params: MinMax, out: &mut [f32]) -> Result<()
     out.par_chunks_mut(CHUNK)
         .zip(q.par_chunks(CHUNK))
         .for_each(|(o, q)| {
-            for (o, &c) in o.iter_mut().zip(q) {
-                *o = params.min + f32::from(c) * params.scale;
-            }
+            super::kernels::decode_affine(q, params.min, params.scale, o, false);
         });
     Ok(())
 }
@@ -104,9 +102,7 @@ pub fn dequantize_accumulate_minmax(q: &[u8], params: MinMax, acc: &mut [f32]) -
     acc.par_chunks_mut(CHUNK)
         .zip(q.par_chunks(CHUNK))
         .for_each(|(a, q)| {
-            for (a, &c) in a.iter_mut().zip(q) {
-                *a += params.min + f32::from(c) * params.scale;
-            }
+            super::kernels::decode_affine(q, params.min, params.scale, a, true);
         });
     Ok(())
 }
