@@ -9,6 +9,7 @@
 
 use rayon::prelude::*;
 
+use super::kernels::{prefetch, PREFETCH_AHEAD};
 use super::CHUNK;
 use crate::error::{check_len, Error, Result};
 
@@ -36,6 +37,7 @@ fn chunk_sum_squares(x: &[f32]) -> (f64, bool) {
     let mut finite = [true; LANES];
     let mut blocks = x.chunks_exact(LANES);
     for b in &mut blocks {
+        prefetch(b.as_ptr().wrapping_add(PREFETCH_AHEAD));
         for i in 0..LANES {
             acc[i] += b[i] * b[i];
             finite[i] &= b[i].is_finite();
@@ -172,8 +174,12 @@ pub fn dequantize_intellect(codes: &[u8], codebook: &[f32], out: &mut [f32]) -> 
     out.par_chunks_mut(CHUNK)
         .zip(codes.par_chunks(CHUNK))
         .for_each(|(o, c)| {
-            for (o, &c) in o.iter_mut().zip(c) {
-                *o = table[usize::from(c)];
+            for (o, c) in o.chunks_mut(16).zip(c.chunks(16)) {
+                prefetch(c.as_ptr().wrapping_add(PREFETCH_AHEAD));
+                prefetch(o.as_ptr().wrapping_add(PREFETCH_AHEAD));
+                for (o, &c) in o.iter_mut().zip(c) {
+                    *o = table[usize::from(c)];
+                }
             }
         });
     Ok(())
@@ -190,8 +196,12 @@ pub fn dequantize_accumulate_intellect(
     acc.par_chunks_mut(CHUNK)
         .zip(codes.par_chunks(CHUNK))
         .for_each(|(a, c)| {
-            for (a, &c) in a.iter_mut().zip(c) {
-                *a += table[usize::from(c)];
+            for (a, c) in a.chunks_mut(16).zip(c.chunks(16)) {
+                prefetch(c.as_ptr().wrapping_add(PREFETCH_AHEAD));
+                prefetch(a.as_ptr().wrapping_add(PREFETCH_AHEAD));
+                for (a, &c) in a.iter_mut().zip(c) {
+                    *a += table[usize::from(c)];
+                }
             }
         });
     Ok(())

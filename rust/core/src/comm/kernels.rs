@@ -35,6 +35,22 @@ pub(crate) fn encode(x: &[f32], sub: f32, mul: f32, add: f32, out: &mut [u8]) {
     }
 }
 
+/// Hints the CPU to fetch the cache line at `p` (a no-op off x86-64). `p` may point past the
+/// end of an allocation: it is never dereferenced.
+#[inline(always)]
+pub(crate) fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching never faults and SSE2 is always available on x86-64.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Elements ahead to prefetch in the scalar sweeps (4 KiB of float32).
+pub(crate) const PREFETCH_AHEAD: usize = 1024;
+
 /// `out[i] = min + q[i] * scale`, or `out[i] += min + q[i] * scale` with `accumulate`.
 #[inline]
 pub(crate) fn decode_affine(q: &[u8], min: f32, scale: f32, out: &mut [f32], accumulate: bool) {
