@@ -72,16 +72,17 @@ pub fn intellect_scale(x: &[f32]) -> Result<f32> {
     Ok(scale)
 }
 
+/// Per-tile bucket statistics: four interleaved tables (consecutive values update different
+/// tables, so repeated buckets do not serialise), each entry a `(sum, count)` pair so one update
+/// touches one cache line.
 struct Buckets {
-    sum: [[f32; LEVELS]; 4],
-    count: [[u32; LEVELS]; 4],
+    t: [[(f32, u32); LEVELS]; 4],
 }
 
 impl Buckets {
     fn new() -> Box<Self> {
         Box::new(Buckets {
-            sum: [[0.0; LEVELS]; 4],
-            count: [[0; LEVELS]; 4],
+            t: [[(0.0, 0); LEVELS]; 4],
         })
     }
 
@@ -90,24 +91,25 @@ impl Buckets {
         let mut cs = codes.chunks_exact(4);
         for (x4, c4) in (&mut xs).zip(&mut cs) {
             for k in 0..4 {
-                let c = usize::from(c4[k]);
-                self.sum[k][c] += x4[k];
-                self.count[k][c] += 1;
+                let e = &mut self.t[k][usize::from(c4[k])];
+                e.0 += x4[k];
+                e.1 += 1;
             }
         }
         for (&v, &c) in xs.remainder().iter().zip(cs.remainder()) {
-            self.sum[0][usize::from(c)] += v;
-            self.count[0][usize::from(c)] += 1;
+            let e = &mut self.t[0][usize::from(c)];
+            e.0 += v;
+            e.1 += 1;
         }
     }
 
     fn totals(&self) -> (Vec<f64>, Vec<u64>) {
         let mut sum = vec![0f64; LEVELS];
         let mut count = vec![0u64; LEVELS];
-        for k in 0..4 {
-            for c in 0..LEVELS {
-                sum[c] += f64::from(self.sum[k][c]);
-                count[c] += u64::from(self.count[k][c]);
+        for table in &self.t {
+            for (c, &(s, n)) in table.iter().enumerate() {
+                sum[c] += f64::from(s);
+                count[c] += u64::from(n);
             }
         }
         (sum, count)
