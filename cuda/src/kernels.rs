@@ -32,9 +32,29 @@ pub const DIVPRUNE: KernelSource = KernelSource {
     functions: &["divprune_nearest_f32", "divprune_greedy_f32"],
 };
 
+/// Block-wise affine int8 quantization (twin of `ferrolm_core::comm::blockwise`).
+pub const QUANTIZE_BLOCKWISE: KernelSource = KernelSource {
+    name: "quantize_blockwise",
+    source: include_str!("../kernels/quantize_blockwise.cu"),
+    functions: &["quantize_blockwise_f32", "dequantize_blockwise_f32"],
+};
+
+/// INTELLECT-1's int8 code (twin of `ferrolm_core::comm::intellect`).
+pub const QUANTIZE_INTELLECT: KernelSource = KernelSource {
+    name: "quantize_intellect",
+    source: include_str!("../kernels/quantize_intellect.cu"),
+    functions: &[
+        "sumsq_partial_f64",
+        "intellect_scale_f32",
+        "quantize_intellect_f32",
+        "intellect_codebook_f32",
+        "dequantize_intellect_f32",
+    ],
+};
+
 /// Every kernel family in `cuda/kernels/`.
 pub fn kernel_sources() -> &'static [KernelSource] {
-    &[QUANTIZE_MINMAX, DIVPRUNE]
+    &[QUANTIZE_MINMAX, QUANTIZE_BLOCKWISE, QUANTIZE_INTELLECT, DIVPRUNE]
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod divprune;
+pub mod comm;
 pub mod kernels;
 pub mod quantize;
 pub mod runtime;

@@ -30,6 +30,19 @@ def cuda_dequantize_minmax_f32(
 def cuda_dequantize_accumulate_minmax_f32(
     device: int, stream: int, q: int, params: int, acc: int, n: int
 ) -> None: ...
+def cuda_quantize_blockwise_f32(
+    device: int, stream: int, x: int, n: int, block: int, params: int, q: int, bad: int
+) -> None: ...
+def cuda_dequantize_blockwise_f32(
+    device: int, stream: int, q: int, n: int, block: int, params: int, out: int, accumulate: bool
+) -> None: ...
+def cuda_intellect_scratch_bytes(n: int) -> int: ...
+def cuda_quantize_intellect_f32(
+    device: int, stream: int, x: int, n: int, codebook: int, q: int, scratch: int
+) -> None: ...
+def cuda_dequantize_intellect_f32(
+    device: int, stream: int, q: int, n: int, codebook: int, out: int, accumulate: bool
+) -> None: ...
 
 # comm.rs
 def comm_quantize_minmax(
@@ -185,3 +198,13 @@ def prune_cuda_divprune_f32(
     k: int,
     needs_nearest: bool,
 ) -> None: ...
+def comm_packed_len(scheme: str, block: int, n: int) -> int: ...
+def comm_quantize_packed(
+    scheme: str, block: int, x: npt.NDArray[np.float32], out: npt.NDArray[np.uint8]
+def comm_dequantize_packed(
+    scheme: str,
+    block: int,
+    packed: npt.NDArray[np.uint8],
+    out: npt.NDArray[np.float32],
+    accumulate: bool,
+def comm_all_finite(x: npt.NDArray[np.float32]) -> bool: ...

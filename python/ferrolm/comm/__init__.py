@@ -1,13 +1,18 @@
-"""Int8 quantization for communication (INTELLECT-1 style).
+"""Int8 communication for training over slow links (INTELLECT-1 style).
 
 Example:
     >>> import torch
     >>> from ferrolm import comm
-    >>> q = comm.quantize(torch.randn(1000), scheme="minmax")
-    >>> x = comm.dequantize(q)  # float32, within half a step of the input
+    >>> q = comm.quantize(torch.randn(1000), scheme="blockwise")
+    >>> x = comm.dequantize(q)  # float32, within half a block step of the input
+    >>> # inside an initialised torch.distributed group:
+    >>> # comm.all_reduce(grad, op="avg", scheme="blockwise", timeout=60.0)
 """
 
+from ferrolm.comm.allreduce import OPS, CommTimeoutError, all_reduce
+from ferrolm.comm.diloco import DiLoCo, Int8HookState, int8_allreduce_hook
 from ferrolm.comm.quantize import (
+    DEFAULT_BLOCK_SIZE,
     SCHEMES,
     QuantizedTensor,
     dequantize,
@@ -15,4 +20,17 @@ from ferrolm.comm.quantize import (
     quantize,
 )
 
-__all__ = ["SCHEMES", "QuantizedTensor", "dequantize", "dequantize_accumulate", "quantize"]
+__all__ = [
+    "DEFAULT_BLOCK_SIZE",
+    "OPS",
+    "SCHEMES",
+    "CommTimeoutError",
+    "DiLoCo",
+    "Int8HookState",
+    "QuantizedTensor",
+    "all_reduce",
+    "dequantize",
+    "dequantize_accumulate",
+    "int8_allreduce_hook",
+    "quantize",
+]

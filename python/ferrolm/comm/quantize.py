@@ -1,7 +1,12 @@
-"""Quantize / dequantize torch tensors with ferrolm's int8 codes, on CPU (Rust) or GPU (CUDA)."""
+"""Quantize / dequantize torch tensors with ferrolm's int8 codes, on CPU (Rust) or GPU (CUDA).
+
+Every scheme packs into ONE ``uint8`` buffer (``QuantizedTensor.data``): the float32 parameters
+first (little-endian), then one code per value. That buffer is what the all-reduce sends.
+"""
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 import torch
@@ -9,44 +14,135 @@ import torch
 from ferrolm import _native
 from ferrolm import cuda as _cuda
 
-__all__ = ["SCHEMES", "QuantizedTensor", "dequantize", "dequantize_accumulate", "quantize"]
+__all__ = [
+    "DEFAULT_BLOCK_SIZE",
+    "SCHEMES",
+    "QuantizedTensor",
+    "dequantize",
+    "dequantize_accumulate",
+    "quantize",
+]
 
-SCHEMES = ("minmax",)
+SCHEMES = ("minmax", "blockwise", "intellect")
+#: Values per block of the ``"blockwise"`` scheme. Relative L2 error on 1M values: Gaussian
+#: 0.64 % (256) vs 0.74 % (1024); Student-t with 2 dof 1.75 % (256) vs 3.4 % (1024) vs 41 % for
+#: one global min-max. 256 costs 3 % extra bytes on the wire and halves the heavy-tail error.
+DEFAULT_BLOCK_SIZE = 256
+
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+_MAGIC = b"FLQ1"
+
+
+def check_scheme(scheme: str, block_size: int) -> None:
+    """Raises ``ValueError`` for an unknown scheme or a bad block size."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"`scheme` must be one of {', '.join(SCHEMES)}; got {scheme!r}")
+    if scheme == "blockwise" and (
+        not isinstance(block_size, int)
+        or isinstance(block_size, bool)
+        or block_size < 16
+        or block_size % 16
+        or block_size > 1 << 24
+    ):
+        raise ValueError(
+            f"`block_size` must be a multiple of 16 between 16 and 16777216, got {block_size!r}"
+        )
+
+
+def packed_len(scheme: str, block_size: int, n: int) -> int:
+    """Bytes of the packed form of ``n`` values."""
+    return _native.comm_packed_len(scheme, block_size, n)
 
 
 @dataclass(frozen=True)
 class QuantizedTensor:
-    """An int8-coded tensor: the bytes to send plus what is needed to decode them.
+    """An int8-coded tensor: one byte buffer to send plus what is needed to decode it.
 
     Attributes:
-        payload: ``uint8`` codes, flat, on the input's device.
-        params: ``float32`` code parameters on the same device; for ``"minmax"`` ``[min, scale]``.
-        scheme: The quantization scheme.
+        data: ``uint8``, flat, on the input's device: float32 parameters then the codes.
+        scheme: ``"minmax"``, ``"blockwise"`` or ``"intellect"``.
         shape: Shape of the original tensor.
-        dtype: Dtype of the original tensor (decoding returns float32 unless asked otherwise).
+        dtype: Dtype of the original tensor (decoding returns float32).
+        block_size: Values per block (meaningful for ``"blockwise"``).
     """
 
-    payload: torch.Tensor
-    params: torch.Tensor
+    data: torch.Tensor
     scheme: str
     shape: torch.Size
     dtype: torch.dtype
+    block_size: int = DEFAULT_BLOCK_SIZE
+
+    @property
+    def numel(self) -> int:
+        """Number of coded values."""
+        n = 1
+        for d in self.shape:
+            n *= int(d)
+        return n
+
+    @property
+    def header_bytes(self) -> int:
+        """Bytes of float32 parameters in front of the codes."""
+        return self.data.numel() - self.numel
+
+    @property
+    def payload(self) -> torch.Tensor:
+        """The ``uint8`` codes (a view of :attr:`data`)."""
+        return self.data[self.header_bytes :]
+
+    @property
+    def params(self) -> torch.Tensor:
+        """The float32 parameters (a view of :attr:`data`): ``[min, scale]`` for minmax,
+        ``[min_0, scale_0, min_1, ...]`` for blockwise, the 256-entry codebook for intellect."""
+        return self.data[: self.header_bytes].view(torch.float32)
 
     @property
     def nbytes(self) -> int:
-        """Bytes on the wire: codes plus parameters."""
-        return self.payload.numel() + self.params.numel() * 4
+        """Bytes on the wire: parameters plus codes."""
+        return self.data.numel()
 
+    def to_bytes(self) -> bytes:
+        """Serialises to a self-describing byte string (:meth:`from_bytes` reverses it)."""
+        dtype_code = _DTYPES.index(self.dtype)
+        head = struct.pack(
+            f"<4sBBIB{len(self.shape)}q",
+            _MAGIC,
+            SCHEMES.index(self.scheme),
+            dtype_code,
+            self.block_size,
+            len(self.shape),
+            *self.shape,
+        )
+        return head + self.data.cpu().numpy().tobytes()
 
-def _check_scheme(scheme: str) -> None:
-    if scheme not in SCHEMES:
-        raise ValueError(f"`scheme` must be one of {', '.join(SCHEMES)}; got {scheme!r}")
+    @classmethod
+    def from_bytes(cls, buf: bytes) -> QuantizedTensor:
+        """Rebuilds a CPU :class:`QuantizedTensor` from :meth:`to_bytes` output."""
+        if not isinstance(buf, (bytes, bytearray, memoryview)):
+            raise TypeError(f"`buf` must be bytes, got {type(buf).__name__}")
+        buf = bytes(buf)
+        if len(buf) < 11 or buf[:4] != _MAGIC:
+            raise ValueError("`buf` must start with a ferrolm quantized-tensor header")
+        _, scheme, dtype_code, block, ndim = struct.unpack_from("<4sBBIB", buf)
+        offset = struct.calcsize("<4sBBIB")
+        if scheme >= len(SCHEMES) or dtype_code >= len(_DTYPES):
+            raise ValueError("`buf` has an unknown scheme or dtype code")
+        shape = struct.unpack_from(f"<{ndim}q", buf, offset)
+        offset += 8 * ndim
+        n = 1
+        for d in shape:
+            n *= d
+        expected = packed_len(SCHEMES[scheme], block, n)
+        if len(buf) - offset != expected:
+            raise ValueError(f"`buf` must hold {expected} data bytes, got {len(buf) - offset}")
+        data = torch.frombuffer(bytearray(buf[offset:]), dtype=torch.uint8)
+        return cls(data, SCHEMES[scheme], torch.Size(shape), _DTYPES[dtype_code], block)
 
 
 def _flat_float32(t: torch.Tensor, arg: str) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"`{arg}` must be a torch.Tensor, got {type(t).__name__}")
-    if not t.dtype.is_floating_point:
+    if t.dtype not in _DTYPES:
         raise TypeError(
             f"`{arg}` must be a floating-point tensor (float32, float16, bfloat16), got {t.dtype}"
         )
@@ -56,47 +152,90 @@ def _flat_float32(t: torch.Tensor, arg: str) -> torch.Tensor:
     return t.detach().to(torch.float32).reshape(-1).contiguous()
 
 
-def quantize(t: torch.Tensor, scheme: str = "minmax") -> QuantizedTensor:
+def quantize_flat_into(x: torch.Tensor, scheme: str, block_size: int, out: torch.Tensor) -> None:
+    """Packs the flat contiguous float32 CPU tensor ``x`` into ``out`` (no validation)."""
+    _native.comm_quantize_packed(scheme, block_size, x.numpy(), out.numpy())
+
+
+def dequantize_flat_into(
+    data: torch.Tensor, scheme: str, block_size: int, out: torch.Tensor, accumulate: bool
+) -> None:
+    """Decodes packed CPU bytes into the flat float32 ``out`` (no validation)."""
+    _native.comm_dequantize_packed(scheme, block_size, data.numpy(), out.numpy(), accumulate)
+
+
+def quantize(
+    t: torch.Tensor, scheme: str = "minmax", block_size: int = DEFAULT_BLOCK_SIZE
+) -> QuantizedTensor:
     """Quantizes ``t`` to int8 codes.
 
     Args:
-        t: Any floating-point tensor on CPU or CUDA. It is not modified.
-        scheme: ``"minmax"``: one affine code for the whole tensor, ``x ≈ min + q * scale``.
+        t: A floating-point tensor on CPU or CUDA. It is not modified.
+        scheme: ``"minmax"``: one affine code ``x ≈ min + q * scale`` for the whole tensor;
+            ``"blockwise"``: one affine code per ``block_size`` values (robust to outliers);
+            ``"intellect"``: INTELLECT-1's grid ``scale = 6 RMS / 256`` around zero point 128,
+            decoded through a 256-entry codebook of bucket means.
+        block_size: Values per block for ``"blockwise"`` (a multiple of 16).
 
     Returns:
-        The codes and their parameters, on ``t``'s device.
+        The packed codes and their parameters, on ``t``'s device.
 
     Raises:
         TypeError: ``t`` is not a floating-point tensor.
-        ValueError: ``t`` is empty or holds NaN or infinite values.
+        ValueError: ``t`` is empty or holds NaN or infinite values; bad scheme or block size.
         RuntimeError: ``t`` is on a GPU but the CUDA driver or NVRTC is missing.
+
+    Example:
+        >>> q = quantize(torch.randn(4096), scheme="blockwise", block_size=256)
+        >>> x = dequantize(q)
     """
-    _check_scheme(scheme)
+    check_scheme(scheme, block_size)
     x = _flat_float32(t, "t")
+    n = x.numel()
+    data = torch.empty(packed_len(scheme, block_size, n), dtype=torch.uint8, device=x.device)
     if x.is_cuda:
-        payload, params = _quantize_minmax_cuda(x)
+        _quantize_cuda(x, scheme, block_size, data)
     else:
-        payload = torch.empty(x.numel(), dtype=torch.uint8)
-        lo, scale = _native.comm_quantize_minmax(x.numpy(), payload.numpy())
-        params = torch.tensor([lo, scale], dtype=torch.float32)
-    return QuantizedTensor(payload, params, scheme, t.shape, t.dtype)
+        quantize_flat_into(x, scheme, block_size, data)
+    return QuantizedTensor(data, scheme, t.shape, t.dtype, block_size)
 
 
 def _check_quantized(q: QuantizedTensor) -> None:
     if not isinstance(q, QuantizedTensor):
         raise TypeError(f"`q` must be a QuantizedTensor, got {type(q).__name__}")
-    _check_scheme(q.scheme)
+    check_scheme(q.scheme, q.block_size)
+
+
+def _decode(q: QuantizedTensor, flat: torch.Tensor, accumulate: bool) -> None:
+    if flat.is_cuda and q.scheme == "minmax":
+        kernel = (
+            _native.cuda_dequantize_accumulate_minmax_f32
+            if accumulate
+            else _native.cuda_dequantize_minmax_f32
+        )
+        _launch_cuda(kernel, q, flat)
+    elif flat.is_cuda:
+        index = _device_index(flat.device)
+        _cuda.require_gpu("q", index)
+        n, head = q.numel, q.header_bytes
+        kernel = (
+            _native.cuda_dequantize_blockwise_f32
+            if q.scheme == "blockwise"
+            else _native.cuda_dequantize_intellect_f32
+        )
+        args = (q.data[head:].data_ptr(), n)
+        if q.scheme == "blockwise":
+            args += (q.block_size,)
+        kernel(index, _stream(flat.device), *args, q.data.data_ptr(), flat.data_ptr(), accumulate)  # type: ignore[operator]
+    else:
+        dequantize_flat_into(q.data, q.scheme, q.block_size, flat, accumulate)
 
 
 def dequantize(q: QuantizedTensor) -> torch.Tensor:
     """Decodes ``q`` to a float32 tensor of the original shape, on ``q``'s device."""
     _check_quantized(q)
-    out = torch.empty(q.payload.numel(), dtype=torch.float32, device=q.payload.device)
-    if out.is_cuda:
-        _launch_cuda(_native.cuda_dequantize_minmax_f32, q, out)
-    else:
-        lo, scale = (float(v) for v in q.params[:2])
-        _native.comm_dequantize_minmax(q.payload.numpy(), lo, scale, out.numpy())
+    out = torch.empty(q.numel, dtype=torch.float32, device=q.data.device)
+    _decode(q, out, accumulate=False)
     return out.reshape(q.shape)
 
 
@@ -112,20 +251,13 @@ def dequantize_accumulate(q: QuantizedTensor, acc: torch.Tensor) -> torch.Tensor
     if not isinstance(acc, torch.Tensor) or acc.dtype != torch.float32:
         got = acc.dtype if isinstance(acc, torch.Tensor) else type(acc).__name__
         raise TypeError(f"`acc` must be a float32 tensor, got {got}; call .float()")
-    if acc.numel() != q.payload.numel():
-        raise ValueError(
-            f"`acc` must have {q.payload.numel()} elements like `q`, got {acc.numel()}"
-        )
+    if acc.numel() != q.numel:
+        raise ValueError(f"`acc` must have {q.numel} elements like `q`, got {acc.numel()}")
     if not acc.is_contiguous():
         raise ValueError("`acc` must be contiguous; call .contiguous() and accumulate into that")
-    if acc.device != q.payload.device:
-        raise ValueError(f"`acc` must be on {q.payload.device} like `q`, got {acc.device}")
-    flat = acc.view(-1)
-    if flat.is_cuda:
-        _launch_cuda(_native.cuda_dequantize_accumulate_minmax_f32, q, flat)
-    else:
-        lo, scale = (float(v) for v in q.params[:2])
-        _native.comm_dequantize_accumulate_minmax(q.payload.numpy(), lo, scale, flat.numpy())
+    if acc.device != q.data.device:
+        raise ValueError(f"`acc` must be on {q.data.device} like `q`, got {acc.device}")
+    _decode(q, acc.view(-1), accumulate=True)
     return acc
 
 
@@ -133,18 +265,62 @@ def _stream(device: torch.device) -> int:
     return int(torch.cuda.current_stream(device).cuda_stream)
 
 
-def _quantize_minmax_cuda(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    index = x.device.index if x.device.index is not None else torch.cuda.current_device()
+def _device_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def _quantize_cuda(x: torch.Tensor, scheme: str, block_size: int, data: torch.Tensor) -> None:
+    if scheme == "minmax":
+        _quantize_minmax_cuda(x, data)
+        return
+    index = _device_index(x.device)
     _cuda.require_gpu("t", index)
     n = x.numel()
-    payload = torch.empty(n, dtype=torch.uint8, device=x.device)
+    head = data.numel() - n
+    stream = _stream(x.device)
+    if scheme == "blockwise":
+        bad = torch.zeros(1, dtype=torch.int32, device=x.device)
+        _native.cuda_quantize_blockwise_f32(
+            index,
+            stream,
+            x.data_ptr(),
+            n,
+            block_size,
+            data.data_ptr(),
+            data[head:].data_ptr(),
+            bad.data_ptr(),
+        )
+        flag = bad
+    else:
+        scratch = torch.zeros(
+            _native.cuda_intellect_scratch_bytes(n), dtype=torch.uint8, device=x.device
+        )
+        _native.cuda_quantize_intellect_f32(
+            index,
+            stream,
+            x.data_ptr(),
+            n,
+            data.data_ptr(),
+            data[head:].data_ptr(),
+            scratch.data_ptr(),
+        )
+        flag = scratch[-16:].view(torch.float32)[2]
+    # One device-to-host read of the non-finite flag: NaN/inf must not become silent codes.
+    if bool(flag.reshape(-1)[0] != 0):
+        raise ValueError("`t` must be finite: int8 quantization has no code for NaN or infinity")
+
+
+def _quantize_minmax_cuda(x: torch.Tensor, data: torch.Tensor) -> None:
+    index = _device_index(x.device)
+    _cuda.require_gpu("t", index)
+    n = x.numel()
     params = torch.empty(4, dtype=torch.float32, device=x.device)
     partial = torch.empty(3 * _native.cuda_minmax_blocks(n), dtype=torch.float32, device=x.device)
     _native.cuda_quantize_minmax_f32(
         index,
         _stream(x.device),
         x.data_ptr(),
-        payload.data_ptr(),
+        data[8:].data_ptr(),
         params.data_ptr(),
         partial.data_ptr(),
         n,
@@ -152,11 +328,11 @@ def _quantize_minmax_cuda(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # One device-to-host read of the non-finite flag: NaN/inf must not become silent codes.
     if params[3].item() != 0.0:
         raise ValueError("`t` must be finite: int8 quantization has no code for NaN or infinity")
-    return payload, params[:2]
+    data[:8].view(torch.float32).copy_(params[:2])
 
 
 def _launch_cuda(kernel: object, q: QuantizedTensor, out: torch.Tensor) -> None:
-    device = q.payload.device
+    device = q.data.device
     index = device.index if device.index is not None else torch.cuda.current_device()
     _cuda.require_gpu("q", index)
     # The decoding kernels read params[0] (min) and params[1] (scale).
@@ -167,5 +343,5 @@ def _launch_cuda(kernel: object, q: QuantizedTensor, out: torch.Tensor) -> None:
         q.payload.data_ptr(),
         params.data_ptr(),
         out.data_ptr(),
-        q.payload.numel(),
+        q.numel,
     )

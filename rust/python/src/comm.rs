@@ -1,6 +1,6 @@
 //! Bindings of `ferrolm_core::comm` (Python: `ferrolm.comm`).
 
-use ferrolm_core::comm::{self, MinMax};
+use ferrolm_core::comm::{self, MinMax, Scheme};
 use numpy::{PyReadonlyArray1, PyReadwriteArray1};
 use pyo3::prelude::*;
 
@@ -52,9 +52,60 @@ pub fn comm_dequantize_accumulate_minmax(
     })
 }
 
+/// Bytes of the packed (wire) form of `n` values under `scheme` (`block` for "blockwise").
+#[pyfunction]
+pub fn comm_packed_len(scheme: &str, block: usize, n: usize) -> PyResult<usize> {
+    let scheme = Scheme::parse(scheme, block).map_err(crate::errors::to_py)?;
+    Ok(scheme.packed_len(n))
+}
+
+/// Quantizes `x` (float32) into the packed uint8 buffer `out` (parameters, then codes).
+#[pyfunction]
+pub fn comm_quantize_packed(
+    py: Python<'_>,
+    scheme: &str,
+    block: usize,
+    x: PyReadonlyArray1<'_, f32>,
+    mut out: PyReadwriteArray1<'_, u8>,
+) -> PyResult<()> {
+    let scheme = Scheme::parse(scheme, block).map_err(crate::errors::to_py)?;
+    let x = slice("x", &x)?;
+    let out = slice_mut("out", &mut out)?;
+    detach(py, || comm::quantize_packed(scheme, x, out))
+}
+
+/// Decodes the packed buffer into `out` (float32), adding into it when `accumulate`.
+#[pyfunction]
+pub fn comm_dequantize_packed(
+    py: Python<'_>,
+    scheme: &str,
+    block: usize,
+    packed: PyReadonlyArray1<'_, u8>,
+    mut out: PyReadwriteArray1<'_, f32>,
+    accumulate: bool,
+) -> PyResult<()> {
+    let scheme = Scheme::parse(scheme, block).map_err(crate::errors::to_py)?;
+    let packed = slice("packed", &packed)?;
+    let out = slice_mut("out", &mut out)?;
+    detach(py, || {
+        comm::dequantize_packed(scheme, packed, out, accumulate)
+    })
+}
+
+/// Whether every value of `x` (float32) is finite.
+#[pyfunction]
+pub fn comm_all_finite(py: Python<'_>, x: PyReadonlyArray1<'_, f32>) -> PyResult<bool> {
+    let x = slice("x", &x)?;
+    detach(py, || Ok(comm::all_finite(x)))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(comm_quantize_minmax, m)?)?;
     m.add_function(wrap_pyfunction!(comm_dequantize_minmax, m)?)?;
     m.add_function(wrap_pyfunction!(comm_dequantize_accumulate_minmax, m)?)?;
+    m.add_function(wrap_pyfunction!(comm_packed_len, m)?)?;
+    m.add_function(wrap_pyfunction!(comm_quantize_packed, m)?)?;
+    m.add_function(wrap_pyfunction!(comm_dequantize_packed, m)?)?;
+    m.add_function(wrap_pyfunction!(comm_all_finite, m)?)?;
     Ok(())
 }

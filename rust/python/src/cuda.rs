@@ -2,7 +2,7 @@
 //! `tensor.data_ptr()` and streams from `torch.cuda.current_stream().cuda_stream`; the Python
 //! layer checks devices, dtypes, sizes and contiguity before calling these.
 
-use ferrolm_cuda::{quantize, Launch};
+use ferrolm_cuda::{comm, quantize, Launch};
 use pyo3::prelude::*;
 
 use crate::errors::detach;
@@ -119,6 +119,90 @@ pub fn cuda_dequantize_accumulate_minmax_f32(
     })
 }
 
+/// Queues block-wise quantization (see `ferrolm_cuda::comm::quantize_blockwise_f32`).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+pub fn cuda_quantize_blockwise_f32(
+    py: Python<'_>,
+    device: usize,
+    stream: usize,
+    x: u64,
+    n: u64,
+    block: u32,
+    params: u64,
+    q: u64,
+    bad: u64,
+) -> PyResult<()> {
+    let launch = Launch { device, stream };
+    detach(py, || {
+        comm::quantize_blockwise_f32(launch, x, n, block, params, q, bad)
+    })
+}
+
+/// Queues block-wise decoding (adding into `out` when `accumulate`).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+pub fn cuda_dequantize_blockwise_f32(
+    py: Python<'_>,
+    device: usize,
+    stream: usize,
+    q: u64,
+    n: u64,
+    block: u32,
+    params: u64,
+    out: u64,
+    accumulate: bool,
+) -> PyResult<()> {
+    let launch = Launch { device, stream };
+    detach(py, || {
+        comm::dequantize_blockwise_f32(launch, q, n, block, params, out, accumulate)
+    })
+}
+
+/// Bytes of zeroed scratch `cuda_quantize_intellect_f32` needs for `n` values.
+#[pyfunction]
+pub fn cuda_intellect_scratch_bytes(n: u64) -> u64 {
+    comm::intellect_scratch_bytes(n)
+}
+
+/// Queues INTELLECT-1 quantization (codebook + codes; stats in the last 16 scratch bytes).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+pub fn cuda_quantize_intellect_f32(
+    py: Python<'_>,
+    device: usize,
+    stream: usize,
+    x: u64,
+    n: u64,
+    codebook: u64,
+    q: u64,
+    scratch: u64,
+) -> PyResult<()> {
+    let launch = Launch { device, stream };
+    detach(py, || {
+        comm::quantize_intellect_f32(launch, x, n, codebook, q, scratch)
+    })
+}
+
+/// Queues INTELLECT-1 decoding through the codebook (adding when `accumulate`).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+pub fn cuda_dequantize_intellect_f32(
+    py: Python<'_>,
+    device: usize,
+    stream: usize,
+    q: u64,
+    n: u64,
+    codebook: u64,
+    out: u64,
+    accumulate: bool,
+) -> PyResult<()> {
+    let launch = Launch { device, stream };
+    detach(py, || {
+        comm::dequantize_intellect_f32(launch, q, n, codebook, out, accumulate)
+    })
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cuda_nvrtc_available, m)?)?;
     m.add_function(wrap_pyfunction!(cuda_driver_available, m)?)?;
@@ -131,5 +215,10 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cuda_quantize_minmax_f32, m)?)?;
     m.add_function(wrap_pyfunction!(cuda_dequantize_minmax_f32, m)?)?;
     m.add_function(wrap_pyfunction!(cuda_dequantize_accumulate_minmax_f32, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_quantize_blockwise_f32, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_dequantize_blockwise_f32, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_intellect_scratch_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_quantize_intellect_f32, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_dequantize_intellect_f32, m)?)?;
     Ok(())
 }

@@ -31,31 +31,10 @@ impl MinMax {
     }
 }
 
-const LANES: usize = 16;
-
-/// Minimum, maximum and a NaN flag of one chunk, with independent lanes so it vectorises.
-fn chunk_range(x: &[f32]) -> (f32, f32, bool) {
-    let mut lo = [f32::INFINITY; LANES];
-    let mut hi = [f32::NEG_INFINITY; LANES];
-    let mut nan = [false; LANES];
-    let mut blocks = x.chunks_exact(LANES);
-    for block in &mut blocks {
-        for i in 0..LANES {
-            let v = block[i];
-            lo[i] = if v < lo[i] { v } else { lo[i] };
-            hi[i] = if v > hi[i] { v } else { hi[i] };
-            nan[i] |= v.is_nan();
-        }
-    }
-    let mut min = lo.iter().copied().fold(f32::INFINITY, f32::min);
-    let mut max = hi.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut has_nan = nan.iter().any(|&b| b);
-    for &v in blocks.remainder() {
-        min = min.min(v);
-        max = max.max(v);
-        has_nan |= v.is_nan();
-    }
-    (min, max, has_nan)
+/// Minimum, maximum and a NaN flag of one chunk (vectorised).
+#[inline]
+pub(crate) fn chunk_range(x: &[f32]) -> (f32, f32, bool) {
+    super::kernels::range(x)
 }
 
 /// Computes the affine code for `x`: one parallel pass over the data.
@@ -87,10 +66,11 @@ pub fn minmax_params(x: &[f32]) -> Result<MinMax> {
     Ok(params)
 }
 
-#[inline(always)]
-fn encode(v: f32, min: f32, inverse_scale: f32) -> u8 {
-    // Values are >= 0 after the shift, so the saturating `as` cast rounds half up and clamps at 255.
-    ((v - min) * inverse_scale + 0.5) as u8
+/// Writes the codes of `x` under `(min, inverse_scale)` into `out` (rounding half up,
+/// clamped to 0..=255; a NaN from `0 * inf` codes as 0).
+#[inline]
+pub(crate) fn encode_into(x: &[f32], min: f32, inverse_scale: f32, out: &mut [u8]) {
+    super::kernels::encode(x, min, inverse_scale, 0.5, out);
 }
 
 /// Quantizes `x` into `out` and returns the code used.
@@ -101,11 +81,7 @@ pub fn quantize_minmax(x: &[f32], out: &mut [u8]) -> Result<MinMax> {
     let min = params.min;
     out.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
-        .for_each(|(o, x)| {
-            for (o, &v) in o.iter_mut().zip(x) {
-                *o = encode(v, min, inverse_scale);
-            }
-        });
+        .for_each(|(o, x)| encode_into(x, min, inverse_scale, o));
     Ok(params)
 }
 
@@ -115,9 +91,7 @@ pub fn dequantize_minmax(q: &[u8], params: MinMax, out: &mut [f32]) -> Result<()
     out.par_chunks_mut(CHUNK)
         .zip(q.par_chunks(CHUNK))
         .for_each(|(o, q)| {
-            for (o, &c) in o.iter_mut().zip(q) {
-                *o = params.min + f32::from(c) * params.scale;
-            }
+            super::kernels::decode_affine(q, params.min, params.scale, o, false);
         });
     Ok(())
 }
@@ -128,9 +102,7 @@ pub fn dequantize_accumulate_minmax(q: &[u8], params: MinMax, acc: &mut [f32]) -
     acc.par_chunks_mut(CHUNK)
         .zip(q.par_chunks(CHUNK))
         .for_each(|(a, q)| {
-            for (a, &c) in a.iter_mut().zip(q) {
-                *a += params.min + f32::from(c) * params.scale;
-            }
+            super::kernels::decode_affine(q, params.min, params.scale, a, true);
         });
     Ok(())
 }

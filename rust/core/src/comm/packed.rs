@@ -1,0 +1,209 @@
+//! One wire format for every scheme: a single byte buffer, the float32 parameters first
+//! (little-endian) and then one code per value, so a quantized tensor travels as one message.
+//!
+//! | scheme      | parameters (float32)                        | then        |
+//! |-------------|---------------------------------------------|-------------|
+//! | `MinMax`    | `min, scale`                                | `n` codes   |
+//! | `Blockwise` | `min_b, scale_b` for each of `ceil(n / block)` blocks | `n` codes |
+//! | `Intellect` | the 256-entry codebook                      | `n` codes   |
+
+use rayon::prelude::*;
+
+use super::{blockwise, intellect, minmax, CHUNK};
+use crate::error::{check_len, Error, Result};
+
+/// An int8 quantization scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// One affine code for the whole buffer.
+    MinMax,
+    /// One affine code per block of `block` values.
+    Blockwise {
+        /// Values per block.
+        block: usize,
+    },
+    /// INTELLECT-1's RMS-scaled grid with a codebook of bucket means.
+    Intellect,
+}
+
+impl Scheme {
+    /// Parses `"minmax"`, `"blockwise"` (with `block`) or `"intellect"`.
+    pub fn parse(name: &str, block: usize) -> Result<Self> {
+        match name {
+            "minmax" => Ok(Scheme::MinMax),
+            "blockwise" => {
+                blockwise::check_block(block)?;
+                Ok(Scheme::Blockwise { block })
+            }
+            "intellect" => Ok(Scheme::Intellect),
+            other => Err(Error::value(
+                "scheme",
+                "one of minmax, blockwise, intellect",
+                format!("{other:?}"),
+            )),
+        }
+    }
+
+    /// Number of float32 parameters in front of the codes for `n` values.
+    pub fn num_params(&self, n: usize) -> usize {
+        match self {
+            Scheme::MinMax => 2,
+            Scheme::Blockwise { block } => 2 * blockwise::num_blocks(n, *block),
+            Scheme::Intellect => intellect::LEVELS,
+        }
+    }
+
+    /// Total bytes of the packed form of `n` values.
+    pub fn packed_len(&self, n: usize) -> usize {
+        4 * self.num_params(n) + n
+    }
+}
+
+fn write_params(params: &[f32], out: &mut [u8]) {
+    for (dst, v) in out.chunks_exact_mut(4).zip(params) {
+        dst.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+fn read_params(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// Quantizes `x` into the packed buffer `out` (`scheme.packed_len(x.len())` bytes).
+pub fn quantize_packed(scheme: Scheme, x: &[f32], out: &mut [u8]) -> Result<()> {
+    check_len("out", out.len(), scheme.packed_len(x.len()))?;
+    let (head, codes) = out.split_at_mut(4 * scheme.num_params(x.len()));
+    let params = match scheme {
+        Scheme::MinMax => {
+            let p = minmax::quantize_minmax(x, codes)?;
+            vec![p.min, p.scale]
+        }
+        Scheme::Blockwise { block } => {
+            let mut p = vec![0f32; scheme.num_params(x.len())];
+            blockwise::quantize_blockwise(x, block, codes, &mut p)?;
+            p
+        }
+        Scheme::Intellect => {
+            let mut p = vec![0f32; intellect::LEVELS];
+            intellect::quantize_intellect(x, codes, &mut p)?;
+            p
+        }
+    };
+    write_params(&params, head);
+    Ok(())
+}
+
+/// Decodes a packed buffer into `out`, overwriting it or (with `accumulate`) adding into it.
+pub fn dequantize_packed(
+    scheme: Scheme,
+    packed: &[u8],
+    out: &mut [f32],
+    accumulate: bool,
+) -> Result<()> {
+    let n = out.len();
+    if packed.len() != scheme.packed_len(n) {
+        return Err(Error::value(
+            "packed",
+            format!("{} bytes for {n} values", scheme.packed_len(n)),
+            format!("{} bytes", packed.len()),
+        ));
+    }
+    let (head, codes) = packed.split_at(4 * scheme.num_params(n));
+    let params = read_params(head);
+    match (scheme, accumulate) {
+        (Scheme::MinMax, false) => minmax::dequantize_minmax(codes, minmax_of(&params), out),
+        (Scheme::MinMax, true) => {
+            minmax::dequantize_accumulate_minmax(codes, minmax_of(&params), out)
+        }
+        (Scheme::Blockwise { block }, false) => {
+            blockwise::dequantize_blockwise(codes, block, &params, out)
+        }
+        (Scheme::Blockwise { block }, true) => {
+            blockwise::dequantize_accumulate_blockwise(codes, block, &params, out)
+        }
+        (Scheme::Intellect, false) => intellect::dequantize_intellect(codes, &params, out),
+        (Scheme::Intellect, true) => {
+            intellect::dequantize_accumulate_intellect(codes, &params, out)
+        }
+    }
+}
+
+fn minmax_of(params: &[f32]) -> minmax::MinMax {
+    minmax::MinMax {
+        min: params[0],
+        scale: params[1],
+    }
+}
+
+/// Whether every value of `x` is finite (one parallel, vectorised pass).
+pub fn all_finite(x: &[f32]) -> bool {
+    const LANES: usize = 16;
+    x.par_chunks(CHUNK).all(|c| {
+        // v * 0 is 0 for finite v and NaN for NaN and +-inf; NaN survives the sums. Independent
+        // lanes of plain multiply-adds vectorise.
+        let mut acc = [0f32; LANES];
+        let mut blocks = c.chunks_exact(LANES);
+        for b in &mut blocks {
+            for i in 0..LANES {
+                acc[i] += b[i] * 0.0;
+            }
+        }
+        let tail: f32 = blocks.remainder().iter().map(|&v| v * 0.0).sum();
+        acc.iter().sum::<f32>() + tail == 0.0
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_scheme_round_trips_through_one_buffer() {
+        let x: Vec<f32> = (0..5000)
+            .map(|i| ((i * 31 % 977) as f32 - 488.0) * 0.01)
+            .collect();
+        for scheme in [
+            Scheme::MinMax,
+            Scheme::Blockwise { block: 256 },
+            Scheme::Intellect,
+        ] {
+            let mut buf = vec![0u8; scheme.packed_len(x.len())];
+            quantize_packed(scheme, &x, &mut buf).unwrap();
+            let mut y = vec![0f32; x.len()];
+            dequantize_packed(scheme, &buf, &mut y, false).unwrap();
+            let mut acc = vec![1.0f32; x.len()];
+            dequantize_packed(scheme, &buf, &mut acc, true).unwrap();
+            for i in 0..x.len() {
+                assert!((x[i] - y[i]).abs() < 0.1, "{scheme:?}");
+                assert_eq!(acc[i], 1.0 + y[i]);
+            }
+            assert!(dequantize_packed(scheme, &buf[1..], &mut y, false).is_err());
+        }
+    }
+
+    #[test]
+    fn parse_and_sizes() {
+        assert_eq!(Scheme::parse("minmax", 0).unwrap().packed_len(10), 18);
+        assert_eq!(
+            Scheme::parse("blockwise", 16).unwrap().packed_len(33),
+            33 + 4 * 6
+        );
+        assert_eq!(Scheme::parse("intellect", 0).unwrap().packed_len(1), 1025);
+        assert!(Scheme::parse("blockwise", 10).is_err());
+        assert!(Scheme::parse("int4", 16).is_err());
+    }
+
+    #[test]
+    fn finiteness() {
+        assert!(all_finite(&[1.0, -3.0, 0.0]));
+        assert!(!all_finite(&[1.0, f32::NAN]));
+        assert!(!all_finite(&[f32::NEG_INFINITY]));
+        let mut big = vec![0.5f32; CHUNK * 2 + 3];
+        assert!(all_finite(&big));
+        big[CHUNK + 1] = f32::INFINITY;
+        assert!(!all_finite(&big));
+    }
+}
