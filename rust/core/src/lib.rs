@@ -7,5 +7,6 @@
 
 pub mod comm;
 pub mod error;
+pub mod tokens;
 
 pub use error::{Error, Result};
