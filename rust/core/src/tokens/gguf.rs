@@ -177,9 +177,9 @@ impl<R: Read> Reader<R> {
             )));
         }
         let mut buf = vec![0u8; n as usize];
-        self.inner.read_exact(&mut buf).map_err(|e| {
-            self.malformed(format!("truncated while reading {during}: {e}"))
-        })?;
+        self.inner
+            .read_exact(&mut buf)
+            .map_err(|e| self.malformed(format!("truncated while reading {during}: {e}")))?;
         self.remaining -= n;
         Ok(buf)
     }
@@ -241,9 +241,7 @@ impl<R: Read> Reader<R> {
             10 => GgufValue::U64(self.u64(key)?),
             11 => GgufValue::I64(i64::from_le_bytes(self.array(key)?)),
             12 => GgufValue::F64(f64::from_le_bytes(self.array(key)?)),
-            other => {
-                return Err(self.malformed(format!("unknown value type {other} for `{key}`")))
-            }
+            other => return Err(self.malformed(format!("unknown value type {other} for `{key}`"))),
         })
     }
 
@@ -380,8 +378,14 @@ mod tests {
         GgufMetadata {
             version: 3,
             entries: vec![
-                ("general.architecture".into(), GgufValue::String("llama".into())),
-                ("tokenizer.ggml.model".into(), GgufValue::String("gpt2".into())),
+                (
+                    "general.architecture".into(),
+                    GgufValue::String("llama".into()),
+                ),
+                (
+                    "tokenizer.ggml.model".into(),
+                    GgufValue::String("gpt2".into()),
+                ),
                 (
                     "tokenizer.ggml.tokens".into(),
                     GgufValue::Array(vec![

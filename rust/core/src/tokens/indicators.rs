@@ -59,7 +59,12 @@ pub fn row_norms(matrix: &[f32], rows: usize, dim: usize) -> Result<Vec<f32>> {
 
 /// The dominant right singular vector of the matrix (unit norm), by power iteration on
 /// `MᵀM` started from the mean row. The sign is fixed so the mean row projects positively.
-pub fn dominant_direction(matrix: &[f32], rows: usize, dim: usize, iterations: usize) -> Result<Vec<f32>> {
+pub fn dominant_direction(
+    matrix: &[f32],
+    rows: usize,
+    dim: usize,
+    iterations: usize,
+) -> Result<Vec<f32>> {
     check_matrix(matrix, rows, dim)?;
     let column_sums = |weights: Option<&[f64]>| -> Vec<f64> {
         matrix
@@ -222,9 +227,8 @@ pub fn identical_row_counts(matrix: &[f32], rows: usize, dim: usize) -> Result<V
             // Same hash: group by exact equality (collisions are possible, if unlikely).
             let mut members: Vec<u32> = keyed[start..end].iter().map(|k| k.1).collect();
             while let Some(first) = members.first().copied() {
-                let (same, rest): (Vec<u32>, Vec<u32>) = members
-                    .into_iter()
-                    .partition(|&m| row(m) == row(first));
+                let (same, rest): (Vec<u32>, Vec<u32>) =
+                    members.into_iter().partition(|&m| row(m) == row(first));
                 for &m in &same {
                     counts[m as usize] = same.len() as u32;
                 }
@@ -251,7 +255,11 @@ mod tests {
         m.chunks(dim)
             .map(|row| {
                 let d: f64 = row.iter().zip(&mean).map(|(&a, b)| f64::from(a) * b).sum();
-                let na: f64 = row.iter().map(|&a| f64::from(a).powi(2)).sum::<f64>().sqrt();
+                let na: f64 = row
+                    .iter()
+                    .map(|&a| f64::from(a).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
                 let nb: f64 = mean.iter().map(|b| b * b).sum::<f64>().sqrt();
                 if na == 0.0 {
                     1.0
@@ -279,7 +287,10 @@ mod tests {
     #[test]
     fn identical_rows_are_counted_per_group() {
         let m = [0.0, 0.0, 1.0, 2.0, -0.0, 0.0, 1.0, 2.0, 1.0, 2.0, 5.0, 5.0];
-        assert_eq!(identical_row_counts(&m, 6, 2).unwrap(), vec![2, 3, 2, 3, 3, 1]);
+        assert_eq!(
+            identical_row_counts(&m, 6, 2).unwrap(),
+            vec![2, 3, 2, 3, 3, 1]
+        );
     }
 
     #[test]

@@ -16,10 +16,11 @@ pub mod indicators;
 pub mod sources;
 
 use ahash::AHashMap;
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
 use rayon::prelude::*;
 use tokenizers::{
-    ModelWrapper, Normalizer, OffsetReferential, OffsetType, PreTokenizedString,
-    PreTokenizer, Tokenizer,
+    ModelWrapper, Normalizer, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer,
+    Tokenizer,
 };
 
 use crate::{Error, Result};
@@ -71,7 +72,7 @@ pub struct ScanOptions {
     /// How many containing tokens to keep per token (the count is always exact).
     pub max_examples: usize,
     /// Tokens longer than this (in bytes) are not searched for contained tokens; this bounds
-    /// the quadratic substring enumeration on pathological vocabularies.
+    /// the number of matches on pathological vocabularies (long runs of one character).
     pub max_token_bytes: usize,
 }
 
@@ -80,7 +81,7 @@ impl Default for ScanOptions {
         ScanOptions {
             containment: true,
             max_examples: 5,
-            max_token_bytes: 128,
+            max_token_bytes: 256,
         }
     }
 }
@@ -157,7 +158,10 @@ fn traits(tok: &Tokenizer) -> Traits {
         _ => None,
     };
     let json = |v: Option<String>| v.unwrap_or_default();
-    let normalizer = json(tok.get_normalizer().and_then(|n| serde_json::to_string(n).ok()));
+    let normalizer = json(
+        tok.get_normalizer()
+            .and_then(|n| serde_json::to_string(n).ok()),
+    );
     let pre_tokenizer = json(
         tok.get_pre_tokenizer()
             .and_then(|p| serde_json::to_string(p).ok()),
@@ -186,26 +190,23 @@ fn byte_fallback_value(token: &str) -> Option<u8> {
 }
 
 /// The exact bytes a token stands for, when the tokenizer makes them knowable.
-fn token_bytes(
-    token: &str,
-    traits: &Traits,
-    char_to_byte: &AHashMap<char, u8>,
-) -> Option<Vec<u8>> {
+fn token_bytes(token: &str, traits: &Traits, char_to_byte: &AHashMap<char, u8>) -> Option<Vec<u8>> {
     if traits.byte_fallback {
         if let Some(b) = byte_fallback_value(token) {
             return Some(vec![b]);
         }
     }
     if traits.byte_level {
-        return token.chars().map(|c| char_to_byte.get(&c).copied()).collect();
+        return token
+            .chars()
+            .map(|c| char_to_byte.get(&c).copied())
+            .collect();
     }
     None
 }
 
 fn impossible_in_utf8(bytes: &[u8]) -> bool {
-    bytes
-        .iter()
-        .any(|&b| b == 0xc0 || b == 0xc1 || b >= 0xf5)
+    bytes.iter().any(|&b| b == 0xc0 || b == 0xc1 || b >= 0xf5)
 }
 
 /// Whether a continuation piece's text survives normalisation and pre-tokenization as one
@@ -326,6 +327,19 @@ fn scan_one(
 /// special. WordPiece continuation pieces (`##x`) are judged in word context: such a piece is
 /// reachable when its text passes the normaliser and pre-tokenizer unchanged as one piece.
 pub fn scan(tok: &Tokenizer, options: &ScanOptions) -> Result<ScanReport> {
+    // Padding and truncation settings (common in saved BERT tokenizers) would distort the
+    // re-encoding of single tokens: scan a copy without them.
+    let unpadded;
+    let tok = if tok.get_padding().is_some() || tok.get_truncation().is_some() {
+        let mut copy = tok.clone();
+        copy.with_padding(None);
+        copy.with_truncation(None)
+            .map_err(|e| Error::Internal(format!("cannot disable truncation: {e}")))?;
+        unpadded = copy;
+        &unpadded
+    } else {
+        tok
+    };
     let vocab_size = tok
         .get_vocab(true)
         .values()
@@ -347,9 +361,15 @@ pub fn scan(tok: &Tokenizer, options: &ScanOptions) -> Result<ScanReport> {
         .map(|id| scan_one(tok, id, &special, &traits, &char_to_byte))
         .collect::<Result<_>>()?;
 
-    let containment = options
-        .containment
-        .then(|| containment(&results, options.max_examples, options.max_token_bytes));
+    let containment = if options.containment {
+        Some(containment(
+            &results,
+            options.max_examples,
+            options.max_token_bytes,
+        )?)
+    } else {
+        None
+    };
     let mut report = ScanReport {
         tokens: Vec::with_capacity(vocab_size),
         decoded: Vec::with_capacity(vocab_size),
@@ -378,19 +398,27 @@ pub fn scan(tok: &Tokenizer, options: &ScanOptions) -> Result<ScanReport> {
 
 /// For every token, the longer tokens whose byte string contains its byte string.
 ///
-/// Instead of comparing all pairs (quadratic in the vocabulary), every substring of every
-/// token is looked up in a hash map of token strings: the work is the sum of squared token
-/// lengths, a few million lookups even for a 262k vocabulary.
-fn containment(results: &[TokenResult], max_examples: usize, max_bytes: usize) -> Containment {
+/// Instead of comparing all pairs (quadratic in the vocabulary), one Aho-Corasick automaton
+/// over all token strings finds, in a single pass over each token, every shorter token inside
+/// it: the work is linear in the total length of the vocabulary plus the number of matches.
+fn containment(
+    results: &[TokenResult],
+    max_examples: usize,
+    max_bytes: usize,
+) -> Result<Containment> {
     let n = results.len();
-    let mut by_surface: AHashMap<&[u8], Vec<u32>> = AHashMap::with_capacity(n);
+    let mut pattern_ids: Vec<u32> = Vec::with_capacity(n);
+    let mut patterns: Vec<&[u8]> = Vec::with_capacity(n);
     for (id, r) in results.iter().enumerate() {
-        if let Some(s) = &r.surface {
-            if !s.is_empty() {
-                by_surface.entry(s.as_slice()).or_default().push(id as u32);
-            }
+        if let Some(s) = r.surface.as_deref().filter(|s| !s.is_empty()) {
+            pattern_ids.push(id as u32);
+            patterns.push(s);
         }
     }
+    let automaton = AhoCorasick::builder()
+        .kind(Some(AhoCorasickKind::ContiguousNFA))
+        .build(&patterns)
+        .map_err(|e| Error::Internal(format!("cannot index the vocabulary: {e}")))?;
     let mut pairs: Vec<(u32, u32, u32)> = results
         .par_iter()
         .enumerate()
@@ -398,15 +426,11 @@ fn containment(results: &[TokenResult], max_examples: usize, max_bytes: usize) -
         .flat_map_iter(|(outer, r)| {
             let mut found: Vec<(u32, u32, u32)> = Vec::new();
             if let Some(s) = r.surface.as_deref().filter(|s| s.len() <= max_bytes) {
-                let len = s.len();
-                for start in 0..len {
-                    for end in start + 1..=len {
-                        if end - start == len {
-                            continue;
-                        }
-                        if let Some(ids) = by_surface.get(&s[start..end]) {
-                            found.extend(ids.iter().map(|&inner| (inner, len as u32, outer as u32)));
-                        }
+                let len = s.len() as u32;
+                for m in automaton.find_overlapping_iter(s) {
+                    if m.len() < s.len() {
+                        let inner = pattern_ids[m.pattern().as_usize()];
+                        found.push((inner, len, outer as u32));
                     }
                 }
             }
@@ -435,7 +459,7 @@ fn containment(results: &[TokenResult], max_examples: usize, max_bytes: usize) -
         }
         out.offsets.push(out.examples.len() as u32);
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]

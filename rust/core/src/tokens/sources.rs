@@ -10,7 +10,11 @@ use std::path::Path;
 use ahash::AHashMap;
 use base64::Engine;
 use serde_json::{json, Value};
-use tokenizers::Tokenizer;
+use tokenizers::models::bpe::BPE;
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::{
+    AddedToken, DecoderWrapper, ModelWrapper, NormalizerWrapper, PreTokenizerWrapper, Tokenizer,
+};
 
 use super::gguf::{GgufMetadata, GgufValue, GGUF_MAGIC};
 use crate::{Error, Result};
@@ -81,37 +85,30 @@ pub fn detect_kind(path: &Path) -> Result<SourceKind> {
     }
 }
 
-/// Loads a tokenizer from a `tokenizer.json`, GGUF or tiktoken file, detecting the format.
+/// Loads a tokenizer from a `tokenizer.json`, GGUF or tiktoken file, detecting the format;
+/// also returns notes on any approximation made while converting it.
 pub fn load_tokenizer(path: &Path) -> Result<(Tokenizer, Vec<String>)> {
-    let json = tokenizer_json(path)?;
-    let tok = tokenizer_from_json(&json.0, &path.display().to_string())?;
-    Ok((tok, json.1))
+    let shown = path.display().to_string();
+    let read = || {
+        std::fs::read_to_string(path).map_err(|e| Error::Io {
+            path: shown.clone(),
+            message: e.to_string(),
+        })
+    };
+    match detect_kind(path)? {
+        SourceKind::TokenizerJson => Ok((tokenizer_from_json(&read()?, &shown)?, Vec::new())),
+        SourceKind::Gguf => gguf_tokenizer(&GgufMetadata::read_file(path)?, &shown),
+        SourceKind::Tiktoken => Ok((tiktoken_tokenizer(&read()?, &shown)?, Vec::new())),
+    }
 }
 
 /// The `tokenizer.json` text for the file at `path`, plus notes on any approximation made.
 pub fn tokenizer_json(path: &Path) -> Result<(String, Vec<String>)> {
-    let shown = path.display().to_string();
-    match detect_kind(path)? {
-        SourceKind::TokenizerJson => {
-            let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-                path: shown,
-                message: e.to_string(),
-            })?;
-            Ok((text, Vec::new()))
-        }
-        SourceKind::Gguf => {
-            let meta = GgufMetadata::read_file(path)?;
-            let (value, notes) = gguf_tokenizer_json(&meta, &shown)?;
-            Ok((value.to_string(), notes))
-        }
-        SourceKind::Tiktoken => {
-            let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-                path: shown.clone(),
-                message: e.to_string(),
-            })?;
-            Ok((tiktoken_tokenizer_json(&text, &shown)?.to_string(), Vec::new()))
-        }
-    }
+    let (tok, notes) = load_tokenizer(path)?;
+    let json = tok
+        .to_string(false)
+        .map_err(|e| Error::Internal(format!("cannot serialise the tokenizer: {e}")))?;
+    Ok((json, notes))
 }
 
 /// Parses `tokenizer.json` text, with a [`Error::Malformed`] that names `what` on failure.
@@ -120,11 +117,61 @@ pub fn tokenizer_from_json(json: &str, what: &str) -> Result<Tokenizer> {
         .map_err(|e| Error::malformed(what, format!("not a valid tokenizer.json: {e}")))
 }
 
-fn added_token(id: u32, content: &str, special: bool) -> Value {
-    json!({
-        "id": id, "content": content, "single_word": false, "lstrip": false,
-        "rstrip": false, "normalized": false, "special": special,
-    })
+/// Assembles a tokenizer from a model and (small) JSON descriptions of the other stages.
+fn assemble(
+    model: impl Into<ModelWrapper>,
+    normalizer: Value,
+    pre_tokenizer: Value,
+    decoder: Value,
+    added: &[(String, bool)],
+) -> Result<Tokenizer> {
+    let bad = |stage: &str, e: serde_json::Error| Error::Internal(format!("bad {stage}: {e}"));
+    let mut tok = Tokenizer::new(model);
+    if !normalizer.is_null() {
+        let n: NormalizerWrapper =
+            serde_json::from_value(normalizer).map_err(|e| bad("normalizer", e))?;
+        tok.with_normalizer(Some(n));
+    }
+    if !pre_tokenizer.is_null() {
+        let p: PreTokenizerWrapper =
+            serde_json::from_value(pre_tokenizer).map_err(|e| bad("pre-tokenizer", e))?;
+        tok.with_pre_tokenizer(Some(p));
+    }
+    let d: DecoderWrapper = serde_json::from_value(decoder).map_err(|e| bad("decoder", e))?;
+    tok.with_decoder(Some(d));
+    let (special, plain): (Vec<_>, Vec<_>) = added.iter().partition(|(_, s)| *s);
+    let special: Vec<AddedToken> = special
+        .into_iter()
+        .map(|(c, _)| AddedToken::from(c.clone(), true))
+        .collect();
+    let plain: Vec<AddedToken> = plain
+        .into_iter()
+        .map(|(c, _)| AddedToken::from(c.clone(), false).normalized(false))
+        .collect();
+    tok.add_special_tokens(&special);
+    tok.add_tokens(&plain);
+    Ok(tok)
+}
+
+fn bpe(
+    vocab: AHashMap<String, u32>,
+    merges: Vec<(String, String)>,
+    unk: Option<String>,
+    byte_fallback: bool,
+    ignore_merges: bool,
+    what: &str,
+) -> Result<BPE> {
+    let mut builder = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .byte_fallback(byte_fallback)
+        .fuse_unk(byte_fallback)
+        .ignore_merges(ignore_merges);
+    if let Some(u) = unk {
+        builder = builder.unk_token(u);
+    }
+    builder
+        .build()
+        .map_err(|e| Error::malformed(what, format!("invalid BPE vocabulary or merges: {e}")))
 }
 
 /// Derives BPE merges from a vocabulary ordered by priority (`priority[i]`: lower merges first).
@@ -228,10 +275,7 @@ fn numbers(meta: &GgufMetadata, key: &str, n: usize, what: &str) -> Result<Optio
     if arr.len() != n {
         return Err(Error::malformed(
             what,
-            format!(
-                "`{key}` has {} entries but there are {n} tokens",
-                arr.len()
-            ),
+            format!("`{key}` has {} entries but there are {n} tokens", arr.len()),
         ));
     }
     arr.iter()
@@ -249,13 +293,13 @@ const TYPE_CONTROL: i64 = 3;
 const TYPE_USER_DEFINED: i64 = 4;
 const TYPE_UNUSED: i64 = 5;
 
-/// Builds `tokenizer.json` (as a JSON value) from a GGUF file's tokenizer metadata.
+/// Builds the tokenizer described by a GGUF file's tokenizer metadata.
 ///
 /// Supported `tokenizer.ggml.model` values: `gpt2` (byte-level BPE with merges), `llama`
 /// (SentencePiece-style BPE with byte fallback, merges derived from the scores) and `bert`
 /// (WordPiece). Control and unused tokens become special added tokens; user-defined tokens
 /// become added tokens.
-pub fn gguf_tokenizer_json(meta: &GgufMetadata, what: &str) -> Result<(Value, Vec<String>)> {
+pub fn gguf_tokenizer(meta: &GgufMetadata, what: &str) -> Result<(Tokenizer, Vec<String>)> {
     let model = meta
         .get("tokenizer.ggml.model")
         .and_then(GgufValue::as_str)
@@ -272,8 +316,8 @@ pub fn gguf_tokenizer_json(meta: &GgufMetadata, what: &str) -> Result<(Value, Ve
     for (id, (token, &ty)) in tokens.iter().zip(&types).enumerate() {
         let id = id as u32;
         match ty {
-            TYPE_CONTROL | TYPE_UNUSED => added.push(added_token(id, token, true)),
-            TYPE_USER_DEFINED => added.push(added_token(id, token, false)),
+            TYPE_CONTROL | TYPE_UNUSED => added.push((token.clone(), true)),
+            TYPE_USER_DEFINED => added.push((token.clone(), false)),
             _ => {}
         }
         // The model's vocabulary keeps every token (so ids stay dense); a repeated string keeps
@@ -282,10 +326,7 @@ pub fn gguf_tokenizer_json(meta: &GgufMetadata, what: &str) -> Result<(Value, Ve
             in_model.push((token.clone(), id));
         }
     }
-    let vocab: serde_json::Map<String, Value> = in_model
-        .iter()
-        .map(|(t, id)| (t.clone(), json!(id)))
-        .collect();
+    let vocab: AHashMap<String, u32> = in_model.iter().cloned().collect();
     let duplicates = n - in_model.len();
     if duplicates > 0 {
         notes.push(format!(
@@ -299,13 +340,13 @@ pub fn gguf_tokenizer_json(meta: &GgufMetadata, what: &str) -> Result<(Value, Ve
         .map(|i| tokens[i].clone());
     let value = match model {
         "gpt2" => {
-            let merges: Vec<Value> = strings(meta, "tokenizer.ggml.merges", what)?
+            let merges: Vec<(String, String)> = strings(meta, "tokenizer.ggml.merges", what)?
                 .iter()
                 .map(|m| {
                     let (a, b) = m.split_once(' ').ok_or_else(|| {
                         Error::malformed(what, format!("merge {m:?} is not two tokens"))
                     })?;
-                    Ok(json!([a, b]))
+                    Ok((a.to_owned(), b.to_owned()))
                 })
                 .collect::<Result<_>>()?;
             let pre = meta
@@ -315,35 +356,32 @@ pub fn gguf_tokenizer_json(meta: &GgufMetadata, what: &str) -> Result<(Value, Ve
             let (pre_tokenizer, note) = byte_level_pre_tokenizer(pre);
             notes.extend(note);
             let ignore_merges = matches!(pre, "llama-bpe" | "llama3");
-            json!({
-                "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
-                "normalizer": null, "pre_tokenizer": pre_tokenizer, "post_processor": null,
-                "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-                "model": {"type": "BPE", "dropout": null, "unk_token": unk,
-                    "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": false,
-                    "byte_fallback": false, "ignore_merges": ignore_merges, "vocab": vocab, "merges": merges}
-            })
+            let model = bpe(vocab, merges, unk, false, ignore_merges, what)?;
+            assemble(model, Value::Null, pre_tokenizer, byte_level(true), &added)?
         }
         "llama" => {
-            let scores = numbers(meta, "tokenizer.ggml.scores", n, what)?
-                .ok_or_else(|| Error::malformed(what, "no `tokenizer.ggml.scores` for a SentencePiece vocabulary"))?;
+            let scores = numbers(meta, "tokenizer.ggml.scores", n, what)?.ok_or_else(|| {
+                Error::malformed(
+                    what,
+                    "no `tokenizer.ggml.scores` for a SentencePiece vocabulary",
+                )
+            })?;
             let add_prefix = meta
                 .get("tokenizer.ggml.add_space_prefix")
                 .and_then(GgufValue::as_bool)
                 .unwrap_or(true);
-            let merges: Vec<Value> = merges_from_priorities(
+            let merges = merges_from_priorities(
                 &in_model,
                 |id| -scores[id as usize],
                 |id| is_added(id) || types[id as usize] == 6,
-            )
-            .into_iter()
-            .map(|(a, b)| json!([a, b]))
-            .collect();
+            );
             let mut normalizers = Vec::new();
             if add_prefix {
                 normalizers.push(json!({"type": "Prepend", "prepend": "\u{2581}"}));
             }
-            normalizers.push(json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}));
+            normalizers.push(
+                json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}),
+            );
             let mut decoders = vec![
                 json!({"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "}),
                 json!({"type": "ByteFallback"}),
@@ -352,26 +390,32 @@ pub fn gguf_tokenizer_json(meta: &GgufMetadata, what: &str) -> Result<(Value, Ve
             if add_prefix {
                 decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
             }
-            json!({
-                "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
-                "normalizer": {"type": "Sequence", "normalizers": normalizers},
-                "pre_tokenizer": null, "post_processor": null,
-                "decoder": {"type": "Sequence", "decoders": decoders},
-                "model": {"type": "BPE", "dropout": null, "unk_token": unk,
-                    "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": true,
-                    "byte_fallback": true, "ignore_merges": false, "vocab": vocab, "merges": merges}
-            })
+            let model = bpe(vocab, merges, unk, true, false, what)?;
+            assemble(
+                model,
+                json!({"type": "Sequence", "normalizers": normalizers}),
+                Value::Null,
+                json!({"type": "Sequence", "decoders": decoders}),
+                &added,
+            )?
         }
         "bert" => {
-            json!({
-                "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
-                "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
-                    "strip_accents": null, "lowercase": true},
-                "pre_tokenizer": {"type": "BertPreTokenizer"}, "post_processor": null,
-                "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
-                "model": {"type": "WordPiece", "unk_token": unk.unwrap_or_else(|| "[UNK]".into()),
-                    "continuing_subword_prefix": "##", "max_input_chars_per_word": 100, "vocab": vocab}
-            })
+            let model = WordPiece::builder()
+                .vocab(vocab)
+                .unk_token(unk.unwrap_or_else(|| "[UNK]".into()))
+                .continuing_subword_prefix("##".into())
+                .build()
+                .map_err(|e| {
+                    Error::malformed(what, format!("invalid WordPiece vocabulary: {e}"))
+                })?;
+            assemble(
+                model,
+                json!({"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+                    "strip_accents": null, "lowercase": true}),
+                json!({"type": "BertPreTokenizer"}),
+                json!({"type": "WordPiece", "prefix": "##", "cleanup": true}),
+                &added,
+            )?
         }
         other => {
             return Err(Error::value(
@@ -384,12 +428,12 @@ pub fn gguf_tokenizer_json(meta: &GgufMetadata, what: &str) -> Result<(Value, Ve
     Ok((value, notes))
 }
 
-/// Builds a byte-level BPE `tokenizer.json` (GPT-2 style) from a tiktoken rank file.
+/// Builds a byte-level BPE tokenizer (GPT-2 style) from a tiktoken rank file.
 ///
 /// Each line is `base64(token bytes) rank`. Ranks become ids; merges are derived from the
 /// ranks (see [`merges_from_priorities`]); GPT-2's pre-tokenizer splits the text, and the id
 /// after the last rank is `<|endoftext|>`, a special token, as in GPT-2.
-pub fn tiktoken_tokenizer_json(text: &str, what: &str) -> Result<Value> {
+pub fn tiktoken_tokenizer(text: &str, what: &str) -> Result<Tokenizer> {
     let table = byte_to_char();
     let mut tokens: Vec<(String, u32)> = Vec::new();
     let engine = base64::engine::general_purpose::STANDARD;
@@ -398,7 +442,8 @@ pub fn tiktoken_tokenizer_json(text: &str, what: &str) -> Result<Value> {
         if line.is_empty() {
             continue;
         }
-        let bad = |detail: String| Error::malformed(what, format!("line {}: {detail}", line_no + 1));
+        let bad =
+            |detail: String| Error::malformed(what, format!("line {}: {detail}", line_no + 1));
         let (b64, rank) = line
             .split_once(' ')
             .ok_or_else(|| bad(format!("expected `base64 rank`, got {line:?}")))?;
@@ -428,27 +473,21 @@ pub fn tiktoken_tokenizer_json(text: &str, what: &str) -> Result<Value> {
             format!("ranks must be 0..{n} without gaps or repeats"),
         ));
     }
-    let merges: Vec<Value> = merges_from_priorities(&tokens, f64::from, |_| false)
-        .into_iter()
-        .map(|(a, b)| json!([a, b]))
-        .collect();
-    let vocab: serde_json::Map<String, Value> = tokens
-        .iter()
-        .map(|(t, id)| (t.clone(), json!(id)))
-        .collect();
+    let merges = merges_from_priorities(&tokens, f64::from, |_| false);
+    let vocab: AHashMap<String, u32> = tokens.iter().cloned().collect();
     if vocab.len() != tokens.len() {
         return Err(Error::malformed(what, "the same token appears twice"));
     }
-    Ok(json!({
-        "version": "1.0", "truncation": null, "padding": null,
-        "added_tokens": [added_token(n, "<|endoftext|>", true)],
-        "normalizer": null, "pre_tokenizer": byte_level(true), "post_processor": null,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-        // tiktoken returns a whole pre-token directly when it is in the vocabulary.
-        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-            "ignore_merges": true, "vocab": vocab, "merges": merges}
-    }))
+    // tiktoken returns a whole pre-token directly when it is in the vocabulary: ignore_merges.
+    let model = bpe(vocab, merges, None, false, true, what)?;
+    let added = [("<|endoftext|>".to_owned(), true)];
+    assemble(
+        model,
+        Value::Null,
+        byte_level(true),
+        byte_level(true),
+        &added,
+    )
 }
 
 #[cfg(test)]
@@ -482,9 +521,9 @@ mod tests {
 
     #[test]
     fn tiktoken_errors_name_the_line() {
-        let e = tiktoken_tokenizer_json("YQ== 0\nnot-base64! 1\n", "r.tiktoken").unwrap_err();
+        let e = tiktoken_tokenizer("YQ== 0\nnot-base64! 1\n", "r.tiktoken").unwrap_err();
         assert!(e.to_string().contains("line 2"), "{e}");
-        let e = tiktoken_tokenizer_json("YQ== 0\nYg== 5\n", "r.tiktoken").unwrap_err();
+        let e = tiktoken_tokenizer("YQ== 0\nYg== 5\n", "r.tiktoken").unwrap_err();
         assert!(e.to_string().contains("without gaps"), "{e}");
     }
 }

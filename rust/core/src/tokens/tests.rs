@@ -8,8 +8,7 @@ use serde_json::json;
 
 use super::gguf::{write_metadata, GgufMetadata, GgufValue};
 use super::sources::{
-    byte_to_char, gguf_tokenizer_json, load_tokenizer, tiktoken_tokenizer_json,
-    tokenizer_from_json,
+    byte_to_char, gguf_tokenizer, load_tokenizer, tiktoken_tokenizer, tokenizer_from_json,
 };
 use super::*;
 
@@ -73,11 +72,10 @@ fn byte_level_categories_are_exact() {
     assert_eq!(r.vocab_size(), 263);
     assert_eq!(r.category[262], Category::Special);
     assert_eq!(r.category[258], Category::UnreachableMulti);
-    assert_eq!(&r.reencoded[r.reencoded_offsets[258] as usize..r.reencoded_offsets[259] as usize], &[
-        b'x' as u32,
-        b'y' as u32,
-        b'z' as u32
-    ]);
+    assert_eq!(
+        &r.reencoded[r.reencoded_offsets[258] as usize..r.reencoded_offsets[259] as usize],
+        &[b'x' as u32, b'y' as u32, b'z' as u32]
+    );
     assert_eq!(r.category[261], Category::Undecodable);
     for id in [256, 257, 259, 260] {
         assert_eq!(r.category[id], Category::Ok, "token {id}");
@@ -99,19 +97,44 @@ fn containment_lists_longer_tokens_shortest_first() {
     // "ab" is inside "abc" and " ab"; "a" is in "ab", "abc", " ab".
     assert_eq!(c.count[ab], 2);
     let ex = &c.examples[c.offsets[ab] as usize..c.offsets[ab + 1] as usize];
-    assert_eq!(ex.iter().copied().collect::<BTreeSet<_>>(), BTreeSet::from([257, 259]));
+    assert_eq!(
+        ex.iter().copied().collect::<BTreeSet<_>>(),
+        BTreeSet::from([257, 259])
+    );
     assert_eq!(c.count[b'a' as usize], 3);
     assert_eq!(c.count[257], 0);
     // The special token takes no part.
     assert_eq!(c.count[262], 0);
-    let none = scan(&tok, &ScanOptions { containment: false, ..Default::default() }).unwrap();
+    let none = scan(
+        &tok,
+        &ScanOptions {
+            containment: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert!(none.containment.is_none());
 }
 
 fn wordpiece_tokenizer() -> Tokenizer {
     let words = [
-        "[PAD]", "[UNK]", "[CLS]", "[unused0]", "un", "##aff", "##able", "##!", "hello", "Hello",
-        "!", "[", "]", "##0", "unused", "a", "##a",
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[unused0]",
+        "un",
+        "##aff",
+        "##able",
+        "##!",
+        "hello",
+        "Hello",
+        "!",
+        "[",
+        "]",
+        "##0",
+        "unused",
+        "a",
+        "##a",
     ];
     let vocab: serde_json::Map<String, serde_json::Value> = words
         .iter()
@@ -186,8 +209,14 @@ fn sentencepiece_gguf(add_space_prefix: bool) -> GgufMetadata {
     GgufMetadata {
         version: 3,
         entries: vec![
-            ("tokenizer.ggml.model".into(), GgufValue::String("llama".into())),
-            ("tokenizer.ggml.add_space_prefix".into(), GgufValue::Bool(add_space_prefix)),
+            (
+                "tokenizer.ggml.model".into(),
+                GgufValue::String("llama".into()),
+            ),
+            (
+                "tokenizer.ggml.add_space_prefix".into(),
+                GgufValue::Bool(add_space_prefix),
+            ),
             (
                 "tokenizer.ggml.tokens".into(),
                 GgufValue::Array(tokens.into_iter().map(GgufValue::String).collect()),
@@ -208,9 +237,8 @@ fn sentencepiece_gguf(add_space_prefix: bool) -> GgufMetadata {
 #[test]
 fn gguf_sentencepiece_byte_fallback_tokens() {
     let meta = sentencepiece_gguf(true);
-    let (json, notes) = gguf_tokenizer_json(&meta, "sp.gguf").unwrap();
+    let (tok, notes) = gguf_tokenizer(&meta, "sp.gguf").unwrap();
     assert!(notes.is_empty());
-    let tok = from_value(json);
     let r = scan(&tok, &ScanOptions::default()).unwrap();
     let cat = |t: &str| r.category[by_token(&r, t)];
     assert_eq!(cat("<s>"), Category::Special);
@@ -239,13 +267,16 @@ fn gguf_files_load_and_bad_ones_fail_clearly() {
     assert_eq!(tok.get_vocab_size(true), 3 + 256 + 10);
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let e = load_tokenizer(&path).err().unwrap();
-    assert!(matches!(e, Error::Malformed { .. }) && e.to_string().contains("truncated"), "{e}");
+    assert!(
+        matches!(e, Error::Malformed { .. }) && e.to_string().contains("truncated"),
+        "{e}"
+    );
     let mut meta = sentencepiece_gguf(false);
     meta.entries[0].1 = GgufValue::String("rwkv".into());
-    let e = gguf_tokenizer_json(&meta, "x").unwrap_err();
+    let e = gguf_tokenizer(&meta, "x").unwrap_err();
     assert!(e.to_string().contains("one of gpt2, llama, bert"), "{e}");
     meta.entries.remove(0);
-    let e = gguf_tokenizer_json(&meta, "x").unwrap_err();
+    let e = gguf_tokenizer(&meta, "x").unwrap_err();
     assert!(e.to_string().contains("no tokenizer inside"), "{e}");
     std::fs::write(&path, b"{\"version\": ").unwrap();
     let e = load_tokenizer(&path).err().unwrap();
@@ -259,14 +290,24 @@ fn gguf_files_load_and_bad_ones_fail_clearly() {
 fn gguf_gpt2_model_with_merges_matches_tokens() {
     let table = byte_to_char();
     let mut tokens: Vec<String> = (0..=255u8).map(|b| table[b as usize].to_string()).collect();
-    tokens.extend(["ab".to_string(), "abc".to_string(), "<|im_start|>".to_string()]);
+    tokens.extend([
+        "ab".to_string(),
+        "abc".to_string(),
+        "<|im_start|>".to_string(),
+    ]);
     let mut types = vec![1i32; 258];
     types.push(3);
     let meta = GgufMetadata {
         version: 3,
         entries: vec![
-            ("tokenizer.ggml.model".into(), GgufValue::String("gpt2".into())),
-            ("tokenizer.ggml.pre".into(), GgufValue::String("smollm".into())),
+            (
+                "tokenizer.ggml.model".into(),
+                GgufValue::String("gpt2".into()),
+            ),
+            (
+                "tokenizer.ggml.pre".into(),
+                GgufValue::String("smollm".into()),
+            ),
             (
                 "tokenizer.ggml.tokens".into(),
                 GgufValue::Array(tokens.into_iter().map(GgufValue::String).collect()),
@@ -277,33 +318,44 @@ fn gguf_gpt2_model_with_merges_matches_tokens() {
             ),
             (
                 "tokenizer.ggml.merges".into(),
-                GgufValue::Array(vec![GgufValue::String("a b".into()), GgufValue::String("ab c".into())]),
+                GgufValue::Array(vec![
+                    GgufValue::String("a b".into()),
+                    GgufValue::String("ab c".into()),
+                ]),
             ),
         ],
         tensors: vec![],
     };
-    let (json, _) = gguf_tokenizer_json(&meta, "g").unwrap();
-    let tok = from_value(json);
+    let (tok, _) = gguf_tokenizer(&meta, "g").unwrap();
     let r = scan(&tok, &ScanOptions::default()).unwrap();
     assert_eq!(r.count(Category::Special), 1);
-    assert_eq!(r.count(Category::UnreachableMulti) + r.count(Category::UnreachableSingle), 0);
+    assert_eq!(
+        r.count(Category::UnreachableMulti) + r.count(Category::UnreachableSingle),
+        0
+    );
     assert_eq!(r.count(Category::Undecodable), 128);
 }
 
 #[test]
 fn tiktoken_ranks_build_a_gpt2_style_tokenizer() {
     let text = tiktoken_text(&[b"ab", b"abc", b" a", &[0xe2, 0x82], &[0xe2, 0x82, 0xac]]);
-    let json = tiktoken_tokenizer_json(&text, "r").unwrap();
-    let tok = from_value(json);
+    let tok = tiktoken_tokenizer(&text, "r").unwrap();
     let r = scan(&tok, &ScanOptions::default()).unwrap();
     assert_eq!(r.vocab_size(), 262);
     assert_eq!(r.count(Category::Special), 1);
     assert_eq!(r.tokens[261], "<|endoftext|>");
     assert_eq!(r.single_byte.iter().filter(|&&b| b).count(), 256);
     assert_eq!(r.count(Category::Undecodable), 129);
-    assert_eq!(r.count(Category::UnreachableMulti) + r.count(Category::UnreachableSingle), 0);
+    assert_eq!(
+        r.count(Category::UnreachableMulti) + r.count(Category::UnreachableSingle),
+        0
+    );
     assert_eq!(r.decoded[260], "\u{20ac}");
-    let ids = tok.encode("abc \u{20ac}", false).unwrap().get_ids().to_vec();
+    let ids = tok
+        .encode("abc \u{20ac}", false)
+        .unwrap()
+        .get_ids()
+        .to_vec();
     assert_eq!(ids, vec![257, b' ' as u32, 260]);
 }
 
@@ -324,7 +376,8 @@ fn naive_containment(r: &ScanReport) -> Vec<u32> {
                 .iter()
                 .flatten()
                 .filter(|outer| {
-                    outer.len() > inner.len() && outer.windows(inner.len()).any(|w| w == inner.as_slice())
+                    outer.len() > inner.len()
+                        && outer.windows(inner.len()).any(|w| w == inner.as_slice())
                 })
                 .count() as u32
         })
@@ -339,7 +392,7 @@ proptest! {
         extra in proptest::collection::btree_set("[abc ]{2,5}", 0..25)
     ) {
         let extra: Vec<&[u8]> = extra.iter().map(|s| s.as_bytes()).collect();
-        let tok = from_value(tiktoken_tokenizer_json(&tiktoken_text(&extra), "p").unwrap());
+        let tok = tiktoken_tokenizer(&tiktoken_text(&extra), "p").unwrap();
         let r = scan(&tok, &ScanOptions { max_examples: 100, ..Default::default() }).unwrap();
         prop_assert_eq!(Category::ALL.iter().map(|&c| r.count(c)).sum::<usize>(), r.vocab_size());
         for id in 0..r.vocab_size() {
