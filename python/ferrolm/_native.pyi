@@ -1,6 +1,9 @@
 # Type stubs for the compiled module `ferrolm._native`, checked by `python -m mypy.stubtest`.
 # The public, documented API is the Python layer (ferrolm.cuda, ferrolm.comm, ...).
 
+import os
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -39,3 +42,23 @@ def comm_dequantize_minmax(
 def comm_dequantize_accumulate_minmax(
     q: npt.NDArray[np.uint8], min: float, scale: float, acc: npt.NDArray[np.float32]
 ) -> None: ...
+
+# tokens.rs
+def tokens_scan_file(
+    path: str | os.PathLike[str], *, containment: bool = True, max_examples: int = 5
+) -> dict[str, Any]: ...
+def tokens_scan_json(
+    json: str, *, containment: bool = True, max_examples: int = 5
+) -> dict[str, Any]: ...
+def tokens_tokenizer_json(path: str | os.PathLike[str]) -> tuple[str, list[str]]: ...
+def tokens_row_norms(matrix: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]: ...
+def tokens_dominant_direction(
+    matrix: npt.NDArray[np.float32], *, iterations: int = 30
+) -> npt.NDArray[np.float32]: ...
+def tokens_cosine_distance(
+    matrix: npt.NDArray[np.float32],
+    reference: npt.NDArray[np.uint32],
+    *,
+    remove: npt.NDArray[np.float32] | None = None,
+) -> npt.NDArray[np.float32]: ...
+def tokens_identical_row_counts(matrix: npt.NDArray[np.float32]) -> npt.NDArray[np.uint32]: ...
