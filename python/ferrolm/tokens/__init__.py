@@ -12,6 +12,7 @@ from ferrolm.tokens.indicators import Indicators, find_reference, indicators
 from ferrolm.tokens.scan import (
     CATEGORY_NAMES,
     SUMMARY_DEFINITIONS,
+    Scanner,
     ScanResult,
     scan,
     tokenizer_json,
@@ -26,6 +27,7 @@ __all__ = [
     "EmbeddingMatrices",
     "Indicators",
     "ScanResult",
+    "Scanner",
     "Verification",
     "find_reference",
     "indicators",

@@ -139,15 +139,52 @@ def _resolve_path(path: Path) -> Path:
     raise FileNotFoundError(f"no tokenizer.json, *.gguf or *.tiktoken file in the directory {path}")
 
 
-def tokenizer_json(source: TokenizerSource) -> str:
-    """The ``tokenizer.json`` text of a tokenizer file, directory or tokenizer object.
+class Scanner:
+    """A tokenizer loaded once (in Rust) and scanned on demand.
 
-    GGUF and tiktoken vocabularies are converted (see :func:`scan`); load the result with
-    ``tokenizers.Tokenizer.from_str``.
+    Loading converts GGUF and tiktoken vocabularies and builds the exact fast re-encoding path
+    (byte-level and SentencePiece-style BPE); :func:`scan` accepts a ``Scanner`` so repeated
+    scans skip loading.
+
+    Example:
+        >>> s = tokens.Scanner("model.gguf")  # doctest: +SKIP
+        >>> s.scan().counts()  # doctest: +SKIP
     """
-    if isinstance(source, (str, os.PathLike)):
-        text, _ = _native.tokens_tokenizer_json(_resolve_path(Path(source)))
-        return text
+
+    def __init__(self, source: TokenizerSource) -> None:
+        if isinstance(source, (str, os.PathLike)):
+            path = _resolve_path(Path(source))
+            self._native = _native.TokensScanner.from_file(path)
+            self.source = str(path)
+        else:
+            self._native = _native.TokensScanner.from_json(_object_json(source))
+            self.source = type(source).__name__
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of token ids, added tokens included."""
+        return self._native.vocab_size
+
+    @property
+    def has_fast_path(self) -> bool:
+        """Whether the exact fast re-encoding path applies (else the `tokenizers` pipeline)."""
+        return self._native.has_fast_path
+
+    def to_json(self) -> str:
+        """The tokenizer as ``tokenizer.json`` text (for the Python ``tokenizers`` package)."""
+        return self._native.to_json()
+
+    def scan(
+        self, *, containment: bool = True, max_examples: int = 5, fast: bool = True
+    ) -> ScanResult:
+        """Scans every token; see :func:`scan`. ``fast=False`` forces the library path."""
+        if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 0:
+            raise ValueError(f"`max_examples` must be a non-negative int, got {max_examples!r}")
+        raw = self._native.scan(containment=containment, max_examples=max_examples, fast=fast)
+        return ScanResult(**raw, source=self.source)
+
+
+def _object_json(source: Any) -> str:
     backend = getattr(source, "backend_tokenizer", source)
     to_str = getattr(backend, "to_str", None)
     if to_str is None:
@@ -158,7 +195,21 @@ def tokenizer_json(source: TokenizerSource) -> str:
     return str(to_str())
 
 
-def scan(source: TokenizerSource, *, containment: bool = True, max_examples: int = 5) -> ScanResult:
+def tokenizer_json(source: TokenizerSource) -> str:
+    """The ``tokenizer.json`` text of a tokenizer file, directory or tokenizer object.
+
+    GGUF and tiktoken vocabularies are converted (see :func:`scan`); load the result with
+    ``tokenizers.Tokenizer.from_str``.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        text, _ = _native.tokens_tokenizer_json(_resolve_path(Path(source)))
+        return text
+    return _object_json(source)
+
+
+def scan(
+    source: Union[TokenizerSource, Scanner], *, containment: bool = True, max_examples: int = 5
+) -> ScanResult:
     """Scans every token of a tokenizer (parallel, in Rust).
 
     Each token is decoded alone and its text encoded again; tokens are then special,
@@ -170,7 +221,8 @@ def scan(source: TokenizerSource, *, containment: bool = True, max_examples: int
     Args:
         source: a ``tokenizer.json``, GGUF or tiktoken file (``base64 rank`` lines; a GPT-2
             style byte-level BPE with ``<|endoftext|>`` after the last rank), a directory
-            holding one, a ``tokenizers.Tokenizer``, or a Hugging Face fast tokenizer.
+            holding one, a ``tokenizers.Tokenizer``, a Hugging Face fast tokenizer, or a
+            :class:`Scanner`.
         containment: also compute, for every token, the longer tokens containing it.
         max_examples: how many containing tokens to keep per token.
 
@@ -190,13 +242,5 @@ def scan(source: TokenizerSource, *, containment: bool = True, max_examples: int
     """
     if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 0:
         raise ValueError(f"`max_examples` must be a non-negative int, got {max_examples!r}")
-    if isinstance(source, (str, os.PathLike)):
-        path = _resolve_path(Path(source))
-        raw = _native.tokens_scan_file(path, containment=containment, max_examples=max_examples)
-        shown = str(path)
-    else:
-        raw = _native.tokens_scan_json(
-            tokenizer_json(source), containment=containment, max_examples=max_examples
-        )
-        shown = type(source).__name__
-    return ScanResult(**raw, source=shown)
+    scanner = source if isinstance(source, Scanner) else Scanner(source)
+    return scanner.scan(containment=containment, max_examples=max_examples)

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use ferrolm_core::tokens::{self, indicators, sources, ScanOptions, ScanReport};
+use ferrolm_core::tokens::{indicators, sources, PreparedTokenizer, ScanOptions, ScanReport};
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -45,39 +45,68 @@ fn options(containment: bool, max_examples: usize) -> ScanOptions {
     }
 }
 
-/// Scans the tokenizer stored at `path` (tokenizer.json, GGUF or tiktoken); returns a dict of
-/// per-token arrays.
-#[pyfunction]
-#[pyo3(signature = (path, *, containment = true, max_examples = 5))]
-pub fn tokens_scan_file<'py>(
-    py: Python<'py>,
-    path: PathBuf,
-    containment: bool,
-    max_examples: usize,
-) -> PyResult<Bound<'py, PyDict>> {
-    let report = detach(py, || {
-        let (tok, notes) = sources::load_tokenizer(&path)?;
-        let mut report = tokens::scan(&tok, &options(containment, max_examples))?;
-        report.notes.extend(notes);
-        Ok(report)
-    })?;
-    report_to_dict(py, report)
+/// A tokenizer loaded once and scanned on demand (Python: `ferrolm.tokens.Scanner`).
+#[pyclass(frozen)]
+pub struct TokensScanner {
+    inner: PreparedTokenizer,
 }
 
-/// Scans a tokenizer given as `tokenizer.json` text.
-#[pyfunction]
-#[pyo3(signature = (json, *, containment = true, max_examples = 5))]
-pub fn tokens_scan_json<'py>(
-    py: Python<'py>,
-    json: String,
-    containment: bool,
-    max_examples: usize,
-) -> PyResult<Bound<'py, PyDict>> {
-    let report = detach(py, || {
-        let tok = sources::tokenizer_from_json(&json, "tokenizer")?;
-        tokens::scan(&tok, &options(containment, max_examples))
-    })?;
-    report_to_dict(py, report)
+#[pymethods]
+impl TokensScanner {
+    /// Loads a tokenizer.json, GGUF or tiktoken file.
+    #[staticmethod]
+    fn from_file(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let inner = detach(py, || PreparedTokenizer::from_file(&path))?;
+        Ok(TokensScanner { inner })
+    }
+
+    /// Parses `tokenizer.json` text.
+    #[staticmethod]
+    fn from_json(py: Python<'_>, json: String) -> PyResult<Self> {
+        let inner = detach(py, || PreparedTokenizer::from_json(&json))?;
+        Ok(TokensScanner { inner })
+    }
+
+    /// Whether the exact fast re-encoding path applies to this tokenizer.
+    #[getter]
+    fn has_fast_path(&self) -> bool {
+        self.inner.has_fast_path()
+    }
+
+    /// Number of ids, added tokens included.
+    #[getter]
+    fn vocab_size(&self) -> usize {
+        self.inner.tokenizer.get_vocab_size(true)
+    }
+
+    /// Notes on approximations made while loading.
+    #[getter]
+    fn notes(&self) -> Vec<String> {
+        self.inner.notes.clone()
+    }
+
+    /// The tokenizer as `tokenizer.json` text.
+    fn to_json(&self, py: Python<'_>) -> PyResult<String> {
+        detach(py, || {
+            self.inner.tokenizer.to_string(false).map_err(|e| {
+                ferrolm_core::Error::Internal(format!("cannot serialise the tokenizer: {e}"))
+            })
+        })
+    }
+
+    /// Scans every token; returns a dict of per-token arrays.
+    #[pyo3(signature = (*, containment = true, max_examples = 5, fast = true))]
+    fn scan<'py>(
+        &self,
+        py: Python<'py>,
+        containment: bool,
+        max_examples: usize,
+        fast: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let opts = options(containment, max_examples);
+        let report = detach(py, || self.inner.scan(&opts, fast))?;
+        report_to_dict(py, report)
+    }
 }
 
 /// The `tokenizer.json` text for a tokenizer.json, GGUF or tiktoken file, and notes on any
@@ -158,8 +187,7 @@ pub fn tokens_identical_row_counts<'py>(
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(tokens_scan_file, m)?)?;
-    m.add_function(wrap_pyfunction!(tokens_scan_json, m)?)?;
+    m.add_class::<TokensScanner>()?;
     m.add_function(wrap_pyfunction!(tokens_tokenizer_json, m)?)?;
     m.add_function(wrap_pyfunction!(tokens_row_norms, m)?)?;
     m.add_function(wrap_pyfunction!(tokens_dominant_direction, m)?)?;

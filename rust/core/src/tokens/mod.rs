@@ -11,9 +11,12 @@
 //!   the mean of a reference set of unused tokens after removing the dominant direction, row
 //!   norms, and groups of identical rows.
 
+mod fast;
 pub mod gguf;
 pub mod indicators;
 pub mod sources;
+
+use fast::FastPath;
 
 use ahash::AHashMap;
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
@@ -181,7 +184,7 @@ fn traits(tok: &Tokenizer) -> Traits {
     }
 }
 
-fn byte_fallback_value(token: &str) -> Option<u8> {
+pub(crate) fn byte_fallback_value(token: &str) -> Option<u8> {
     let hex = token.strip_prefix("<0x")?.strip_suffix('>')?;
     if hex.len() != 2 {
         return None;
@@ -242,10 +245,13 @@ struct TokenResult {
     impossible: bool,
     reencoded: Vec<u32>,
     surface: Option<Vec<u8>>,
+    /// The library had to re-encode this token (no fast path, or the fast path declined).
+    library: bool,
 }
 
 fn scan_one(
     tok: &Tokenizer,
+    fast: Option<&FastPath>,
     id: u32,
     special: &AHashMap<u32, bool>,
     traits: &Traits,
@@ -260,6 +266,7 @@ fn scan_one(
         impossible: false,
         reencoded: Vec::new(),
         surface: None,
+        library: false,
     };
     let Some(token) = tok.id_to_token(id) else {
         // A hole in the id space: nothing can produce it.
@@ -267,8 +274,15 @@ fn scan_one(
     };
     r.token = token;
     let decode_err = |e| Error::Internal(format!("decoding token {id} failed: {e}"));
-    r.decoded = tok.decode(&[id], false).map_err(decode_err)?;
-    if special.get(&id).copied().unwrap_or(false) {
+    let is_special = special.get(&id).copied().unwrap_or(false);
+    r.decoded = match fast
+        .filter(|_| !is_special)
+        .and_then(|f| f.decode(&r.token))
+    {
+        Some(text) => text,
+        None => tok.decode(&[id], false).map_err(decode_err)?,
+    };
+    if is_special {
         r.category = Category::Special;
         return Ok(r);
     }
@@ -301,10 +315,18 @@ fn scan_one(
         r.category = Category::Undecodable;
         return Ok(r);
     }
-    let encoding = tok
-        .encode_fast(r.decoded.as_str(), false)
-        .map_err(|e| Error::Internal(format!("encoding token {id} failed: {e}")))?;
-    let mut ids = encoding.get_ids();
+    let fast_ids = fast.and_then(|f| f.encode(tok, &r.decoded));
+    let encoding;
+    let mut ids: &[u32] = match &fast_ids {
+        Some(ids) => ids,
+        None => {
+            r.library = true;
+            encoding = tok
+                .encode_fast(r.decoded.as_str(), false)
+                .map_err(|e| Error::Internal(format!("encoding token {id} failed: {e}")))?;
+            encoding.get_ids()
+        }
+    };
     if let (Some(p), [first, rest @ ..]) = (traits.prepended_id, ids) {
         if *first == p && !rest.is_empty() && !r.decoded.starts_with(' ') {
             ids = rest;
@@ -327,6 +349,73 @@ fn scan_one(
 /// special. WordPiece continuation pieces (`##x`) are judged in word context: such a piece is
 /// reachable when its text passes the normaliser and pre-tokenizer unchanged as one piece.
 pub fn scan(tok: &Tokenizer, options: &ScanOptions) -> Result<ScanReport> {
+    scan_with(tok, None, options)
+}
+
+/// A tokenizer ready to scan: the `tokenizers` tokenizer plus, when its shape is recognised
+/// (byte-level or SentencePiece-style BPE), an exact fast re-encoding path.
+pub struct PreparedTokenizer {
+    /// The tokenizer.
+    pub tokenizer: Tokenizer,
+    fast: Option<FastPath>,
+    /// Approximations made while building it.
+    pub notes: Vec<String>,
+}
+
+impl PreparedTokenizer {
+    /// Prepares `tokenizer`; `merges` (its BPE merges in rank order) enable the fast path.
+    pub fn new(
+        tokenizer: Tokenizer,
+        merges: Option<&[(String, String)]>,
+        notes: Vec<String>,
+    ) -> Self {
+        let fast = merges.and_then(|m| FastPath::new(&tokenizer, m));
+        PreparedTokenizer {
+            tokenizer,
+            fast,
+            notes,
+        }
+    }
+
+    /// Loads and prepares a `tokenizer.json`, GGUF or tiktoken file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self> {
+        let loaded = sources::load(path)?;
+        Ok(Self::new(
+            loaded.tokenizer,
+            loaded.merges.as_deref(),
+            loaded.notes,
+        ))
+    }
+
+    /// Parses and prepares `tokenizer.json` text.
+    pub fn from_json(json: &str) -> Result<Self> {
+        let loaded = sources::load_json(json, "tokenizer")?;
+        Ok(Self::new(
+            loaded.tokenizer,
+            loaded.merges.as_deref(),
+            loaded.notes,
+        ))
+    }
+
+    /// Whether the fast re-encoding path is in use.
+    pub fn has_fast_path(&self) -> bool {
+        self.fast.is_some()
+    }
+
+    /// Scans every token (see [`scan`]); `use_fast` = false forces the library path.
+    pub fn scan(&self, options: &ScanOptions, use_fast: bool) -> Result<ScanReport> {
+        let fast = self.fast.as_ref().filter(|_| use_fast);
+        let mut report = scan_with(&self.tokenizer, fast, options)?;
+        report.notes.extend(self.notes.iter().cloned());
+        Ok(report)
+    }
+}
+
+fn scan_with(
+    tok: &Tokenizer,
+    fast: Option<&FastPath>,
+    options: &ScanOptions,
+) -> Result<ScanReport> {
     // Padding and truncation settings (common in saved BERT tokenizers) would distort the
     // re-encoding of single tokens: scan a copy without them.
     let unpadded;
@@ -358,7 +447,7 @@ pub fn scan(tok: &Tokenizer, options: &ScanOptions) -> Result<ScanReport> {
     let results: Vec<TokenResult> = (0..vocab_size as u32)
         .into_par_iter()
         .with_min_len(256)
-        .map(|id| scan_one(tok, id, &special, &traits, &char_to_byte))
+        .map(|id| scan_one(tok, fast, id, &special, &traits, &char_to_byte))
         .collect::<Result<_>>()?;
 
     let containment = if options.containment {
@@ -383,6 +472,14 @@ pub fn scan(tok: &Tokenizer, options: &ScanOptions) -> Result<ScanReport> {
         notes: Vec::new(),
     };
     report.reencoded_offsets.push(0);
+    if fast.is_some() {
+        let declined = results.iter().filter(|r| r.library).count();
+        if declined > 0 {
+            report.notes.push(format!(
+                "{declined} token(s) re-encoded by the tokenizers library (their text holds an added token)"
+            ));
+        }
+    }
     for r in results {
         report.tokens.push(r.token);
         report.decoded.push(r.decoded);

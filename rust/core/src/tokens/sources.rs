@@ -85,9 +85,18 @@ pub fn detect_kind(path: &Path) -> Result<SourceKind> {
     }
 }
 
-/// Loads a tokenizer from a `tokenizer.json`, GGUF or tiktoken file, detecting the format;
-/// also returns notes on any approximation made while converting it.
-pub fn load_tokenizer(path: &Path) -> Result<(Tokenizer, Vec<String>)> {
+/// A loaded tokenizer with its BPE merges (when it is a BPE) and conversion notes.
+pub struct Loaded {
+    /// The tokenizer.
+    pub tokenizer: Tokenizer,
+    /// BPE merges in rank order, when the model is a BPE.
+    pub merges: Option<Vec<(String, String)>>,
+    /// Approximations made while converting.
+    pub notes: Vec<String>,
+}
+
+/// Loads a tokenizer from a `tokenizer.json`, GGUF or tiktoken file, detecting the format.
+pub fn load(path: &Path) -> Result<Loaded> {
     let shown = path.display().to_string();
     let read = || {
         std::fs::read_to_string(path).map_err(|e| Error::Io {
@@ -96,10 +105,46 @@ pub fn load_tokenizer(path: &Path) -> Result<(Tokenizer, Vec<String>)> {
         })
     };
     match detect_kind(path)? {
-        SourceKind::TokenizerJson => Ok((tokenizer_from_json(&read()?, &shown)?, Vec::new())),
-        SourceKind::Gguf => gguf_tokenizer(&GgufMetadata::read_file(path)?, &shown),
-        SourceKind::Tiktoken => Ok((tiktoken_tokenizer(&read()?, &shown)?, Vec::new())),
+        SourceKind::TokenizerJson => load_json(&read()?, &shown),
+        SourceKind::Gguf => gguf_tokenizer_with_merges(&GgufMetadata::read_file(path)?, &shown),
+        SourceKind::Tiktoken => tiktoken_tokenizer_with_merges(&read()?, &shown),
     }
+}
+
+/// Parses `tokenizer.json` text, keeping the BPE merges for the fast scan path.
+pub fn load_json(json: &str, what: &str) -> Result<Loaded> {
+    let tokenizer = tokenizer_from_json(json, what)?;
+    let merges = if matches!(tokenizer.get_model(), ModelWrapper::BPE(_)) {
+        let value: Value = serde_json::from_str(json)
+            .map_err(|e| Error::malformed(what, format!("not valid JSON: {e}")))?;
+        value["model"]["merges"].as_array().and_then(|list| {
+            list.iter()
+                .map(|m| match m {
+                    Value::String(s) => {
+                        s.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned()))
+                    }
+                    Value::Array(p) if p.len() == 2 => {
+                        Some((p[0].as_str()?.to_owned(), p[1].as_str()?.to_owned()))
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+    } else {
+        None
+    };
+    Ok(Loaded {
+        tokenizer,
+        merges,
+        notes: Vec::new(),
+    })
+}
+
+/// Loads a tokenizer from a `tokenizer.json`, GGUF or tiktoken file, detecting the format;
+/// also returns notes on any approximation made while converting it.
+pub fn load_tokenizer(path: &Path) -> Result<(Tokenizer, Vec<String>)> {
+    let loaded = load(path)?;
+    Ok((loaded.tokenizer, loaded.notes))
 }
 
 /// The `tokenizer.json` text for the file at `path`, plus notes on any approximation made.
@@ -300,6 +345,12 @@ const TYPE_UNUSED: i64 = 5;
 /// (WordPiece). Control and unused tokens become special added tokens; user-defined tokens
 /// become added tokens.
 pub fn gguf_tokenizer(meta: &GgufMetadata, what: &str) -> Result<(Tokenizer, Vec<String>)> {
+    let loaded = gguf_tokenizer_with_merges(meta, what)?;
+    Ok((loaded.tokenizer, loaded.notes))
+}
+
+/// [`gguf_tokenizer`], keeping the BPE merges.
+pub fn gguf_tokenizer_with_merges(meta: &GgufMetadata, what: &str) -> Result<Loaded> {
     let model = meta
         .get("tokenizer.ggml.model")
         .and_then(GgufValue::as_str)
@@ -338,7 +389,8 @@ pub fn gguf_tokenizer(meta: &GgufMetadata, what: &str) -> Result<(Tokenizer, Vec
         .iter()
         .position(|&t| t == TYPE_UNKNOWN)
         .map(|i| tokens[i].clone());
-    let value = match model {
+    let mut kept_merges = None;
+    let tokenizer = match model {
         "gpt2" => {
             let merges: Vec<(String, String)> = strings(meta, "tokenizer.ggml.merges", what)?
                 .iter()
@@ -356,7 +408,8 @@ pub fn gguf_tokenizer(meta: &GgufMetadata, what: &str) -> Result<(Tokenizer, Vec
             let (pre_tokenizer, note) = byte_level_pre_tokenizer(pre);
             notes.extend(note);
             let ignore_merges = matches!(pre, "llama-bpe" | "llama3");
-            let model = bpe(vocab, merges, unk, false, ignore_merges, what)?;
+            let model = bpe(vocab, merges.clone(), unk, false, ignore_merges, what)?;
+            kept_merges = Some(merges);
             assemble(model, Value::Null, pre_tokenizer, byte_level(true), &added)?
         }
         "llama" => {
@@ -390,7 +443,8 @@ pub fn gguf_tokenizer(meta: &GgufMetadata, what: &str) -> Result<(Tokenizer, Vec
             if add_prefix {
                 decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
             }
-            let model = bpe(vocab, merges, unk, true, false, what)?;
+            let model = bpe(vocab, merges.clone(), unk, true, false, what)?;
+            kept_merges = Some(merges);
             assemble(
                 model,
                 json!({"type": "Sequence", "normalizers": normalizers}),
@@ -425,7 +479,11 @@ pub fn gguf_tokenizer(meta: &GgufMetadata, what: &str) -> Result<(Tokenizer, Vec
             ))
         }
     };
-    Ok((value, notes))
+    Ok(Loaded {
+        tokenizer,
+        merges: kept_merges,
+        notes,
+    })
 }
 
 /// Builds a byte-level BPE tokenizer (GPT-2 style) from a tiktoken rank file.
@@ -434,6 +492,11 @@ pub fn gguf_tokenizer(meta: &GgufMetadata, what: &str) -> Result<(Tokenizer, Vec
 /// ranks (see [`merges_from_priorities`]); GPT-2's pre-tokenizer splits the text, and the id
 /// after the last rank is `<|endoftext|>`, a special token, as in GPT-2.
 pub fn tiktoken_tokenizer(text: &str, what: &str) -> Result<Tokenizer> {
+    Ok(tiktoken_tokenizer_with_merges(text, what)?.tokenizer)
+}
+
+/// [`tiktoken_tokenizer`], keeping the BPE merges.
+pub fn tiktoken_tokenizer_with_merges(text: &str, what: &str) -> Result<Loaded> {
     let table = byte_to_char();
     let mut tokens: Vec<(String, u32)> = Vec::new();
     let engine = base64::engine::general_purpose::STANDARD;
@@ -479,15 +542,19 @@ pub fn tiktoken_tokenizer(text: &str, what: &str) -> Result<Tokenizer> {
         return Err(Error::malformed(what, "the same token appears twice"));
     }
     // tiktoken returns a whole pre-token directly when it is in the vocabulary: ignore_merges.
-    let model = bpe(vocab, merges, None, false, true, what)?;
+    let model = bpe(vocab, merges.clone(), None, false, true, what)?;
     let added = [("<|endoftext|>".to_owned(), true)];
-    assemble(
-        model,
-        Value::Null,
-        byte_level(true),
-        byte_level(true),
-        &added,
-    )
+    Ok(Loaded {
+        tokenizer: assemble(
+            model,
+            Value::Null,
+            byte_level(true),
+            byte_level(true),
+            &added,
+        )?,
+        merges: Some(merges),
+        notes: Vec::new(),
+    })
 }
 
 #[cfg(test)]

@@ -412,3 +412,61 @@ proptest! {
         }
     }
 }
+
+fn assert_same_scan(a: &ScanReport, b: &ScanReport) {
+    assert_eq!(a.category, b.category);
+    assert_eq!(a.decoded, b.decoded);
+    assert_eq!(a.reencoded_offsets, b.reencoded_offsets);
+    assert_eq!(a.reencoded, b.reencoded);
+}
+
+#[test]
+fn fast_path_agrees_with_the_library_on_sentencepiece() {
+    for prefix in [false, true] {
+        let meta = sentencepiece_gguf(prefix);
+        let loaded = sources::gguf_tokenizer_with_merges(&meta, "sp").unwrap();
+        let p = PreparedTokenizer::new(loaded.tokenizer, loaded.merges.as_deref(), vec![]);
+        assert!(p.has_fast_path());
+        let opts = ScanOptions::default();
+        assert_same_scan(
+            &p.scan(&opts, true).unwrap(),
+            &p.scan(&opts, false).unwrap(),
+        );
+    }
+}
+
+#[test]
+fn prepared_tokenizer_from_json_keeps_merges() {
+    let tok = byte_level_tokenizer();
+    let json = tok.to_string(false).unwrap();
+    let p = PreparedTokenizer::from_json(&json).unwrap();
+    assert!(p.has_fast_path());
+    let opts = ScanOptions::default();
+    assert_same_scan(
+        &p.scan(&opts, true).unwrap(),
+        &p.scan(&opts, false).unwrap(),
+    );
+    let wp =
+        PreparedTokenizer::from_json(&wordpiece_tokenizer().to_string(false).unwrap()).unwrap();
+    assert!(!wp.has_fast_path());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn fast_path_agrees_with_the_library_on_random_byte_level_vocabularies(
+        extra in proptest::collection::btree_set("[ab c\u{e9}']{2,6}", 0..30)
+    ) {
+        let extra: Vec<&[u8]> = extra.iter().map(|s| s.as_bytes()).collect();
+        let loaded = sources::tiktoken_tokenizer_with_merges(&tiktoken_text(&extra), "p").unwrap();
+        let p = PreparedTokenizer::new(loaded.tokenizer, loaded.merges.as_deref(), vec![]);
+        prop_assert!(p.has_fast_path());
+        let opts = ScanOptions { containment: false, ..Default::default() };
+        let fast = p.scan(&opts, true).unwrap();
+        let slow = p.scan(&opts, false).unwrap();
+        prop_assert_eq!(&fast.category, &slow.category);
+        prop_assert_eq!(&fast.decoded, &slow.decoded);
+        prop_assert_eq!(&fast.reencoded, &slow.reencoded);
+    }
+}
