@@ -37,6 +37,29 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _undertrained(args: argparse.Namespace) -> int:
+    import json
+
+    from ferrolm.tokens.report import summary_line, undertrained
+
+    rep = undertrained(
+        args.path,
+        run_verify=args.verify,
+        percentile=args.percentile,
+        threshold=args.threshold,
+        verify_top=args.verify_top,
+        top=args.top,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    markdown = rep.to_report().to_markdown()
+    print(markdown)
+    print(summary_line(rep), file=sys.stderr)
+    _write(args.json, json.dumps(rep.to_dict(), indent=2, ensure_ascii=False))
+    _write(args.markdown, markdown)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `ferrolm` command."""
     parser = argparse.ArgumentParser(
@@ -55,6 +78,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
     p.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown to FILE")
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser(
+        "undertrained",
+        help="find under-trained (glitch) tokens of a model or tokenizer (Magikarp)",
+        description="Scan a tokenizer (tokenizer.json, GGUF or tiktoken), rank tokens by weight "
+        "indicators when weights are present, and optionally verify candidates with the model.",
+    )
+    p.add_argument("path", help="a model directory, a GGUF file, or a tokenizer file")
+    p.add_argument("--verify", action="store_true", help="ask the model to repeat candidates")
+    p.add_argument("--json", metavar="FILE", help="write the full report as JSON to FILE")
+    p.add_argument("--markdown", metavar="FILE", help="write the Markdown summary to FILE")
+    p.add_argument(
+        "--percentile",
+        type=float,
+        default=2.0,
+        help="candidates lie below this percentile of reachable tokens (default 2)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.01,
+        help="confirmed when p(repeat) stays below this (default 0.01)",
+    )
+    p.add_argument("--verify-top", type=int, default=100, help="candidates to verify (100)")
+    p.add_argument("--top", type=int, default=20, help="candidates shown in the table (20)")
+    p.add_argument("--batch-size", type=int, default=64, help="verification batch size (64)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_undertrained)
     return parser
 
 

@@ -9,5 +9,6 @@ pub mod comm;
 pub mod error;
 pub mod spec;
 pub mod prune;
+pub mod tokens;
 
 pub use error::{Error, Result};

@@ -12,6 +12,7 @@ mod cuda;
 mod errors;
 mod spec;
 mod prune;
+mod tokens;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -21,5 +22,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     comm::register(m)?;
     spec::register(m)?;
     prune::register(m)?;
+    tokens::register(m)?;
     Ok(())
 }

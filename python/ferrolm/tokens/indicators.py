@@ -1,0 +1,214 @@
+"""Weight-based indicators of under-trained tokens (Magikarp)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional, Union
+
+import numpy as np
+import numpy.typing as npt
+
+from ferrolm import _native
+from ferrolm.tokens.scan import ScanResult
+from ferrolm.tokens.scan import scan as scan_tokenizer
+from ferrolm.tokens.weights import EmbeddingMatrices, read_embeddings
+
+#: Special tokens whose name says they are placeholders nobody trained.
+UNUSED_NAME = re.compile(
+    r"^(<\|?unused[_-]?\d*\|?>|\[unused\d*\]|<\|?pad(ding)?\|?>|\[PAD\]|<pad_?\d*>|<\|?reserved[_a-z]*\d*\|?>)$",
+    re.IGNORECASE,
+)
+#: Rows shared by at least this many tokens are treated as never-updated initial values.
+IDENTICAL_GROUP = 3
+
+
+@dataclass
+class Indicators:
+    """Weight indicators for every token; lower ``cosine_distance`` = more under-trained.
+
+    Attributes:
+        cosine_distance: ``1 - cos`` between each unembedding row and the mean of the
+            reference rows, after removing the matrix's dominant direction (float32, [vocab]).
+        embedding_norm: L2 norm of each input-embedding row for untied models, else None.
+        identical_rows: how many rows equal each row (1 = unique).
+        reference_ids: the known-unused tokens whose mean defines "untrained".
+        reference_source: how the reference set was chosen (readable text).
+        tied: whether the input embedding doubles as the unembedding.
+        percentile: candidates lie below this percentile of reachable tokens' distances.
+        threshold: the distance at that percentile.
+        candidates: ids below the threshold (excluding special and reference tokens), most
+            under-trained first.
+        notes: fallbacks and adjustments made (row padding, missing reference set, ...).
+    """
+
+    cosine_distance: npt.NDArray[np.float32]
+    embedding_norm: Optional[npt.NDArray[np.float32]]
+    identical_rows: npt.NDArray[np.uint32]
+    reference_ids: npt.NDArray[np.uint32]
+    reference_source: str
+    tied: bool
+    percentile: float
+    threshold: float
+    candidates: npt.NDArray[np.int64]
+    notes: list[str] = field(default_factory=list)
+
+    def ranking(self) -> npt.NDArray[np.int64]:
+        """All token ids, most under-trained-looking (smallest distance) first."""
+        return np.argsort(self.cosine_distance, kind="stable")
+
+
+def find_reference(
+    result: ScanResult, identical_rows: Optional[npt.NDArray[np.uint32]] = None
+) -> tuple[npt.NDArray[np.uint32], str]:
+    """Known-unused tokens found from a scan (and optionally identical weight rows).
+
+    Takes the union of: special tokens named like placeholders (``<unused3>``,
+    ``[unused7]``, ``<pad>``, ``[PAD]``, ``<|reserved_..|>``), unreachable non-special tokens,
+    byte tokens holding a byte no UTF-8 text contains (0xC0, 0xC1, 0xF5-0xFF), and rows equal to
+    at least two others. Partial UTF-8 tokens in general are NOT used: they occur inside every
+    multi-byte character and are well trained.
+
+    Returns:
+        ``(ids, description)``; ``ids`` may be empty.
+    """
+    named = (
+        np.array([bool(UNUSED_NAME.match(t)) for t in result.tokens], dtype=bool) & result.special
+    )
+    unreachable = result.unreachable & ~result.special
+    impossible = result.impossible_bytes & ~result.special
+    parts = [
+        ("unused/pad-named specials", named),
+        ("unreachable tokens", unreachable),
+        ("impossible-byte tokens", impossible),
+    ]
+    mask = named | unreachable | impossible
+    if identical_rows is not None:
+        identical = identical_rows[: result.vocab_size] >= IDENTICAL_GROUP
+        parts.append((f"rows shared by >= {IDENTICAL_GROUP} tokens", identical))
+        mask |= identical
+    described = ", ".join(f"{int(m.sum())} {name}" for name, m in parts if m.any())
+    return np.flatnonzero(mask).astype(np.uint32), described or "none found"
+
+
+def _as_matrices(model: Union[str, Path, EmbeddingMatrices]) -> EmbeddingMatrices:
+    return model if isinstance(model, EmbeddingMatrices) else read_embeddings(model)
+
+
+def _fit_rows(
+    name: str, matrix: npt.NDArray[np.float32], vocab: int, notes: list[str]
+) -> npt.NDArray[np.float32]:
+    rows = matrix.shape[0]
+    if rows < vocab:
+        raise ValueError(
+            f"`{name}` has {rows} rows but the tokenizer has {vocab} tokens; the weights and "
+            "the tokenizer do not belong together"
+        )
+    if rows > vocab:
+        notes.append(
+            f"`{name}` has {rows - vocab} more rows than the vocabulary ({rows} vs {vocab}): "
+            "padding rows ignored"
+        )
+    return np.ascontiguousarray(matrix[:vocab], dtype=np.float32)
+
+
+def indicators(
+    model: Union[str, Path, EmbeddingMatrices],
+    scan: Optional[ScanResult] = None,
+    *,
+    percentile: float = 2.0,
+    reference_ids: Optional[Sequence[int]] = None,
+    fallback: Literal["error", "lowest_norm"] = "error",
+    remove_dominant: bool = True,
+) -> Indicators:
+    """Weight indicators of under-trained tokens, without loading the model.
+
+    Reads the (un)embedding matrices (safetensors or GGUF, dequantized), finds a reference
+    set of known-unused tokens from the scan (see :func:`find_reference`), projects out the
+    matrix's dominant direction (shared by all rows) and ranks every token by the cosine
+    distance of its unembedding row to the reference mean. Candidates are tokens below the
+    ``percentile``-th percentile of the distances of reachable ("ok") tokens.
+
+    Args:
+        model: a model directory, GGUF or safetensors file, or :class:`EmbeddingMatrices`.
+        scan: the tokenizer scan; by default the tokenizer next to / inside ``model``.
+        percentile: candidate threshold, in percent of reachable tokens (0, 100).
+        reference_ids: use these ids as the reference set instead of finding one.
+        fallback: when no reference set is found: ``"error"`` raises; ``"lowest_norm"`` uses
+            the 0.5% of tokens with the smallest unembedding norm, noted in ``notes``.
+        remove_dominant: project out the dominant direction first (Magikarp's recipe).
+
+    Raises:
+        ValueError: row count below the vocabulary size, no reference set (with
+            ``fallback="error"``), or bad arguments.
+
+    Example:
+        >>> from ferrolm import tokens
+        >>> ind = tokens.indicators("path/to/model")  # doctest: +SKIP
+        >>> ind.candidates[:10]  # doctest: +SKIP
+    """
+    if not 0.0 < float(percentile) < 100.0:
+        raise ValueError(f"`percentile` must be in (0, 100), got {percentile!r}")
+    if fallback not in ("error", "lowest_norm"):
+        raise ValueError(f"`fallback` must be 'error' or 'lowest_norm', got {fallback!r}")
+    mats = _as_matrices(model)
+    if scan is None:
+        if isinstance(model, EmbeddingMatrices):
+            raise ValueError("`scan` is required when `model` is an EmbeddingMatrices")
+        scan = scan_tokenizer(model, containment=False)
+    vocab = scan.vocab_size
+    notes: list[str] = []
+    tied = mats.unembedding is None
+    unemb = _fit_rows(
+        mats.embedding_name if tied else str(mats.unembedding_name),
+        mats.embedding if tied else mats.unembedding,  # type: ignore[arg-type]
+        vocab,
+        notes,
+    )
+    norm = None
+    if not tied:
+        emb = _fit_rows(mats.embedding_name, mats.embedding, vocab, notes)
+        norm = _native.tokens_row_norms(emb)
+    identical = _native.tokens_identical_row_counts(unemb)
+    if reference_ids is not None:
+        ref = np.asarray(reference_ids, dtype=np.int64)
+        if ref.size == 0 or ref.min() < 0 or ref.max() >= vocab:
+            raise ValueError(f"`reference_ids` must be non-empty ids in [0, {vocab})")
+        ref = ref.astype(np.uint32)
+        source = f"{ref.size} ids given by the caller"
+    else:
+        ref, source = find_reference(scan, identical)
+    if ref.size == 0:
+        if fallback == "error":
+            raise ValueError(
+                "no reference set of unused tokens found (no unreachable, unused-named or "
+                "identical-row tokens); pass `reference_ids=` or `fallback='lowest_norm'`"
+            )
+        norms = _native.tokens_row_norms(unemb)
+        k = max(1, vocab // 200)
+        ref = np.argsort(norms, kind="stable")[:k].astype(np.uint32)
+        source = f"fallback: the {k} tokens with the smallest unembedding norm"
+        notes.append(f"no reference set of unused tokens found; {source}")
+    direction = _native.tokens_dominant_direction(unemb) if remove_dominant else None
+    distance = _native.tokens_cosine_distance(unemb, ref, remove=direction)
+    reachable = (scan.category == 0) & ~scan.single_byte
+    pool = distance[reachable] if reachable.any() else distance
+    threshold = float(np.percentile(pool, percentile))
+    excluded = scan.special.copy()
+    excluded[ref] = True
+    order = np.argsort(distance, kind="stable")
+    candidates = order[(distance[order] < threshold) & ~excluded[order]]
+    return Indicators(
+        cosine_distance=distance,
+        embedding_norm=norm,
+        identical_rows=identical,
+        reference_ids=ref,
+        reference_source=source,
+        tied=tied,
+        percentile=float(percentile),
+        threshold=threshold,
+        candidates=candidates.astype(np.int64),
+        notes=notes,
+    )

@@ -1,0 +1,246 @@
+"""Tokenizer scan: decode every token, encode it again, and sort tokens into categories."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import numpy.typing as npt
+
+from ferrolm import _native
+
+#: Codes of the per-token ``category`` array, in code order (see :class:`ScanResult`).
+CATEGORY_NAMES = ("ok", "special", "undecodable", "unreachable_single", "unreachable_multi")
+OK, SPECIAL, UNDECODABLE, UNREACHABLE_SINGLE, UNREACHABLE_MULTI = range(5)
+
+#: Exclusive summary classes, in report order, with their definitions (used by the CLI).
+SUMMARY_DEFINITIONS = {
+    "ok": "decoding then encoding gives the token back",
+    "special": "special/control token (added token marked special)",
+    "single_byte": "stands for exactly one byte (byte-level or <0xNN> byte-fallback)",
+    "undecodable": "multi-byte partial UTF-8: not valid text alone",
+    "unreachable_single": "its text encodes to one other token",
+    "unreachable_multi": "its text encodes to several tokens: never produced",
+}
+
+TokenizerSource = Union[str, "os.PathLike[str]", Any]
+
+
+@dataclass
+class ScanResult:
+    """Per-token results of :func:`scan`; arrays are indexed by token id.
+
+    Attributes:
+        tokens: vocabulary string of each id.
+        decoded: text of each token decoded alone (continuation pieces without ``##``).
+        category: ``uint8`` codes, see :data:`CATEGORY_NAMES`.
+        single_byte: token stands for exactly one byte.
+        continuation: WordPiece continuation piece (``##x``), judged in word context.
+        impossible_bytes: contains a byte that occurs in no valid UTF-8 text.
+        reencoded_offsets, reencoded: CSR lists of the ids unreachable tokens encode to.
+        contained_count: number of longer tokens containing each token (None if not computed).
+        contained_offsets, contained_examples: CSR lists of up to ``max_examples`` of them.
+        notes: approximations made while converting or scanning the tokenizer.
+        source: where the tokenizer came from.
+    """
+
+    tokens: list[str]
+    decoded: list[str]
+    category: npt.NDArray[np.uint8]
+    single_byte: npt.NDArray[np.bool_]
+    continuation: npt.NDArray[np.bool_]
+    impossible_bytes: npt.NDArray[np.bool_]
+    reencoded_offsets: npt.NDArray[np.uint32]
+    reencoded: npt.NDArray[np.uint32]
+    contained_count: npt.NDArray[np.uint32] | None
+    contained_offsets: npt.NDArray[np.uint32] | None
+    contained_examples: npt.NDArray[np.uint32] | None
+    notes: list[str] = field(default_factory=list)
+    source: str = ""
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of token ids scanned."""
+        return len(self.tokens)
+
+    @property
+    def special(self) -> npt.NDArray[np.bool_]:
+        """Mask of special tokens."""
+        return self.category == SPECIAL
+
+    @property
+    def unreachable(self) -> npt.NDArray[np.bool_]:
+        """Mask of tokens whose decoded text never encodes to them (single or multi)."""
+        return (self.category == UNREACHABLE_SINGLE) | (self.category == UNREACHABLE_MULTI)
+
+    @property
+    def never_produced(self) -> npt.NDArray[np.bool_]:
+        """Mask of tokens the tokenizer cannot produce from plain text.
+
+        Special tokens, unreachable tokens, and byte tokens holding a byte that no valid UTF-8
+        text contains.
+        """
+        return self.special | self.unreachable | self.impossible_bytes
+
+    def summary_class(self) -> npt.NDArray[np.uint8]:
+        """An exclusive class per token, indexing ``list(SUMMARY_DEFINITIONS)``.
+
+        Precedence: special, then single-byte, then the scan category. So ``undecodable``
+        counts multi-byte partial characters only (GPT-2: 256 single-byte, 216 undecodable).
+        """
+        names = list(SUMMARY_DEFINITIONS)
+        out = np.full(self.vocab_size, names.index("ok"), dtype=np.uint8)
+        for code, name in enumerate(CATEGORY_NAMES):
+            out[self.category == code] = names.index(name)
+        out[self.single_byte & ~self.special] = names.index("single_byte")
+        return out
+
+    def counts(self) -> dict[str, int]:
+        """Token counts per exclusive summary class (they add up to the vocabulary size)."""
+        cls = self.summary_class()
+        bins = np.bincount(cls, minlength=len(SUMMARY_DEFINITIONS))
+        return {name: int(bins[i]) for i, name in enumerate(SUMMARY_DEFINITIONS)}
+
+    def ids(self, summary: str) -> npt.NDArray[np.int64]:
+        """Token ids in one summary class (a key of :data:`SUMMARY_DEFINITIONS`)."""
+        names = list(SUMMARY_DEFINITIONS)
+        if summary not in names:
+            raise ValueError(f"`summary` must be one of {names}, got {summary!r}")
+        return np.flatnonzero(self.summary_class() == names.index(summary))
+
+    def reencoded_ids(self, token_id: int) -> list[int]:
+        """The ids an unreachable token's text encodes to (empty for other tokens)."""
+        a, b = self.reencoded_offsets[token_id], self.reencoded_offsets[token_id + 1]
+        return [int(x) for x in self.reencoded[a:b]]
+
+    def contained_in(self, token_id: int) -> list[int]:
+        """Up to ``max_examples`` longer tokens containing this token, shortest first."""
+        if self.contained_offsets is None or self.contained_examples is None:
+            raise ValueError("containment was not computed; call scan(..., containment=True)")
+        a, b = self.contained_offsets[token_id], self.contained_offsets[token_id + 1]
+        return [int(x) for x in self.contained_examples[a:b]]
+
+
+def _resolve_path(path: Path) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"`path` does not exist: {path}")
+    if path.is_file():
+        return path
+    for name in ("tokenizer.json",):
+        if (path / name).is_file():
+            return path / name
+    for pattern in ("*.gguf", "*.tiktoken"):
+        found = sorted(path.glob(pattern))
+        if found:
+            return found[0]
+    raise FileNotFoundError(f"no tokenizer.json, *.gguf or *.tiktoken file in the directory {path}")
+
+
+class Scanner:
+    """A tokenizer loaded once (in Rust) and scanned on demand.
+
+    Loading converts GGUF and tiktoken vocabularies and builds the exact fast re-encoding path
+    (byte-level and SentencePiece-style BPE); :func:`scan` accepts a ``Scanner`` so repeated
+    scans skip loading.
+
+    Example:
+        >>> s = tokens.Scanner("model.gguf")  # doctest: +SKIP
+        >>> s.scan().counts()  # doctest: +SKIP
+    """
+
+    def __init__(self, source: TokenizerSource) -> None:
+        if isinstance(source, (str, os.PathLike)):
+            path = _resolve_path(Path(source))
+            self._native = _native.TokensScanner.from_file(path)
+            self.source = str(path)
+        else:
+            self._native = _native.TokensScanner.from_json(_object_json(source))
+            self.source = type(source).__name__
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of token ids, added tokens included."""
+        return self._native.vocab_size
+
+    @property
+    def has_fast_path(self) -> bool:
+        """Whether the exact fast re-encoding path applies (else the `tokenizers` pipeline)."""
+        return self._native.has_fast_path
+
+    def to_json(self) -> str:
+        """The tokenizer as ``tokenizer.json`` text (for the Python ``tokenizers`` package)."""
+        return self._native.to_json()
+
+    def scan(
+        self, *, containment: bool = True, max_examples: int = 5, fast: bool = True
+    ) -> ScanResult:
+        """Scans every token; see :func:`scan`. ``fast=False`` forces the library path."""
+        if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 0:
+            raise ValueError(f"`max_examples` must be a non-negative int, got {max_examples!r}")
+        raw = self._native.scan(containment=containment, max_examples=max_examples, fast=fast)
+        return ScanResult(**raw, source=self.source)
+
+
+def _object_json(source: Any) -> str:
+    backend = getattr(source, "backend_tokenizer", source)
+    to_str = getattr(backend, "to_str", None)
+    if to_str is None:
+        raise TypeError(
+            "`source` must be a path, a tokenizers.Tokenizer or a Hugging Face fast tokenizer, "
+            f"got {type(source).__name__}"
+        )
+    return str(to_str())
+
+
+def tokenizer_json(source: TokenizerSource) -> str:
+    """The ``tokenizer.json`` text of a tokenizer file, directory or tokenizer object.
+
+    GGUF and tiktoken vocabularies are converted (see :func:`scan`); load the result with
+    ``tokenizers.Tokenizer.from_str``.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        text, _ = _native.tokens_tokenizer_json(_resolve_path(Path(source)))
+        return text
+    return _object_json(source)
+
+
+def scan(
+    source: Union[TokenizerSource, Scanner], *, containment: bool = True, max_examples: int = 5
+) -> ScanResult:
+    """Scans every token of a tokenizer (parallel, in Rust).
+
+    Each token is decoded alone and its text encoded again; tokens are then special,
+    undecodable (partial UTF-8), unreachable (the text encodes to one other token, or to
+    several) or ok; single-byte tokens are flagged, and with ``containment`` every token lists
+    the longer tokens that contain it. WordPiece continuation pieces (``##x``) are judged in
+    word context, not as the start of a word.
+
+    Args:
+        source: a ``tokenizer.json``, GGUF or tiktoken file (``base64 rank`` lines; a GPT-2
+            style byte-level BPE with ``<|endoftext|>`` after the last rank), a directory
+            holding one, a ``tokenizers.Tokenizer``, a Hugging Face fast tokenizer, or a
+            :class:`Scanner`.
+        containment: also compute, for every token, the longer tokens containing it.
+        max_examples: how many containing tokens to keep per token.
+
+    Returns:
+        A :class:`ScanResult`.
+
+    Raises:
+        FileNotFoundError: the path or a tokenizer inside the directory is missing.
+        ValueError: the file is malformed (bad JSON, truncated GGUF, bad tiktoken line).
+        TypeError: ``source`` is of an unsupported type.
+
+    Example:
+        >>> from ferrolm import tokens
+        >>> r = tokens.scan("gpt2.tiktoken")  # doctest: +SKIP
+        >>> r.counts()["single_byte"], r.counts()["undecodable"]  # doctest: +SKIP
+        (256, 216)
+    """
+    if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 0:
+        raise ValueError(f"`max_examples` must be a non-negative int, got {max_examples!r}")
+    scanner = source if isinstance(source, Scanner) else Scanner(source)
+    return scanner.scan(containment=containment, max_examples=max_examples)

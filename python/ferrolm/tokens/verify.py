@@ -1,0 +1,252 @@
+"""Verification with the model: can it repeat a candidate token when asked to?"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import numpy.typing as npt
+
+#: Prompts asking the model to repeat ``{token}``; the second item starts the answer, so the
+#: next token the model predicts should be the candidate itself.
+DEFAULT_TEMPLATES: tuple[tuple[str, str], ...] = (
+    ("Please repeat the following string back to me exactly: «{token}»", "«"),
+    ("Write this text once and nothing else.\nText: «{token}»", "«"),
+    ('Can you say "{token}" for me? Just repeat it.', '"'),
+)
+_PLACEHOLDER = "\ue000"
+
+
+@dataclass
+class Verification:
+    """Result of :func:`verify`.
+
+    Attributes:
+        ids: the candidate token ids, in the order given.
+        probability: per template, the probability that the model's next token is the
+            candidate (float32, ``[templates, len(ids)]``).
+        max_probability: the best over templates, per candidate.
+        confirmed: ``max_probability < threshold``: the model cannot repeat the token.
+        threshold: the confirmation threshold.
+        seconds: wall-clock time of the model calls.
+        notes: fallbacks taken (e.g. no prefix sharing).
+    """
+
+    ids: npt.NDArray[np.int64]
+    probability: npt.NDArray[np.float32]
+    max_probability: npt.NDArray[np.float32]
+    confirmed: npt.NDArray[np.bool_]
+    threshold: float
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Candidates verified per second."""
+        return len(self.ids) / self.seconds if self.seconds > 0 else float("inf")
+
+
+def _template_ids(tokenizer: Any, user: str, answer: str) -> tuple[list[int], list[int]]:
+    """Token ids before and after the candidate for one template (chat format if any)."""
+    message = user.format(token=_PLACEHOLDER)
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
+        )
+    else:
+        text = message + "\n"
+    text = str(text) + answer
+    before, sep, after = text.partition(_PLACEHOLDER)
+    if not sep:
+        raise ValueError("the chat template dropped the candidate placeholder")
+    pre = list(tokenizer.encode(before, add_special_tokens=False))
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if getattr(tokenizer, "add_bos_token", False) and bos is not None and pre[:1] != [bos]:
+        pre = [bos, *pre]
+    post = list(tokenizer.encode(after, add_special_tokens=False))
+    return pre, post
+
+
+def _probabilities_shared_prefix(
+    model: Any, pre: list[int], post: list[int], batch: list[int], device: Any
+) -> Any:
+    import torch
+
+    # transformers 5 renamed `past_key_values` to `cache` (the old name warns).
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    b = len(batch)
+    prefix = torch.tensor([pre], device=device)
+    cache = getattr(model(prefix, use_cache=True), name)
+    cache.batch_repeat_interleave(b)
+    suffix = torch.tensor([[t, *post] for t in batch], device=device)
+    mask = torch.ones(b, len(pre) + suffix.shape[1], dtype=torch.long, device=device)
+    logits = model(suffix, attention_mask=mask, use_cache=True, **{name: cache}).logits
+    return logits[:, -1].float().softmax(-1)
+
+
+def _probabilities_full(
+    model: Any, pre: list[int], post: list[int], batch: list[int], device: Any
+) -> Any:
+    import torch
+
+    ids = torch.tensor([[*pre, t, *post] for t in batch], device=device)
+    logits = model(ids, use_cache=False).logits
+    return logits[:, -1].float().softmax(-1)
+
+
+def verify(
+    model: Any,
+    tokenizer: Any,
+    candidates: Sequence[int] | npt.NDArray[np.integer[Any]],
+    *,
+    threshold: float = 0.01,
+    batch_size: int = 64,
+    share_prefix: bool = True,
+    templates: Sequence[tuple[str, str]] = DEFAULT_TEMPLATES,
+    progress: Optional[Callable[[int], None]] = None,
+) -> Verification:
+    """Asks the model to repeat each candidate and measures the probability that it does.
+
+    Every template is a request to repeat a string plus the start of the answer; the
+    candidate is inserted as a token id (never re-tokenized), and the probability of the model
+    emitting the candidate next is read from one forward pass. Candidates of a batch share
+    the prompt's prefix: it is computed once and its KV cache repeated across the batch. A
+    token is confirmed under-trained when its best probability over templates stays below
+    ``threshold``.
+
+    Args:
+        model: a Hugging Face causal LM (eval mode; any device).
+        tokenizer: its Hugging Face tokenizer (the chat template is used when present).
+        candidates: token ids to verify.
+        threshold: confirmation threshold on the probability (default 0.01).
+        batch_size: candidates per forward pass (1 = one prompt at a time).
+        share_prefix: reuse the prefix KV cache across the batch (else full prompts).
+        templates: ``(request with {token}, answer start)`` pairs.
+        progress: called with the number of candidates finished after each batch.
+
+    Returns:
+        A :class:`Verification`.
+
+    Raises:
+        ValueError: bad threshold, batch size, templates, or ids outside the vocabulary.
+
+    Example:
+        >>> v = tokens.verify(model, tokenizer, ind.candidates[:20])  # doctest: +SKIP
+        >>> v.confirmed.sum()  # doctest: +SKIP
+    """
+    import torch
+
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"`threshold` must be in (0, 1), got {threshold!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
+    if not templates:
+        raise ValueError("`templates` must hold at least one (request, answer start) pair")
+    ids = np.asarray(candidates, dtype=np.int64).reshape(-1)
+    vocab = int(model.get_output_embeddings().weight.shape[0])
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab):
+        raise ValueError(
+            f"`candidates` must be token ids in [0, {vocab}), got values in "
+            f"[{ids.min()}, {ids.max()}]"
+        )
+    device = next(model.parameters()).device
+    notes: list[str] = []
+    probability = np.zeros((len(templates), ids.size), dtype=np.float32)
+    done = 0
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for k, (user, answer) in enumerate(templates):
+            if "{token}" not in user:
+                raise ValueError(f"template {user!r} must contain '{{token}}'")
+            pre, post = _template_ids(tokenizer, user, answer)
+            for lo in range(0, ids.size, batch_size):
+                batch = [int(t) for t in ids[lo : lo + batch_size]]
+                if share_prefix and batch_size > 1:
+                    try:
+                        p = _probabilities_shared_prefix(model, pre, post, batch, device)
+                    except (AttributeError, TypeError) as e:  # a model without a KV cache
+                        share_prefix = False
+                        notes.append(f"prefix sharing unavailable ({e}); full prompts used")
+                        p = _probabilities_full(model, pre, post, batch, device)
+                else:
+                    p = _probabilities_full(model, pre, post, batch, device)
+                rows = torch.arange(len(batch), device=p.device)
+                picked = p[rows, torch.tensor(batch, device=p.device)]
+                probability[k, lo : lo + len(batch)] = picked.cpu().numpy()
+                done += len(batch)
+                if progress is not None:
+                    progress(done)
+    seconds = time.perf_counter() - start
+    best = probability.max(axis=0) if ids.size else np.zeros(0, dtype=np.float32)
+    return Verification(
+        ids=ids,
+        probability=probability,
+        max_probability=best,
+        confirmed=best < threshold,
+        threshold=float(threshold),
+        seconds=seconds,
+        notes=notes,
+    )
+
+
+def cache_root() -> Path:
+    """Where converted models are cached (``$FERROLM_CACHE`` or ``~/.cache/ferrolm``)."""
+    return Path(os.environ.get("FERROLM_CACHE", Path.home() / ".cache" / "ferrolm"))
+
+
+def load_model(path: str | Path) -> tuple[Any, Any]:
+    """Loads a causal LM and its tokenizer in float32 for :func:`verify`.
+
+    A GGUF file is converted with ``transformers`` once (slow: tens of seconds) and the
+    result cached under :func:`cache_root` ``/tokens/``, keyed by the file's name, size and
+    modification time; later loads take seconds. A directory is loaded directly.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"`path` does not exist: {path}")
+    if path.is_dir():
+        ggufs = sorted(path.glob("*.gguf"))
+        if (path / "config.json").is_file() or not ggufs:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+            return model.eval(), AutoTokenizer.from_pretrained(path)
+        path = ggufs[0]
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.name}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()
+    saved = cache_root() / "tokens" / f"{path.stem}-{key[:12]}"
+    if not (saved / "config.json").is_file():
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=saved.parent) as tmp:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            model = AutoModelForCausalLM.from_pretrained(
+                path.parent, gguf_file=path.name, dtype=torch.float32
+            )
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            # The weights are dequantized already: drop the quantizer so a plain float32
+            # checkpoint is written.
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.hf_quantizer = None
+            staging = Path(tmp) / "out"
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            del model
+            if saved.exists():
+                shutil.rmtree(saved)
+            staging.rename(saved)
+    model = AutoModelForCausalLM.from_pretrained(saved, dtype=torch.float32)
+    return model.eval(), AutoTokenizer.from_pretrained(saved)

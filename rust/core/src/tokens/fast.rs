@@ -1,0 +1,323 @@
+//! A fast, exact re-encoding path for the common tokenizer shapes.
+//!
+//! Scanning calls `decode` then `encode` once per token: through the `tokenizers` crate that is
+//! several microseconds per token (per-character string allocations in BPE, alignment tracking
+//! in normalizers, a full `Encoding` with offsets). For byte-level BPE (GPT-2, Llama 3, Qwen,
+//! SmolLM) and SentencePiece-style BPE (Llama 2, Gemma) this module does the same work on
+//! plain ids: a byte-table decoder, the `▁` normaliser, and BPE merges by rank with no
+//! allocation per character. Anything it does not recognise (other decoders or normalisers,
+//! dropout, subword prefixes, texts containing added tokens) falls back to the library; tests
+//! check that both paths agree on every token of real vocabularies.
+
+use ahash::AHashMap;
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use serde_json::Value;
+use tokenizers::{
+    ModelWrapper, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer, Tokenizer,
+};
+
+use super::sources::char_to_byte;
+
+/// Rank-ordered BPE merges over ids.
+struct FastBpe {
+    vocab: AHashMap<String, u32>,
+    /// `(left, right) -> (rank, merged)`.
+    merges: AHashMap<(u32, u32), (u32, u32)>,
+    /// Id of each `<0xNN>` token when the model falls back to bytes.
+    byte_ids: Option<Box<[Option<u32>; 256]>>,
+    ignore_merges: bool,
+    unk: Option<(u32, bool)>,
+}
+
+impl FastBpe {
+    fn new(tok: &Tokenizer, merges: &[(String, String)]) -> Option<Self> {
+        let ModelWrapper::BPE(bpe) = tok.get_model() else {
+            return None;
+        };
+        if bpe.dropout.is_some()
+            || bpe.continuing_subword_prefix.is_some()
+            || bpe.end_of_word_suffix.is_some()
+        {
+            return None;
+        }
+        let vocab: AHashMap<String, u32> = bpe.get_vocab().into_iter().collect();
+        let mut map = AHashMap::with_capacity(merges.len());
+        for (rank, (a, b)) in merges.iter().enumerate() {
+            let (&l, &r) = (vocab.get(a)?, vocab.get(b)?);
+            let merged = vocab.get(&format!("{a}{b}"))?;
+            map.insert((l, r), (rank as u32, *merged));
+        }
+        let byte_ids = bpe.byte_fallback.then(|| {
+            let mut ids = Box::new([None; 256]);
+            for (b, slot) in ids.iter_mut().enumerate() {
+                *slot = vocab.get(&format!("<0x{b:02X}>")).copied();
+            }
+            ids
+        });
+        let unk = match &bpe.unk_token {
+            Some(u) => Some((*vocab.get(u)?, bpe.fuse_unk)),
+            None => None,
+        };
+        Some(FastBpe {
+            vocab,
+            merges: map,
+            byte_ids,
+            ignore_merges: bpe.ignore_merges,
+            unk,
+        })
+    }
+
+    /// Appends the ids of one pre-token; `None` when the library must decide (unknown chars).
+    fn tokenize(&self, word: &str, out: &mut Vec<u32>) -> Option<()> {
+        if word.is_empty() {
+            return Some(());
+        }
+        if self.ignore_merges {
+            if let Some(&id) = self.vocab.get(word) {
+                out.push(id);
+                return Some(());
+            }
+        }
+        let mut symbols: Vec<u32> = Vec::with_capacity(word.len());
+        let mut buf = [0u8; 4];
+        let mut pending_unk = false;
+        for c in word.chars() {
+            if let Some(&id) = self.vocab.get(&*c.encode_utf8(&mut buf)) {
+                symbols.push(id);
+                pending_unk = false;
+                continue;
+            }
+            if let Some(bytes) = &self.byte_ids {
+                let ids: Option<Vec<u32>> = c
+                    .encode_utf8(&mut buf)
+                    .bytes()
+                    .map(|b| bytes[b as usize])
+                    .collect();
+                if let Some(ids) = ids {
+                    symbols.extend(ids);
+                    pending_unk = false;
+                    continue;
+                }
+            }
+            let (unk, fuse) = self.unk?;
+            if !(fuse && pending_unk) {
+                symbols.push(unk);
+            }
+            pending_unk = true;
+        }
+        // Merge the leftmost lowest-ranked pair until none is left. Tokens are short, so a
+        // linear scan over cached pair ranks beats the library's heap; each merge looks up only
+        // the two pairs it creates (the merge table is large: lookups are cache misses).
+        let pair = |l: u32, r: u32| self.merges.get(&(l, r)).copied();
+        let mut ranks: Vec<Option<(u32, u32)>> =
+            symbols.windows(2).map(|w| pair(w[0], w[1])).collect();
+        loop {
+            let mut best: Option<(u32, usize)> = None;
+            for (i, r) in ranks.iter().enumerate() {
+                if let Some((rank, _)) = r {
+                    if best.is_none_or(|(b, _)| *rank < b) {
+                        best = Some((*rank, i));
+                    }
+                }
+            }
+            let Some((_, i)) = best else { break };
+            let merged = ranks[i].map_or(symbols[i], |(_, m)| m);
+            symbols[i] = merged;
+            symbols.remove(i + 1);
+            ranks.remove(i);
+            if i > 0 {
+                ranks[i - 1] = pair(symbols[i - 1], merged);
+            }
+            if i < ranks.len() {
+                ranks[i] = pair(merged, symbols[i + 1]);
+            }
+        }
+        out.extend_from_slice(&symbols);
+        Some(())
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Decoder {
+    ByteLevel,
+    /// Replace `▁` by a space, byte fallback, fuse; `strip`: remove one leading space.
+    SentencePiece {
+        strip: bool,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Normalizer {
+    Identity,
+    /// Replace spaces by `▁`; `prepend`: put one `▁` in front of non-empty text.
+    SentencePiece {
+        prepend: bool,
+    },
+}
+
+fn json_of<T: serde::Serialize>(x: Option<&T>) -> Value {
+    x.and_then(|x| serde_json::to_value(x).ok())
+        .unwrap_or(Value::Null)
+}
+
+fn is_replace(v: &Value, from: &str, to: &str) -> bool {
+    v["type"] == "Replace" && v["pattern"]["String"] == from && v["content"] == to
+}
+
+fn recognise_decoder(v: &Value) -> Option<Decoder> {
+    if v["type"] == "ByteLevel" {
+        return Some(Decoder::ByteLevel);
+    }
+    if v["type"] != "Sequence" {
+        return None;
+    }
+    let parts = v["decoders"].as_array()?;
+    let base = parts.len() >= 3
+        && is_replace(&parts[0], "\u{2581}", " ")
+        && parts[1]["type"] == "ByteFallback"
+        && parts[2]["type"] == "Fuse";
+    match parts.len() {
+        3 if base => Some(Decoder::SentencePiece { strip: false }),
+        4 if base
+            && parts[3]["type"] == "Strip"
+            && parts[3]["content"] == " "
+            && parts[3]["start"] == 1
+            && parts[3]["stop"] == 0 =>
+        {
+            Some(Decoder::SentencePiece { strip: true })
+        }
+        _ => None,
+    }
+}
+
+fn recognise_normalizer(v: &Value) -> Option<Normalizer> {
+    if v.is_null() {
+        return Some(Normalizer::Identity);
+    }
+    let parts: Vec<&Value> = if v["type"] == "Sequence" {
+        v["normalizers"].as_array()?.iter().collect()
+    } else {
+        vec![v]
+    };
+    match parts.as_slice() {
+        [r] if is_replace(r, " ", "\u{2581}") => Some(Normalizer::SentencePiece { prepend: false }),
+        [p, r]
+            if p["type"] == "Prepend"
+                && p["prepend"] == "\u{2581}"
+                && is_replace(r, " ", "\u{2581}") =>
+        {
+            Some(Normalizer::SentencePiece { prepend: true })
+        }
+        _ => None,
+    }
+}
+
+/// The fast path for one tokenizer, when its shape is recognised.
+pub(crate) struct FastPath {
+    bpe: FastBpe,
+    decoder: Decoder,
+    normalizer: Normalizer,
+    has_pre_tokenizer: bool,
+    added: Option<AhoCorasick>,
+    char_to_byte: AHashMap<char, u8>,
+}
+
+impl FastPath {
+    /// Builds the fast path, or `None` when the tokenizer has a shape it does not handle.
+    pub(crate) fn new(tok: &Tokenizer, merges: &[(String, String)]) -> Option<Self> {
+        let decoder = recognise_decoder(&json_of(tok.get_decoder()))?;
+        let normalizer = recognise_normalizer(&json_of(tok.get_normalizer()))?;
+        let bpe = FastBpe::new(tok, merges)?;
+        let contents: Vec<String> = tok
+            .get_added_tokens_decoder()
+            .into_values()
+            .map(|t| t.content)
+            .filter(|c| !c.is_empty())
+            .collect();
+        let added = if contents.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasick::builder()
+                    .kind(Some(AhoCorasickKind::DFA))
+                    .match_kind(MatchKind::LeftmostFirst)
+                    .build(&contents)
+                    .ok()?,
+            )
+        };
+        Some(FastPath {
+            bpe,
+            decoder,
+            normalizer,
+            has_pre_tokenizer: tok.get_pre_tokenizer().is_some(),
+            added,
+            char_to_byte: char_to_byte(),
+        })
+    }
+
+    /// The text of one (non-special) token decoded alone, as the library's decoder gives it.
+    pub(crate) fn decode(&self, token: &str) -> Option<String> {
+        match self.decoder {
+            Decoder::ByteLevel => {
+                let bytes: Option<Vec<u8>> = token
+                    .chars()
+                    .map(|c| self.char_to_byte.get(&c).copied())
+                    .collect();
+                Some(String::from_utf8_lossy(&bytes?).into_owned())
+            }
+            Decoder::SentencePiece { strip } => {
+                let text = if let Some(b) = super::byte_fallback_value(token) {
+                    if b < 0x80 {
+                        char::from(b).to_string()
+                    } else {
+                        "\u{fffd}".to_owned()
+                    }
+                } else {
+                    token.replace('\u{2581}', " ")
+                };
+                Some(match (strip, text.strip_prefix(' ')) {
+                    (true, Some(rest)) => rest.to_owned(),
+                    _ => text,
+                })
+            }
+        }
+    }
+
+    /// The ids `text` encodes to (no special tokens added), or `None` to ask the library.
+    pub(crate) fn encode(&self, tok: &Tokenizer, text: &str) -> Option<Vec<u32>> {
+        if let Some(ac) = &self.added {
+            if ac.is_match(text) {
+                return None;
+            }
+        }
+        let normalized = match self.normalizer {
+            Normalizer::Identity => std::borrow::Cow::Borrowed(text),
+            Normalizer::SentencePiece { prepend } => {
+                let mut s = String::with_capacity(text.len() + 3);
+                if prepend && !text.is_empty() {
+                    s.push('\u{2581}');
+                }
+                for c in text.chars() {
+                    s.push(if c == ' ' { '\u{2581}' } else { c });
+                }
+                std::borrow::Cow::Owned(s)
+            }
+        };
+        if let Some(ac) = &self.added {
+            if ac.is_match(normalized.as_ref()) {
+                return None;
+            }
+        }
+        let mut out = Vec::new();
+        if self.has_pre_tokenizer {
+            let mut pre = PreTokenizedString::from(normalized.as_ref());
+            tok.get_pre_tokenizer()?.pre_tokenize(&mut pre).ok()?;
+            for (piece, _, _) in pre.get_splits(OffsetReferential::Original, OffsetType::None) {
+                self.bpe.tokenize(piece, &mut out)?;
+            }
+        } else {
+            self.bpe.tokenize(&normalized, &mut out)?;
+        }
+        Some(out)
+    }
+}
