@@ -82,7 +82,15 @@ def quantizer_section() -> Section:
     return s
 
 
+def spec_generate_section() -> Section:
+    """Speculative generation: SpecExec / Sequoia / chain trees vs target.generate (greedy)."""
+    from ferrolm.spec._generate_demo import demo_section
+
+    return demo_section()
+
+
 SECTIONS: list[Callable[[], Section]] = [doctor_section, quantizer_section]
+SECTIONS.append(spec_generate_section)
 
 
 def run_demo(progress: Callable[[str], None] = print) -> Report:

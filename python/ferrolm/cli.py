@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
     p.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown to FILE")
     p.set_defaults(func=_demo)
+
+    from ferrolm._cli_spec import add_generate_parser, add_spec_parser
+
+    add_generate_parser(sub)
+    add_spec_parser(sub)
     return parser
 
 

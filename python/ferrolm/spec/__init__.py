@@ -16,3 +16,8 @@ from ferrolm.spec.generate import (
 from ferrolm.spec.generate import (
     sampling_probs as sampling_probs,
 )
+from ferrolm.spec.profile import (  # noqa: E402
+    LatencyProfile as LatencyProfile,
+    estimate_acceptance as estimate_acceptance,
+    profile as profile,
+)

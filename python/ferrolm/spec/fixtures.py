@@ -157,16 +157,13 @@ def load_pretrained(name: str, *, attn_implementation: str = "sdpa") -> tuple[An
                 tmp, gguf_file=gguf.name, dtype=torch.float32
             )
             tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
-            # The GGUF weights are already dequantized; rebuild a plain model so that
-            # save_pretrained does not refuse the "gguf-quantized" one.
-            config = model.config
-            if hasattr(config, "quantization_config"):
-                del config.quantization_config
-            plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-            plain.load_state_dict(model.state_dict())
+            # The GGUF weights are already dequantized to float32: drop the quantizer record
+            # so save_pretrained writes a plain checkpoint (no second copy in memory).
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.hf_quantizer = None
             staging = Path(tmp) / "out"
-            plain.save_pretrained(staging)
-            del plain
+            model.save_pretrained(staging)
             tokenizer.save_pretrained(staging)
             del model
             if saved.exists():

@@ -158,9 +158,11 @@ class GenerationStats:
 
     def acceptance_vector(self, width: int = 8) -> np.ndarray:
         """P(the k-th ranked child is accepted), k = 1..width, via ``spec.acceptance_vector``."""
-        return np.asarray(
-            _spec().acceptance_vector(np.asarray(self.accepted_ranks, dtype=np.int64), width)
-        )
+        ranks = np.asarray(self.accepted_ranks, dtype=np.int64)
+        if len(ranks) == 0:
+            return np.zeros(width)
+        ranks = np.where(ranks < width, ranks, -1)  # accepted beyond `width`: not among the first
+        return np.asarray(_spec().acceptance_vector(ranks, width), dtype=np.float64)
 
     def merge(self, other: GenerationStats) -> None:
         """Adds another call's counters to this one (for aggregates over prompts)."""
