@@ -1,23 +1,87 @@
-"""Speculative decoding: draft trees (SpecExec, Sequoia) and the generation loop over HF models."""
+"""Speculative decoding core: draft trees, SpecExec growth, Sequoia's DP, lossless verification.
+
+Example:
+    >>> import numpy as np, torch
+    >>> from ferrolm import spec
+    >>> table = spec.sequoia_dp([0.6, 0.2, 0.1], max_nodes=32, max_depth=6)
+    >>> tree = table.tree(8, 4)                      # optimal static shape, tokens = -1
+    >>> mask = spec.ancestor_mask(tree.parents)      # bool [8, 8] tree attention
+    >>> pos = spec.position_ids(tree.parents, past_len=100)
+    >>> choice = spec.choose_greedy(torch.randn(8, 50))
+    >>> path, bonus = spec.walk(tree.parents, np.zeros(8, np.int32), choice)
+"""
+
+from ferrolm.spec.builder import BatchTreeBuilder, TreeBuilder
+from ferrolm.spec.sequoia import (
+    Plan,
+    SequoiaTable,
+    acceptance_vector,
+    load_acceptance_vector,
+    plan,
+    sequoia_dp,
+    sequoia_heap,
+    tree_value,
+)
+from ferrolm.spec.tree import (
+    Tree,
+    ancestor_mask,
+    ancestor_mask_batch,
+    children_table,
+    kv_compaction,
+    leaf_paths,
+    position_ids,
+    remap_compaction,
+    validate_parents,
+    walk,
+    walk_batch,
+)
+from ferrolm.spec.verify import choose_greedy, choose_sample, choose_sequoia, forest_children_table
+
+__all__ = [
+    "BatchTreeBuilder",
+    "Plan",
+    "SequoiaTable",
+    "Tree",
+    "TreeBuilder",
+    "acceptance_vector",
+    "ancestor_mask",
+    "ancestor_mask_batch",
+    "children_table",
+    "choose_greedy",
+    "choose_sample",
+    "choose_sequoia",
+    "forest_children_table",
+    "kv_compaction",
+    "leaf_paths",
+    "load_acceptance_vector",
+    "plan",
+    "position_ids",
+    "remap_compaction",
+    "sequoia_dp",
+    "sequoia_heap",
+    "tree_value",
+    "validate_parents",
+    "walk",
+    "walk_batch",
+]
 
 # --- spec-generate: the generation loop over Hugging Face models ---
-from ferrolm.spec.generate import (
-    DEFAULT_ACCEPTANCE as DEFAULT_ACCEPTANCE,
+from ferrolm.spec.generate import (  # noqa: E402
+    DEFAULT_ACCEPTANCE,
+    GenerationStats,
+    SpeculativeGenerator,
+    SpeculativeOutput,
+    sampling_probs,
 )
-from ferrolm.spec.generate import (
-    GenerationStats as GenerationStats,
-)
-from ferrolm.spec.generate import (
-    SpeculativeGenerator as SpeculativeGenerator,
-)
-from ferrolm.spec.generate import (
-    SpeculativeOutput as SpeculativeOutput,
-)
-from ferrolm.spec.generate import (
-    sampling_probs as sampling_probs,
-)
-from ferrolm.spec.profile import (  # noqa: E402
-    LatencyProfile as LatencyProfile,
-    estimate_acceptance as estimate_acceptance,
-    profile as profile,
-)
+from ferrolm.spec.profile import LatencyProfile, estimate_acceptance, profile  # noqa: E402
+
+__all__ += [
+    "DEFAULT_ACCEPTANCE",
+    "GenerationStats",
+    "LatencyProfile",
+    "SpeculativeGenerator",
+    "SpeculativeOutput",
+    "estimate_acceptance",
+    "profile",
+    "sampling_probs",
+]

@@ -7,5 +7,6 @@
 
 pub mod comm;
 pub mod error;
+pub mod spec;
 
 pub use error::{Error, Result};

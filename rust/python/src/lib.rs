@@ -10,6 +10,7 @@ mod arrays;
 mod comm;
 mod cuda;
 mod errors;
+mod spec;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -17,5 +18,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     cuda::register(m)?;
     comm::register(m)?;
+    spec::register(m)?;
     Ok(())
 }

@@ -1,0 +1,58 @@
+"""Argument checks shared by ``ferrolm.spec``: accept lists, NumPy arrays and CPU/GPU torch
+tensors, return fresh contiguous NumPy arrays of the dtype the Rust core wants (inputs are
+never modified)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+
+def _to_numpy(x: Any, arg: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    if isinstance(x, (np.ndarray, list, tuple, range)):
+        return np.asarray(x)
+    if isinstance(x, (int, np.integer)):
+        raise TypeError(f"`{arg}` must be an array, got a scalar {type(x).__name__}")
+    raise TypeError(f"`{arg}` must be a NumPy array, torch tensor or list, got {type(x).__name__}")
+
+
+def int_array(x: Any, arg: str, ndim: int = 1, dtype: type = np.int32) -> npt.NDArray[Any]:
+    """``x`` as a C-contiguous integer array of ``dtype`` with ``ndim`` dimensions."""
+    a = _to_numpy(x, arg)
+    if a.size == 0 and a.dtype == np.float64 and isinstance(x, (list, tuple)):
+        a = a.astype(np.int64)
+    if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"`{arg}` must hold integers, got dtype {a.dtype}")
+    if a.ndim != ndim:
+        raise ValueError(f"`{arg}` must be {ndim}-D, got shape {a.shape}")
+    info = np.iinfo(dtype)
+    if a.size and (a.min() < info.min or a.max() > info.max):
+        raise ValueError(f"`{arg}` must fit in {np.dtype(dtype).name}, got values up to {a.max()}")
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def float_array(x: Any, arg: str, ndim: int = 1, dtype: type = np.float64) -> npt.NDArray[Any]:
+    """``x`` as a C-contiguous float array of ``dtype`` with ``ndim`` dimensions."""
+    a = _to_numpy(x, arg)
+    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        raise TypeError(f"`{arg}` must hold real numbers, got dtype {a.dtype}")
+    if a.dtype == np.bool_:
+        raise TypeError(f"`{arg}` must hold real numbers, got dtype bool")
+    if a.ndim != ndim:
+        raise ValueError(f"`{arg}` must be {ndim}-D, got shape {a.shape}")
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def check_int(x: Any, arg: str, minimum: int | None = None) -> int:
+    """``x`` as a Python int, at least ``minimum``."""
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+        raise TypeError(f"`{arg}` must be an int, got {type(x).__name__}")
+    v = int(x)
+    if minimum is not None and v < minimum:
+        raise ValueError(f"`{arg}` must be >= {minimum}, got {v}")
+    return v

@@ -1,0 +1,598 @@
+//! The draft-tree format and the helpers the model loop needs around it.
+//!
+//! A tree of `n` nodes is a `parents` array: node 0 is the root (`parents[0] = -1`), every other
+//! node `i` has `0 <= parents[i] < i` (topological order), and siblings appear in rank order
+//! (best first). Batches of trees are concatenated with CSR `offsets` (`offsets[0] = 0`,
+//! `offsets[b + 1] - offsets[b]` = size of tree `b`), each tree keeping local parent indices.
+
+use crate::{Error, Result};
+
+/// Checks that `parents` is a valid tree: non-empty, `parents[0] == -1`, `0 <= parents[i] < i`.
+///
+/// The error says which node breaks the rule and how: a second root, an index out of range,
+/// a cycle, or a parent that comes after its child (not topological).
+pub fn validate_parents(parents: &[i32]) -> Result<()> {
+    validate_parents_named("parents", parents)
+}
+
+pub(crate) fn validate_parents_named(arg: &str, parents: &[i32]) -> Result<()> {
+    let n = parents.len();
+    if n == 0 {
+        return Err(Error::value(
+            arg,
+            "a non-empty tree (node 0 is the root)",
+            "an empty array",
+        ));
+    }
+    if n > i32::MAX as usize {
+        return Err(Error::value(arg, "at most 2^31 - 1 nodes", n));
+    }
+    if parents[0] != -1 {
+        return Err(Error::value(
+            arg,
+            "-1 at index 0 (node 0 is the root)",
+            parents[0],
+        ));
+    }
+    for (i, &p) in parents.iter().enumerate().skip(1) {
+        if p >= 0 && (p as usize) < i {
+            continue;
+        }
+        if p == -1 {
+            return Err(Error::value(
+                arg,
+                "a single root: only parents[0] may be -1",
+                format!("parents[{i}] = -1"),
+            ));
+        }
+        if p < -1 || p as usize >= n {
+            return Err(Error::value(
+                arg,
+                format!("parent indices in [0, {n})"),
+                format!("parents[{i}] = {p}"),
+            ));
+        }
+        if p as usize == i || on_cycle(parents, i) {
+            return Err(Error::value(
+                arg,
+                "an acyclic tree",
+                format!("a cycle through node {i} (parents[{i}] = {p})"),
+            ));
+        }
+        return Err(Error::value(
+            arg,
+            "topological order (parents[i] < i)",
+            format!("parents[{i}] = {p}; reorder nodes so every parent precedes its children"),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether following parent pointers from `start` comes back to `start` (values in range).
+fn on_cycle(parents: &[i32], start: usize) -> bool {
+    let mut cur = start;
+    for _ in 0..parents.len() {
+        let p = parents[cur];
+        if p < 0 || p as usize >= parents.len() {
+            return false;
+        }
+        cur = p as usize;
+        if cur == start {
+            return true;
+        }
+    }
+    false
+}
+
+/// Checks CSR `offsets` over `total` concatenated nodes; returns the number of trees.
+pub fn validate_offsets(offsets: &[i64], total: usize) -> Result<usize> {
+    if offsets.len() < 2 {
+        return Err(Error::value(
+            "offsets",
+            "at least 2 entries (one tree)",
+            offsets.len(),
+        ));
+    }
+    if offsets[0] != 0 {
+        return Err(Error::value("offsets", "0 at index 0", offsets[0]));
+    }
+    for b in 1..offsets.len() {
+        if offsets[b] <= offsets[b - 1] {
+            return Err(Error::value(
+                "offsets",
+                "strictly increasing (every tree has a root)",
+                format!("offsets[{}] = {} after {}", b, offsets[b], offsets[b - 1]),
+            ));
+        }
+    }
+    let last = offsets[offsets.len() - 1];
+    if last != total as i64 {
+        return Err(Error::value(
+            "offsets",
+            format!("to end at the node count {total}"),
+            format!("last offset {last}"),
+        ));
+    }
+    Ok(offsets.len() - 1)
+}
+
+/// Checks every tree of a CSR batch.
+pub fn validate_batch(parents: &[i32], offsets: &[i64]) -> Result<usize> {
+    let b = validate_offsets(offsets, parents.len())?;
+    for t in 0..b {
+        let tree = &parents[offsets[t] as usize..offsets[t + 1] as usize];
+        validate_parents_named(&format!("parents (tree {t})"), tree)?;
+    }
+    Ok(b)
+}
+
+/// Depth of every node (root 0) of a valid tree.
+pub fn depths(parents: &[i32]) -> Result<Vec<i32>> {
+    validate_parents(parents)?;
+    Ok(depths_unchecked(parents))
+}
+
+pub(crate) fn depths_unchecked(parents: &[i32]) -> Vec<i32> {
+    let mut depth = vec![0i32; parents.len()];
+    for i in 1..parents.len() {
+        depth[i] = depth[parents[i] as usize] + 1;
+    }
+    depth
+}
+
+/// Rank of every node among its siblings (0 = first child), from index order.
+pub fn ranks(parents: &[i32]) -> Result<Vec<i32>> {
+    validate_parents(parents)?;
+    let mut count = vec![0i32; parents.len()];
+    let mut rank = vec![0i32; parents.len()];
+    for i in 1..parents.len() {
+        let p = parents[i] as usize;
+        rank[i] = count[p];
+        count[p] += 1;
+    }
+    Ok(rank)
+}
+
+/// Children of every node in index (rank) order, as CSR: `(offsets [n + 1], children [n - 1])`.
+pub fn children_csr(parents: &[i32]) -> Result<(Vec<u32>, Vec<u32>)> {
+    validate_parents(parents)?;
+    Ok(children_csr_unchecked(parents))
+}
+
+pub(crate) fn children_csr_unchecked(parents: &[i32]) -> (Vec<u32>, Vec<u32>) {
+    let n = parents.len();
+    let mut offsets = vec![0u32; n + 1];
+    for &p in &parents[1..] {
+        offsets[p as usize + 1] += 1;
+    }
+    for i in 0..n {
+        offsets[i + 1] += offsets[i];
+    }
+    let mut next = offsets.clone();
+    let mut children = vec![0u32; n.saturating_sub(1)];
+    for (i, &p) in parents.iter().enumerate().skip(1) {
+        let slot = &mut next[p as usize];
+        children[*slot as usize] = i as u32;
+        *slot += 1;
+    }
+    (offsets, children)
+}
+
+/// Children of every node padded into a table `[n, width]` (`-1` = no child); returns
+/// `(table, width)` with `width` = the largest number of children (at least 1).
+pub fn children_table(parents: &[i32]) -> Result<(Vec<i32>, usize)> {
+    validate_parents(parents)?;
+    let (offsets, children) = children_csr_unchecked(parents);
+    let n = parents.len();
+    let width = (0..n)
+        .map(|i| (offsets[i + 1] - offsets[i]) as usize)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let mut table = vec![-1i32; n * width];
+    for i in 0..n {
+        let kids = &children[offsets[i] as usize..offsets[i + 1] as usize];
+        for (k, &c) in kids.iter().enumerate() {
+            table[i * width + k] = c as i32;
+        }
+    }
+    Ok((table, width))
+}
+
+/// Sets one byte per bit: `SPREAD[b]` holds byte `k` = bit `k` of `b`.
+const SPREAD: [u64; 256] = {
+    let mut table = [0u64; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut v = 0u64;
+        let mut k = 0;
+        while k < 8 {
+            if b & (1 << k) != 0 {
+                v |= 1u64 << (8 * k);
+            }
+            k += 1;
+        }
+        table[b] = v;
+        b += 1;
+    }
+    table
+};
+
+/// Ancestor bitsets: `words` u64 per row, row `i` has bit `j` set iff `j` is `i` or an ancestor.
+///
+/// Row `i` is row `parents[i]` plus bit `i`; since parents come first, one pass suffices and a
+/// row only touches the words up to its own index.
+pub fn ancestor_bitsets(parents: &[i32]) -> Result<(Vec<u64>, usize)> {
+    validate_parents(parents)?;
+    let n = parents.len();
+    let words = n.div_ceil(64);
+    let mut bits = vec![0u64; n * words];
+    for i in 0..n {
+        let used = i / 64 + 1;
+        if i > 0 {
+            let p = parents[i] as usize;
+            let (before, row) = bits.split_at_mut(i * words);
+            row[..used].copy_from_slice(&before[p * words..p * words + used]);
+        }
+        bits[i * words + i / 64] |= 1u64 << (i % 64);
+    }
+    Ok((bits, words))
+}
+
+/// Writes the `[n, n]` ancestor mask of `parents` as bytes (1 = attend) into `out` (row-major).
+///
+/// `mask[i][j] = 1` iff `j` is `i` or an ancestor of `i`. Built from bitsets; a row writes only
+/// its lower-triangular words, so `out` must arrive zeroed.
+pub fn ancestor_mask_into(parents: &[i32], out: &mut [u8]) -> Result<()> {
+    let n = parents.len();
+    let (bits, words) = ancestor_bitsets(parents)?;
+    crate::error::check_len("out", out.len(), n * n)?;
+    for i in 0..n {
+        let row = &mut out[i * n..(i + 1) * n];
+        let used = (i / 64 + 1).min(words);
+        for w in 0..used {
+            let word = bits[i * words + w];
+            if word == 0 {
+                continue;
+            }
+            let start = w * 64;
+            let end = (start + 64).min(n);
+            spread_word(word, &mut row[start..end]);
+        }
+    }
+    Ok(())
+}
+
+#[inline]
+fn spread_word(word: u64, out: &mut [u8]) {
+    for (k, chunk) in out.chunks_mut(8).enumerate() {
+        let byte = ((word >> (8 * k)) & 0xff) as usize;
+        if byte == 0 {
+            continue;
+        }
+        let v = SPREAD[byte].to_le_bytes();
+        chunk.copy_from_slice(&v[..chunk.len()]);
+    }
+}
+
+/// The `[n, n]` ancestor mask as a fresh `Vec<bool>` (row-major).
+pub fn ancestor_mask(parents: &[i32]) -> Result<Vec<bool>> {
+    let n = parents.len();
+    let mut bytes = vec![0u8; n * n];
+    ancestor_mask_into(parents, &mut bytes)?;
+    Ok(bytes.into_iter().map(|b| b != 0).collect())
+}
+
+/// Ancestor masks of a CSR batch, padded to `[B, m, m]` with `m` = the largest tree (padding
+/// rows and columns are 0), written into zeroed `out`; returns `m`.
+pub fn ancestor_mask_batch_into(parents: &[i32], offsets: &[i64], out: &mut [u8]) -> Result<usize> {
+    let b = validate_batch(parents, offsets)?;
+    let m = max_tree_size(offsets);
+    crate::error::check_len("out", out.len(), b * m * m)?;
+    for t in 0..b {
+        let tree = &parents[offsets[t] as usize..offsets[t + 1] as usize];
+        let n = tree.len();
+        let mut local = vec![0u8; n * n];
+        ancestor_mask_into(tree, &mut local)?;
+        let block = &mut out[t * m * m..(t + 1) * m * m];
+        for i in 0..n {
+            block[i * m..i * m + n].copy_from_slice(&local[i * n..(i + 1) * n]);
+        }
+    }
+    Ok(m)
+}
+
+/// Largest tree size of valid CSR `offsets`.
+pub fn max_tree_size(offsets: &[i64]) -> usize {
+    offsets
+        .windows(2)
+        .map(|w| (w[1] - w[0]) as usize)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Position ids `past_len + depth` of every node.
+pub fn position_ids(parents: &[i32], past_len: i64) -> Result<Vec<i64>> {
+    if past_len < 0 {
+        return Err(Error::value("past_len", "non-negative", past_len));
+    }
+    let depth = depths(parents)?;
+    Ok(depth.into_iter().map(|d| past_len + d as i64).collect())
+}
+
+/// The accepted path of one verification step.
+///
+/// Start at the root; while some child `c` of the current node has `tokens[c] == choice[cur]`,
+/// move to the first such child. Returns the node ids from the root to the last accepted node
+/// and the bonus token `choice[last]`.
+pub fn walk(parents: &[i32], tokens: &[i32], choice: &[i64]) -> Result<(Vec<i32>, i64)> {
+    validate_parents(parents)?;
+    crate::error::check_len("tokens", tokens.len(), parents.len())?;
+    crate::error::check_len("choice", choice.len(), parents.len())?;
+    Ok(walk_unchecked(parents, tokens, choice))
+}
+
+fn walk_unchecked(parents: &[i32], tokens: &[i32], choice: &[i64]) -> (Vec<i32>, i64) {
+    let (offsets, children) = children_csr_unchecked(parents);
+    let mut path = vec![0i32];
+    let mut cur = 0usize;
+    'descend: loop {
+        let want = choice[cur];
+        for &c in &children[offsets[cur] as usize..offsets[cur + 1] as usize] {
+            if tokens[c as usize] as i64 == want {
+                cur = c as usize;
+                path.push(cur as i32);
+                continue 'descend;
+            }
+        }
+        return (path, want);
+    }
+}
+
+/// [`walk`] over a CSR batch: returns `(paths concatenated, path offsets [B + 1], bonus [B])`
+/// with local node ids.
+pub fn walk_batch(
+    parents: &[i32],
+    offsets: &[i64],
+    tokens: &[i32],
+    choice: &[i64],
+) -> Result<(Vec<i32>, Vec<i64>, Vec<i64>)> {
+    let b = validate_batch(parents, offsets)?;
+    crate::error::check_len("tokens", tokens.len(), parents.len())?;
+    crate::error::check_len("choice", choice.len(), parents.len())?;
+    let mut paths = Vec::new();
+    let mut path_offsets = vec![0i64];
+    let mut bonus = Vec::with_capacity(b);
+    for t in 0..b {
+        let r = offsets[t] as usize..offsets[t + 1] as usize;
+        let (path, last) =
+            walk_unchecked(&parents[r.clone()], &tokens[r.clone()], &choice[r.clone()]);
+        paths.extend_from_slice(&path);
+        path_offsets.push(paths.len() as i64);
+        bonus.push(last);
+    }
+    Ok((paths, path_offsets, bonus))
+}
+
+/// KV-cache compaction after a step: the accepted `path` (node ids, root first) sits at cache
+/// positions `past_len + path[k]` and must move to `past_len + k`.
+///
+/// Returns `(src, dst)` for the entries that actually move (`src != dst`). A torch gather
+/// `cache[..., dst, :] = cache[..., src, :]` is safe because `src > dst` for every entry.
+pub fn kv_compaction(path: &[i32], past_len: i64) -> Result<(Vec<i64>, Vec<i64>)> {
+    if past_len < 0 {
+        return Err(Error::value("past_len", "non-negative", past_len));
+    }
+    if path.first() != Some(&0) {
+        return Err(Error::value(
+            "path",
+            "a path that starts at the root (node 0)",
+            format!("{:?}", path.first()),
+        ));
+    }
+    for k in 1..path.len() {
+        if path[k] <= path[k - 1] {
+            return Err(Error::value(
+                "path",
+                "strictly increasing node ids (a root-to-node path)",
+                format!("path[{k}] = {} after {}", path[k], path[k - 1]),
+            ));
+        }
+    }
+    let mut src = Vec::new();
+    let mut dst = Vec::new();
+    for (k, &node) in path.iter().enumerate() {
+        if node as usize != k {
+            src.push(past_len + node as i64);
+            dst.push(past_len + k as i64);
+        }
+    }
+    Ok((src, dst))
+}
+
+/// Compaction of a cache laid out by old node ids (e.g. the draft cache during tree growth) to
+/// the renumbered tree of `TreeBuilder::finalize`: `(src, dst)` = `past_len + old`,
+/// `past_len + old_to_new[old]` for every kept node, ordered by destination.
+pub fn remap_compaction(old_to_new: &[i32], past_len: i64) -> Result<(Vec<i64>, Vec<i64>)> {
+    if past_len < 0 {
+        return Err(Error::value("past_len", "non-negative", past_len));
+    }
+    let kept = old_to_new.iter().filter(|&&v| v >= 0).count();
+    let mut src = vec![-1i64; kept];
+    for (old, &new) in old_to_new.iter().enumerate() {
+        if new < 0 {
+            if new != -1 {
+                return Err(Error::value("old_to_new", "-1 or a new id", new));
+            }
+            continue;
+        }
+        let new = new as usize;
+        if new >= kept || src[new] != -1 {
+            return Err(Error::value(
+                "old_to_new",
+                format!("a one-to-one map onto 0..{kept}"),
+                format!("old_to_new[{old}] = {new}"),
+            ));
+        }
+        src[new] = past_len + old as i64;
+    }
+    let dst = (0..kept as i64).map(|k| past_len + k).collect();
+    Ok((src, dst))
+}
+
+/// EAGLE-style retrieval paths: one row per leaf (in index order) holding the node ids from
+/// the root to that leaf, padded with `-1` to `max_depth + 1`. Returns `(rows, width)`.
+pub fn leaf_paths(parents: &[i32]) -> Result<(Vec<i32>, usize)> {
+    validate_parents(parents)?;
+    let n = parents.len();
+    let depth = depths_unchecked(parents);
+    let width = depth.iter().copied().max().unwrap_or(0) as usize + 1;
+    let mut has_child = vec![false; n];
+    for &p in &parents[1..] {
+        has_child[p as usize] = true;
+    }
+    let mut rows = Vec::new();
+    for leaf in (0..n).filter(|&i| !has_child[i]) {
+        let start = rows.len();
+        rows.resize(start + width, -1);
+        let mut cur = leaf as i32;
+        let mut d = depth[leaf] as usize;
+        loop {
+            rows[start + d] = cur;
+            if cur == 0 {
+                break;
+            }
+            cur = parents[cur as usize];
+            d -= 1;
+        }
+    }
+    Ok((rows, width))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn reference_mask(parents: &[i32]) -> Vec<bool> {
+        let n = parents.len();
+        let mut m = vec![false; n * n];
+        for i in 0..n {
+            let mut cur = i as i32;
+            while cur >= 0 {
+                m[i * n + cur as usize] = true;
+                cur = parents[cur as usize];
+            }
+        }
+        m
+    }
+
+    fn arb_tree(max_n: usize) -> impl Strategy<Value = Vec<i32>> {
+        prop::collection::vec(any::<u32>(), 0..max_n).prop_map(|r| {
+            let mut parents = vec![-1i32];
+            for (i, x) in r.into_iter().enumerate() {
+                parents.push((x as usize % (i + 1)) as i32);
+            }
+            parents
+        })
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let msg = |p: &[i32]| validate_parents(p).unwrap_err().to_string();
+        assert!(msg(&[]).contains("non-empty"));
+        assert!(msg(&[0]).contains("-1 at index 0"));
+        assert!(msg(&[-1, 0, -1]).contains("single root"));
+        assert!(msg(&[-1, 5]).contains("[0, 2)"));
+        assert!(msg(&[-1, 2, 1]).contains("cycle"));
+        assert!(msg(&[-1, 1]).contains("cycle"));
+        assert!(msg(&[-1, 2, 0]).contains("topological"));
+        assert!(validate_parents(&[-1, 0, 0, 1]).is_ok());
+    }
+
+    #[test]
+    fn walk_follows_matching_children_and_returns_bonus() {
+        // 0 -> 1 (tok 5), 2 (tok 6); 1 -> 3 (tok 7); 2 -> 4 (tok 7)
+        let parents = [-1, 0, 0, 1, 2];
+        let tokens = [9, 5, 6, 7, 7];
+        let choice = [6, 0, 7, 0, 3];
+        let (path, bonus) = walk(&parents, &tokens, &choice).unwrap();
+        assert_eq!(path, vec![0, 2, 4]);
+        assert_eq!(bonus, 3);
+        let (path, bonus) = walk(&parents, &tokens, &[8, 0, 0, 0, 0]).unwrap();
+        assert_eq!((path, bonus), (vec![0], 8));
+    }
+
+    #[test]
+    fn compaction_moves_path_into_place() {
+        let (src, dst) = kv_compaction(&[0, 2, 5], 10).unwrap();
+        assert_eq!(src, vec![12, 15]);
+        assert_eq!(dst, vec![11, 12]);
+        assert!(kv_compaction(&[1, 2], 0).is_err());
+        let (src, dst) = remap_compaction(&[0, -1, 2, 1], 3).unwrap();
+        assert_eq!(src, vec![3, 6, 5]);
+        assert_eq!(dst, vec![3, 4, 5]);
+        assert!(remap_compaction(&[0, 0], 0).is_err());
+    }
+
+    #[test]
+    fn leaf_paths_pad_with_minus_one() {
+        let (rows, w) = leaf_paths(&[-1, 0, 0, 1]).unwrap();
+        assert_eq!(w, 3);
+        assert_eq!(rows, vec![0, 2, -1, 0, 1, 3]);
+    }
+
+    #[test]
+    fn batch_helpers_match_single_tree_ones() {
+        let parents = [-1, 0, 0, -1, 0, 1, 2];
+        let offsets = [0i64, 3, 7];
+        let mut out = vec![0u8; 2 * 16];
+        assert_eq!(
+            ancestor_mask_batch_into(&parents, &offsets, &mut out).unwrap(),
+            4
+        );
+        let second: Vec<bool> = out[16..].iter().map(|&b| b != 0).collect();
+        assert_eq!(second, reference_mask(&[-1, 0, 1, 2]));
+        assert_eq!(&out[..4], &[1, 0, 0, 0]);
+        assert!(validate_batch(&parents, &[0, 3, 6]).is_err());
+        assert!(validate_batch(&parents, &[0, 3, 3, 7]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn mask_equals_reference(parents in arb_tree(300)) {
+            prop_assert_eq!(ancestor_mask(&parents).unwrap(), reference_mask(&parents));
+        }
+
+        #[test]
+        fn depth_and_rank_are_consistent(parents in arb_tree(100)) {
+            let d = depths(&parents).unwrap();
+            let r = ranks(&parents).unwrap();
+            for i in 1..parents.len() {
+                prop_assert_eq!(d[i], d[parents[i] as usize] + 1);
+                let earlier = (1..i).filter(|&j| parents[j] == parents[i]).count();
+                prop_assert_eq!(r[i] as usize, earlier);
+            }
+        }
+
+        #[test]
+        fn walk_path_is_a_chain_of_matching_tokens(
+            parents in arb_tree(60),
+            seed in any::<u64>(),
+        ) {
+            let n = parents.len();
+            let tokens: Vec<i32> = (0..n).map(|i| ((i as u64 * 7 + seed) % 3) as i32).collect();
+            let choice: Vec<i64> = (0..n).map(|i| ((i as u64 * 13 + seed / 3) % 4) as i64).collect();
+            let (path, bonus) = walk(&parents, &tokens, &choice).unwrap();
+            prop_assert_eq!(path[0], 0);
+            for k in 1..path.len() {
+                let (c, p) = (path[k] as usize, path[k - 1] as usize);
+                prop_assert_eq!(parents[c] as usize, p);
+                prop_assert_eq!(tokens[c] as i64, choice[p]);
+            }
+            let last = *path.last().unwrap() as usize;
+            prop_assert_eq!(bonus, choice[last]);
+            prop_assert!(!(1..n).any(|c| parents[c] as usize == last && tokens[c] as i64 == bonus));
+        }
+    }
+}
