@@ -14,7 +14,6 @@ import operator
 from collections.abc import Iterator
 from typing import Any
 
-import _spec_reference as reference
 import numpy as np
 import pytest
 import torch
@@ -38,17 +37,11 @@ FAMILIES = ("llama", "qwen2", "mistral", "gpt2")
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _tree_core() -> Iterator[None]:
-    """Until the Rust tree core is merged, back the contract with the NumPy reference."""
-    missing = [n for n in reference.NAMES if not hasattr(spec, n)]
-    for name in missing:
-        setattr(spec, name, getattr(reference, name))
+def _one_thread() -> Iterator[None]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: thread start-up dominates, and the CPU is shared
     yield
     torch.set_num_threads(threads)
-    for name in missing:
-        delattr(spec, name)
 
 
 def tiny_model(

@@ -66,14 +66,14 @@ __all__ = [
 ]
 
 # --- spec-generate: the generation loop over Hugging Face models ---
-from ferrolm.spec.generate import (  # noqa: E402
+from ferrolm.spec.generate import (
     DEFAULT_ACCEPTANCE,
     GenerationStats,
     SpeculativeGenerator,
     SpeculativeOutput,
     sampling_probs,
 )
-from ferrolm.spec.profile import LatencyProfile, estimate_acceptance, profile  # noqa: E402
+from ferrolm.spec.profile import LatencyProfile, estimate_acceptance, profile
 
 __all__ += [
     "DEFAULT_ACCEPTANCE",

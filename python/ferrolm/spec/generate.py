@@ -462,6 +462,8 @@ class SpeculativeGenerator:
         max_depth: deepest draft token (SpecExec, Sequoia; the chain length for "chain").
         max_width: children proposed per expanded node (SpecExec).
         expand_per_step: nodes the draft expands per forward (SpecExec); default ``budget // 8``.
+        max_draft_steps: draft forwards per iteration after the root (SpecExec); default
+            ``max_depth``. Growth also stops when no node could still enter the tree.
         acceptance: Sequoia acceptance vector ``p[k-1]`` = P(k-th ranked draft candidate is the
             target's token); default :data:`DEFAULT_ACCEPTANCE`. See :meth:`calibrate`.
         tree_shape: Sequoia ``(n, d)`` to use instead of ``(budget, max_depth)``.
@@ -489,6 +491,7 @@ class SpeculativeGenerator:
         max_depth: Optional[int] = None,
         max_width: int = 8,
         expand_per_step: Optional[int] = None,
+        max_draft_steps: Optional[int] = None,
         acceptance: Optional[Sequence[float]] = None,
         tree_shape: Optional[tuple[int, int]] = None,
         tokenizer: Any = None,
@@ -533,6 +536,7 @@ class SpeculativeGenerator:
         self.method, self.budget = method, budget
         self.max_depth, self.max_width = max_depth, max_width
         self.expand_per_step = expand_per_step or max(1, budget // 8)
+        self.max_draft_steps = max_draft_steps or max_depth
         self.vocab_size = v_target
         self.tokenizer = tokenizer
         self.acceptance = np.asarray(
@@ -902,7 +906,7 @@ class SpeculativeGenerator:
             builders.append(builder)
             top = torch.topk(self._draft_logprobs(root_logits[b]), width)
             self._expand(builder, node, np.array([0], dtype=np.int32), top)
-        for _ in range(max(self.max_depth, 1) * 4):
+        for _ in range(self.max_draft_steps):
             frontier = [
                 b_.frontier(self.expand_per_step) if b_ is not None else np.zeros(0, np.int32)
                 for b_ in builders
@@ -974,9 +978,8 @@ class SpeculativeGenerator:
         self, builder: Any, node: dict[str, list[Any]], parents: np.ndarray, top: Any
     ) -> None:
         child_tokens = top.indices.reshape(len(parents), -1)
+        # -inf (filtered out by top-k / top-p) is never kept by the builder
         child_logprobs = top.values.reshape(len(parents), -1).float()
-        finite = torch.isfinite(child_logprobs)
-        child_logprobs = torch.where(finite, child_logprobs, torch.full_like(child_logprobs, -1e30))
         ids = np.asarray(
             builder.expand(
                 parents.astype(np.int32),
@@ -1177,8 +1180,12 @@ class SpeculativeGenerator:
                     choice = spec.choose_sample(target_probs, generator)
                 else:
                     assert d.draft_probs is not None
+                    # Leaves have no draft distribution (nothing was sampled from them); any
+                    # valid row will do, the rule only reads it for children.
+                    empty = d.draft_probs.sum(-1) <= 0
+                    draft_probs = torch.where(empty[:, None], target_probs, d.draft_probs)
                     choice = spec.choose_sequoia(
-                        parents, tokens, target_probs, d.draft_probs, generator
+                        parents, tokens, target_probs, draft_probs, generator
                     )
             path, bonus = spec.walk(parents, tokens, np.asarray(choice, dtype=np.int64))
             path = np.asarray(path, dtype=np.int64)

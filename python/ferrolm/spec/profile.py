@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
-from ferrolm.spec.generate import GenerationStats, _KV, _spec, _vocab_size, sampling_probs
+from ferrolm.spec.generate import _KV, GenerationStats, _spec, _vocab_size, sampling_probs
 
 __all__ = ["LatencyProfile", "estimate_acceptance", "profile"]
 
