@@ -33,10 +33,14 @@ import torch
 from ferrolm import spec
 
 REAL = os.environ.get("FERROLM_BENCH_REAL", "") not in ("", "0")
+_ROOT = Path(__file__).resolve().parents[1]
+_CANDIDATES = [
+    base / "shared" / "data" / "spec-bench" / "question.jsonl"
+    for base in (_ROOT, _ROOT.parent, _ROOT.parent.parent)
+]
 SPEC_BENCH = Path(
     os.environ.get(
-        "FERROLM_SPEC_BENCH",
-        Path(__file__).resolve().parents[2] / "shared" / "data" / "spec-bench" / "question.jsonl",
+        "FERROLM_SPEC_BENCH", next((c for c in _CANDIDATES if c.is_file()), _CANDIDATES[1])
     )
 )
 NEW_TOKENS = int(os.environ.get("FERROLM_BENCH_NEW_TOKENS", "48"))
@@ -146,6 +150,15 @@ def spec_bench_prompts(tokenizer: Any, per_category: int = 1, skip: int = 0) -> 
 # ---------------------------------------------------------------------------- runners
 
 
+def _progress(res: Result, cat: str) -> None:
+    if os.environ.get("FERROLM_BENCH_PROGRESS"):
+        print(
+            f"  {res.name} [{cat}]: {res.new_tokens} tokens, {res.target_calls} target calls, "
+            f"{res.seconds:.1f} s",
+            flush=True,
+        )
+
+
 def run_plain(target: Any, prompts: list[Any], expected: dict[int, list[int]]) -> Result:
     res = Result("target.generate (greedy)")
     counter = CallCounter(target)
@@ -165,6 +178,7 @@ def run_plain(target: Any, prompts: list[Any], expected: dict[int, list[int]]) -
             res.target_calls += counter.calls - before
             res.per_category[cat][0] += len(new)
             res.per_category[cat][1] += counter.calls - before
+            _progress(res, cat)
     finally:
         counter.close()
     return res
@@ -194,6 +208,7 @@ def run_assisted(
             res.target_calls += counter.calls - before
             res.per_category[cat][0] += len(new)
             res.per_category[cat][1] += counter.calls - before
+            _progress(res, cat)
     finally:
         counter.close()
     return res
@@ -217,6 +232,7 @@ def run_ferrolm(
             res.target_calls += counter.calls - before
             res.per_category[cat][0] += len(new)
             res.per_category[cat][1] += counter.calls - before
+            _progress(res, cat)
             stats.merge(out.stats)
     finally:
         counter.close()
@@ -264,45 +280,47 @@ def suite(
     assisted = run_assisted(target, draft, prompts, expected)
     log(f"HF assisted: {assisted.seconds:.1f} s, tau {assisted.tau:.2f}")
     results = [baseline, assisted]
-    planner = spec.SpeculativeGenerator(target, draft, method="sequoia", budget=max(budgets))
-    chosen = planner.calibrate(
-        [ids for _, ids in calibration],
-        sizes=(1, 2, 4, 8, 16, 32, 64, max(budgets)),
-        max_new_tokens=NEW_TOKENS,
-    )
-    p = planner.acceptance
-    log(f"acceptance p[:8] = {[round(float(v), 3) for v in p[:8]]}; planner: {chosen}")
-    d = max(1, chosen.d)
-    configs: list[tuple[str, spec.SpeculativeGenerator]] = [
-        (
-            f"ferrolm sequoia planner (n={chosen.n}, d={d})",
-            spec.SpeculativeGenerator(
-                target, draft, method="sequoia", acceptance=p, tree_shape=(chosen.n, d)
-            ),
-        )
-    ]
+    configs: list[tuple[str, Any]] = [("planner", None)]
     for b in budgets:
         configs.append(
             (
-                f"ferrolm specexec budget {b}",
-                spec.SpeculativeGenerator(
-                    target, draft, method="specexec", budget=b, expand_per_step=max(8, b // 6)
-                ),
-            )
-        )
-        configs.append(
-            (
                 f"ferrolm sequoia budget {b}",
-                spec.SpeculativeGenerator(
+                lambda b=b, p=None: spec.SpeculativeGenerator(
                     target, draft, method="sequoia", budget=b, acceptance=p, max_depth=12
                 ),
             )
         )
-    for name, gen in configs:
+        configs.append(
+            (
+                f"ferrolm specexec budget {b}",
+                lambda b=b, p=None: spec.SpeculativeGenerator(
+                    target, draft, method="specexec", budget=b, expand_per_step=max(8, b // 6)
+                ),
+            )
+        )
+    p = None
+    for name, make in configs:
+        if make is None:  # calibrate on held-out prompts, then run the planner's tree
+            planner = spec.SpeculativeGenerator(target, draft, method="sequoia", budget=128)
+            chosen = planner.calibrate(
+                [ids for _, ids in calibration],
+                sizes=(1, 2, 4, 8, 16, 32, 64),
+                max_new_tokens=NEW_TOKENS,
+            )
+            p = planner.acceptance
+            log(f"acceptance p[:8] = {[round(float(v), 3) for v in p[:8]]}; planner: {chosen}")
+            d = max(1, chosen.d)
+            name = f"ferrolm sequoia planner (n={chosen.n}, d={d})"
+            gen = spec.SpeculativeGenerator(
+                target, draft, method="sequoia", acceptance=p, tree_shape=(chosen.n, d)
+            )
+        else:
+            gen = make(p=p) if "sequoia" in name else make()
         r = run_ferrolm(name, gen, prompts, expected)
         log(
             f"{name}: {r.seconds:.1f} s, tau {r.tau:.2f}, outside forwards "
-            f"{100 * (r.overhead or 0):.1f}%, identical {r.matches}/{len(prompts)}"
+            f"{100 * (r.overhead or 0):.1f}%, identical {r.matches}/{len(prompts)}, "
+            f"draft {r.draft_s:.1f} s, verify {r.verify_s:.1f} s, per category {r.category_tau()}"
         )
         results.append(r)
     log(markdown(results[:1] + results[2:] + results[1:2], baseline, assisted, len(prompts)))

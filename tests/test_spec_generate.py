@@ -449,3 +449,90 @@ def test_smollm2_greedy_equals_hf_generate(
     assert single.new_tokens[0] == expected[0]
     batch = gen.generate(prompts, max_new_tokens=24)
     assert batch.new_tokens == expected
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def test_cli_spec_plan_from_files(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from ferrolm.cli import main
+
+    path = tmp_path / "p.txt"
+    path.write_text("0.0 0.6 0.1 0.05 0.02")
+    code = main(
+        [
+            "spec",
+            "plan",
+            "--acceptance",
+            str(path),
+            "--skip-first",
+            "--latencies",
+            "1:0.050,8:0.052,16:0.055,32:0.060,64:0.080",
+            "--draft-latency",
+            "0.005",
+            "--max-depth",
+            "8",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    chosen = out.strip().splitlines()[-1]
+    assert chosen.startswith("chosen: n = ")
+    table = spec.sequoia_dp([0.6, 0.1, 0.05, 0.02], max_nodes=64, max_depth=8)
+    expected = spec.plan(table, [1, 8, 16, 32, 64], [0.05, 0.052, 0.055, 0.06, 0.08], 0.005)
+    assert f"n = {expected.n}, d = {expected.d}," in chosen
+    assert f"speedup {expected.speedup:.2f}x" in chosen
+
+
+def _save_tiny_pair(tmp_path: Any) -> tuple[str, str]:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = [f"w{i}" for i in range(95)]
+    vocab = {"<unk>": 0, **{w: i + 1 for i, w in enumerate(words)}}
+    raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>")
+    target = tiny_model("llama", seed=21)
+    draft = noisy_copy(target, 0.2)
+    paths = []
+    for name, model in (("target", target), ("draft", draft)):
+        path = tmp_path / name
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        paths.append(str(path))
+    return paths[0], paths[1]
+
+
+def test_cli_generate_streams_the_targets_greedy_text(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ferrolm.cli import main
+
+    target_dir, draft_dir = _save_tiny_pair(tmp_path)
+    prompt = "w3 w17 w42 w8"
+    code = main(
+        [
+            "generate",
+            "--target",
+            target_dir,
+            "--draft",
+            draft_dir,
+            "--method",
+            "sequoia",
+            "--budget",
+            "12",
+            "--max-new-tokens",
+            "10",
+            prompt,
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0
+    tokenizer = AutoTokenizer.from_pretrained(target_dir)
+    target = AutoModelForCausalLM.from_pretrained(target_dir).eval()
+    expected = hf_greedy(target, tokenizer(prompt).input_ids, 10)
+    assert captured.out.split() == tokenizer.decode(expected).split()
+    assert "tau" in captured.err

@@ -554,8 +554,20 @@ class SpeculativeGenerator:
         self._sampling: Optional[tuple[float, Optional[int], Optional[float]]] = None
         self._draft_start = 0
         if check_mask:
-            _probe_tree_mask(target, "target")
-            _probe_tree_mask(draft, "draft")
+            for role, model in (("target", target), ("draft", draft)):
+                try:
+                    _probe_tree_mask(model, role)
+                except (KeyError, IndexError, TypeError, AttributeError, RuntimeError) as e:
+                    import transformers
+
+                    raise ValueError(
+                        f"`{role}` ({type(model).__name__}) cannot run with a DynamicCache, a "
+                        f"custom 4D mask and explicit position ids under transformers "
+                        f"{transformers.__version__} ({type(e).__name__}: {e}); upgrade "
+                        "transformers (checked: 5.24 for Llama, Qwen2, Mistral and GPT-2; 4.46 "
+                        "for Llama, Qwen2 and Mistral) and use attn_implementation='sdpa' or "
+                        "'eager'"
+                    ) from e
 
     # ----------------------------------------------------------------------------- shapes
 
