@@ -489,8 +489,17 @@ def test_every_verification_rule_reproduces_the_target_distribution(mode):
     assert chi_square_p_value(pairs) > 1e-3
 
 
-def test_the_statistical_test_rejects_a_wrong_rule():
-    pairs = first_two_tokens("specinfer", TRIALS, seed=1234, rule=wrong_rule)
+def specinfer_rule_on_sequoia_drafts(parents, tokens, target, draft, generator, _repl, offsets):
+    """Wrong for children drawn without replacement: keeps the draft's full distribution."""
+    return spec.choose_sequoia(parents, tokens, target, draft, generator, True, offsets)
+
+
+@pytest.mark.parametrize(
+    ("mode", "rule"),
+    [("specinfer", wrong_rule), ("sequoia", specinfer_rule_on_sequoia_drafts)],
+)
+def test_the_statistical_test_rejects_wrong_rules(mode, rule):
+    pairs = first_two_tokens(mode, TRIALS, seed=1234, rule=rule)
     assert chi_square_p_value(pairs) < 1e-6
 
 

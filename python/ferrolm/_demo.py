@@ -16,6 +16,7 @@ from ferrolm import cuda as _cuda
 from ferrolm._doctor import doctor_section
 from ferrolm._report import Report, Section
 from ferrolm._timing import best_of
+from ferrolm.spec._demo import demo_section as spec_section
 
 
 def _torch_minmax_quantize(x: torch.Tensor) -> torch.Tensor:
@@ -89,7 +90,7 @@ def spec_generate_section() -> Section:
     return demo_section()
 
 
-SECTIONS: list[Callable[[], Section]] = [doctor_section, quantizer_section]
+SECTIONS: list[Callable[[], Section]] = [doctor_section, quantizer_section, spec_section]
 SECTIONS.append(spec_generate_section)
 
 

@@ -23,6 +23,8 @@ def _to_numpy(x: Any, arg: str) -> np.ndarray:
 
 def int_array(x: Any, arg: str, ndim: int = 1, dtype: type = np.int32) -> npt.NDArray[Any]:
     """``x`` as a C-contiguous integer array of ``dtype`` with ``ndim`` dimensions."""
+    if type(x) is np.ndarray and x.dtype == dtype and x.ndim == ndim and x.flags.c_contiguous:
+        return x
     a = _to_numpy(x, arg)
     if a.size == 0 and a.dtype == np.float64 and isinstance(x, (list, tuple)):
         a = a.astype(np.int64)
@@ -38,6 +40,8 @@ def int_array(x: Any, arg: str, ndim: int = 1, dtype: type = np.int32) -> npt.ND
 
 def float_array(x: Any, arg: str, ndim: int = 1, dtype: type = np.float64) -> npt.NDArray[Any]:
     """``x`` as a C-contiguous float array of ``dtype`` with ``ndim`` dimensions."""
+    if type(x) is np.ndarray and x.dtype == dtype and x.ndim == ndim and x.flags.c_contiguous:
+        return x
     a = _to_numpy(x, arg)
     if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
         raise TypeError(f"`{arg}` must hold real numbers, got dtype {a.dtype}")

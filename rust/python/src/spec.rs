@@ -90,7 +90,9 @@ pub fn spec_ancestor_mask<'py>(
     let parents = slice("parents", &parents)?;
     tree::validate_parents(parents).map_err(to_py)?;
     let n = parents.len();
-    let out = PyArray2::<bool>::zeros(py, [n, n], false);
+    // SAFETY: the array is C-contiguous and `ancestor_mask_into` writes every byte (0 or 1)
+    // before Python can see it.
+    let out = unsafe { PyArray2::<bool>::new(py, [n, n], false) };
     {
         let mut rw = out.readwrite();
         let bytes = bool_bytes(rw.as_slice_mut()?);

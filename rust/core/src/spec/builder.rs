@@ -86,6 +86,32 @@ fn key_id(k: u64) -> usize {
     (u32::MAX - (k & 0xffff_ffff) as u32) as usize
 }
 
+/// The first token seen twice, if any (tokens are >= 0). Small rows use an on-stack
+/// open-addressing set (linear in the row), large ones a sort.
+fn repeated_token(tokens: impl ExactSizeIterator<Item = i32>) -> Option<i32> {
+    const SLOTS: usize = 128;
+    if tokens.len() > SLOTS / 2 {
+        let mut v: Vec<i32> = tokens.collect();
+        v.sort_unstable();
+        return v.windows(2).find(|w| w[0] == w[1]).map(|w| w[0]);
+    }
+    let mut table = [-1i32; SLOTS];
+    for t in tokens {
+        let mut slot = ((t as u32).wrapping_mul(0x9E37_79B9) >> 25) as usize;
+        loop {
+            if table[slot] == -1 {
+                table[slot] = t;
+                break;
+            }
+            if table[slot] == t {
+                return Some(t);
+            }
+            slot = (slot + 1) % SLOTS;
+        }
+    }
+    None
+}
+
 /// A finalized tree: the spec format plus each node's score.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FinalTree {
@@ -101,19 +127,24 @@ pub struct FinalTree {
     pub score: Vec<f32>,
 }
 
+/// One inserted node (kept or evicted); children form a linked list in rank order.
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    token: i32,
+    score: f32,
+    first_child: i32,
+    last_child: i32,
+    next_sibling: i32,
+    depth: u16,
+    alive: bool,
+    expanded: bool,
+}
+
 /// SpecExec best-first tree growth: see the module documentation.
 #[derive(Debug, Clone)]
 pub struct TreeBuilder {
     cfg: BuilderConfig,
-    parent: Vec<i32>,
-    token: Vec<i32>,
-    score: Vec<f32>,
-    depth: Vec<u16>,
-    alive: Vec<bool>,
-    expanded: Vec<bool>,
-    first_child: Vec<i32>,
-    last_child: Vec<i32>,
-    next_sibling: Vec<i32>,
+    nodes: Vec<Node>,
     kept: usize,
     worst: BinaryHeap<Reverse<u64>>,
     open: BinaryHeap<u64>,
@@ -128,15 +159,7 @@ impl TreeBuilder {
         }
         let mut b = TreeBuilder {
             cfg,
-            parent: Vec::with_capacity(cfg.budget * 2),
-            token: Vec::with_capacity(cfg.budget * 2),
-            score: Vec::with_capacity(cfg.budget * 2),
-            depth: Vec::with_capacity(cfg.budget * 2),
-            alive: Vec::with_capacity(cfg.budget * 2),
-            expanded: Vec::with_capacity(cfg.budget * 2),
-            first_child: Vec::with_capacity(cfg.budget * 2),
-            last_child: Vec::with_capacity(cfg.budget * 2),
-            next_sibling: Vec::with_capacity(cfg.budget * 2),
+            nodes: Vec::with_capacity(cfg.budget * 2),
             kept: 0,
             worst: BinaryHeap::with_capacity(cfg.budget + 1),
             open: BinaryHeap::with_capacity(cfg.budget + 1),
@@ -157,42 +180,48 @@ impl TreeBuilder {
 
     /// Nodes ever inserted (the length of the old-to-new map).
     pub fn num_inserted(&self) -> usize {
-        self.parent.len()
+        self.nodes.len()
     }
 
     /// Score of node `id` (old id), whether or not it is still kept.
     pub fn score(&self, id: usize) -> Option<f32> {
-        self.score.get(id).copied()
+        self.nodes.get(id).map(|n| n.score)
     }
 
-    fn insert(&mut self, parent: i32, token: i32, score: f32, depth: u16) -> i32 {
-        let id = self.parent.len() as u32;
-        self.parent.push(parent);
-        self.token.push(token);
-        self.score.push(score);
-        self.depth.push(depth);
-        self.alive.push(true);
-        self.expanded.push(false);
-        self.first_child.push(-1);
-        self.last_child.push(-1);
-        self.next_sibling.push(-1);
+    fn push_node(&mut self, parent: i32, token: i32, score: f32, depth: u16) -> i32 {
+        let id = self.nodes.len() as u32;
+        self.nodes.push(Node {
+            token,
+            score,
+            first_child: -1,
+            last_child: -1,
+            next_sibling: -1,
+            depth,
+            alive: true,
+            expanded: false,
+        });
         if parent >= 0 {
             let p = parent as usize;
-            let last = self.last_child[p];
+            let last = self.nodes[p].last_child;
             if last < 0 {
-                self.first_child[p] = id as i32;
+                self.nodes[p].first_child = id as i32;
             } else {
-                self.next_sibling[last as usize] = id as i32;
+                self.nodes[last as usize].next_sibling = id as i32;
             }
-            self.last_child[p] = id as i32;
+            self.nodes[p].last_child = id as i32;
         }
         self.kept += 1;
         let k = key(score, id);
-        self.worst.push(Reverse(k));
         if (depth as usize) < self.cfg.max_depth {
             self.open.push(k);
         }
         id as i32
+    }
+
+    fn insert(&mut self, parent: i32, token: i32, score: f32, depth: u16) -> i32 {
+        let id = self.push_node(parent, token, score, depth);
+        self.worst.push(Reverse(key(score, id as u32)));
+        id
     }
 
     /// Score bits a newcomer must exceed to enter, or `None` while there is room.
@@ -224,11 +253,11 @@ impl TreeBuilder {
         while out.len() < k {
             let Some(top) = self.open.pop() else { break };
             let id = key_id(top);
-            if !self.alive[id] || self.expanded[id] {
+            if !self.nodes[id].alive || self.nodes[id].expanded {
                 continue;
             }
             keep.push(top);
-            if !self.could_grow(self.score[id]) {
+            if !self.could_grow(self.nodes[id].score) {
                 break;
             }
             out.push(id as i32);
@@ -253,7 +282,7 @@ impl TreeBuilder {
         let m = parent_ids.len();
         crate::error::check_len("child_tokens", child_tokens.len(), m * width)?;
         crate::error::check_len("child_logprobs", child_logprobs.len(), m * width)?;
-        let n = self.parent.len();
+        let n = self.nodes.len();
         let mut seen: Vec<i32> = parent_ids.to_vec();
         for (r, &p) in parent_ids.iter().enumerate() {
             if p < 0 || p as usize >= n {
@@ -263,7 +292,7 @@ impl TreeBuilder {
                     format!("parent_ids[{r}] = {p}"),
                 ));
             }
-            if self.expanded[p as usize] {
+            if self.nodes[p as usize].expanded {
                 return Err(Error::value(
                     "parent_ids",
                     "nodes not expanded before",
@@ -296,20 +325,6 @@ impl TreeBuilder {
                 format!("{} at flat index {i}", child_logprobs[i]),
             ));
         }
-        for r in 0..m {
-            let row = &child_tokens[r * width..(r + 1) * width];
-            if width > 1 {
-                let mut sorted = row.to_vec();
-                sorted.sort_unstable();
-                if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
-                    return Err(Error::value(
-                        "child_tokens",
-                        "distinct tokens within a row (siblings)",
-                        format!("token {} twice in row {r}", w[0]),
-                    ));
-                }
-            }
-        }
         Ok(())
     }
 
@@ -317,8 +332,9 @@ impl TreeBuilder {
     /// log-probs); returns `[m, width]` new old-ids, `-1` where a child was not kept.
     ///
     /// Each row keeps its `max_width` best children with a finite log-prob and a score not
-    /// below `min_logprob`; then all candidates compete for the top-`budget` set, best first
-    /// (score, then row, then rank within the row), evicting the worst nodes when full.
+    /// below `min_logprob`; then all candidates compete for the top-`budget` set (ties go to
+    /// older nodes, then to earlier rows and ranks), evicting the worst nodes when full. New
+    /// ids are given in row-major rank order.
     pub fn expand(
         &mut self,
         parent_ids: &[i32],
@@ -327,94 +343,172 @@ impl TreeBuilder {
         width: usize,
     ) -> Result<Vec<i32>> {
         self.validate_expand(parent_ids, child_tokens, child_logprobs, width)?;
-        Ok(self.expand_unchecked(parent_ids, child_tokens, child_logprobs, width))
+        let candidates = self.candidates(parent_ids, child_tokens, child_logprobs, width)?;
+        Ok(self.commit(parent_ids, child_tokens, child_logprobs, width, candidates))
     }
 
-    fn expand_unchecked(
-        &mut self,
+    /// The children that can enter, as `(order key, flat index)` in row-major column order
+    /// (key = score bits, then the inverted flat index); checks that the surviving siblings
+    /// of a row carry distinct tokens. Changes nothing.
+    fn candidates(
+        &self,
         parent_ids: &[i32],
         child_tokens: &[i32],
         child_logprobs: &[f32],
         width: usize,
-    ) -> Vec<i32> {
-        let m = parent_ids.len();
-        let mut out = vec![-1i32; m * width];
+    ) -> Result<Vec<(u64, u32)>> {
         let cfg = self.cfg;
         let bar = self.entry_bar();
         let take = cfg.max_width.min(width);
-        // (order key, flat index): key = score bits, then the inverted candidate position.
-        let mut candidates: Vec<(u64, u32)> = Vec::with_capacity(m * take);
+        let mut candidates: Vec<(u64, u32)> = Vec::new();
         let mut row_keys: Vec<u64> = Vec::with_capacity(width);
         for (r, &p) in parent_ids.iter().enumerate() {
             let p = p as usize;
-            self.expanded[p] = true;
-            if !self.alive[p] || self.depth[p] as usize >= cfg.max_depth {
+            if !self.nodes[p].alive || self.nodes[p].depth as usize >= cfg.max_depth {
                 continue;
             }
-            let base = self.score[p] + cfg.log_decay;
+            let base = self.nodes[p].score + cfg.log_decay;
+            // Only children that could enter are ranked: scores are monotone in the log-prob,
+            // so the survivors are exactly the row's best ones.
             row_keys.clear();
-            for c in 0..width {
-                let lp = child_logprobs[r * width + c];
-                if lp == f32::NEG_INFINITY {
+            let row = &child_logprobs[r * width..(r + 1) * width];
+            for (c, &lp) in row.iter().enumerate() {
+                let lp = lp.min(0.0);
+                let s = base + lp;
+                if lp == f32::NEG_INFINITY || s < cfg.min_logprob {
                     continue;
                 }
-                row_keys
-                    .push(((order_bits(lp.min(0.0)) as u64) << 32) | (u32::MAX - c as u32) as u64);
+                if bar.is_some_and(|bar| order_bits(s) <= bar) {
+                    continue;
+                }
+                row_keys.push(((order_bits(lp) as u64) << 32) | (u32::MAX - c as u32) as u64);
             }
             let kept_in_row = take.min(row_keys.len());
             if kept_in_row == 0 {
                 continue;
             }
+            let col = |k: u64| (u32::MAX - (k & 0xffff_ffff) as u32) as usize;
             if row_keys.len() > kept_in_row {
                 row_keys.select_nth_unstable_by(kept_in_row - 1, |a, b| b.cmp(a));
                 row_keys.truncate(kept_in_row);
+                // Back to column order: among equal scores (equal log-probs) it is also the
+                // rank order, so ties resolve exactly as ranks would.
+                row_keys.sort_unstable_by_key(|&k| col(k));
             }
-            row_keys.sort_unstable_by(|a, b| b.cmp(a));
-            for (rank, &k) in row_keys.iter().enumerate() {
-                let c = (u32::MAX - (k & 0xffff_ffff) as u32) as usize;
-                let s = base + child_logprobs[r * width + c].min(0.0);
-                if s < cfg.min_logprob {
-                    break;
-                }
-                let sb = order_bits(s);
-                if bar.is_some_and(|bar| sb <= bar) {
-                    break;
-                }
-                let pos = (r * take + rank) as u32;
-                candidates.push((
-                    ((sb as u64) << 32) | (u32::MAX - pos) as u64,
-                    (r * width + c) as u32,
+            if let Some(t) =
+                repeated_token(row_keys.iter().map(|&k| child_tokens[r * width + col(k)]))
+            {
+                return Err(Error::value(
+                    "child_tokens",
+                    "distinct tokens within a row (siblings)",
+                    format!("token {t} twice in row {r}"),
                 ));
             }
+            for &k in row_keys.iter() {
+                let c = col(k);
+                let s = base + child_logprobs[r * width + c].min(0.0);
+                let flat = (r * width + c) as u32;
+                candidates.push((
+                    ((order_bits(s) as u64) << 32) | (u32::MAX - flat) as u64,
+                    flat,
+                ));
+            }
+        }
+        Ok(candidates)
+    }
+
+    /// Inserts the best candidates and evicts what falls out of the top-`budget` set.
+    ///
+    /// With room for all, each candidate is pushed on the heaps. Otherwise the new top set is
+    /// chosen in one selection over kept and candidate keys (`O(n + c)`), the evicted nodes
+    /// are marked, and the eviction heap is rebuilt in `O(n)`: cheaper than one heap pop per
+    /// eviction when a step replaces hundreds of nodes.
+    fn commit(
+        &mut self,
+        parent_ids: &[i32],
+        child_tokens: &[i32],
+        child_logprobs: &[f32],
+        width: usize,
+        candidates: Vec<(u64, u32)>,
+    ) -> Vec<i32> {
+        let m = parent_ids.len();
+        let mut out = vec![-1i32; m * width];
+        for &p in parent_ids {
+            self.nodes[p as usize].expanded = true;
         }
         if candidates.is_empty() {
             return out;
         }
-        let limit = cfg.budget.min(candidates.len());
-        if candidates.len() > limit {
-            candidates.select_nth_unstable_by(limit - 1, |a, b| b.0.cmp(&a.0));
-            candidates.truncate(limit);
-        }
-        candidates.sort_unstable_by_key(|c| Reverse(c.0));
-        for &(k, flat) in &candidates {
-            let sb = (k >> 32) as u32;
-            if self.kept >= cfg.budget {
-                let Some(&Reverse(w)) = self.worst.peek() else {
-                    break;
-                };
-                if sb <= (w >> 32) as u32 {
-                    break;
+        let cfg = self.cfg;
+        let base_id = self.nodes.len() as u64;
+        let full = self.kept + candidates.len() > cfg.budget;
+        // Candidates compete with a provisional id `base_id + flat index`: larger than every
+        // existing id (old nodes win ties) and, among equal scores, ordered like the ids they
+        // will get (row-major, then rank = column order for equal log-probs).
+        let provisional = |k: u64| {
+            (k & !0xffff_ffff)
+                | (u32::MAX as u64 - (base_id + (u32::MAX as u64 - (k & 0xffff_ffff))))
+        };
+        let mut threshold = 0u64;
+        let mut kept_keys: Vec<Reverse<u64>> = Vec::new();
+        if full {
+            let alive_keys: Vec<u64> = std::mem::take(&mut self.worst)
+                .into_vec()
+                .into_iter()
+                .map(|Reverse(k)| k)
+                .collect();
+            let mut all: Vec<u64> = Vec::with_capacity(alive_keys.len() + candidates.len());
+            all.extend_from_slice(&alive_keys);
+            all.extend(candidates.iter().map(|&(k, _)| provisional(k)));
+            let kth = cfg.budget - 1;
+            all.select_nth_unstable_by(kth, |a, b| b.cmp(a));
+            threshold = all[kth];
+            kept_keys.reserve(cfg.budget);
+            for k in alive_keys {
+                if k >= threshold {
+                    kept_keys.push(Reverse(k));
+                } else {
+                    self.nodes[key_id(k)].alive = false;
+                    self.kept -= 1;
                 }
-                self.worst.pop();
-                self.alive[key_id(w)] = false;
-                self.kept -= 1;
             }
-            let flat = flat as usize;
-            let r = flat / width;
-            let p = parent_ids[r] as usize;
-            let s = self.score[p] + cfg.log_decay + child_logprobs[flat].min(0.0);
-            let depth = self.depth[p] + 1;
-            out[flat] = self.insert(p as i32, child_tokens[flat], s, depth);
+        }
+        // Insert row by row, each row's kept children in rank order (log-prob desc, then
+        // column), so ids and sibling lists follow ranks.
+        let mut row_buf: Vec<(u64, usize)> = Vec::new();
+        let mut i = 0;
+        while i < candidates.len() {
+            let row = candidates[i].1 as usize / width;
+            row_buf.clear();
+            while i < candidates.len() && candidates[i].1 as usize / width == row {
+                let (k, flat) = candidates[i];
+                i += 1;
+                if full && provisional(k) < threshold {
+                    continue;
+                }
+                let flat = flat as usize;
+                let lp = child_logprobs[flat].min(0.0);
+                row_buf.push((
+                    ((order_bits(lp) as u64) << 32) | (u32::MAX - flat as u32) as u64,
+                    flat,
+                ));
+            }
+            row_buf.sort_unstable_by_key(|&(k, _)| Reverse(k));
+            let p = parent_ids[row] as usize;
+            for &(_, flat) in &row_buf {
+                let s = self.nodes[p].score + cfg.log_decay + child_logprobs[flat].min(0.0);
+                let depth = self.nodes[p].depth + 1;
+                out[flat] = if full {
+                    let id = self.push_node(p as i32, child_tokens[flat], s, depth);
+                    kept_keys.push(Reverse(key(s, id as u32)));
+                    id
+                } else {
+                    self.insert(p as i32, child_tokens[flat], s, depth)
+                };
+            }
+        }
+        if full {
+            self.worst = BinaryHeap::from(kept_keys);
         }
         out
     }
@@ -423,7 +517,7 @@ impl TreeBuilder {
     /// (`-1` for nodes that were evicted or never kept).
     pub fn finalize(&self) -> (FinalTree, Vec<i32>) {
         let n = self.kept;
-        let mut old_to_new = vec![-1i32; self.parent.len()];
+        let mut old_to_new = vec![-1i32; self.nodes.len()];
         let mut order: Vec<u32> = Vec::with_capacity(n);
         let mut t = FinalTree {
             parents: Vec::with_capacity(n),
@@ -439,26 +533,26 @@ impl TreeBuilder {
         let mut head = 0;
         while head < order.len() {
             let old = order[head] as usize;
-            let mut c = self.first_child[old];
+            let mut c = self.nodes[old].first_child;
             let mut rank = 0;
             while c >= 0 {
                 let cu = c as usize;
-                if self.alive[cu] {
+                if self.nodes[cu].alive {
                     old_to_new[cu] = order.len() as i32;
                     order.push(c as u32);
                     t.parents.push(head as i32);
                     t.rank.push(rank);
                     rank += 1;
                 }
-                c = self.next_sibling[cu];
+                c = self.nodes[cu].next_sibling;
             }
             head += 1;
         }
         for &old in &order {
             let old = old as usize;
-            t.tokens.push(self.token[old]);
-            t.depth.push(self.depth[old] as i32);
-            t.score.push(self.score[old]);
+            t.tokens.push(self.nodes[old].token);
+            t.depth.push(self.nodes[old].depth as i32);
+            t.score.push(self.nodes[old].score);
         }
         (t, old_to_new)
     }
@@ -550,9 +644,17 @@ impl BatchTreeBuilder {
         }
         let results: Vec<Vec<i32>> = self
             .trees
-            .par_iter_mut()
+            .par_iter()
             .zip(inputs.par_iter())
-            .map(|(tree, (p, tk, lp))| tree.expand_unchecked(p, tk, lp, width))
+            .map(|(tree, (p, tk, lp))| tree.candidates(p, tk, lp, width))
+            .collect::<Vec<Result<_>>>()
+            .into_iter()
+            .enumerate()
+            .map(|(t, r)| r.map_err(|e| prefix_tree(e, t)))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .zip(self.trees.iter_mut().zip(inputs.iter()))
+            .map(|(cands, (tree, (p, tk, lp)))| tree.commit(p, tk, lp, width, cands))
             .collect();
         let mut out = vec![-1i32; m * width];
         for (rs, res) in rows.iter().zip(results) {

@@ -11,8 +11,8 @@
 //! at most `cap[l-1]` nodes, the first part at most `1 + (b-1) cap[l-1]`), so every value read
 //! is finite and no `-inf` arithmetic (or `0 * -inf = NaN`) can occur. `F[.][l-1]` is stored
 //! reversed, which turns the max-plus over the split into a dot-product-shaped loop over two
-//! ascending slices; eight independent accumulators let it vectorise (AVX-512/AVX2 chosen at
-//! run time) without reassociating anything, so every build gives bit-identical tables. The
+//! ascending slices; eight independent accumulators let it vectorise (AVX2 chosen at run
+//! time) without reassociating anything, so every build gives bit-identical tables. The
 //! sizes `m` of one `(l, b)` layer are independent and run in parallel with rayon.
 
 use std::cmp::Ordering;
@@ -111,22 +111,25 @@ fn maxadd_kernel(a: &[f64], f: &[f64]) -> f64 {
     best
 }
 
-/// Split block length for the bound test in [`cell_max`].
-const BLOCK: usize = 64;
+/// First and largest split block lengths for the bound test in [`cell_max_kernel`].
+const FIRST_BLOCK: usize = 8;
+const MAX_BLOCK: usize = 64;
 /// Slack that keeps the block bound valid despite rounding (values are at most ~1e4).
 const BOUND_SLACK: f64 = 1e-9;
 
 /// `max_{y in lo..=hi} a[y] + pf[y]` where `a` is non-decreasing and `pf` non-increasing over
 /// the range (both hold mathematically on feasible ranges: more nodes never hurt). Blocks are
-/// visited from the top; a block whose bound `a[y1] + pf[y0]` cannot beat the best so far is
-/// skipped, which never changes the maximum (the max itself is exact, so the result is
-/// bit-identical to the full scan).
+/// visited from the top, growing from 8 to 64 splits (for small `p_b` the best split gives the
+/// last child few nodes, so a short first block already finds it); a block whose bound
+/// `a[y1] + pf[y0]` cannot beat the best so far is skipped. That never changes the maximum, and
+/// the max itself is exact, so the result is bit-identical to the full scan.
 #[inline(always)]
 fn cell_max_kernel(a: &[f64], pf: &[f64], lo: usize, hi: usize) -> f64 {
     let mut best = f64::NEG_INFINITY;
     let mut y1 = hi + 1;
+    let mut block = FIRST_BLOCK;
     while y1 > lo {
-        let y0 = y1.saturating_sub(BLOCK).max(lo);
+        let y0 = y1.saturating_sub(block).max(lo);
         let bound = a[y1 - 1] + pf[y0];
         if bound + BOUND_SLACK >= best {
             let v = maxadd_kernel(&a[y0..y1], &pf[y0..y1]);
@@ -135,25 +138,47 @@ fn cell_max_kernel(a: &[f64], pf: &[f64], lo: usize, hi: usize) -> f64 {
             }
         }
         y1 = y0;
+        block = (block * 2).min(MAX_BLOCK);
     }
     best
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn cell_max_avx512(a: &[f64], pf: &[f64], lo: usize, hi: usize) -> f64 {
-    cell_max_kernel(a, pf, lo, hi)
+/// The shape of one `(l, b)` layer of the DP.
+#[derive(Clone, Copy)]
+struct Layer {
+    b: usize,
+    /// Most nodes in one subtree of depth `l - 1`.
+    cap: usize,
+    /// Most nodes in the first part (root plus `b - 1` subtrees).
+    first_part_cap: usize,
+    max_nodes: usize,
+}
+
+/// Fills `out[k] = T[m_start + k][l][b]` from `prev = T[.][l][b-1]` and
+/// `pfrev[k] = p_b F[max_nodes - k][l-1]`.
+#[inline(always)]
+fn fill_layer_kernel(prev: &[f64], pfrev: &[f64], out: &mut [f64], m_start: usize, g: Layer) {
+    for (k, o) in out.iter_mut().enumerate() {
+        let m = m_start + k;
+        let lo = g.b.max(m.saturating_sub(g.cap));
+        *o = if m < 2 || lo > (m - 1).min(g.first_part_cap) {
+            f64::NEG_INFINITY
+        } else {
+            let hi = (m - 1).min(g.first_part_cap);
+            let off = g.max_nodes - m;
+            cell_max_kernel(&prev[..=hi], &pfrev[off..=off + hi], lo, hi)
+        };
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn cell_max_avx2(a: &[f64], pf: &[f64], lo: usize, hi: usize) -> f64 {
-    cell_max_kernel(a, pf, lo, hi)
+unsafe fn fill_layer_avx2(prev: &[f64], pfrev: &[f64], out: &mut [f64], m_start: usize, g: Layer) {
+    fill_layer_kernel(prev, pfrev, out, m_start, g)
 }
 
 #[derive(Clone, Copy)]
 enum Simd {
-    Avx512,
     Avx2,
     Portable,
 }
@@ -161,9 +186,6 @@ enum Simd {
 fn detect_simd() -> Simd {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return Simd::Avx512;
-        }
         if std::arch::is_x86_feature_detected!("avx2") {
             return Simd::Avx2;
         }
@@ -171,17 +193,13 @@ fn detect_simd() -> Simd {
     Simd::Portable
 }
 
-/// [`cell_max_kernel`] compiled for the best instruction set the CPU has.
-#[inline]
-fn cell_max(simd: Simd, a: &[f64], pf: &[f64], lo: usize, hi: usize) -> f64 {
+/// [`fill_layer_kernel`] compiled for the best instruction set the CPU has.
+fn fill_layer(simd: Simd, prev: &[f64], pfrev: &[f64], out: &mut [f64], m_start: usize, g: Layer) {
     match simd {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `detect_simd` found AVX-512F on this CPU.
-        Simd::Avx512 => unsafe { cell_max_avx512(a, pf, lo, hi) },
-        #[cfg(target_arch = "x86_64")]
         // SAFETY: `detect_simd` found AVX2 on this CPU.
-        Simd::Avx2 => unsafe { cell_max_avx2(a, pf, lo, hi) },
-        _ => cell_max_kernel(a, pf, lo, hi),
+        Simd::Avx2 => unsafe { fill_layer_avx2(prev, pfrev, out, m_start, g) },
+        _ => fill_layer_kernel(prev, pfrev, out, m_start, g),
     }
 }
 
@@ -240,25 +258,20 @@ pub fn sequoia_dp(p: &[f64], max_nodes: usize, max_depth: usize) -> Result<Sequo
             for (o, &x) in pfrev.iter_mut().zip(&frev) {
                 *o = pb * x;
             }
-            let pfrev = &pfrev;
-            let cell = |m: usize| -> f64 {
-                let lo = b.max(m.saturating_sub(c));
-                let hi = (m - 1).min(first_part_cap);
-                if m < 2 || lo > hi {
-                    return f64::NEG_INFINITY;
-                }
-                let off = max_nodes - m;
-                cell_max(simd, &prev[..=hi], &pfrev[off..=off + hi], lo, hi)
+            let g = Layer {
+                b,
+                cap: c,
+                first_part_cap,
+                max_nodes,
             };
             if max_nodes >= PARALLEL_MIN_NODES {
-                out.par_iter_mut()
+                const CHUNK: usize = 32;
+                let pfrev = &pfrev;
+                out.par_chunks_mut(CHUNK)
                     .enumerate()
-                    .with_min_len(48)
-                    .for_each(|(m, o)| *o = cell(m));
+                    .for_each(|(i, chunk)| fill_layer(simd, prev, pfrev, chunk, i * CHUNK, g));
             } else {
-                for (m, o) in out.iter_mut().enumerate() {
-                    *o = cell(m);
-                }
+                fill_layer(simd, prev, &pfrev, out, 0, g);
             }
         }
         let fl = &mut f[l * n1..(l + 1) * n1];

@@ -241,35 +241,90 @@ pub fn ancestor_bitsets(parents: &[i32]) -> Result<(Vec<u64>, usize)> {
 
 /// Writes the `[n, n]` ancestor mask of `parents` as bytes (1 = attend) into `out` (row-major).
 ///
-/// `mask[i][j] = 1` iff `j` is `i` or an ancestor of `i`. Built from bitsets; a row writes only
-/// its lower-triangular words, so `out` must arrive zeroed.
+/// `mask[i][j] = 1` iff `j` is `i` or an ancestor of `i`. Built from bitsets; every byte of
+/// `out` is written (it may arrive uninitialised-but-allocated or dirty).
 pub fn ancestor_mask_into(parents: &[i32], out: &mut [u8]) -> Result<()> {
     let n = parents.len();
     let (bits, words) = ancestor_bitsets(parents)?;
     crate::error::check_len("out", out.len(), n * n)?;
+    let wide = wide_spread_available();
     for i in 0..n {
         let row = &mut out[i * n..(i + 1) * n];
         let used = (i / 64 + 1).min(words);
-        for w in 0..used {
-            let word = bits[i * words + w];
-            if word == 0 {
-                continue;
-            }
-            let start = w * 64;
-            let end = (start + 64).min(n);
-            spread_word(word, &mut row[start..end]);
+        let row_bits = &bits[i * words..i * words + used];
+        let (row, rest) = row.split_at_mut((used * 64).min(n));
+        rest.fill(0);
+        if wide {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `wide_spread_available` checked AVX2 on this CPU.
+            unsafe {
+                spread_row_avx2(row_bits, row)
+            };
+        } else {
+            spread_row(row_bits, row);
         }
     }
     Ok(())
+}
+
+fn wide_spread_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// One mask row from its bitset words: byte `j` of `out` = bit `j`.
+fn spread_row(words: &[u64], out: &mut [u8]) {
+    for (w, &word) in words.iter().enumerate() {
+        let start = w * 64;
+        let end = (start + 64).min(out.len());
+        spread_word(word, &mut out[start..end]);
+    }
+}
+
+/// [`spread_row`] with AVX2: each 32-bit half of a word is broadcast, every byte lane picks
+/// the source byte holding its bit (`vpshufb`), tests its bit and keeps 1 where set.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn spread_row_avx2(words: &[u64], out: &mut [u8]) {
+    use std::arch::x86_64::{
+        _mm256_and_si256, _mm256_cmpeq_epi8, _mm256_set1_epi32, _mm256_set1_epi64x,
+        _mm256_set1_epi8, _mm256_setr_epi8, _mm256_shuffle_epi8, _mm256_storeu_si256,
+    };
+    let pick = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3,
+        3, 3,
+    );
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let one = _mm256_set1_epi8(1);
+    for (w, &word) in words.iter().enumerate() {
+        let start = w * 64;
+        if out.len() - start >= 64 {
+            for half in 0..2 {
+                let v = _mm256_set1_epi32((word >> (32 * half)) as u32 as i32);
+                let bytes = _mm256_shuffle_epi8(v, pick);
+                let set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+                let ones = _mm256_and_si256(set, one);
+                // SAFETY: `start + 32 * half + 32 <= start + 64 <= out.len()`; unaligned store.
+                unsafe {
+                    _mm256_storeu_si256(out.as_mut_ptr().add(start + 32 * half).cast(), ones)
+                };
+            }
+        } else {
+            spread_word(word, &mut out[start..]);
+        }
+    }
 }
 
 #[inline]
 fn spread_word(word: u64, out: &mut [u8]) {
     for (k, chunk) in out.chunks_mut(8).enumerate() {
         let byte = ((word >> (8 * k)) & 0xff) as usize;
-        if byte == 0 {
-            continue;
-        }
         let v = SPREAD[byte].to_le_bytes();
         chunk.copy_from_slice(&v[..chunk.len()]);
     }
@@ -278,7 +333,7 @@ fn spread_word(word: u64, out: &mut [u8]) {
 /// The `[n, n]` ancestor mask as a fresh `Vec<bool>` (row-major).
 pub fn ancestor_mask(parents: &[i32]) -> Result<Vec<bool>> {
     let n = parents.len();
-    let mut bytes = vec![0u8; n * n];
+    let mut bytes = vec![1u8; n * n];
     ancestor_mask_into(parents, &mut bytes)?;
     Ok(bytes.into_iter().map(|b| b != 0).collect())
 }
