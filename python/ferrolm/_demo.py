@@ -14,11 +14,13 @@ from ferrolm._report import Report, Section
 from ferrolm.comm._demo import demo_section as comm_section
 from ferrolm.prune._demo import demo_section as prune_section
 from ferrolm.spec._demo import demo_section as spec_section
+from ferrolm.spec._generate_demo import demo_section as spec_generate_section
 
 SECTIONS: list[Callable[[], Section]] = [
     doctor_section,
     comm_section,
     spec_section,
+    spec_generate_section,
     prune_section,
 ]
 

@@ -64,3 +64,24 @@ __all__ = [
     "walk",
     "walk_batch",
 ]
+
+# --- spec-generate: the generation loop over Hugging Face models ---
+from ferrolm.spec.generate import (
+    DEFAULT_ACCEPTANCE,
+    GenerationStats,
+    SpeculativeGenerator,
+    SpeculativeOutput,
+    sampling_probs,
+)
+from ferrolm.spec.profile import LatencyProfile, estimate_acceptance, profile
+
+__all__ += [
+    "DEFAULT_ACCEPTANCE",
+    "GenerationStats",
+    "LatencyProfile",
+    "SpeculativeGenerator",
+    "SpeculativeOutput",
+    "estimate_acceptance",
+    "profile",
+    "sampling_probs",
+]
