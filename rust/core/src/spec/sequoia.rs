@@ -260,11 +260,15 @@ pub fn sequoia_dp(p: &[f64], max_nodes: usize, max_depth: usize) -> Result<Sequo
         cap[l] = (1 + width.saturating_mul(cap[l - 1])).min(max_nodes);
     }
     let layer = (width + 1) * n1;
-    let mut t = vec![f64::NEG_INFINITY; (max_depth + 1) * layer];
-    let mut f = vec![f64::NEG_INFINITY; (max_depth + 1) * n1];
+    // Layers with l >= 1 and b >= 1 are written in full by the recurrence, so only the depth-0
+    // layer and the b = 0 rows are initialised here (a zeroed allocation costs no extra pass).
+    let mut t = vec![0.0f64; (max_depth + 1) * layer];
+    t[..layer].fill(f64::NEG_INFINITY);
     for l in 0..=max_depth {
+        t[l * layer..l * layer + n1].fill(f64::NEG_INFINITY);
         t[l * layer + 1] = 1.0;
     }
+    let mut f = vec![f64::NEG_INFINITY; (max_depth + 1) * n1];
     f[1] = 1.0;
     let simd = detect_simd();
     let mut frev = vec![f64::NEG_INFINITY; n1];
