@@ -315,3 +315,28 @@ def test_bfloat16_model_prunes_and_generates():
     assert handle.last is not None
     kept = prune.keep_count(TOKENS_PER_IMAGE, 0.2)
     assert handle.last.kept_tokens == ids.shape[1] - (TOKENS_PER_IMAGE - kept)
+
+
+@torch.no_grad()
+def test_beam_search_runs_and_keep_one_changes_nothing():
+    model = tiny_llava()
+    ids, mask = left_pad([prompt([1, 4], None, [5], None, [6]), prompt([1], None, [9, 10])])
+    pix = torch.randn(3, 3, 32, 32)
+    kwargs = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "pixel_values": pix,
+        "max_new_tokens": 4,
+        "do_sample": False,
+        "pad_token_id": 0,
+        "num_beams": 3,
+        "num_return_sequences": 2,
+    }
+    ref = model.generate(**kwargs)
+    with prune.apply_to_llava(model, keep=1.0):
+        assert torch.equal(model.generate(**kwargs), ref)
+    with prune.apply_to_llava(model, keep=0.3) as handle:
+        out = model.generate(**kwargs)
+    assert out.shape == (4, ids.shape[1] + 4)
+    assert handle.last is not None
+    assert handle.last.image_tokens == (TOKENS_PER_IMAGE,) * 9  # 3 images x 3 beams
