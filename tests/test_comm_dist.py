@@ -98,8 +98,8 @@ def _checks_worker(rank: int, world: int) -> dict:
     except ValueError as e:
         out["nan"] = str(e)
     out["nan_intact"] = bool(torch.allclose(x, before, rtol=0, atol=0, equal_nan=True))
-    # The group still works after the clean errors.
-    x = torch.full((5,), float(rank + 1))
+    # The group still works after the clean errors; a parameter (requires_grad) is fine too.
+    x = torch.nn.Parameter(torch.full((5,), float(rank + 1)))
     comm.all_reduce(x, op="sum", scheme="minmax")
     out["after"] = x.tolist()
     out["ddp"] = _ddp(rank, world)
