@@ -20,6 +20,7 @@ from ferrolm import comm
 
 
 def train(rank: int, world: int, port: int, steps: int, sync_every: int) -> None:
+    """One process: join the gloo group on 127.0.0.1, train, leave."""
     os.environ.setdefault("RAYON_NUM_THREADS", "1")
     torch.set_num_threads(1)
     dist.init_process_group(
@@ -29,6 +30,12 @@ def train(rank: int, world: int, port: int, steps: int, sync_every: int) -> None
         world_size=world,
         timeout=timedelta(seconds=60),
     )
+    run(rank, steps, sync_every)
+    dist.destroy_process_group()
+
+
+def run(rank: int, steps: int, sync_every: int) -> list[float]:
+    """DiLoCo training inside an initialised group; returns the loss at each outer step."""
     torch.manual_seed(0)  # same initial model everywhere (DiLoCo also broadcasts rank 0's)
     teacher = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1))
     model = torch.nn.Sequential(torch.nn.Linear(32, 128), torch.nn.GELU(), torch.nn.Linear(128, 1))
@@ -36,6 +43,7 @@ def train(rank: int, world: int, port: int, steps: int, sync_every: int) -> None
 
     inner = torch.optim.AdamW(model.parameters(), lr=2e-3)
     diloco = comm.DiLoCo(model, inner, outer_lr=0.7, outer_momentum=0.9, sync_every=sync_every)
+    losses = []
     for step in range(1, steps + 1):
         x = torch.randn(64, 32, generator=data)
         with torch.no_grad():
@@ -44,9 +52,11 @@ def train(rank: int, world: int, port: int, steps: int, sync_every: int) -> None
         loss.backward()
         synced = diloco.step()  # inner AdamW step; every `sync_every` steps: int8 outer step
         diloco.zero_grad()
-        if synced and rank == 0:
-            print(f"step {step:4d}  outer step {diloco.outer_steps:3d}  loss {loss.item():.4f}")
-    dist.destroy_process_group()
+        if synced:
+            losses.append(loss.item())
+            if rank == 0:
+                print(f"step {step:4d}  outer step {diloco.outer_steps:3d}  loss {loss.item():.4f}")
+    return losses
 
 
 def main() -> None:

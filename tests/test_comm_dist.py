@@ -51,9 +51,7 @@ def _ring_worker(rank: int, world: int) -> list[dict]:
     return out
 
 
-@pytest.mark.parametrize("world", [2, 3, 4])
-def test_ring_matches_exact_sum_and_is_bit_identical(world):
-    results = run_local(_ring_worker, world, timeout=150)
+def _check_ring(results: list[list[dict]], world: int) -> None:
     for i, (n, scheme, _, dtype) in enumerate(CASES):
         ys = [r[i]["y"] for r in results]
         for y in ys[1:]:
@@ -69,9 +67,14 @@ def test_ring_matches_exact_sum_and_is_bit_identical(world):
             assert rel <= 0.05, (world, n, scheme, rel)
 
 
+@pytest.mark.parametrize("world", [3, 4])  # world 2 runs inside the 2-process test below
+def test_ring_matches_exact_sum_and_is_bit_identical(world):
+    _check_ring(run_local(_ring_worker, world, timeout=150), world)
+
+
 def _checks_worker(rank: int, world: int) -> dict:
-    """World 2: argument checks across ranks, NaN policy, DDP hook, DiLoCo vs fp32."""
-    out: dict = {}
+    """World 2: the ring cases, argument checks across ranks, NaN policy, DDP hook, DiLoCo."""
+    out: dict = {"ring": _ring_worker(rank, world)}
     # Mismatched shapes: every rank raises the same ValueError, nothing changes.
     x = torch.ones(10 + rank)
     try:
@@ -98,13 +101,26 @@ def _checks_worker(rank: int, world: int) -> dict:
     except ValueError as e:
         out["nan"] = str(e)
     out["nan_intact"] = bool(torch.allclose(x, before, rtol=0, atol=0, equal_nan=True))
-    # The group still works after the clean errors.
-    x = torch.full((5,), float(rank + 1))
+    # The group still works after the clean errors; a parameter (requires_grad) is fine too.
+    x = torch.nn.Parameter(torch.full((5,), float(rank + 1)))
     comm.all_reduce(x, op="sum", scheme="minmax")
     out["after"] = x.tolist()
     out["ddp"] = _ddp(rank, world)
     out["diloco"] = {s: _diloco(rank, s) for s in ("blockwise", None)}
+    out["example"] = _example().run(rank, steps=50, sync_every=25)
     return out
+
+
+def _example():
+    """examples/diloco_two_processes.py as a module (its `run` needs an initialised group)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "examples" / "diloco_two_processes.py"
+    spec = importlib.util.spec_from_file_location("diloco_two_processes", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _ddp(rank: int, world: int) -> dict:
@@ -153,8 +169,9 @@ def _diloco(rank: int, scheme: str | None) -> list[float]:
     return losses
 
 
-def test_argument_checks_ddp_hook_and_diloco_on_two_processes():
+def test_ring_checks_ddp_hook_and_diloco_on_two_processes():
     r0, r1 = run_local(_checks_worker, 2, timeout=150)
+    _check_ring([r0["ring"], r1["ring"]], 2)
     for r in (r0, r1):
         assert "element count" in r["shape"]
         assert "rank 1 has 11" in r["shape"]
@@ -166,6 +183,9 @@ def test_argument_checks_ddp_hook_and_diloco_on_two_processes():
         assert r["after"] == pytest.approx([3.0] * 5, rel=1e-6)
         assert r["ddp"]["rel"] <= 0.02
     np.testing.assert_array_equal(r0["ddp"]["grads"], r1["ddp"]["grads"])
+    # The example script's training loop: 2 outer steps, finite losses.
+    assert len(r0["example"]) == 2
+    assert all(np.isfinite(r0["example"]))
     # DiLoCo: the int8 run's eval loss falls like the fp32 one. Stated tolerance: every outer
     # step's loss within 5 % (relative) of the fp32 run's (measured: within 0.3 %), and both
     # fall by >= 5x from the start (measured: 29x).

@@ -329,11 +329,13 @@ def all_reduce(
             "`tensor` must be finite on every rank, but some rank holds NaN or infinite values "
             "(or the sum overflows float32); int8 codes cannot carry them. Nothing was changed."
         )
-    out = tensor.view(-1) if tensor.dtype == torch.float32 else torch.empty_like(x)
+    # detach(): the result is data, not part of any autograd graph (parameters work too).
+    target = tensor.detach()
+    out = target.view(-1) if tensor.dtype == torch.float32 else torch.empty_like(x)
     for (a, b), data in final:
         _decode_into(data, scheme, block_size, out[a:b], acc=False)
-    if out.data_ptr() != tensor.data_ptr():
-        tensor.copy_(out.view(tensor.shape))
+    if out.data_ptr() != target.data_ptr():
+        target.copy_(out.view(tensor.shape))
     return tensor
 
 
