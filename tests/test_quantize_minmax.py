@@ -15,8 +15,10 @@ from ferrolm import comm
 def reference_quantize(x: np.ndarray) -> tuple[np.ndarray, float, float]:
     lo, hi = np.float32(x.min()), np.float32(x.max())
     scale = np.float32((hi - lo) / np.float32(255.0))
-    inv = np.float32(1.0) / scale if scale > 0 else np.float32(0.0)
-    t = (x - lo) * inv + np.float32(0.5)
+    # A subnormal range has an infinite inverse: codes are then 0 (at min) or 255, as in Rust.
+    with np.errstate(all="ignore"):
+        inv = np.float32(1.0) / scale if scale > 0 else np.float32(0.0)
+        t = np.nan_to_num((x - lo) * inv + np.float32(0.5), nan=0.0)
     return np.minimum(np.floor(t), 255).astype(np.uint8), float(lo), float(scale)
 
 
