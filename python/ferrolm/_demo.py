@@ -82,7 +82,14 @@ def quantizer_section() -> Section:
     return s
 
 
-SECTIONS: list[Callable[[], Section]] = [doctor_section, quantizer_section]
+def _tokens_section() -> Section:
+    """Under-trained tokens: scan + indicators on SmolLM2-135M, ferrolm vs a Python loop."""
+    from ferrolm.tokens._demo import demo_section
+
+    return demo_section()
+
+
+SECTIONS: list[Callable[[], Section]] = [doctor_section, quantizer_section, _tokens_section]
 
 
 def run_demo(progress: Callable[[str], None] = print) -> Report:

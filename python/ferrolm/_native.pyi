@@ -2,7 +2,7 @@
 # The public, documented API is the Python layer (ferrolm.cuda, ferrolm.comm, ...).
 
 import os
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
@@ -44,6 +44,7 @@ def comm_dequantize_accumulate_minmax(
 ) -> None: ...
 
 # tokens.rs
+@final
 class TokensScanner:
     @staticmethod
     def from_file(path: str | os.PathLike[str]) -> TokensScanner: ...
