@@ -483,3 +483,17 @@ def test_smollm2_gguf_scan_and_indicators() -> None:
     assert len(ind.reference_ids) > 0
     assert len(ind.candidates) >= 17
     assert not r.special[ind.candidates].any()
+
+
+@pytest.mark.parametrize("name", ["gpt2", "smollm2"])
+def test_fast_path_agrees_with_the_tokenizers_library_on_real_vocabularies(name: str) -> None:
+    path = {"gpt2": GPT2, "smollm2": SMOLLM2}[name]
+    if path is None:
+        pytest.skip(f"{name} fixture not installed (requirements/fixtures.txt)")
+    scanner = tokens.Scanner(path)
+    assert scanner.has_fast_path
+    fast = scanner.scan(containment=False)
+    library = scanner.scan(containment=False, fast=False)
+    np.testing.assert_array_equal(fast.category, library.category)
+    np.testing.assert_array_equal(fast.reencoded, library.reencoded)
+    assert fast.decoded == library.decoded

@@ -15,6 +15,7 @@ from ferrolm.comm._demo import demo_section as comm_section
 from ferrolm.prune._demo import demo_section as prune_section
 from ferrolm.spec._demo import demo_section as spec_section
 from ferrolm.spec._generate_demo import demo_section as spec_generate_section
+from ferrolm.tokens._demo import demo_section as tokens_section
 
 SECTIONS: list[Callable[[], Section]] = [
     doctor_section,
@@ -22,6 +23,7 @@ SECTIONS: list[Callable[[], Section]] = [
     spec_section,
     spec_generate_section,
     prune_section,
+    tokens_section,
 ]
 
 

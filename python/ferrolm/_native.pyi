@@ -3,7 +3,7 @@
 
 from typing import final
 import os
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
@@ -211,6 +211,7 @@ def comm_dequantize_packed(
     accumulate: bool,
 def comm_all_finite(x: npt.NDArray[np.float32]) -> bool: ...
 # tokens.rs
+@final
 class TokensScanner:
     @staticmethod
     def from_file(path: str | os.PathLike[str]) -> TokensScanner: ...

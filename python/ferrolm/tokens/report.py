@@ -34,6 +34,8 @@ class UndertrainedReport:
         """The human-readable report (Markdown tables via :class:`ferrolm._report.Report`)."""
         r = self.scan
         counts = r.counts()
+        classes = list(SUMMARY_DEFINITIONS)
+        summary = r.summary_class()
         s = Section(f"Tokenizer scan ({r.vocab_size} tokens)", ["class", "tokens", "meaning"])
         for name, meaning in SUMMARY_DEFINITIONS.items():
             s.add(name, counts[name], meaning)
@@ -59,7 +61,7 @@ class UndertrainedReport:
                     row.append(f"{int(r.contained_count[i])} " + " ".join(inside))
                 else:
                     row.append(None)
-                row.append(CATEGORY_NAMES[int(r.category[i])])
+                row.append(classes[int(summary[i])])
                 if ind.embedding_norm is not None:
                     row.append(float(ind.embedding_norm[i]))
                 if v is not None:
@@ -75,9 +77,9 @@ class UndertrainedReport:
                 t.add(*row)
             t.notes += [
                 f"reference set of known-unused tokens: {ind.reference_source}",
-                f"{len(ind.candidates)} candidates below the {ind.percentile:g}th percentile "
-                f"of reachable tokens' cosine distance ({ind.threshold:.4f}); special and "
-                "reference tokens excluded",
+                f"{len(ind.candidates)} candidates: cosine distance below {ind.threshold:.4f}, "
+                f"the {ind.percentile:g}% quantile over reachable tokens; special and reference "
+                "tokens excluded",
                 "embeddings tied: the input embedding is ranked"
                 if ind.tied
                 else "untied model: unembedding ranked, input-embedding norm shown",
@@ -126,6 +128,7 @@ class UndertrainedReport:
                     "decoded": r.decoded[i],
                     "cosine_distance": float(ind.cosine_distance[i]),
                     "category": CATEGORY_NAMES[int(r.category[i])],
+                    "single_byte": bool(r.single_byte[i]),
                 }
                 if r.contained_count is not None:
                     row["contained_in_count"] = int(r.contained_count[i])

