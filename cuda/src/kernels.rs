@@ -54,7 +54,12 @@ pub const QUANTIZE_INTELLECT: KernelSource = KernelSource {
 
 /// Every kernel family in `cuda/kernels/`.
 pub fn kernel_sources() -> &'static [KernelSource] {
-    &[QUANTIZE_MINMAX, QUANTIZE_BLOCKWISE, QUANTIZE_INTELLECT, DIVPRUNE]
+    &[
+        QUANTIZE_MINMAX,
+        QUANTIZE_BLOCKWISE,
+        QUANTIZE_INTELLECT,
+        DIVPRUNE,
+    ]
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@
 //! Kernels run on a stream the caller owns (torch's current stream), given as a raw handle.
 #![deny(missing_docs)]
 
-pub mod divprune;
 pub mod comm;
+pub mod divprune;
 pub mod kernels;
 pub mod quantize;
 pub mod runtime;

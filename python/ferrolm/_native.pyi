@@ -1,7 +1,6 @@
 # Type stubs for the compiled module `ferrolm._native`, checked by `python -m mypy.stubtest`.
 # The public, documented API is the Python layer (ferrolm.cuda, ferrolm.comm, ...).
 
-from typing import final
 import os
 from typing import Any, final
 
@@ -56,6 +55,18 @@ def comm_dequantize_minmax(
 def comm_dequantize_accumulate_minmax(
     q: npt.NDArray[np.uint8], min: float, scale: float, acc: npt.NDArray[np.float32]
 ) -> None: ...
+def comm_packed_len(scheme: str, block: int, n: int) -> int: ...
+def comm_quantize_packed(
+    scheme: str, block: int, x: npt.NDArray[np.float32], out: npt.NDArray[np.uint8]
+) -> None: ...
+def comm_dequantize_packed(
+    scheme: str,
+    block: int,
+    packed: npt.NDArray[np.uint8],
+    out: npt.NDArray[np.float32],
+    accumulate: bool,
+) -> None: ...
+def comm_all_finite(x: npt.NDArray[np.float32]) -> bool: ...
 
 # spec.rs
 def spec_validate_parents(parents: npt.NDArray[np.int32]) -> None: ...
@@ -175,6 +186,7 @@ def spec_plan(
 def spec_acceptance_from_ranks(
     accepted_ranks: npt.NDArray[np.int64], width: int
 ) -> npt.NDArray[np.float64]: ...
+
 # prune.rs
 def prune_divprune(
     features: npt.NDArray[np.float32],
@@ -200,16 +212,7 @@ def prune_cuda_divprune_f32(
     k: int,
     needs_nearest: bool,
 ) -> None: ...
-def comm_packed_len(scheme: str, block: int, n: int) -> int: ...
-def comm_quantize_packed(
-    scheme: str, block: int, x: npt.NDArray[np.float32], out: npt.NDArray[np.uint8]
-def comm_dequantize_packed(
-    scheme: str,
-    block: int,
-    packed: npt.NDArray[np.uint8],
-    out: npt.NDArray[np.float32],
-    accumulate: bool,
-def comm_all_finite(x: npt.NDArray[np.float32]) -> bool: ...
+
 # tokens.rs
 @final
 class TokensScanner:
@@ -217,13 +220,17 @@ class TokensScanner:
     def from_file(path: str | os.PathLike[str]) -> TokensScanner: ...
     @staticmethod
     def from_json(json: str) -> TokensScanner: ...
+    @property
     def has_fast_path(self) -> bool: ...
+    @property
     def vocab_size(self) -> int: ...
+    @property
     def notes(self) -> list[str]: ...
     def to_json(self) -> str: ...
     def scan(
         self, *, containment: bool = True, max_examples: int = 5, fast: bool = True
     ) -> dict[str, Any]: ...
+
 def tokens_tokenizer_json(path: str | os.PathLike[str]) -> tuple[str, list[str]]: ...
 def tokens_row_norms(matrix: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]: ...
 def tokens_dominant_direction(
@@ -232,6 +239,7 @@ def tokens_dominant_direction(
 def tokens_cosine_distance(
     matrix: npt.NDArray[np.float32],
     reference: npt.NDArray[np.uint32],
+    *,
     remove: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.float32]: ...
 def tokens_identical_row_counts(matrix: npt.NDArray[np.float32]) -> npt.NDArray[np.uint32]: ...

@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="verification batch size (64)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_undertrained)
+
     from ferrolm._cli_spec import add_generate_parser, add_spec_parser
 
     add_generate_parser(sub)

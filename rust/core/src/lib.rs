@@ -7,8 +7,8 @@
 
 pub mod comm;
 pub mod error;
-pub mod spec;
 pub mod prune;
+pub mod spec;
 pub mod tokens;
 
 pub use error::{Error, Result};

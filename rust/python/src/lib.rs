@@ -10,8 +10,8 @@ mod arrays;
 mod comm;
 mod cuda;
 mod errors;
-mod spec;
 mod prune;
+mod spec;
 mod tokens;
 
 #[pymodule]
