@@ -1,4 +1,4 @@
-"""Shared pytest configuration: the `gpu` marker skips cleanly where no CUDA GPU is usable."""
+"""Pytest configuration for tests/ and benches/: `gpu` tests skip without a usable CUDA GPU."""
 
 from __future__ import annotations
 
