@@ -6,27 +6,15 @@
 //! the sizes documented per function; the caller checks lengths and dtypes. Work is queued on
 //! the caller's stream and nothing here synchronises.
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::PushKernelArg;
 use ferrolm_core::{Error, Result};
 
 use crate::kernels::{QUANTIZE_BLOCKWISE, QUANTIZE_INTELLECT};
-use crate::quantize::{blocks_for, BLOCK};
-use crate::runtime::Launch;
+use crate::quantize::blocks_for;
+use crate::runtime::{grid, launch_failed, Launch};
 
 /// Most CUDA blocks the block-wise quantizer uses (each walks quantization blocks by stride).
 pub const MAX_QUANT_BLOCKS: u64 = 65_535;
-
-fn config(blocks: u32) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (blocks, 1, 1),
-        block_dim: (BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    }
-}
-
-fn failed(name: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
-    move |e| Error::Device(format!("launching {name} failed: {e:?}"))
-}
 
 fn check_block(block: u32) -> Result<()> {
     if block < 16 || block % 16 != 0 {
@@ -66,8 +54,8 @@ pub fn quantize_blockwise_f32(
             .arg(&params)
             .arg(&q)
             .arg(&bad)
-            .launch(config(blocks))
-            .map_err(failed("quantize_blockwise_f32"))?;
+            .launch(grid(blocks))
+            .map_err(launch_failed("quantize_blockwise_f32"))?;
     }
     Ok(())
 }
@@ -99,8 +87,8 @@ pub fn dequantize_blockwise_f32(
             .arg(&params)
             .arg(&out)
             .arg(&acc)
-            .launch(config(blocks_for(n)))
-            .map_err(failed("dequantize_blockwise_f32"))?;
+            .launch(grid(blocks_for(n)))
+            .map_err(launch_failed("dequantize_blockwise_f32"))?;
     }
     Ok(())
 }
@@ -144,16 +132,16 @@ pub fn quantize_intellect_f32(
             .arg(&x)
             .arg(&n)
             .arg(&partial)
-            .launch(config(parts))
-            .map_err(failed("sumsq_partial_f64"))?;
+            .launch(grid(parts))
+            .map_err(launch_failed("sumsq_partial_f64"))?;
         stream
             .launch_builder(&scale_fn)
             .arg(&partial)
             .arg(&parts)
             .arg(&n)
             .arg(&stats)
-            .launch(config(1))
-            .map_err(failed("intellect_scale_f32"))?;
+            .launch(grid(1))
+            .map_err(launch_failed("intellect_scale_f32"))?;
         stream
             .launch_builder(&quant_fn)
             .arg(&x)
@@ -162,16 +150,16 @@ pub fn quantize_intellect_f32(
             .arg(&q)
             .arg(&sums)
             .arg(&counts)
-            .launch(config(parts))
-            .map_err(failed("quantize_intellect_f32"))?;
+            .launch(grid(parts))
+            .map_err(launch_failed("quantize_intellect_f32"))?;
         stream
             .launch_builder(&book_fn)
             .arg(&sums)
             .arg(&counts)
             .arg(&stats)
             .arg(&codebook)
-            .launch(config(1))
-            .map_err(failed("intellect_codebook_f32"))?;
+            .launch(grid(1))
+            .map_err(launch_failed("intellect_codebook_f32"))?;
     }
     Ok(())
 }
@@ -200,8 +188,8 @@ pub fn dequantize_intellect_f32(
             .arg(&codebook)
             .arg(&out)
             .arg(&acc)
-            .launch(config(blocks_for(n)))
-            .map_err(failed("dequantize_intellect_f32"))?;
+            .launch(grid(blocks_for(n)))
+            .map_err(launch_failed("dequantize_intellect_f32"))?;
     }
     Ok(())
 }

@@ -8,16 +8,12 @@ use cudarc::driver::{LaunchConfig, PushKernelArg};
 use ferrolm_core::{Error, Result};
 
 use crate::kernels::DIVPRUNE;
-use crate::runtime::Launch;
+use crate::runtime::{launch_failed, Launch};
 
 /// Threads per block of the greedy kernel; must match `FERROLM_DIVPRUNE_BLOCK`.
 pub const GREEDY_BLOCK: u32 = 1024;
 /// Threads per block of the nearest-neighbour kernel (its shared array holds 256 floats).
 pub const NEAREST_BLOCK: u32 = 256;
-
-fn launch_failed(name: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
-    move |e| Error::Device(format!("launching {name} failed: {e:?}"))
-}
 
 fn check(batch: u32, n: u32, k: u32) -> Result<()> {
     if batch == 0 || n == 0 {

@@ -4,14 +4,13 @@
 //! the caller also checks lengths and dtypes. Work is queued on the caller's stream and
 //! nothing here synchronises.
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::PushKernelArg;
 use ferrolm_core::{Error, Result};
 
 use crate::kernels::QUANTIZE_MINMAX;
-use crate::runtime::Launch;
+pub use crate::runtime::BLOCK;
+use crate::runtime::{grid, launch_failed, Launch};
 
-/// Threads per block; must match `FERROLM_BLOCK` in the kernel source.
-pub const BLOCK: u32 = 256;
 /// Upper bound on blocks for the grid-stride kernels and the partial reduction.
 pub const MAX_BLOCKS: u32 = 1024;
 
@@ -19,18 +18,6 @@ pub const MAX_BLOCKS: u32 = 1024;
 /// `partial` must hold (`3 * blocks_for(n)` floats).
 pub fn blocks_for(n: u64) -> u32 {
     n.div_ceil(u64::from(BLOCK)).clamp(1, u64::from(MAX_BLOCKS)) as u32
-}
-
-fn config(blocks: u32) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (blocks, 1, 1),
-        block_dim: (BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    }
-}
-
-fn launch_failed(name: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
-    move |e| Error::Device(format!("launching {name} failed: {e:?}"))
 }
 
 /// Quantizes `n` floats at `x` into bytes at `q`; writes `[min, scale, 1/scale, non_finite]`
@@ -58,14 +45,14 @@ pub fn quantize_minmax_f32(
             .arg(&x)
             .arg(&n)
             .arg(&partial)
-            .launch(config(blocks))
+            .launch(grid(blocks))
             .map_err(launch_failed("minmax_partial_f32"))?;
         stream
             .launch_builder(&finalize_fn)
             .arg(&partial)
             .arg(&blocks)
             .arg(&params)
-            .launch(config(1))
+            .launch(grid(1))
             .map_err(launch_failed("minmax_finalize_f32"))?;
         stream
             .launch_builder(&quantize_fn)
@@ -73,7 +60,7 @@ pub fn quantize_minmax_f32(
             .arg(&n)
             .arg(&params)
             .arg(&q)
-            .launch(config(blocks))
+            .launch(grid(blocks))
             .map_err(launch_failed("quantize_minmax_f32"))?;
     }
     Ok(())
@@ -122,7 +109,7 @@ fn elementwise(
             .arg(&n)
             .arg(&params)
             .arg(&out)
-            .launch(config(blocks_for(n)))
+            .launch(grid(blocks_for(n)))
             .map_err(launch_failed(name))?;
     }
     Ok(())

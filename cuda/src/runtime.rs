@@ -191,6 +191,23 @@ fn module(
     Ok((ctx, m))
 }
 
+/// Threads per block of the one-dimensional grid-stride kernels (`FERROLM_BLOCK` in the sources).
+pub const BLOCK: u32 = 256;
+
+/// A one-dimensional launch of `blocks` blocks of [`BLOCK`] threads, no dynamic shared memory.
+pub(crate) fn grid(blocks: u32) -> cudarc::driver::LaunchConfig {
+    cudarc::driver::LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// Maps a failed launch of kernel `name` to [`Error::Device`].
+pub(crate) fn launch_failed(name: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
+    move |e| Error::Device(format!("launching {name} failed: {e:?}"))
+}
+
 /// Where to launch: a device ordinal and a raw `CUstream` owned by the caller (0 = legacy default).
 #[derive(Debug, Clone, Copy)]
 pub struct Launch {
