@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
+
+from ferrolm._gguf_cache import cache_root, convert_gguf
 
 __all__ = ["FIXTURES", "Fixture", "cache_dir", "fixture_available", "load_pretrained"]
 
@@ -77,7 +77,7 @@ FIXTURES: dict[str, Fixture] = {
 
 def cache_dir() -> Path:
     """Where converted models live: ``$FERROLM_CACHE`` or ``~/.cache/ferrolm``."""
-    return Path(os.environ.get("FERROLM_CACHE", Path.home() / ".cache" / "ferrolm"))
+    return cache_root()
 
 
 def _package_file(package: str, relative: str) -> Optional[Path]:
@@ -152,23 +152,7 @@ def load_pretrained(name: str, *, attn_implementation: str = "sdpa") -> tuple[An
     if not (saved / "config.json").is_file():
         saved.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=saved.parent) as tmp:
-            gguf = _assemble_gguf(fixture, Path(tmp))
-            model = AutoModelForCausalLM.from_pretrained(
-                tmp, gguf_file=gguf.name, dtype=torch.float32
-            )
-            tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
-            # The GGUF weights are already dequantized to float32: drop the quantizer record
-            # so save_pretrained writes a plain checkpoint (no second copy in memory).
-            if hasattr(model.config, "quantization_config"):
-                del model.config.quantization_config
-            model.hf_quantizer = None
-            staging = Path(tmp) / "out"
-            model.save_pretrained(staging)
-            tokenizer.save_pretrained(staging)
-            del model
-            if saved.exists():
-                shutil.rmtree(saved)
-            staging.rename(saved)
+            convert_gguf(_assemble_gguf(fixture, Path(tmp)), saved)
     model = AutoModelForCausalLM.from_pretrained(
         saved, dtype=torch.float32, attn_implementation=attn_implementation
     )

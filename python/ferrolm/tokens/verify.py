@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,6 +13,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import numpy.typing as npt
+
+from ferrolm._gguf_cache import cache_root, convert_gguf
 
 #: Prompts asking the model to repeat ``{token}``; the second item starts the answer, so the
 #: next token the model predicts should be the candidate itself.
@@ -198,11 +198,6 @@ def verify(
     )
 
 
-def cache_root() -> Path:
-    """Where converted models are cached (``$FERROLM_CACHE`` or ``~/.cache/ferrolm``)."""
-    return Path(os.environ.get("FERROLM_CACHE", Path.home() / ".cache" / "ferrolm"))
-
-
 def load_model(path: str | Path) -> tuple[Any, Any]:
     """Loads a causal LM and its tokenizer in float32 for :func:`verify`.
 
@@ -229,24 +224,7 @@ def load_model(path: str | Path) -> tuple[Any, Any]:
     key = hashlib.sha256(f"{path.name}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()
     saved = cache_root() / "tokens" / f"{path.stem}-{key[:12]}"
     if not (saved / "config.json").is_file():
-        saved.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=saved.parent) as tmp:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            model = AutoModelForCausalLM.from_pretrained(
-                path.parent, gguf_file=path.name, dtype=torch.float32
-            )
-            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-            # The weights are dequantized already: drop the quantizer so a plain float32
-            # checkpoint is written.
-            if hasattr(model.config, "quantization_config"):
-                del model.config.quantization_config
-            model.hf_quantizer = None
-            staging = Path(tmp) / "out"
-            model.save_pretrained(staging)
-            tokenizer.save_pretrained(staging)
-            del model
-            if saved.exists():
-                shutil.rmtree(saved)
-            staging.rename(saved)
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        convert_gguf(path, saved)
     model = AutoModelForCausalLM.from_pretrained(saved, dtype=torch.float32)
     return model.eval(), AutoTokenizer.from_pretrained(saved)
