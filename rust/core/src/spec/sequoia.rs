@@ -7,18 +7,24 @@
 //! `T[1][l][0] = 1`, `T[m][l][b] = max_y T[y][l][b-1] + p_b F[m-y][l-1]`, and
 //! `F[m][l] = max_b T[m][l][b]`. Cost `O(n^2 D B)`.
 //!
-//! Performance: the split `y` only ranges where both parts are feasible (the last subtree holds
-//! at most `cap[l-1]` nodes, the first part at most `1 + (b-1) cap[l-1]`), so every value read
-//! is finite and no `-inf` arithmetic (or `0 * -inf = NaN`) can occur. `F[.][l-1]` is stored
-//! reversed, which turns the max-plus over the split into a dot-product-shaped loop over two
-//! ascending slices; eight independent accumulators let it vectorise (AVX2 chosen at run
-//! time) without reassociating anything, so every build gives bit-identical tables. The
-//! sizes `m` of one `(l, b)` layer are independent and run in parallel with rayon.
+//! Performance, all of it exact (every build and thread count gives bit-identical tables):
+//! - the split `y` only ranges where both parts are feasible, and infeasible entries are
+//!   `-inf`, so no `0 * -inf = NaN` can occur (layers with `p_b = 0` are window maxima);
+//! - the small last subtrees (`1..=8` nodes), usually optimal when `p_b` is small, are
+//!   evaluated for all sizes of a layer at once, vectorised across sizes;
+//! - the rest of each cell is scanned from the top in growing blocks, skipping what a bound
+//!   (`T` non-decreasing in the first part, `F` in the last subtree) proves cannot win, and
+//!   stopping as soon as the whole remaining range cannot; `F[.][l-1]` is stored reversed so
+//!   the scan reads two ascending slices with eight independent accumulators (AVX2 chosen at
+//!   run time);
+//! - sizes are cut into bands that rayon's threads run as a pipeline: cell `m` reads only
+//!   sizes below `m`, so a band can run a row once the lower bands have finished the rows
+//!   before it.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use rayon::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use crate::{Error, Result};
 
@@ -88,7 +94,7 @@ pub struct ShapeTree {
 }
 
 #[inline(always)]
-fn maxadd_kernel(a: &[f64], f: &[f64]) -> f64 {
+fn maxadd_kernel(a: &[f64], f: &[f64], pb: f64) -> f64 {
     let n = a.len().min(f.len());
     let (a, f) = (&a[..n], &f[..n]);
     let mut acc = [f64::NEG_INFINITY; 8];
@@ -96,13 +102,13 @@ fn maxadd_kernel(a: &[f64], f: &[f64]) -> f64 {
     let mut cf = f.chunks_exact(8);
     for (x, y) in (&mut ca).zip(&mut cf) {
         for k in 0..8 {
-            let v = x[k] + y[k];
+            let v = x[k] + pb * y[k];
             acc[k] = if v > acc[k] { v } else { acc[k] };
         }
     }
     let mut best = f64::NEG_INFINITY;
     for (x, y) in ca.remainder().iter().zip(cf.remainder()) {
-        let v = x + y;
+        let v = x + pb * y;
         best = if v > best { v } else { best };
     }
     for v in acc {
@@ -111,30 +117,36 @@ fn maxadd_kernel(a: &[f64], f: &[f64]) -> f64 {
     best
 }
 
+/// Last-subtree sizes `1..=WINDOW` are evaluated for every size of a layer at once (see
+/// [`window_layer_kernel`]); the per-cell scan only covers the larger ones.
+const WINDOW: usize = 8;
 /// First and largest split block lengths for the bound test in [`cell_max_kernel`].
-const FIRST_BLOCK: usize = 8;
+const FIRST_BLOCK: usize = 16;
 const MAX_BLOCK: usize = 64;
 /// Slack that keeps the block bound valid despite rounding (values are at most ~1e4).
 const BOUND_SLACK: f64 = 1e-9;
 
-/// `max_{y in lo..=hi} a[y] + pf[y]` where `a` is non-decreasing and `pf` non-increasing over
-/// the range (both hold mathematically on feasible ranges: more nodes never hurt). Blocks are
-/// visited from the top, growing from 8 to 64 splits (for small `p_b` the best split gives the
-/// last child few nodes, so a short first block already finds it); a block whose bound
-/// `a[y1] + pf[y0]` cannot beat the best so far is skipped. That never changes the maximum, and
-/// the max itself is exact, so the result is bit-identical to the full scan.
+/// `max(best, max_{y in lo..=hi} a[y] + pb * fr[y])` where `a` is non-decreasing and `fr`
+/// non-increasing over the range (both hold mathematically on feasible ranges: more nodes never
+/// hurt). `best` comes from the window pass, the small last subtrees that are usually optimal
+/// when `p_b` is small. Blocks are visited from the top, growing from 16 to 64 splits; a block
+/// whose bound `a[y1] + pb * fr[y0]` cannot beat the best so far is skipped. That never changes the
+/// maximum, and the max itself is exact, so the result is bit-identical to the full scan.
 #[inline(always)]
-fn cell_max_kernel(a: &[f64], pf: &[f64], lo: usize, hi: usize) -> f64 {
-    // The top split (last child gets the fewest nodes) is usually the best for small p_b:
-    // probe it alone so the bounds prune from the first block on.
-    let mut best = a[hi] + pf[hi];
-    let mut y1 = hi;
+fn cell_max_kernel(a: &[f64], fr: &[f64], pb: f64, lo: usize, hi: usize, mut best: f64) -> f64 {
+    let mut y1 = hi + 1;
     let mut block = FIRST_BLOCK;
+    let pf_lo = pb * fr[lo];
     while y1 > lo {
+        let a_top = a[y1 - 1];
+        // No split left in `lo..y1` can beat `best`: stop.
+        if a_top + pf_lo + BOUND_SLACK < best {
+            break;
+        }
         let y0 = y1.saturating_sub(block).max(lo);
-        let bound = a[y1 - 1] + pf[y0];
+        let bound = a_top + pb * fr[y0];
         if bound + BOUND_SLACK >= best {
-            let v = maxadd_kernel(&a[y0..y1], &pf[y0..y1]);
+            let v = maxadd_kernel(&a[y0..y1], &fr[y0..y1], pb);
             if v > best {
                 best = v;
             }
@@ -145,10 +157,54 @@ fn cell_max_kernel(a: &[f64], pf: &[f64], lo: usize, hi: usize) -> f64 {
     best
 }
 
+/// `win[m] = max_{s in 1..=WINDOW, s <= m} a[m - s] + pf[s]` for `m` in `m0..win.len()`,
+/// vectorised across `m` (`pf[s] = p_b F[s][l-1]`, a last subtree of `s` nodes). Infeasible
+/// combinations read `-inf` on one side or both (never `0 * -inf`: layers with `p_b = 0` take
+/// another path), so they never win over a feasible split.
+#[inline(always)]
+fn window_layer_kernel(a: &[f64], pf: &[f64], win: &mut [f64], m0: usize) {
+    let m1 = win.len();
+    let pf: [f64; WINDOW + 1] = std::array::from_fn(|s| pf[s]);
+    // Sizes below WINDOW have fewer splits.
+    let full = m0.max(WINDOW).min(m1);
+    for (m, w) in win.iter_mut().enumerate().take(full).skip(m0) {
+        let mut best = f64::NEG_INFINITY;
+        for s in 1..=m {
+            let v = a[m - s] + pf[s];
+            best = if v > best { v } else { best };
+        }
+        *w = best;
+    }
+    // Eight sizes at a time in registers, one store each: vectorises without masked stores.
+    let mut m = full;
+    while m + 8 <= m1 {
+        let mut best = [f64::NEG_INFINITY; 8];
+        for (s, &ps) in pf.iter().enumerate().skip(1) {
+            let src: &[f64; 8] = a[m - s..m - s + 8].try_into().expect("8 values");
+            for k in 0..8 {
+                let v = src[k] + ps;
+                best[k] = if v > best[k] { v } else { best[k] };
+            }
+        }
+        win[m..m + 8].copy_from_slice(&best);
+        m += 8;
+    }
+    for m in m..m1 {
+        let mut best = f64::NEG_INFINITY;
+        for s in 1..=WINDOW {
+            let v = a[m - s] + pf[s];
+            best = if v > best { v } else { best };
+        }
+        win[m] = best;
+    }
+}
+
 /// The shape of one `(l, b)` layer of the DP.
 #[derive(Clone, Copy)]
 struct Layer {
     b: usize,
+    /// `p_b`, the acceptance probability of rank `b`.
+    pb: f64,
     /// Most nodes in one subtree of depth `l - 1`.
     cap: usize,
     /// Most nodes in the first part (root plus `b - 1` subtrees).
@@ -156,28 +212,60 @@ struct Layer {
     max_nodes: usize,
 }
 
-/// Fills `out[k] = T[m_start + k][l][b]` from `prev = T[.][l][b-1]` and
-/// `pfrev[k] = p_b F[max_nodes - k][l-1]`.
+/// Fills `out[k] = T[m_start + k][l][b]` from `prev = T[.][l][b-1]`, the window pass `win`
+/// (indexed by size), `g.pb` and `frev[k] = F[max_nodes - k][l-1]` (the sum `T + p_b F` is
+/// rounded exactly as the recurrence writes it; the compiler never fuses it into an FMA). Infeasible cells need no
+/// special case: every split of theirs reads `-inf`, so the window's value is already `-inf`.
 #[inline(always)]
-fn fill_layer_kernel(prev: &[f64], pfrev: &[f64], out: &mut [f64], m_start: usize, g: Layer) {
+fn fill_layer_kernel(
+    prev: &[f64],
+    frev: &[f64],
+    win: &[f64],
+    out: &mut [f64],
+    m_start: usize,
+    g: Layer,
+) {
     for (k, o) in out.iter_mut().enumerate() {
         let m = m_start + k;
         let lo = g.b.max(m.saturating_sub(g.cap));
-        *o = if m < 2 || lo > (m - 1).min(g.first_part_cap) {
-            f64::NEG_INFINITY
+        *o = if m <= WINDOW + lo || m - 1 - WINDOW < lo || lo > g.first_part_cap {
+            // The window covered every feasible split.
+            win[m]
         } else {
-            let hi = (m - 1).min(g.first_part_cap);
+            let hi = (m - 1 - WINDOW).min(g.first_part_cap);
             let off = g.max_nodes - m;
-            cell_max_kernel(&prev[..=hi], &pfrev[off..=off + hi], lo, hi)
+            cell_max_kernel(&prev[..=hi], &frev[off..=off + hi], g.pb, lo, hi, win[m])
         };
     }
 }
 
 /// `out[m] = max(prev[lo(m)..=hi(m)])` for a layer whose `p_b` is 0.
-fn window_max_layer(prev: &[f64], out: &mut [f64], g: Layer) {
+fn window_max_layer(prev: &[f64], out: &mut [f64], m_start: usize, g: Layer) {
+    let m_end = m_start + out.len();
+    if m_end <= g.b + g.cap {
+        // The window starts at `b` for every size here: a running prefix maximum.
+        let mut run = f64::NEG_INFINITY;
+        let mut next = g.b;
+        for (k, o) in out.iter_mut().enumerate() {
+            let m = m_start + k;
+            if m < 2 || g.b > (m - 1).min(g.first_part_cap) {
+                *o = f64::NEG_INFINITY;
+                continue;
+            }
+            let hi = (m - 1).min(g.first_part_cap);
+            while next <= hi {
+                run = if prev[next] > run { prev[next] } else { run };
+                next += 1;
+            }
+            *o = run;
+        }
+        return;
+    }
     let mut deque: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
-    let mut next = 0usize;
-    for (m, o) in out.iter_mut().enumerate() {
+    // Window starts never move left, so splits below the first cell's are never needed.
+    let mut next = g.b.max(m_start.saturating_sub(g.cap));
+    for (k, o) in out.iter_mut().enumerate() {
+        let m = m_start + k;
         let lo = g.b.max(m.saturating_sub(g.cap));
         if m < 2 || lo > (m - 1).min(g.first_part_cap) {
             *o = f64::NEG_INFINITY;
@@ -200,8 +288,21 @@ fn window_max_layer(prev: &[f64], out: &mut [f64], g: Layer) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn fill_layer_avx2(prev: &[f64], pfrev: &[f64], out: &mut [f64], m_start: usize, g: Layer) {
-    fill_layer_kernel(prev, pfrev, out, m_start, g)
+unsafe fn fill_layer_avx2(
+    prev: &[f64],
+    frev: &[f64],
+    win: &[f64],
+    out: &mut [f64],
+    m_start: usize,
+    g: Layer,
+) {
+    fill_layer_kernel(prev, frev, win, out, m_start, g)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn window_layer_avx2(a: &[f64], pf: &[f64], win: &mut [f64], m0: usize) {
+    window_layer_kernel(a, pf, win, m0)
 }
 
 #[derive(Clone, Copy)]
@@ -221,19 +322,169 @@ fn detect_simd() -> Simd {
 }
 
 /// [`fill_layer_kernel`] compiled for the best instruction set the CPU has.
-fn fill_layer(simd: Simd, prev: &[f64], pfrev: &[f64], out: &mut [f64], m_start: usize, g: Layer) {
+fn fill_layer(
+    simd: Simd,
+    prev: &[f64],
+    frev: &[f64],
+    win: &[f64],
+    out: &mut [f64],
+    m_start: usize,
+    g: Layer,
+) {
     match simd {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `detect_simd` found AVX2 on this CPU.
-        Simd::Avx2 => unsafe { fill_layer_avx2(prev, pfrev, out, m_start, g) },
-        _ => fill_layer_kernel(prev, pfrev, out, m_start, g),
+        Simd::Avx2 => unsafe { fill_layer_avx2(prev, frev, win, out, m_start, g) },
+        _ => fill_layer_kernel(prev, frev, win, out, m_start, g),
     }
 }
 
-/// Sizes from which one `(l, b)` layer is split over rayon threads.
-const PARALLEL_MIN_NODES: usize = 512;
+/// [`window_layer_kernel`] compiled for the best instruction set the CPU has.
+fn window_layer(simd: Simd, a: &[f64], pf: &[f64], win: &mut [f64], m0: usize) {
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `detect_simd` found AVX2 on this CPU.
+        Simd::Avx2 => unsafe { window_layer_avx2(a, pf, win, m0) },
+        _ => window_layer_kernel(a, pf, win, m0),
+    }
+}
+
+/// Fewest sizes per band: below this, bands cost more in hand-offs than they save.
+const MIN_BAND: usize = 96;
+
+/// The DP table shared by the bands: each band writes only its own sizes of each row and of
+/// `F`, and reads other bands' cells only after their `done` counter (release/acquire) says
+/// the rows are finished.
+struct SharedTable {
+    t: *mut f64,
+    f: *mut f64,
+}
+
+// SAFETY: the bands write disjoint cells and synchronise every cross-band read (see
+// `solve_band`); the pointers outlive the scope that uses them.
+unsafe impl Sync for SharedTable {}
+
+/// Static description of the DP being solved.
+struct Problem<'a> {
+    p: &'a [f64],
+    cap: &'a [usize],
+    max_nodes: usize,
+    max_depth: usize,
+    simd: Simd,
+}
+
+/// Marks a band as finished, also when it unwinds, so that no other band waits forever.
+struct DoneOnDrop<'a>(&'a AtomicUsize);
+
+impl Drop for DoneOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(usize::MAX, AtomicOrdering::Release);
+    }
+}
+
+/// Waits until `counter >= target`, spinning briefly and then yielding the core.
+fn wait_for(counter: &AtomicUsize, target: usize) {
+    let mut spins = 0u32;
+    while counter.load(AtomicOrdering::Acquire) < target {
+        if spins < 2048 {
+            std::hint::spin_loop();
+            spins += 1;
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Solves sizes `m0..m1` of every row `(l, b)` in order. Cell `m` of a row reads only sizes
+/// below `m`: the previous row of the same depth and `F` of the depth below. So band `j` may
+/// run row `r` as soon as every lower band has finished rows `0..r` (the bands form a
+/// pipeline), and it publishes `done[j] = r + 1` after each row, with `F` of a depth written
+/// before that depth's last row is published.
+///
+/// # Safety
+/// `table` must point to the `t` and `f` arrays of this problem; no other band may cover
+/// sizes in `m0..m1`; bands below `band` must cover exactly `0..m0`.
+unsafe fn solve_band(
+    pr: &Problem<'_>,
+    table: &SharedTable,
+    done: &[AtomicUsize],
+    band: usize,
+    m0: usize,
+    m1: usize,
+) {
+    let _guard = DoneOnDrop(&done[band]);
+    let (n, width) = (pr.max_nodes, pr.p.len());
+    let n1 = n + 1;
+    let layer = (width + 1) * n1;
+    let mut frev = vec![f64::NEG_INFINITY; n1];
+    let mut pf = [f64::NEG_INFINITY; WINDOW + 1];
+    let mut win = vec![f64::NEG_INFINITY; m1];
+    let mut row = 0usize;
+    for l in 1..=pr.max_depth {
+        let c = pr.cap[l - 1];
+        for b in 1..=width {
+            for d in &done[..band] {
+                wait_for(d, row);
+            }
+            let pb = pr.p[b - 1];
+            // SAFETY: sizes below `m1` of `F[l-1]` are finished (own band, or lower bands past
+            // row `row`, which is after depth `l-1`); nobody writes them any more.
+            let f_prev = unsafe { std::slice::from_raw_parts(table.f.add((l - 1) * n1), m1) };
+            if b == 1 {
+                for (k, &x) in f_prev.iter().enumerate() {
+                    frev[n - k] = x;
+                }
+            }
+            for (o, &x) in pf.iter_mut().zip(f_prev) {
+                *o = pb * x;
+            }
+            let row_base = l * layer + b * n1;
+            // SAFETY: row `(l, b-1)` is finished below `m1` (same argument); row `(l, b)` is
+            // written only by this band in `m0..m1`.
+            let prev = unsafe { std::slice::from_raw_parts(table.t.add(row_base - n1), m1) };
+            let out =
+                unsafe { std::slice::from_raw_parts_mut(table.t.add(row_base + m0), m1 - m0) };
+            let g = Layer {
+                b,
+                pb,
+                cap: c,
+                first_part_cap: 1 + (b - 1).saturating_mul(c),
+                max_nodes: n,
+            };
+            if pb == 0.0 {
+                // `0 * F` adds exactly 0, so the cell is a plain window maximum of `prev`; both
+                // window ends only move right as m grows: a monotone deque, O(1) per cell.
+                window_max_layer(prev, out, m0, g);
+            } else {
+                window_layer(pr.simd, prev, &pf, &mut win, m0);
+                fill_layer(pr.simd, prev, &frev, &win, out, m0, g);
+            }
+            if b == width {
+                // SAFETY: `F[l]` in `m0..m1` belongs to this band; the rows it reads are its own.
+                let fl =
+                    unsafe { std::slice::from_raw_parts_mut(table.f.add(l * n1 + m0), m1 - m0) };
+                for bb in 0..=width {
+                    let r = unsafe {
+                        std::slice::from_raw_parts(table.t.add(l * layer + bb * n1 + m0), m1 - m0)
+                    };
+                    for (o, &x) in fl.iter_mut().zip(r) {
+                        if x > *o {
+                            *o = x;
+                        }
+                    }
+                }
+            }
+            row += 1;
+            done[band].store(row, AtomicOrdering::Release);
+        }
+    }
+}
 
 /// Solves the DP for every size up to `max_nodes` and depth up to `max_depth`.
+///
+/// The sizes are cut into bands that rayon's threads solve as a pipeline (see `solve_band`);
+/// every band computes exactly what the sequential recurrence would, so the table does not
+/// depend on the number of threads.
 pub fn sequoia_dp(p: &[f64], max_nodes: usize, max_depth: usize) -> Result<SequoiaTable> {
     validate_acceptance(p)?;
     if max_nodes == 0 || max_nodes > MAX_NODES {
@@ -259,6 +510,19 @@ pub fn sequoia_dp(p: &[f64], max_nodes: usize, max_depth: usize) -> Result<Sequo
     for l in 1..=max_depth {
         cap[l] = (1 + width.saturating_mul(cap[l - 1])).min(max_nodes);
     }
+    let bands = rayon::current_num_threads().clamp(1, (n1 / MIN_BAND).max(1));
+    Ok(solve(p, max_nodes, max_depth, cap, bands))
+}
+
+/// Solves a validated problem with `bands` bands.
+fn solve(
+    p: &[f64],
+    max_nodes: usize,
+    max_depth: usize,
+    cap: Vec<usize>,
+    bands: usize,
+) -> SequoiaTable {
+    let (width, n1) = (p.len(), max_nodes + 1);
     let layer = (width + 1) * n1;
     // Layers with l >= 1 and b >= 1 are written in full by the recurrence, so only the depth-0
     // layer and the b = 0 rows are initialised here (a zeroed allocation costs no extra pass).
@@ -270,63 +534,53 @@ pub fn sequoia_dp(p: &[f64], max_nodes: usize, max_depth: usize) -> Result<Sequo
     }
     let mut f = vec![f64::NEG_INFINITY; (max_depth + 1) * n1];
     f[1] = 1.0;
-    let simd = detect_simd();
-    let mut frev = vec![f64::NEG_INFINITY; n1];
-    let mut pfrev = vec![f64::NEG_INFINITY; n1];
-    for l in 1..=max_depth {
-        let c = cap[l - 1];
-        for k in 0..n1 {
-            frev[k] = f[(l - 1) * n1 + max_nodes - k];
+    let problem = Problem {
+        p,
+        cap: &cap,
+        max_nodes,
+        max_depth,
+        simd: detect_simd(),
+    };
+    // Larger sizes cost more per cell (longer split ranges): bands get sizes in proportion to
+    // about `m^(1/3)`, which measured best at n = 256 and 1024.
+    let bounds: Vec<usize> = (0..=bands)
+        .map(|j| ((j as f64 / bands as f64).powf(0.75) * n1 as f64).round() as usize)
+        .collect();
+    let done: Vec<AtomicUsize> = (0..bands).map(|_| AtomicUsize::new(0)).collect();
+    let table = SharedTable {
+        t: t.as_mut_ptr(),
+        f: f.as_mut_ptr(),
+    };
+    // Bands are claimed in order by whichever thread comes first, so a band only ever waits
+    // for bands that a running thread has claimed: no deadlock even on one thread.
+    let next = AtomicUsize::new(0);
+    let work = || loop {
+        let j = next.fetch_add(1, AtomicOrdering::Relaxed);
+        if j >= bands {
+            break;
         }
-        let lt = &mut t[l * layer..(l + 1) * layer];
-        for b in 1..=width {
-            let pb = p[b - 1];
-            let (before, rest) = lt.split_at_mut(b * n1);
-            let prev = &before[(b - 1) * n1..];
-            let out = &mut rest[..n1];
-            let first_part_cap = 1 + (b - 1).saturating_mul(c);
-            // `pb * F` rounded once here is exactly the product the recurrence adds.
-            for (o, &x) in pfrev.iter_mut().zip(&frev) {
-                *o = pb * x;
+        // SAFETY: `table` points into `t` and `f`, alive until the scope ends; band `j`
+        // covers `bounds[j]..bounds[j + 1]` and the lower bands cover everything below.
+        unsafe { solve_band(&problem, &table, &done, j, bounds[j], bounds[j + 1]) };
+    };
+    if bands == 1 {
+        work();
+    } else {
+        rayon::in_place_scope(|scope| {
+            for _ in 1..bands {
+                scope.spawn(|_| work());
             }
-            let g = Layer {
-                b,
-                cap: c,
-                first_part_cap,
-                max_nodes,
-            };
-            if pb == 0.0 {
-                // `0 * F` adds exactly 0, so the cell is a plain window maximum of `prev`; both
-                // window ends only move right as m grows: a monotone deque, O(1) per cell.
-                window_max_layer(prev, out, g);
-            } else if max_nodes >= PARALLEL_MIN_NODES {
-                const CHUNK: usize = 32;
-                let pfrev = &pfrev;
-                out.par_chunks_mut(CHUNK)
-                    .enumerate()
-                    .for_each(|(i, chunk)| fill_layer(simd, prev, pfrev, chunk, i * CHUNK, g));
-            } else {
-                fill_layer(simd, prev, &pfrev, out, 0, g);
-            }
-        }
-        let fl = &mut f[l * n1..(l + 1) * n1];
-        for b in 0..=width {
-            let row = &lt[b * n1..(b + 1) * n1];
-            for m in 0..n1 {
-                if row[m] > fl[m] {
-                    fl[m] = row[m];
-                }
-            }
-        }
+            work();
+        });
     }
-    Ok(SequoiaTable {
+    SequoiaTable {
         p: p.to_vec(),
         max_nodes,
         max_depth,
         cap,
         t,
         f,
-    })
+    }
 }
 
 impl SequoiaTable {
@@ -803,6 +1057,80 @@ mod tests {
         assert_eq!(p, vec![0.5, 0.25, 0.0]);
         assert!(acceptance_from_ranks(&[3], 3).is_err());
         assert!(acceptance_from_ranks(&[], 3).is_err());
+    }
+
+    /// The recurrence with a full scan over every split and no pruning, window or bands.
+    fn plain_dp(p: &[f64], n: usize, d: usize) -> Vec<f64> {
+        let w = p.len();
+        let idx = |m: usize, l: usize, b: usize| (l * (w + 1) + b) * (n + 1) + m;
+        let mut t = vec![f64::NEG_INFINITY; (d + 1) * (w + 1) * (n + 1)];
+        let mut f = vec![f64::NEG_INFINITY; (d + 1) * (n + 1)];
+        for l in 0..=d {
+            t[idx(1, l, 0)] = 1.0;
+        }
+        f[1] = 1.0;
+        for l in 1..=d {
+            for b in 1..=w {
+                for m in 2..=n {
+                    let mut best = f64::NEG_INFINITY;
+                    for y in 1..m {
+                        let (a, fl) = (t[idx(y, l, b - 1)], f[(l - 1) * (n + 1) + m - y]);
+                        if a > f64::NEG_INFINITY && fl > f64::NEG_INFINITY {
+                            best = best.max(a + p[b - 1] * fl);
+                        }
+                    }
+                    t[idx(m, l, b)] = best;
+                }
+            }
+            for m in 0..=n {
+                f[l * (n + 1) + m] = (0..=w)
+                    .map(|b| t[idx(m, l, b)])
+                    .fold(f[l * (n + 1) + m], f64::max);
+            }
+        }
+        f
+    }
+
+    #[test]
+    fn bands_and_pruning_reproduce_the_plain_recurrence_bit_for_bit() {
+        let text = include_str!("../../../../python/ferrolm/spec/sequoia_acceptance_vector.txt");
+        let sequoia: Vec<f64> = text
+            .split_whitespace()
+            .skip(1)
+            .map(|x| x.parse().unwrap())
+            .collect();
+        let mut rng = 0x2545f4914f6cdd1du64;
+        let mut uniform = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for case in 0..6 {
+            let p: Vec<f64> = if case == 0 {
+                sequoia[..12].to_vec()
+            } else {
+                // Unsorted, with exact zeros (the p_b = 0 path) and a sum below 1.
+                let raw: Vec<f64> = (0..3 + 2 * case)
+                    .map(|i| if i % 4 == 3 { 0.0 } else { uniform().powi(3) })
+                    .collect();
+                let s = raw.iter().sum::<f64>() * (1.0 + uniform());
+                raw.iter().map(|x| x / s).collect()
+            };
+            let (n, d) = (150 + 37 * case, 2 + case);
+            let plain = plain_dp(&p, n, d);
+            let cap = |w: usize| {
+                let mut c = vec![1usize; d + 1];
+                for l in 1..=d {
+                    c[l] = (1 + w.saturating_mul(c[l - 1])).min(n);
+                }
+                c
+            };
+            for bands in [1, 2, 3, 7] {
+                let table = solve(&p, n, d, cap(p.len()), bands);
+                assert_eq!(table.f, plain, "case {case}, {bands} bands");
+            }
+        }
     }
 
     proptest! {
