@@ -122,6 +122,65 @@ fn repeated_token(tokens: impl ExactSizeIterator<Item = i32>) -> Option<i32> {
     None
 }
 
+/// Flat index `r * width + c` of a candidate key (its low half holds `u32::MAX - flat`).
+#[inline]
+fn key_flat(k: u64) -> usize {
+    (u32::MAX - (k & 0xffff_ffff) as u32) as usize
+}
+
+/// The `k`-th largest (0-based) of the keys of `a` and `b` together. Radix selection, 11
+/// bits at a time from the top (the sign, exponent and two mantissa bits of the score first):
+/// a histogram pass over both sources, then only the keys of the bucket holding the answer are
+/// gathered (no copy of everything), narrowed the same way and finished by a quickselect once
+/// few are left.
+#[inline(always)]
+fn kth_largest(
+    a: impl Iterator<Item = u64> + Clone,
+    b: impl Iterator<Item = u64> + Clone,
+    mut k: usize,
+) -> u64 {
+    const BITS: u32 = 11;
+    const SMALL: usize = 128;
+    const MASK: u64 = (1 << BITS) - 1;
+    let mut hist = vec![0u32; 1 << BITS];
+    /// The bucket holding the `k`-th largest; `k` becomes the rank inside it.
+    fn pick(hist: &[u32], k: &mut usize) -> u64 {
+        let mut bucket = hist.len() - 1;
+        while *k >= hist[bucket] as usize {
+            *k -= hist[bucket] as usize;
+            bucket -= 1;
+        }
+        bucket as u64
+    }
+    let mut shift = 64 - BITS;
+    for x in a.clone().chain(b.clone()) {
+        hist[(x >> shift) as usize] += 1;
+    }
+    let top = pick(&hist, &mut k);
+    let mut keys: Vec<u64> = Vec::with_capacity(hist[top as usize] as usize);
+    for x in a {
+        if x >> shift == top {
+            keys.push(x);
+        }
+    }
+    for x in b {
+        if x >> shift == top {
+            keys.push(x);
+        }
+    }
+    while keys.len() > SMALL && shift >= BITS {
+        shift -= BITS;
+        hist.fill(0);
+        for &x in &keys {
+            hist[((x >> shift) & MASK) as usize] += 1;
+        }
+        let digit = pick(&hist, &mut k);
+        keys.retain(|&x| (x >> shift) & MASK == digit);
+    }
+    keys.select_nth_unstable_by(k, |x, y| y.cmp(x));
+    keys[k]
+}
+
 /// A finalized tree: the spec format plus each node's score.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FinalTree {
@@ -156,7 +215,7 @@ struct ExpandPlan {
     /// Keys below this leave the tree (`None`: everything fits).
     threshold: Option<u64>,
     /// Flat indices of the entering children, row-major in column order.
-    entering: Vec<u32>,
+    entering: Vec<u64>,
 }
 
 /// SpecExec best-first tree growth: see the module documentation.
@@ -207,7 +266,9 @@ impl TreeBuilder {
         self.nodes.get(id).map(|n| n.score)
     }
 
-    fn push_node(&mut self, parent: i32, token: i32, score: f32, depth: u16) -> i32 {
+    /// Adds a node and links it under `parent`; returns its id and whether it can still be
+    /// expanded (the caller puts those in `open`).
+    fn add_node(&mut self, parent: i32, token: i32, score: f32, depth: u16) -> (i32, bool) {
         let id = self.nodes.len() as u32;
         self.nodes.push(Node {
             token,
@@ -230,11 +291,15 @@ impl TreeBuilder {
             self.nodes[p].last_child = id as i32;
         }
         self.kept += 1;
-        let k = key(score, id);
-        if (depth as usize) < self.cfg.max_depth {
-            self.open.push(k);
+        (id as i32, (depth as usize) < self.cfg.max_depth)
+    }
+
+    fn push_node(&mut self, parent: i32, token: i32, score: f32, depth: u16) -> i32 {
+        let (id, open) = self.add_node(parent, token, score, depth);
+        if open {
+            self.open.push(key(score, id as u32));
         }
-        id as i32
+        id
     }
 
     fn insert(&mut self, parent: i32, token: i32, score: f32, depth: u16) -> i32 {
@@ -368,26 +433,51 @@ impl TreeBuilder {
         child_logprobs: &[f32],
         width: usize,
     ) -> Result<Vec<i32>> {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { self.expand_avx2(parent_ids, child_tokens, child_logprobs, width) };
+        }
+        self.expand_impl(parent_ids, child_tokens, child_logprobs, width)
+    }
+
+    /// [`TreeBuilder::expand`] compiled with AVX2 (the key passes vectorise 4 wide).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn expand_avx2(
+        &mut self,
+        parent_ids: &[i32],
+        child_tokens: &[i32],
+        child_logprobs: &[f32],
+        width: usize,
+    ) -> Result<Vec<i32>> {
+        self.expand_impl(parent_ids, child_tokens, child_logprobs, width)
+    }
+
+    #[inline(always)]
+    fn expand_impl(
+        &mut self,
+        parent_ids: &[i32],
+        child_tokens: &[i32],
+        child_logprobs: &[f32],
+        width: usize,
+    ) -> Result<Vec<i32>> {
         self.validate_expand(parent_ids, child_tokens, child_logprobs, width)?;
         let plan = self.plan_expand(parent_ids, child_tokens, child_logprobs, width)?;
         Ok(self.apply(parent_ids, child_tokens, child_logprobs, width, plan))
     }
 
-    /// The children that could enter, as `(order key, flat index)` in row-major column order
-    /// (key = score bits, then the inverted flat index). Changes nothing.
-    fn candidates(
-        &self,
-        parent_ids: &[i32],
-        child_logprobs: &[f32],
-        width: usize,
-    ) -> Vec<(u64, u32)> {
+    /// The children that could enter, as order keys in row-major column order (score bits,
+    /// then the inverted flat index: see [`key_flat`]). Changes nothing.
+    #[inline(always)]
+    fn candidates(&self, parent_ids: &[i32], child_logprobs: &[f32], width: usize) -> Vec<u64> {
         let cfg = self.cfg;
         // `order_bits(s) > bar_bits` is "beats the worst kept node"; without a full budget
         // every non-NaN score passes (the order bits of -inf are above 0).
         let bar_bits = self.entry_bar().unwrap_or(0);
         let min_bits = order_bits(cfg.min_logprob);
         let take = cfg.max_width.min(width);
-        let mut candidates: Vec<(u64, u32)> = Vec::with_capacity(parent_ids.len() * take);
+        let mut candidates: Vec<u64> = Vec::with_capacity(parent_ids.len() * take);
         let mut row_keys: Vec<u64> = vec![0; width];
         for (r, &p) in parent_ids.iter().enumerate() {
             let node = self.nodes[p as usize];
@@ -395,9 +485,40 @@ impl TreeBuilder {
                 continue;
             }
             let base = node.score + cfg.log_decay;
+            let row = &child_logprobs[r * width..(r + 1) * width];
+            // Common case first: every child that could enter is kept (`take` or fewer), so
+            // they go straight into `candidates`. All keys are written in one vectorised pass;
+            // only a row where some child fails is compacted (branch-free).
+            let start = candidates.len();
+            candidates.resize(start + width, 0);
+            let dst = &mut candidates[start..];
+            let flat0 = (r * width) as u32;
+            let mut failed = 0u32;
+            for (c, (&lp, d)) in row.iter().zip(dst.iter_mut()).enumerate() {
+                let lp = lp.min(0.0);
+                let ob = order_bits(base + lp);
+                let pass = lp != f32::NEG_INFINITY && ob >= min_bits && ob > bar_bits;
+                *d = ((ob as u64) << 32) | (u32::MAX - (flat0 + c as u32)) as u64;
+                failed += u32::from(!pass);
+            }
+            let mut count = width;
+            if failed > 0 {
+                count = 0;
+                for (c, &lp) in row.iter().enumerate() {
+                    let lp = lp.min(0.0);
+                    let ob = order_bits(base + lp);
+                    let pass = lp != f32::NEG_INFINITY && ob >= min_bits && ob > bar_bits;
+                    dst[count] = ((ob as u64) << 32) | (u32::MAX - (flat0 + c as u32)) as u64;
+                    count += pass as usize;
+                }
+            }
+            candidates.truncate(start + count);
+            if count <= take {
+                continue;
+            }
+            candidates.truncate(start);
             // Only children that could enter are ranked: scores are monotone in the log-prob,
             // so the survivors are exactly the row's best ones. Branch-free compaction.
-            let row = &child_logprobs[r * width..(r + 1) * width];
             let mut count = 0;
             for (c, &lp) in row.iter().enumerate() {
                 let lp = lp.min(0.0);
@@ -425,10 +546,7 @@ impl TreeBuilder {
                 let c = col(k);
                 let s = base + child_logprobs[r * width + c].min(0.0);
                 let flat = (r * width + c) as u32;
-                candidates.push((
-                    ((order_bits(s) as u64) << 32) | (u32::MAX - flat) as u64,
-                    flat,
-                ));
+                candidates.push(((order_bits(s) as u64) << 32) | (u32::MAX - flat) as u64);
             }
         }
         candidates
@@ -437,6 +555,7 @@ impl TreeBuilder {
     /// Decides which candidates enter (without changing anything): the entry threshold when
     /// the budget overflows, and the entering children grouped by row in rank order. Fails
     /// when two entering siblings carry the same token.
+    #[inline(always)]
     fn plan_expand(
         &self,
         parent_ids: &[i32],
@@ -444,39 +563,46 @@ impl TreeBuilder {
         child_logprobs: &[f32],
         width: usize,
     ) -> Result<ExpandPlan> {
-        let candidates = self.candidates(parent_ids, child_logprobs, width);
+        let mut candidates = self.candidates(parent_ids, child_logprobs, width);
         let cfg = self.cfg;
         let base_id = self.nodes.len() as u64;
         // Candidates compete with a provisional id `base_id + flat index`: larger than every
         // existing id (old nodes win ties) and, among equal scores, ordered like the ids they
-        // will get (row-major, then rank = column order for equal log-probs).
-        let provisional = |k: u64| {
-            let flat = u32::MAX as u64 - (k & 0xffff_ffff);
-            (k & !0xffff_ffff) | (u32::MAX as u64).saturating_sub(base_id + flat)
-        };
+        // will get (row-major, then rank = column order for equal log-probs). Rewritten in
+        // place; `flat = key_flat(k) - base_id` recovers the flat index.
+        for k in candidates.iter_mut() {
+            let flat = u32::MAX as u64 - (*k & 0xffff_ffff);
+            *k = (*k & !0xffff_ffff) | (u32::MAX as u64).saturating_sub(base_id + flat);
+        }
+        let flat_of = |k: u64| key_flat(k) - base_id as usize;
         let threshold = if self.kept + candidates.len() > cfg.budget {
-            let mut all: Vec<u64> = Vec::with_capacity(self.kept + candidates.len());
-            all.extend(self.worst.iter().map(|&Reverse(k)| k));
-            all.extend(candidates.iter().map(|&(k, _)| provisional(k)));
-            let kth = cfg.budget - 1;
-            all.select_nth_unstable_by(kth, |a, b| b.cmp(a));
-            Some(all[kth])
+            let kept = self.worst.as_slice();
+            Some(kth_largest(
+                kept.iter().map(|&Reverse(k)| k),
+                candidates.iter().copied(),
+                cfg.budget - 1,
+            ))
         } else {
             None
         };
-        let mut entering: Vec<u32> = Vec::with_capacity(candidates.len());
-        let mut i = 0;
-        while i < candidates.len() {
-            let row = candidates[i].1 as usize / width;
-            let start = entering.len();
-            while i < candidates.len() && candidates[i].1 as usize / width == row {
-                let (k, flat) = candidates[i];
+        // The entering flat indices are compacted into `candidates` itself (they never
+        // overtake the read position): no second buffer to allocate and bring into cache.
+        let mut entering = candidates;
+        let (mut i, mut w) = (0, 0);
+        while i < entering.len() {
+            let row = flat_of(entering[i]) / width;
+            // Flat indices of this row end here (one division per row, not per candidate).
+            let row_end = (row + 1) * width;
+            let start = w;
+            while i < entering.len() && flat_of(entering[i]) < row_end {
+                let k = entering[i];
                 i += 1;
-                if threshold.is_none_or(|t| provisional(k) >= t) {
-                    entering.push(flat);
+                if threshold.is_none_or(|t| k >= t) {
+                    entering[w] = flat_of(k) as u64;
+                    w += 1;
                 }
             }
-            let group = &entering[start..];
+            let group = &entering[start..w];
             if group.len() > 1 {
                 if let Some(t) = repeated_token(group.iter().map(|&f| child_tokens[f as usize])) {
                     return Err(Error::value(
@@ -487,6 +613,7 @@ impl TreeBuilder {
                 }
             }
         }
+        entering.truncate(w);
         Ok(ExpandPlan {
             threshold,
             entering,
@@ -496,6 +623,7 @@ impl TreeBuilder {
     /// Carries out a plan: marks the parents expanded, evicts what falls below the threshold
     /// (one pass over the kept set and an `O(n)` heap rebuild, cheaper than a heap pop per
     /// eviction when a step replaces hundreds of nodes) and inserts the entering children.
+    #[inline(always)]
     fn apply(
         &mut self,
         parent_ids: &[i32],
@@ -521,21 +649,35 @@ impl TreeBuilder {
                 }
             }
         }
+        // Heap keys of the newcomers are gathered and added in one go: `extend` picks a
+        // rebuild or sift-ups, whichever is cheaper for the batch.
+        let mut open_keys: Vec<u64> = Vec::with_capacity(plan.entering.len());
+        let mut worst_keys: Vec<Reverse<u64>> = Vec::new();
+        if plan.threshold.is_none() {
+            worst_keys.reserve(plan.entering.len());
+        }
         for &flat in &plan.entering {
             let flat = flat as usize;
             let p = parent_ids[flat / width] as usize;
             let s = self.nodes[p].score + cfg.log_decay + child_logprobs[flat].min(0.0);
             let depth = self.nodes[p].depth + 1;
-            out[flat] = if plan.threshold.is_some() {
-                let id = self.push_node(p as i32, child_tokens[flat], s, depth);
-                kept_keys.push(Reverse(key(s, id as u32)));
-                id
+            let (id, open) = self.add_node(p as i32, child_tokens[flat], s, depth);
+            let k = key(s, id as u32);
+            if open {
+                open_keys.push(k);
+            }
+            if plan.threshold.is_some() {
+                kept_keys.push(Reverse(k));
             } else {
-                self.insert(p as i32, child_tokens[flat], s, depth)
-            };
+                worst_keys.push(Reverse(k));
+            }
+            out[flat] = id;
         }
+        self.open.extend(open_keys);
         if plan.threshold.is_some() {
             self.worst = BinaryHeap::from(kept_keys);
+        } else {
+            self.worst.extend(worst_keys);
         }
         out
     }
@@ -869,6 +1011,30 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn kth_largest_equals_sorting(
+            scores in prop::collection::vec(-40.0f32..0.0, 1..3000),
+            split in 0usize..3000,
+            ties in 0usize..4,
+            kq in 0.0f64..1.0,
+        ) {
+            // Clustered float scores with repeats (`ties` rounds them), as one step makes.
+            let keys: Vec<u64> = scores
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| {
+                    let x = if ties > 0 { (x * ties as f32).round() / ties as f32 } else { x };
+                    key(x, (i % 97) as u32)
+                })
+                .collect();
+            let split = split.min(keys.len());
+            let k = ((keys.len() - 1) as f64 * kq) as usize;
+            let mut sorted = keys.clone();
+            sorted.sort_unstable_by(|a, b| b.cmp(a));
+            let got = kth_largest(keys[..split].iter().copied(), keys[split..].iter().copied(), k);
+            prop_assert_eq!(got, sorted[k]);
+        }
+
         #[test]
         fn finalize_is_an_ancestor_closed_tree_of_the_best_scores(
             budget in 1usize..40,
