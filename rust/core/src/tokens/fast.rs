@@ -18,13 +18,20 @@ use tokenizers::{
 
 use super::sources::char_to_byte;
 
+#[inline]
+fn pair_key(l: u32, r: u32) -> u64 {
+    (u64::from(l) << 32) | u64::from(r)
+}
+
 /// Rank-ordered BPE merges over ids.
 struct FastBpe {
     vocab: AHashMap<String, u32>,
-    /// Ids of the single-character tokens (the starting symbols of every word).
+    /// Ids of the single-character tokens (the starting symbols of every word): a direct
+    /// table for the Basic Multilingual Plane (`u32::MAX` = none), a map above it.
+    char_table: Vec<u32>,
     char_ids: AHashMap<char, u32>,
-    /// `(left, right) -> (rank, merged)`.
-    merges: AHashMap<(u32, u32), (u32, u32)>,
+    /// `left << 32 | right -> (rank, merged)`.
+    merges: AHashMap<u64, (u32, u32)>,
     /// Id of each `<0xNN>` token when the model falls back to bytes.
     byte_ids: Option<Box<[Option<u32>; 256]>>,
     ignore_merges: bool,
@@ -47,7 +54,7 @@ impl FastBpe {
         for (rank, (a, b)) in merges.iter().enumerate() {
             let (&l, &r) = (vocab.get(a)?, vocab.get(b)?);
             let merged = vocab.get(&format!("{a}{b}"))?;
-            map.insert((l, r), (rank as u32, *merged));
+            map.insert(pair_key(l, r), (rank as u32, *merged));
         }
         let byte_ids = bpe.byte_fallback.then(|| {
             let mut ids = Box::new([None; 256]);
@@ -60,7 +67,7 @@ impl FastBpe {
             Some(u) => Some((*vocab.get(u)?, bpe.fuse_unk)),
             None => None,
         };
-        let char_ids = vocab
+        let char_ids: AHashMap<char, u32> = vocab
             .iter()
             .filter_map(|(t, &id)| {
                 let mut chars = t.chars();
@@ -70,7 +77,14 @@ impl FastBpe {
                 }
             })
             .collect();
+        let mut char_table = vec![u32::MAX; 1 << 16];
+        for (&c, &id) in &char_ids {
+            if let Some(slot) = char_table.get_mut(c as usize) {
+                *slot = id;
+            }
+        }
         Some(FastBpe {
+            char_table,
             char_ids,
             vocab,
             merges: map,
@@ -95,7 +109,13 @@ impl FastBpe {
         let mut buf = [0u8; 4];
         let mut pending_unk = false;
         for c in word.chars() {
-            if let Some(&id) = self.char_ids.get(&c) {
+            let direct = self.char_table.get(c as usize).copied();
+            let id = match direct {
+                Some(u32::MAX) => None,
+                Some(id) => Some(id),
+                None => self.char_ids.get(&c).copied(),
+            };
+            if let Some(id) = id {
                 symbols.push(id);
                 pending_unk = false;
                 continue;
@@ -121,7 +141,7 @@ impl FastBpe {
         // Merge the leftmost lowest-ranked pair until none is left. Tokens are short, so a
         // linear scan over cached pair ranks beats the library's heap; each merge looks up only
         // the two pairs it creates (the merge table is large: lookups are cache misses).
-        let pair = |l: u32, r: u32| self.merges.get(&(l, r)).copied();
+        let pair = |l: u32, r: u32| self.merges.get(&pair_key(l, r)).copied();
         let mut ranks: Vec<Option<(u32, u32)>> =
             symbols.windows(2).map(|w| pair(w[0], w[1])).collect();
         loop {
@@ -233,6 +253,9 @@ pub(crate) struct FastPath {
     has_pre_tokenizer: bool,
     added: Option<AhoCorasick>,
     char_to_byte: AHashMap<char, u8>,
+    /// Every id's token string (model and added tokens), looked up once here: the library's
+    /// `id_to_token` hashes into two maps per call.
+    tokens: Vec<Option<String>>,
 }
 
 impl FastPath {
@@ -258,7 +281,15 @@ impl FastPath {
                     .ok()?,
             )
         };
+        let added_max = tok
+            .get_added_tokens_decoder()
+            .keys()
+            .max()
+            .map_or(0, |&m| m as usize + 1);
+        let size = tok.get_vocab_size(false).max(added_max);
+        let tokens = (0..size as u32).map(|id| tok.id_to_token(id)).collect();
         Some(FastPath {
+            tokens,
             bpe,
             decoder,
             normalizer,
@@ -266,6 +297,12 @@ impl FastPath {
             added,
             char_to_byte: char_to_byte(),
         })
+    }
+
+    /// The string of token `id`, as `Tokenizer::id_to_token` gives it (`None` beyond the
+    /// table: the caller asks the library).
+    pub(crate) fn token(&self, id: u32) -> Option<Option<&str>> {
+        self.tokens.get(id as usize).map(|t| t.as_deref())
     }
 
     /// The text of one (non-special) token decoded alone, as the library's decoder gives it.

@@ -268,7 +268,11 @@ fn scan_one(
         surface: None,
         library: false,
     };
-    let Some(token) = tok.id_to_token(id) else {
+    let token = match fast.and_then(|f| f.token(id)) {
+        Some(t) => t.map(str::to_owned),
+        None => tok.id_to_token(id),
+    };
+    let Some(token) = token else {
         // A hole in the id space: nothing can produce it.
         return Ok(r);
     };
