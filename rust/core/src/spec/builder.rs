@@ -122,12 +122,6 @@ fn repeated_token(tokens: impl ExactSizeIterator<Item = i32>) -> Option<i32> {
     None
 }
 
-/// Flat index `r * width + c` of a candidate key (its low half holds `u32::MAX - flat`).
-#[inline]
-fn key_flat(k: u64) -> usize {
-    (u32::MAX - (k & 0xffff_ffff) as u32) as usize
-}
-
 /// The `k`-th largest (0-based) of the keys of `a` and `b` together. Radix selection, 11
 /// bits at a time from the top (the sign, exponent and two mantissa bits of the score first):
 /// a histogram pass over both sources, then only the keys of the bucket holding the answer are
@@ -294,17 +288,13 @@ impl TreeBuilder {
         (id as i32, (depth as usize) < self.cfg.max_depth)
     }
 
-    fn push_node(&mut self, parent: i32, token: i32, score: f32, depth: u16) -> i32 {
-        let (id, open) = self.add_node(parent, token, score, depth);
-        if open {
-            self.open.push(key(score, id as u32));
-        }
-        id
-    }
-
     fn insert(&mut self, parent: i32, token: i32, score: f32, depth: u16) -> i32 {
-        let id = self.push_node(parent, token, score, depth);
-        self.worst.push(Reverse(key(score, id as u32)));
+        let (id, open) = self.add_node(parent, token, score, depth);
+        let k = key(score, id as u32);
+        if open {
+            self.open.push(k);
+        }
+        self.worst.push(Reverse(k));
         id
     }
 
@@ -468,7 +458,7 @@ impl TreeBuilder {
     }
 
     /// The children that could enter, as order keys in row-major column order (score bits,
-    /// then the inverted flat index: see [`key_flat`]). Changes nothing.
+    /// then the inverted flat index, which [`key_id`] reads back). Changes nothing.
     #[inline(always)]
     fn candidates(&self, parent_ids: &[i32], child_logprobs: &[f32], width: usize) -> Vec<u64> {
         let cfg = self.cfg;
@@ -569,12 +559,12 @@ impl TreeBuilder {
         // Candidates compete with a provisional id `base_id + flat index`: larger than every
         // existing id (old nodes win ties) and, among equal scores, ordered like the ids they
         // will get (row-major, then rank = column order for equal log-probs). Rewritten in
-        // place; `flat = key_flat(k) - base_id` recovers the flat index.
+        // place; `flat = key_id(k) - base_id` recovers the flat index.
         for k in candidates.iter_mut() {
             let flat = u32::MAX as u64 - (*k & 0xffff_ffff);
             *k = (*k & !0xffff_ffff) | (u32::MAX as u64).saturating_sub(base_id + flat);
         }
-        let flat_of = |k: u64| key_flat(k) - base_id as usize;
+        let flat_of = |k: u64| key_id(k) - base_id as usize;
         let threshold = if self.kept + candidates.len() > cfg.budget {
             let kept = self.worst.as_slice();
             Some(kth_largest(
@@ -652,10 +642,7 @@ impl TreeBuilder {
         // Heap keys of the newcomers are gathered and added in one go: `extend` picks a
         // rebuild or sift-ups, whichever is cheaper for the batch.
         let mut open_keys: Vec<u64> = Vec::with_capacity(plan.entering.len());
-        let mut worst_keys: Vec<Reverse<u64>> = Vec::new();
-        if plan.threshold.is_none() {
-            worst_keys.reserve(plan.entering.len());
-        }
+        let mut new_keys: Vec<Reverse<u64>> = Vec::with_capacity(plan.entering.len());
         for &flat in &plan.entering {
             let flat = flat as usize;
             let p = parent_ids[flat / width] as usize;
@@ -666,18 +653,15 @@ impl TreeBuilder {
             if open {
                 open_keys.push(k);
             }
-            if plan.threshold.is_some() {
-                kept_keys.push(Reverse(k));
-            } else {
-                worst_keys.push(Reverse(k));
-            }
+            new_keys.push(Reverse(k));
             out[flat] = id;
         }
         self.open.extend(open_keys);
         if plan.threshold.is_some() {
+            kept_keys.extend(new_keys);
             self.worst = BinaryHeap::from(kept_keys);
         } else {
-            self.worst.extend(worst_keys);
+            self.worst.extend(new_keys);
         }
         out
     }
