@@ -72,6 +72,31 @@ def test_ring_matches_exact_sum_and_is_bit_identical(world):
     _check_ring(run_local(_ring_worker, world, timeout=150), world)
 
 
+def _nccl_ring_worker(rank: int, world: int) -> list[dict]:
+    out = []
+    for i, (n, scheme, op, dtype) in enumerate(CASES):
+        x = _data(rank, n, i).to(dtype)
+        exact = sum(_data(r, n, i).to(dtype).float() for r in range(world))
+        if op == "avg":
+            exact = exact / world
+        y = x.cuda()
+        res = comm.all_reduce(y, op=op, scheme=scheme, timeout=60.0, piece_size=5000)
+        assert res is y
+        assert y.is_cuda
+        rel = float((y.float().cpu() - exact).norm() / exact.norm())
+        out.append({"rel": rel, "y": y.float().cpu().numpy(), "scheme": scheme, "n": n})
+    return out
+
+
+@pytest.mark.gpu
+def test_ring_on_nccl_matches_exact_sum_and_is_bit_identical():
+    world = torch.cuda.device_count()
+    if world < 2:
+        pytest.skip(f"an NCCL ring needs 2 GPUs, this machine has {world}")
+    world = min(world, 4)
+    _check_ring(run_local(_nccl_ring_worker, world, timeout=300, backend="nccl"), world)
+
+
 def _checks_worker(rank: int, world: int) -> dict:
     """World 2: the ring cases, argument checks across ranks, NaN policy, DDP hook, DiLoCo."""
     out: dict = {"ring": _ring_worker(rank, world)}

@@ -1,4 +1,5 @@
-"""Run a function on N local processes joined by a gloo group on 127.0.0.1 (tests, demo, bench)."""
+"""Run a function on N local processes joined by a gloo (or NCCL) group on 127.0.0.1 (tests,
+demo, bench)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ def _entry(
     args: tuple[Any, ...],
     results: Any,
     threads: int,
+    backend: str,
 ) -> None:
     import torch
     import torch.distributed as dist
@@ -37,8 +39,10 @@ def _entry(
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
     torch.set_num_threads(threads)
     try:
+        if backend == "nccl":
+            torch.cuda.set_device(rank)
         dist.init_process_group(
-            "gloo",
+            backend,
             init_method=f"tcp://127.0.0.1:{port}",
             rank=rank,
             world_size=world,
@@ -61,8 +65,10 @@ def run_local(
     timeout: float = 120.0,
     threads: int = 1,
     allow_missing: bool = False,
+    backend: str = "gloo",
 ) -> list[Any]:
-    """Runs ``fn(rank, world_size, *args)`` on ``world_size`` spawned processes in one gloo group.
+    """Runs ``fn(rank, world_size, *args)`` on ``world_size`` spawned processes in one gloo group
+    (``backend="nccl"``: one NCCL group, rank ``r`` on GPU ``r``).
 
     Returns the per-rank return values (``None`` for a rank that died when ``allow_missing``).
     Raises ``RuntimeError`` with the remote traceback if a rank raised, and ``TimeoutError``
@@ -72,7 +78,7 @@ def run_local(
     results = ctx.Queue()
     port = free_port()
     procs = [
-        ctx.Process(target=_entry, args=(r, world_size, port, fn, args, results, threads))
+        ctx.Process(target=_entry, args=(r, world_size, port, fn, args, results, threads, backend))
         for r in range(world_size)
     ]
     for p in procs:

@@ -94,8 +94,14 @@ impl FastBpe {
         })
     }
 
-    /// Appends the ids of one pre-token; `None` when the library must decide (unknown chars).
-    fn tokenize(&self, word: &str, out: &mut Vec<u32>) -> Option<()> {
+    /// Appends the ids of one pre-token to `out` (the symbols are merged in place there);
+    /// `ranks` is scratch space. `None` when the library must decide (unknown chars).
+    fn tokenize(
+        &self,
+        word: &str,
+        out: &mut Vec<u32>,
+        ranks: &mut Vec<Option<(u32, u32)>>,
+    ) -> Option<()> {
         if word.is_empty() {
             return Some(());
         }
@@ -105,7 +111,8 @@ impl FastBpe {
                 return Some(());
             }
         }
-        let mut symbols: Vec<u32> = Vec::with_capacity(word.len());
+        let start = out.len();
+        let symbols = out;
         let mut buf = [0u8; 4];
         let mut pending_unk = false;
         for c in word.chars() {
@@ -121,13 +128,9 @@ impl FastBpe {
                 continue;
             }
             if let Some(bytes) = &self.byte_ids {
-                let ids: Option<Vec<u32>> = c
-                    .encode_utf8(&mut buf)
-                    .bytes()
-                    .map(|b| bytes[b as usize])
-                    .collect();
-                if let Some(ids) = ids {
-                    symbols.extend(ids);
+                let utf8 = c.encode_utf8(&mut buf).as_bytes();
+                if utf8.iter().all(|&b| bytes[b as usize].is_some()) {
+                    symbols.extend(utf8.iter().filter_map(|&b| bytes[b as usize]));
                     pending_unk = false;
                     continue;
                 }
@@ -142,8 +145,8 @@ impl FastBpe {
         // linear scan over cached pair ranks beats the library's heap; each merge looks up only
         // the two pairs it creates (the merge table is large: lookups are cache misses).
         let pair = |l: u32, r: u32| self.merges.get(&pair_key(l, r)).copied();
-        let mut ranks: Vec<Option<(u32, u32)>> =
-            symbols.windows(2).map(|w| pair(w[0], w[1])).collect();
+        ranks.clear();
+        ranks.extend(symbols[start..].windows(2).map(|w| pair(w[0], w[1])));
         loop {
             let mut best: Option<(u32, usize)> = None;
             for (i, r) in ranks.iter().enumerate() {
@@ -154,18 +157,19 @@ impl FastBpe {
                 }
             }
             let Some((_, i)) = best else { break };
-            let merged = ranks[i].map_or(symbols[i], |(_, m)| m);
-            symbols[i] = merged;
-            symbols.remove(i + 1);
+            let word = &mut symbols[start..];
+            let merged = ranks[i].map_or(word[i], |(_, m)| m);
+            word[i] = merged;
+            symbols.remove(start + i + 1);
+            let word = &symbols[start..];
             ranks.remove(i);
             if i > 0 {
-                ranks[i - 1] = pair(symbols[i - 1], merged);
+                ranks[i - 1] = pair(word[i - 1], merged);
             }
             if i < ranks.len() {
-                ranks[i] = pair(merged, symbols[i + 1]);
+                ranks[i] = pair(merged, word[i + 1]);
             }
         }
-        out.extend_from_slice(&symbols);
         Some(())
     }
 }
@@ -243,6 +247,15 @@ fn recognise_normalizer(v: &Value) -> Option<Normalizer> {
         }
         _ => None,
     }
+}
+
+/// Buffers one scanning thread reuses from token to token (no allocation per token).
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// The ids of the last [`FastPath::encode`].
+    pub(crate) ids: Vec<u32>,
+    ranks: Vec<Option<(u32, u32)>>,
+    normalized: String,
 }
 
 /// The fast path for one tokenizer, when its shape is recognised.
@@ -333,41 +346,43 @@ impl FastPath {
         }
     }
 
-    /// The ids `text` encodes to (no special tokens added), or `None` to ask the library.
-    pub(crate) fn encode(&self, tok: &Tokenizer, text: &str) -> Option<Vec<u32>> {
+    /// Encodes `text` (no special tokens added) into `scratch.ids`; `None` to ask the library.
+    pub(crate) fn encode(&self, tok: &Tokenizer, text: &str, scratch: &mut Scratch) -> Option<()> {
         if let Some(ac) = &self.added {
             if ac.is_match(text) {
                 return None;
             }
         }
-        let normalized = match self.normalizer {
-            Normalizer::Identity => std::borrow::Cow::Borrowed(text),
+        let normalized: &str = match self.normalizer {
+            Normalizer::Identity => text,
             Normalizer::SentencePiece { prepend } => {
-                let mut s = String::with_capacity(text.len() + 3);
+                let s = &mut scratch.normalized;
+                s.clear();
                 if prepend && !text.is_empty() {
                     s.push('\u{2581}');
                 }
                 for c in text.chars() {
                     s.push(if c == ' ' { '\u{2581}' } else { c });
                 }
-                std::borrow::Cow::Owned(s)
+                s
             }
         };
         if let Some(ac) = &self.added {
-            if ac.is_match(normalized.as_ref()) {
+            if ac.is_match(normalized) {
                 return None;
             }
         }
-        let mut out = Vec::new();
+        let (out, ranks) = (&mut scratch.ids, &mut scratch.ranks);
+        out.clear();
         if self.has_pre_tokenizer {
-            let mut pre = PreTokenizedString::from(normalized.as_ref());
+            let mut pre = PreTokenizedString::from(normalized);
             tok.get_pre_tokenizer()?.pre_tokenize(&mut pre).ok()?;
             for (piece, _, _) in pre.get_splits(OffsetReferential::Original, OffsetType::None) {
-                self.bpe.tokenize(piece, &mut out)?;
+                self.bpe.tokenize(piece, out, ranks)?;
             }
         } else {
-            self.bpe.tokenize(&normalized, &mut out)?;
+            self.bpe.tokenize(normalized, out, ranks)?;
         }
-        Some(out)
+        Some(())
     }
 }

@@ -16,7 +16,7 @@ pub mod gguf;
 pub mod indicators;
 pub mod sources;
 
-use fast::FastPath;
+use fast::{FastPath, Scratch};
 
 use ahash::AHashMap;
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
@@ -249,14 +249,19 @@ struct TokenResult {
     library: bool,
 }
 
-fn scan_one(
-    tok: &Tokenizer,
-    fast: Option<&FastPath>,
-    id: u32,
-    special: &AHashMap<u32, bool>,
-    traits: &Traits,
-    char_to_byte: &AHashMap<char, u8>,
-) -> Result<TokenResult> {
+/// What every token's scan shares.
+struct ScanContext<'a> {
+    tok: &'a Tokenizer,
+    fast: Option<&'a FastPath>,
+    special: AHashMap<u32, bool>,
+    traits: Traits,
+    char_to_byte: AHashMap<char, u8>,
+    /// Keep each token's byte string (only the containment report reads it).
+    surfaces: bool,
+}
+
+fn scan_one(cx: &ScanContext<'_>, id: u32, scratch: &mut Scratch) -> Result<TokenResult> {
+    let (tok, fast, traits) = (cx.tok, cx.fast, &cx.traits);
     let mut r = TokenResult {
         token: String::new(),
         decoded: String::new(),
@@ -278,7 +283,7 @@ fn scan_one(
     };
     r.token = token;
     let decode_err = |e| Error::Internal(format!("decoding token {id} failed: {e}"));
-    let is_special = special.get(&id).copied().unwrap_or(false);
+    let is_special = cx.special.get(&id).copied().unwrap_or(false);
     r.decoded = match fast
         .filter(|_| !is_special)
         .and_then(|f| f.decode(&r.token))
@@ -290,7 +295,7 @@ fn scan_one(
         r.category = Category::Special;
         return Ok(r);
     }
-    let bytes = token_bytes(&r.token, traits, char_to_byte);
+    let bytes = token_bytes(&r.token, traits, &cx.char_to_byte);
     if let Some(b) = &bytes {
         r.single_byte = b.len() == 1;
         r.impossible = impossible_in_utf8(b);
@@ -314,16 +319,18 @@ fn scan_one(
         Some(b) => std::str::from_utf8(b).is_err(),
         None => r.decoded.contains('\u{fffd}') && !r.token.contains('\u{fffd}'),
     };
-    r.surface = Some(bytes.unwrap_or_else(|| r.decoded.as_bytes().to_vec()));
+    if cx.surfaces {
+        r.surface = Some(bytes.unwrap_or_else(|| r.decoded.as_bytes().to_vec()));
+    }
     if undecodable {
         r.category = Category::Undecodable;
         return Ok(r);
     }
-    let fast_ids = fast.and_then(|f| f.encode(tok, &r.decoded));
+    let fast_ok = fast.and_then(|f| f.encode(tok, &r.decoded, scratch)).is_some();
     let encoding;
-    let mut ids: &[u32] = match &fast_ids {
-        Some(ids) => ids,
-        None => {
+    let mut ids: &[u32] = match fast_ok {
+        true => &scratch.ids,
+        false => {
             r.library = true;
             encoding = tok
                 .encode_fast(r.decoded.as_str(), false)
@@ -452,12 +459,18 @@ fn scan_with(
         .into_iter()
         .map(|(id, t)| (id, t.special))
         .collect();
-    let traits = traits(tok);
-    let char_to_byte = sources::char_to_byte();
+    let cx = ScanContext {
+        tok,
+        fast,
+        special,
+        traits: traits(tok),
+        char_to_byte: sources::char_to_byte(),
+        surfaces: options.containment,
+    };
     let results: Vec<TokenResult> = (0..vocab_size as u32)
         .into_par_iter()
         .with_min_len(256)
-        .map(|id| scan_one(tok, fast, id, &special, &traits, &char_to_byte))
+        .map_init(Scratch::default, |scratch, id| scan_one(&cx, id, scratch))
         .collect::<Result<_>>()?;
 
     let containment = if options.containment {
