@@ -36,18 +36,20 @@ def _data(rank: int, n: int, seed: int) -> torch.Tensor:
     return torch.randn(n, generator=torch.Generator().manual_seed(seed * 100 + rank))
 
 
-def _ring_worker(rank: int, world: int) -> list[dict]:
+def _ring_worker(rank: int, world: int, device: str = "cpu") -> list[dict]:
     out = []
     for i, (n, scheme, op, dtype) in enumerate(CASES):
         x = _data(rank, n, i).to(dtype)
         exact = sum(_data(r, n, i).to(dtype).float() for r in range(world))
         if op == "avg":
             exact = exact / world
-        y = x.clone()
+        y = x.to(device)
         res = comm.all_reduce(y, op=op, scheme=scheme, timeout=60.0, piece_size=5000)
         assert res is y
-        rel = float((y.float() - exact).norm() / exact.norm())
-        out.append({"rel": rel, "y": y.float().numpy(), "scheme": scheme, "n": n})
+        assert y.device.type == device
+        y = y.float().cpu()
+        rel = float((y - exact).norm() / exact.norm())
+        out.append({"rel": rel, "y": y.numpy(), "scheme": scheme, "n": n})
     return out
 
 
@@ -72,29 +74,13 @@ def test_ring_matches_exact_sum_and_is_bit_identical(world):
     _check_ring(run_local(_ring_worker, world, timeout=150), world)
 
 
-def _nccl_ring_worker(rank: int, world: int) -> list[dict]:
-    out = []
-    for i, (n, scheme, op, dtype) in enumerate(CASES):
-        x = _data(rank, n, i).to(dtype)
-        exact = sum(_data(r, n, i).to(dtype).float() for r in range(world))
-        if op == "avg":
-            exact = exact / world
-        y = x.cuda()
-        res = comm.all_reduce(y, op=op, scheme=scheme, timeout=60.0, piece_size=5000)
-        assert res is y
-        assert y.is_cuda
-        rel = float((y.float().cpu() - exact).norm() / exact.norm())
-        out.append({"rel": rel, "y": y.float().cpu().numpy(), "scheme": scheme, "n": n})
-    return out
-
-
 @pytest.mark.gpu
 def test_ring_on_nccl_matches_exact_sum_and_is_bit_identical():
     world = torch.cuda.device_count()
     if world < 2:
         pytest.skip(f"an NCCL ring needs 2 GPUs, this machine has {world}")
     world = min(world, 4)
-    _check_ring(run_local(_nccl_ring_worker, world, timeout=300, backend="nccl"), world)
+    _check_ring(run_local(_ring_worker, world, "cuda", timeout=300, backend="nccl"), world)
 
 
 def _checks_worker(rank: int, world: int) -> dict:
