@@ -294,13 +294,9 @@ impl FastPath {
                     .ok()?,
             )
         };
-        let added_max = tok
-            .get_added_tokens_decoder()
-            .keys()
-            .max()
-            .map_or(0, |&m| m as usize + 1);
-        let size = tok.get_vocab_size(false).max(added_max);
-        let tokens = (0..size as u32).map(|id| tok.id_to_token(id)).collect();
+        let tokens = (0..super::id_space(tok) as u32)
+            .map(|id| tok.id_to_token(id))
+            .collect();
         Some(FastPath {
             tokens,
             bpe,

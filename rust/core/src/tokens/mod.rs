@@ -326,7 +326,9 @@ fn scan_one(cx: &ScanContext<'_>, id: u32, scratch: &mut Scratch) -> Result<Toke
         r.category = Category::Undecodable;
         return Ok(r);
     }
-    let fast_ok = fast.and_then(|f| f.encode(tok, &r.decoded, scratch)).is_some();
+    let fast_ok = fast
+        .and_then(|f| f.encode(tok, &r.decoded, scratch))
+        .is_some();
     let encoding;
     let mut ids: &[u32] = match fast_ok {
         true => &scratch.ids,
@@ -422,6 +424,21 @@ impl PreparedTokenizer {
     }
 }
 
+/// One past the largest token id. Cheaper than `get_vocab` (which clones every string): the
+/// model's size, the added tokens' largest id, then probe past the end for ids beyond a hole.
+pub(crate) fn id_space(tok: &Tokenizer) -> usize {
+    let added_max = tok
+        .get_added_tokens_decoder()
+        .keys()
+        .max()
+        .map_or(0, |&m| m as usize + 1);
+    let mut size = tok.get_vocab_size(false).max(added_max);
+    while tok.id_to_token(size as u32).is_some() {
+        size += 1;
+    }
+    size
+}
+
 fn scan_with(
     tok: &Tokenizer,
     fast: Option<&FastPath>,
@@ -440,17 +457,7 @@ fn scan_with(
     } else {
         tok
     };
-    // Cheaper than `get_vocab` (which clones every string): the model's size, the added
-    // tokens' largest id, then probe past the end for ids beyond a hole.
-    let added_max = tok
-        .get_added_tokens_decoder()
-        .keys()
-        .max()
-        .map_or(0, |&m| m as usize + 1);
-    let mut vocab_size = tok.get_vocab_size(false).max(added_max);
-    while tok.id_to_token(vocab_size as u32).is_some() {
-        vocab_size += 1;
-    }
+    let vocab_size = id_space(tok);
     if vocab_size == 0 {
         return Err(Error::value("tokenizer", "a non-empty vocabulary", "none"));
     }
