@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 import pytest
 import torch
 
 from ferrolm import spec
+from ferrolm._timing import best_of
 from ferrolm.spec._reference import TorchTreeState, numpy_sequoia_dp, torch_ancestor_mask
 
 P = spec.load_acceptance_vector(Path(spec.__file__).with_name("sequoia_acceptance_vector.txt"))
@@ -28,16 +28,6 @@ DEPTH = 10
 BUDGET = 1024
 WIDTH = 32
 FRONTIER = 128
-
-
-def best_time(fn: Callable[[], Any], repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def record_ratio(benchmark, baseline_s: float) -> None:
@@ -58,7 +48,7 @@ def test_bench_ferrolm_sequoia_dp_n1024(benchmark):
 def test_bench_ferrolm_sequoia_dp_n256(benchmark):
     table = benchmark(spec.sequoia_dp, P, 256, DEPTH)
     if benchmark.enabled:
-        record_ratio(benchmark, best_time(lambda: numpy_sequoia_dp(P, 256, DEPTH), 2))
+        record_ratio(benchmark, best_of(lambda: numpy_sequoia_dp(P, 256, DEPTH), 2))
     np.testing.assert_array_equal(table.values(), numpy_sequoia_dp(P, 256, DEPTH))
 
 
@@ -156,7 +146,7 @@ def test_bench_ferrolm_treebuilder_finalize(benchmark):
     tree, _ = benchmark(b.finalize)
     if benchmark.enabled:
         s = torch_after_step()
-        record_ratio(benchmark, best_time(s.finalize, 50))
+        record_ratio(benchmark, best_of(s.finalize, 50))
     assert tree.size == BUDGET
     # the torch version keeps the same set (up to ties) and renumbers the same way
     parents_t, tokens_t, _ = torch_after_step().finalize()
@@ -179,7 +169,7 @@ MASK_PARENTS_T = torch.from_numpy(MASK_PARENTS.astype(np.int64))
 def test_bench_ferrolm_ancestor_mask(benchmark):
     mask = benchmark(spec.ancestor_mask, MASK_PARENTS)
     if benchmark.enabled:
-        record_ratio(benchmark, best_time(lambda: torch_ancestor_mask(MASK_PARENTS_T), 50))
+        record_ratio(benchmark, best_of(lambda: torch_ancestor_mask(MASK_PARENTS_T), 50))
     np.testing.assert_array_equal(mask, torch_ancestor_mask(MASK_PARENTS_T).numpy())
 
 

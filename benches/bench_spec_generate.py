@@ -31,6 +31,7 @@ import pytest
 import torch
 
 from ferrolm import spec
+from ferrolm.spec import _generate_demo
 
 REAL = os.environ.get("FERROLM_BENCH_REAL", "") not in ("", "0")
 _ROOT = Path(__file__).resolve().parents[1]
@@ -86,29 +87,7 @@ class CallCounter:
 
 
 def tiny_pair() -> tuple[Any, Any, list[tuple[str, list[int]]]]:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=256,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        initializer_range=0.3,
-        attn_implementation="sdpa",
-    )
-    torch.manual_seed(0)
-    target = LlamaForCausalLM(config).eval()
-    draft = LlamaForCausalLM(config).eval()
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for d, t in zip(draft.parameters(), target.parameters()):
-            d.copy_(t + 0.1 * t.std() * torch.randn(t.shape, generator=gen))
-    for m in (target, draft):
-        m.generation_config.eos_token_id = None
-        m.generation_config.pad_token_id = 0
+    target, draft = _generate_demo.tiny_pair(layers=2, positions=256, noise=0.1)
     rng = torch.Generator().manual_seed(2)
     prompts = [
         (f"p{i}", torch.randint(0, 256, (n,), generator=rng).tolist())

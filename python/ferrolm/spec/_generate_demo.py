@@ -10,17 +10,19 @@ import torch
 from ferrolm._report import Section
 
 
-def _tiny_pair() -> tuple[Any, Any]:
+def tiny_pair(layers: int = 4, positions: int = 512, noise: float = 0.2) -> tuple[Any, Any]:
+    """A random tiny Llama target (256 tokens) and its draft: the target with `noise` relative
+    weight noise. Deterministic; greedy generation never stops early (no EOS)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
         vocab_size=256,
         hidden_size=64,
         intermediate_size=128,
-        num_hidden_layers=4,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=positions,
         initializer_range=0.3,
         attn_implementation="sdpa",
     )
@@ -28,9 +30,9 @@ def _tiny_pair() -> tuple[Any, Any]:
     target = LlamaForCausalLM(config).eval()
     draft = LlamaForCausalLM(config).eval()
     gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # the draft: the target with 20% weight noise
+    with torch.no_grad():
         for d, t in zip(draft.parameters(), target.parameters()):
-            d.copy_(t + 0.2 * t.std() * torch.randn(t.shape, generator=gen))
+            d.copy_(t + noise * t.std() * torch.randn(t.shape, generator=gen))
     for model in (target, draft):
         model.generation_config.eos_token_id = None
         model.generation_config.pad_token_id = 0
@@ -94,7 +96,7 @@ def demo_section() -> Section:
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)  # tiny models: one thread is fastest (no fork/join per op)
-        target, draft = _tiny_pair()
+        target, draft = tiny_pair()
         _rows(section, "tiny Llama 4L", target, draft, [1, 17, 42, 99, 7], 48, 32)
         torch.set_num_threads(threads)
         pair = _smollm2()
