@@ -68,6 +68,15 @@ class Result:
     def category_tau(self) -> dict[str, float]:
         return {c: n / max(k, 1) for c, (n, k) in self.per_category.items()}
 
+    def add(self, cat: str, new: list[int], calls: int, matched: bool) -> None:
+        """Counts one prompt's output (`calls` target forwards) and prints progress."""
+        self.matches += int(matched)
+        self.new_tokens += len(new)
+        self.target_calls += calls
+        self.per_category[cat][0] += len(new)
+        self.per_category[cat][1] += calls
+        _progress(self, cat)
+
 
 class CallCounter:
     """Counts forward calls of a module (a pre-hook; works for any generation loop)."""
@@ -152,12 +161,7 @@ def run_plain(target: Any, prompts: list[Any], expected: dict[int, list[int]]) -
             res.seconds += time.perf_counter() - start
             new = out[0, len(ids) :].tolist()
             expected[i] = new
-            res.matches += 1
-            res.new_tokens += len(new)
-            res.target_calls += counter.calls - before
-            res.per_category[cat][0] += len(new)
-            res.per_category[cat][1] += counter.calls - before
-            _progress(res, cat)
+            res.add(cat, new, counter.calls - before, matched=True)
     finally:
         counter.close()
     return res
@@ -182,12 +186,7 @@ def run_assisted(
             )
             res.seconds += time.perf_counter() - start
             new = out[0, len(ids) :].tolist()
-            res.matches += int(new == expected.get(i, new))
-            res.new_tokens += len(new)
-            res.target_calls += counter.calls - before
-            res.per_category[cat][0] += len(new)
-            res.per_category[cat][1] += counter.calls - before
-            _progress(res, cat)
+            res.add(cat, new, counter.calls - before, matched=new == expected.get(i, new))
     finally:
         counter.close()
     return res
@@ -206,12 +205,7 @@ def run_ferrolm(
             out = gen.generate([ids], max_new_tokens=NEW_TOKENS)
             res.seconds += time.perf_counter() - start
             new = out.new_tokens[0]
-            res.matches += int(new == expected.get(i, new))
-            res.new_tokens += len(new)
-            res.target_calls += counter.calls - before
-            res.per_category[cat][0] += len(new)
-            res.per_category[cat][1] += counter.calls - before
-            _progress(res, cat)
+            res.add(cat, new, counter.calls - before, matched=new == expected.get(i, new))
             stats.merge(out.stats)
     finally:
         counter.close()
