@@ -5,6 +5,7 @@
 //! GIL and calls into this crate, and maps [`Error`] to Python exceptions in one place.
 #![deny(missing_docs)]
 
+mod buffer;
 pub mod comm;
 pub mod error;
 pub mod prune;

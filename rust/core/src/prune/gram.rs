@@ -6,16 +6,18 @@
 
 use rayon::prelude::*;
 
-use super::dots::distance_block;
-use super::select::{greedy, nearest_neighbour_argmax, FirstChoice};
+use super::amx;
+use super::dots::{distance_block, dot};
+use super::select::{argmax, greedy, nearest_neighbour_argmax, update_min, FirstChoice};
+use crate::buffer::Zeroed;
 use crate::{Error, Result};
 
 /// Rows per tile: a `TILE x d` panel of each operand stays in L2 for d up to a few thousand,
 /// and `N = 576` still gives 6 tiles for 2 threads.
-const TILE: usize = 192;
+pub(crate) const TILE: usize = 192;
 
-/// A raw view of the distance matrix that tiles write into from several threads.
-struct SharedMatrix {
+/// A raw view of the `n x n` distance matrix that tiles write into from several threads.
+pub(crate) struct SharedMatrix {
     ptr: *mut f32,
     n: usize,
 }
@@ -24,20 +26,47 @@ struct SharedMatrix {
 // rayon's threads cannot race.
 unsafe impl Sync for SharedMatrix {}
 
+impl SharedMatrix {
+    /// A view of `dist`, which must hold `n * n` floats.
+    pub(crate) fn new(dist: &mut [f32], n: usize) -> Self {
+        assert_eq!(
+            dist.len(),
+            n * n,
+            "SharedMatrix: {} floats for n = {n}",
+            dist.len()
+        );
+        SharedMatrix {
+            ptr: dist.as_mut_ptr(),
+            n,
+        }
+    }
+
+    /// Writes `v` at `(i, j)` and `(j, i)`.
+    ///
+    /// # Safety
+    /// `i, j < n`; no other thread writes or reads either entry meanwhile; the matrix
+    /// outlives the view.
+    pub(crate) unsafe fn set_pair(&self, i: usize, j: usize, v: f32) {
+        debug_assert!(i < self.n && j < self.n);
+        // SAFETY: by the contract above both offsets are inside the matrix and unshared.
+        unsafe {
+            *self.ptr.add(i * self.n + j) = v;
+            *self.ptr.add(j * self.n + i) = v;
+        }
+    }
+}
+
 /// The symmetric cosine-distance matrix `D = 1 - X X^T` of L2-normalised rows `x` (`[n, d]`).
-pub(crate) fn distance_matrix(x: &[f32], n: usize, d: usize) -> Result<Vec<f32>> {
+pub(crate) fn distance_matrix(x: &[f32], n: usize, d: usize) -> Result<Zeroed<f32>> {
     let len = n
         .checked_mul(n)
         .ok_or_else(|| Error::value("features", "fewer tokens", format!("{n} tokens")))?;
-    let mut dist = vec![0.0f32; len];
+    let mut dist = Zeroed::new(len);
     let blocks = n.div_ceil(TILE);
     let pairs: Vec<(usize, usize)> = (0..blocks)
         .flat_map(|i| (i..blocks).map(move |j| (i, j)))
         .collect();
-    let shared = SharedMatrix {
-        ptr: dist.as_mut_ptr(),
-        n,
-    };
+    let shared = SharedMatrix::new(&mut dist, n);
     pairs.into_par_iter().try_for_each(|(bi, bj)| {
         let (r0, r1) = (bi * TILE, ((bi + 1) * TILE).min(n));
         let (c0, c1) = (bj * TILE, ((bj + 1) * TILE).min(n));
@@ -51,15 +80,11 @@ pub(crate) fn distance_matrix(x: &[f32], n: usize, d: usize) -> Result<Vec<f32>>
                 if bi == bj && j < i {
                     continue; // the mirror of the upper triangle fills it
                 }
-                let v = tile[r * w + c];
                 // SAFETY: i, j < n. Tile (bi, bj) with bj >= bi writes the entries (i, j) of
                 // its own block and their mirrors (j, i), which lie in block (bj, bi); no
                 // other tile writes either block, and diagonal tiles write only j >= i and
                 // mirrors. `dist` outlives the parallel loop.
-                unsafe {
-                    *shared.ptr.add(i * shared.n + j) = v;
-                    *shared.ptr.add(j * shared.n + i) = v;
-                }
+                unsafe { shared.set_pair(i, j, tile[r * w + c]) };
             }
         }
         Ok::<(), Error>(())
@@ -75,6 +100,9 @@ pub(crate) fn select(
     k: usize,
     first: FirstChoice,
 ) -> Result<(Vec<usize>, f32)> {
+    if amx::enabled() {
+        return select_refined(x, n, d, k, first);
+    }
     let dist = distance_matrix(x, n, d)?;
     let first = match first {
         FirstChoice::Token(t) => t,
@@ -91,6 +119,129 @@ pub(crate) fn select(
         out.copy_from_slice(&dist[c * n..(c + 1) * n]);
         Ok(())
     })
+}
+
+/// Float32 distances, computed only where the approximate AMX matrix cannot decide.
+struct Exact<'a> {
+    x: &'a [f32],
+    d: usize,
+    n: usize,
+    /// The approximate matrix, every entry within `EPS` of the float32 distance.
+    dist: &'a [f32],
+}
+
+impl Exact<'_> {
+    fn distance(&self, i: usize, j: usize) -> f32 {
+        let d = self.d;
+        1.0 - dot(&self.x[i * d..(i + 1) * d], &self.x[j * d..(j + 1) * d])
+    }
+
+    /// The float32 minimum distance from `c` to `others` (`+inf` when empty).
+    ///
+    /// Only the entries whose approximate distance is within `2 * EPS` of the approximate
+    /// minimum can hold the float32 minimum (any other is more than `EPS` above the minimum
+    /// entry's float32 value), so only those are computed: usually one.
+    fn min_distance(&self, c: usize, others: impl Iterator<Item = usize> + Clone) -> f32 {
+        let row = &self.dist[c * self.n..(c + 1) * self.n];
+        let approx = others.clone().fold(f32::INFINITY, |m, q| m.min(row[q]));
+        let limit = approx + 2.0 * amx::EPS;
+        others
+            .filter(|&q| row[q] <= limit)
+            .fold(f32::INFINITY, |m, q| m.min(self.distance(c, q)))
+    }
+}
+
+/// [`select`] on the AMX matrix, whose entries are within [`amx::EPS`] of float32 ones.
+///
+/// Every decision is the float32 one: where other candidates come within `2 * EPS` of the
+/// best approximate value (a near-tie the approximation could get wrong), their float32
+/// values decide (lowest index on ties), and the objective is likewise taken in float32 for
+/// the picks within `2 * EPS` of the smallest value. A float32 value needs the dot products
+/// of only the pairs within `2 * EPS` of the approximate minimum (see
+/// [`Exact::min_distance`]), so a refined step costs a few `d`-long dot products.
+pub(crate) fn select_refined(
+    x: &[f32],
+    n: usize,
+    d: usize,
+    k: usize,
+    first: FirstChoice,
+) -> Result<(Vec<usize>, f32)> {
+    let dist = amx::distance_matrix(x, n, d)?;
+    let window = 2.0 * amx::EPS;
+    let exact = Exact {
+        x,
+        d,
+        n,
+        dist: &dist,
+    };
+    let first = match first {
+        FirstChoice::Token(t) => t,
+        FirstChoice::MostIsolated => {
+            let nn: Vec<f32> = dist
+                .par_chunks(n)
+                .enumerate()
+                .map(|(i, row)| nearest_distance(row, i))
+                .collect();
+            let (best, value) = argmax(&nn);
+            let close: Vec<usize> = (0..n).filter(|&i| nn[i] >= value - window).collect();
+            if close.len() == 1 {
+                best
+            } else {
+                let exact_nn: Vec<f32> = close
+                    .par_iter()
+                    .map(|&i| exact.min_distance(i, (0..n).filter(move |&j| j != i)))
+                    .collect();
+                close[argmax(&exact_nn).0]
+            }
+        }
+    };
+    let mut chosen = vec![false; n];
+    let mut picks = Vec::with_capacity(k);
+    // Per pick after the first: its value, and whether that value is already float32.
+    let mut values: Vec<(f32, bool)> = Vec::with_capacity(k);
+    let mut min_dist = vec![f32::INFINITY; n];
+    let mut close = Vec::new();
+    let mut pick = first;
+    loop {
+        chosen[pick] = true;
+        picks.push(pick);
+        min_dist[pick] = f32::NEG_INFINITY;
+        if picks.len() == k {
+            break;
+        }
+        update_min(&mut min_dist, &dist[pick * n..(pick + 1) * n]);
+        let (best, value) = argmax(&min_dist);
+        close.clear();
+        close.extend((0..n).filter(|&j| min_dist[j] >= value - window));
+        let (next, value, is_exact) = if close.len() == 1 {
+            (best, value, false)
+        } else {
+            let fresh: Vec<f32> = close
+                .iter()
+                .map(|&c| exact.min_distance(c, picks.iter().copied()))
+                .collect();
+            let (at, v) = argmax(&fresh);
+            (close[at], v, true)
+        };
+        if chosen[next] {
+            return Err(Error::Internal(format!(
+                "greedy picked token {next} twice (k={k}, n={n})"
+            )));
+        }
+        values.push((value, is_exact));
+        pick = next;
+    }
+    let smallest = values.iter().fold(f32::INFINITY, |m, v| m.min(v.0));
+    let mut objective = f32::INFINITY;
+    for (step, &(value, is_exact)) in values.iter().enumerate() {
+        let value = if is_exact || value > smallest + window {
+            value
+        } else {
+            exact.min_distance(picks[step + 1], picks[..=step].iter().copied())
+        };
+        objective = objective.min(value);
+    }
+    Ok((picks, objective))
 }
 
 /// The smallest entry of `row` other than `row[skip]` (`+inf` for a single token).

@@ -20,6 +20,7 @@
 //! undefined); duplicate tokens are fine: a duplicate of a kept token has distance 0 and is
 //! only kept once every token at a positive distance is, in which case the objective is 0.
 
+mod amx;
 mod dots;
 mod gram;
 mod matrix_free;

@@ -241,3 +241,149 @@ proptest! {
             "greedy {} optimum {}", s.objective, best);
     }
 }
+
+/// Rows with a wide dynamic range: uniform values times per-column scales over six orders of
+/// magnitude, plus (with `near_duplicates`) every 11th row a rescaled copy of another.
+fn spread_features(n: usize, d: usize, seed: u64, near_duplicates: bool) -> Vec<f32> {
+    let mut x = features(n, d, seed);
+    for (i, v) in x.iter_mut().enumerate() {
+        *v *= 10f32.powi((i % d % 7) as i32 - 3);
+    }
+    if !near_duplicates {
+        return x;
+    }
+    for i in (3..n).step_by(11) {
+        let (src, dst) = x.split_at_mut(i * d);
+        for (a, b) in dst[..d].iter_mut().zip(&src[(i - 3) * d..(i - 2) * d]) {
+            *a = *b * (1.0 + 1e-6);
+        }
+    }
+    x
+}
+
+#[test]
+fn amx_distances_are_float32_accurate_and_symmetric() {
+    if !amx::enabled() {
+        eprintln!("skipped: this CPU or kernel has no AMX-BF16 (or FERROLM_NO_AMX is set)");
+        return;
+    }
+    for (n, d, seed) in [
+        (1, 1, 1),
+        (5, 3, 2),
+        (33, 31, 3),
+        (97, 64, 4),
+        (250, 200, 5),
+        (40, 4096, 6),
+        (400, 33, 7),
+    ] {
+        for raw in [features(n, d, seed), spread_features(n, d, seed, true)] {
+            let x = dots::normalized_rows(&raw, n, d).unwrap();
+            let got = amx::distance_matrix(&x, n, d).unwrap();
+            let fp32 = gram::distance_matrix(&x, n, d).unwrap();
+            let mut worst = 0.0f64;
+            for i in 0..n {
+                for j in 0..n {
+                    let (a, b) = (&x[i * d..(i + 1) * d], &x[j * d..(j + 1) * d]);
+                    let dot: f64 = a.iter().zip(b).map(|(&p, &q)| f64::from(p * q)).sum();
+                    let abs: f64 = a
+                        .iter()
+                        .zip(b)
+                        .map(|(&p, &q)| f64::from((p * q).abs()))
+                        .sum();
+                    let err = (f64::from(got[i * n + j]) - (1.0 - dot)).abs();
+                    // The split's bound plus float32 accumulation and the final `1 - dot`.
+                    let bound = (3.05 * 2f64.powi(-18) + 3.0 * d as f64 * 2f64.powi(-24)) * abs
+                        + 2f64.powi(-23);
+                    assert!(
+                        err <= bound,
+                        "n={n} d={d} ({i}, {j}): error {err:e} > {bound:e}"
+                    );
+                    assert_eq!(got[i * n + j], got[j * n + i]);
+                    worst = worst.max((got[i * n + j] - fp32[i * n + j]).abs().into());
+                }
+            }
+            // The refinement window assumes every entry is within EPS of float32's.
+            assert!(
+                worst <= f64::from(amx::EPS),
+                "n={n} d={d}: {worst:e} from float32"
+            );
+        }
+    }
+}
+
+/// Checks that every one of `picks` was a best choice of the greedy in f64 arithmetic, up to
+/// `tol` (a near-tie that float32 rounding may decide either way); returns how many were not
+/// the exact f64 argmax.
+fn assert_greedy_up_to(x: &[f32], n: usize, d: usize, picks: &[usize], tol: f64) -> usize {
+    let unit: Vec<f64> = dots::normalized_rows(x, n, d)
+        .unwrap()
+        .iter()
+        .map(|&v| f64::from(v))
+        .collect();
+    let dist = |i: usize, j: usize| {
+        let (a, b) = (&unit[i * d..(i + 1) * d], &unit[j * d..(j + 1) * d]);
+        1.0 - a.iter().zip(b).map(|(p, q)| p * q).sum::<f64>()
+    };
+    let mut off = 0;
+    let mut check = |values: &[f64], pick: usize, step: usize| {
+        let best = values.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        assert!(
+            values[pick] >= best - tol,
+            "step {step}: {} < {best}",
+            values[pick]
+        );
+        off += usize::from(values[pick] < best);
+    };
+    let nn: Vec<f64> = (0..n)
+        .map(|i| {
+            (0..n)
+                .filter(|&j| j != i)
+                .map(|j| dist(i, j))
+                .fold(f64::INFINITY, f64::min)
+        })
+        .collect();
+    check(&nn, picks[0], 0);
+    let mut min_dist = vec![f64::INFINITY; n];
+    for (step, w) in picks.windows(2).enumerate() {
+        min_dist[w[0]] = f64::NEG_INFINITY;
+        for (j, m) in min_dist.iter_mut().enumerate() {
+            *m = m.min(dist(w[0], j));
+        }
+        check(&min_dist, w[1], step + 1);
+    }
+    off
+}
+
+#[test]
+fn refined_amx_greedy_makes_float32_decisions() {
+    if !amx::enabled() {
+        eprintln!("skipped: this CPU or kernel has no AMX-BF16 (or FERROLM_NO_AMX is set)");
+        return;
+    }
+    // d = 16 and 700 tokens: the split matrix alone (17 bits) gets picks of this greedy wrong
+    // by more than 1e-6; the refined greedy must be as close as float32.
+    for (n, d, k, seed, spread) in [
+        (700, 16, 200, 3, false),
+        (700, 96, 300, 11, false),
+        (300, 40, 120, 12, true),
+        (64, 8, 64, 13, true),
+    ] {
+        let mut raw = if spread {
+            spread_features(n, d, seed, true)
+        } else {
+            features(n, d, seed)
+        };
+        // Exact duplicates of a few tokens: ties the refinement must resolve.
+        for i in [5usize, 17, 40] {
+            let src = raw[i * d..(i + 1) * d].to_vec();
+            raw[(i + 1) * d..(i + 2) * d].copy_from_slice(&src);
+        }
+        let x = dots::normalized_rows(&raw, n, d).unwrap();
+        let (got, obj) =
+            gram::select_refined(&x, n, d, k, select::FirstChoice::MostIsolated).unwrap();
+        let off = assert_greedy_up_to(&raw, n, d, &got, 1e-6);
+        assert!(off <= 10, "n={n} d={d}: {off} near-tie picks");
+        let want_obj = objective(&raw, n, d, &got).unwrap();
+        assert!((obj - want_obj).abs() < 1e-6, "{obj} vs {want_obj}");
+    }
+}
