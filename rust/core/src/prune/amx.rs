@@ -123,7 +123,8 @@ impl Packed {
     }
 }
 
-fn pack(x: &[f32], n: usize, d: usize) -> Packed {
+/// Packs `features[i] / norms[i]` (the same division as `dots::normalized_rows`).
+fn pack(x: &[f32], norms: &[f32], n: usize, d: usize) -> Packed {
     let rows = n.div_ceil(32) * 32;
     let depth = d.div_ceil(32) * 32;
     let mut p = Packed {
@@ -168,12 +169,13 @@ fn pack(x: &[f32], n: usize, d: usize) -> Packed {
                 if i >= n || k0 >= k1 {
                     break;
                 }
-                let src = &x[i * d + k0..i * d + k1];
+                let (src, norm) = (&x[i * d + k0..i * d + k1], norms[i]);
                 let (hi, lo) = (
                     &mut ah[r * w..r * w + src.len()],
                     &mut al[r * w..r * w + src.len()],
                 );
                 for ((h, l), &v) in hi.iter_mut().zip(lo.iter_mut()).zip(src) {
+                    let v = v / norm;
                     *h = bf16(v);
                     *l = bf16(v - bf16_to_f32(*h));
                 }
@@ -192,9 +194,15 @@ fn pack(x: &[f32], n: usize, d: usize) -> Packed {
     p
 }
 
-/// The symmetric cosine-distance matrix `D = 1 - X X^T` of L2-normalised rows `x` (`[n, d]`),
-/// as [`super::gram::distance_matrix`], on AMX; an internal error when AMX is not [`enabled`].
-pub(crate) fn distance_matrix(x: &[f32], n: usize, d: usize) -> Result<Zeroed<f32>> {
+/// The symmetric cosine-distance matrix `D = 1 - X X^T` of the rows of `features` (`[n, d]`)
+/// divided by their `norms`, as [`super::gram::distance_matrix`] computes for normalised
+/// rows, on AMX; an internal error when AMX is not [`enabled`].
+pub(crate) fn distance_matrix(
+    features: &[f32],
+    norms: &[f32],
+    n: usize,
+    d: usize,
+) -> Result<Zeroed<f32>> {
     if !enabled() {
         return Err(Error::Internal(
             "the AMX distance matrix was called without AMX".to_string(),
@@ -203,7 +211,14 @@ pub(crate) fn distance_matrix(x: &[f32], n: usize, d: usize) -> Result<Zeroed<f3
     let len = n
         .checked_mul(n)
         .ok_or_else(|| Error::value("features", "fewer tokens", format!("{n} tokens")))?;
-    let packed = pack(x, n, d);
+    if features.len() != n * d || norms.len() != n {
+        return Err(Error::Internal(format!(
+            "amx::distance_matrix: {} values and {} norms for [{n}, {d}]",
+            features.len(),
+            norms.len()
+        )));
+    }
+    let packed = pack(features, norms, n, d);
     let mut dist = Zeroed::new(len);
     let blocks = packed.rows.div_ceil(TILE);
     let pairs: Vec<(usize, usize)> = (0..blocks)

@@ -13,15 +13,34 @@ use crate::{Error, Result};
 
 /// Validates `features` (`[n, d]`, row-major) and returns its L2-normalised rows.
 ///
-/// Norms are accumulated in `f64`, rounded to `f32`, and each value divided by its row's norm.
-/// A non-finite value or an all-zero row is an error: cosine distance is undefined for them.
+/// Each value is divided by its row's [`row_norms`] entry.
 pub(crate) fn normalized_rows(features: &[f32], n: usize, d: usize) -> Result<Vec<f32>> {
+    let norms = row_norms(features, n, d)?;
     let mut out = vec![0.0f32; features.len()];
+    out.par_chunks_mut(d)
+        .zip(features.par_chunks(d))
+        .zip(&norms)
+        .for_each(|((dst, row), &norm)| {
+            // A division (not a multiplication by the reciprocal) so that parallel or equal
+            // rows normalise to exactly equal vectors, as NumPy's `x / norm` does.
+            for (o, &v) in dst.iter_mut().zip(row) {
+                *o = v / norm;
+            }
+        });
+    Ok(out)
+}
+
+/// Validates `features` (`[n, d]`, row-major) and returns the L2 norm of every row:
+/// accumulated in `f64`, then rounded to `f32`.
+///
+/// A non-finite value or an all-zero row is an error: cosine distance is undefined for them.
+pub(crate) fn row_norms(features: &[f32], n: usize, d: usize) -> Result<Vec<f32>> {
+    let mut norms = vec![0.0f32; n];
     let bad = features
         .par_chunks(d)
-        .zip(out.par_chunks_mut(d))
+        .zip(norms.par_iter_mut())
         .enumerate()
-        .map(|(i, (row, dst))| {
+        .map(|(i, (row, norm))| {
             let sum = sum_of_squares(row);
             // NaN or inf anywhere makes the f64 sum non-finite (squares of finite f32 values
             // cannot overflow f64), so one pass checks and measures.
@@ -31,12 +50,7 @@ pub(crate) fn normalized_rows(features: &[f32], n: usize, d: usize) -> Result<Ve
             if sum == 0.0 {
                 return Some((i, "an all-zero row"));
             }
-            // A division (not a multiplication by the reciprocal) so that parallel or equal
-            // rows normalise to exactly equal vectors, as NumPy's `x / norm` does.
-            let norm = sum.sqrt() as f32;
-            for (o, &v) in dst.iter_mut().zip(row) {
-                *o = v / norm;
-            }
+            *norm = sum.sqrt() as f32;
             None
         })
         .find_first(|bad| bad.is_some())
@@ -53,7 +67,7 @@ pub(crate) fn normalized_rows(features: &[f32], n: usize, d: usize) -> Result<Ve
             format!("{what} in token {i} of {n} (feature size {d})"),
         ));
     }
-    Ok(out)
+    Ok(norms)
 }
 
 /// `sum(v^2)` in `f64`, in 16 independent lanes so that the loop vectorises.

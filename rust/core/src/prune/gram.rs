@@ -100,9 +100,6 @@ pub(crate) fn select(
     k: usize,
     first: FirstChoice,
 ) -> Result<(Vec<usize>, f32)> {
-    if amx::enabled() {
-        return select_refined(x, n, d, k, first);
-    }
     let dist = distance_matrix(x, n, d)?;
     let first = match first {
         FirstChoice::Token(t) => t,
@@ -123,7 +120,9 @@ pub(crate) fn select(
 
 /// Float32 distances, computed only where the approximate AMX matrix cannot decide.
 struct Exact<'a> {
-    x: &'a [f32],
+    /// The features as given, and their rows' norms.
+    features: &'a [f32],
+    norms: &'a [f32],
     d: usize,
     n: usize,
     /// The approximate matrix, every entry within `EPS` of the float32 distance.
@@ -132,8 +131,9 @@ struct Exact<'a> {
 
 impl Exact<'_> {
     fn distance(&self, i: usize, j: usize) -> f32 {
-        let d = self.d;
-        1.0 - dot(&self.x[i * d..(i + 1) * d], &self.x[j * d..(j + 1) * d])
+        let (d, x) = (self.d, self.features);
+        let raw = dot(&x[i * d..(i + 1) * d], &x[j * d..(j + 1) * d]);
+        1.0 - raw / self.norms[i] / self.norms[j]
     }
 
     /// The float32 minimum distance from `c` to `others` (`+inf` when empty).
@@ -151,7 +151,8 @@ impl Exact<'_> {
     }
 }
 
-/// [`select`] on the AMX matrix, whose entries are within [`amx::EPS`] of float32 ones.
+/// [`select`] on the AMX matrix, whose entries are within [`amx::EPS`] of float32 ones, from
+/// the raw `features` and their row `norms` ([`super::dots::row_norms`]).
 ///
 /// Every decision is the float32 one: where other candidates come within `2 * EPS` of the
 /// best approximate value (a near-tie the approximation could get wrong), their float32
@@ -160,16 +161,18 @@ impl Exact<'_> {
 /// of only the pairs within `2 * EPS` of the approximate minimum (see
 /// [`Exact::min_distance`]), so a refined step costs a few `d`-long dot products.
 pub(crate) fn select_refined(
-    x: &[f32],
+    features: &[f32],
+    norms: &[f32],
     n: usize,
     d: usize,
     k: usize,
     first: FirstChoice,
 ) -> Result<(Vec<usize>, f32)> {
-    let dist = amx::distance_matrix(x, n, d)?;
+    let dist = amx::distance_matrix(features, norms, n, d)?;
     let window = 2.0 * amx::EPS;
     let exact = Exact {
-        x,
+        features,
+        norms,
         d,
         n,
         dist: &dist,

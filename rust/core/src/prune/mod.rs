@@ -179,11 +179,18 @@ pub fn select(
 ) -> Result<Selection> {
     check_shape(n, d, k, features.len(), "")?;
     let first = resolve_first(options.first, n)?;
-    let x = dots::normalized_rows(features, n, d)?;
-    let (mut indices, objective) = if uses_gram(options.method, n) {
-        gram::select(&x, n, d, k, first)?
+    let gram = uses_gram(options.method, n);
+    let (mut indices, objective) = if gram && amx::enabled() {
+        // The AMX path normalises while it packs: no normalised copy of the features.
+        let norms = dots::row_norms(features, n, d)?;
+        gram::select_refined(features, &norms, n, d, k, first)?
     } else {
-        matrix_free::select(&x, n, d, k, first)?
+        let x = dots::normalized_rows(features, n, d)?;
+        if gram {
+            gram::select(&x, n, d, k, first)?
+        } else {
+            matrix_free::select(&x, n, d, k, first)?
+        }
     };
     if options.order == Order::Sorted {
         indices.sort_unstable();

@@ -278,7 +278,7 @@ fn amx_distances_are_float32_accurate_and_symmetric() {
     ] {
         for raw in [features(n, d, seed), spread_features(n, d, seed, true)] {
             let x = dots::normalized_rows(&raw, n, d).unwrap();
-            let got = amx::distance_matrix(&x, n, d).unwrap();
+            let got = amx::distance_matrix(&x, &vec![1.0; n], n, d).unwrap();
             let fp32 = gram::distance_matrix(&x, n, d).unwrap();
             let mut worst = 0.0f64;
             for i in 0..n {
@@ -378,9 +378,9 @@ fn refined_amx_greedy_makes_float32_decisions() {
             let src = raw[i * d..(i + 1) * d].to_vec();
             raw[(i + 1) * d..(i + 2) * d].copy_from_slice(&src);
         }
-        let x = dots::normalized_rows(&raw, n, d).unwrap();
-        let (got, obj) =
-            gram::select_refined(&x, n, d, k, select::FirstChoice::MostIsolated).unwrap();
+        let norms = dots::row_norms(&raw, n, d).unwrap();
+        let first = select::FirstChoice::MostIsolated;
+        let (got, obj) = gram::select_refined(&raw, &norms, n, d, k, first).unwrap();
         let off = assert_greedy_up_to(&raw, n, d, &got, 1e-6);
         assert!(off <= 10, "n={n} d={d}: {off} near-tie picks");
         let want_obj = objective(&raw, n, d, &got).unwrap();
