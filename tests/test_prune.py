@@ -112,6 +112,48 @@ def test_realistic_sizes_equal_reference(n, d, keep):
         assert got.indices.tolist() == want, method
 
 
+_FLOAT32_PATH = """
+import sys, numpy as np, torch
+from ferrolm import prune
+assert not prune.uses_amx()
+x = np.load(sys.argv[1])
+sel = prune.divprune(torch.from_numpy(x), k=int(sys.argv[2]), order="greedy", method="gram")
+print(" ".join(map(str, sel.indices.tolist())), float(sel.objective))
+"""
+
+
+@pytest.mark.skipif(not prune.uses_amx(), reason="this CPU has no AMX: one path only")
+def test_amx_and_float32_paths_give_the_same_picks(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    # Two clustered sets (near-duplicates within clusters) and wide-range features: ties the
+    # AMX approximation alone would misorder, which its float32 refinement must settle.
+    rng = np.random.default_rng(5)
+    centres = rng.standard_normal((40, 256)).astype(np.float32)
+    clustered = centres[rng.integers(0, 40, 900)] + 1e-3 * rng.standard_normal((900, 256))
+    wide = rng.standard_normal((600, 48)) * np.logspace(-3, 3, 48)
+    for i, x in enumerate([clustered.astype(np.float32), wide.astype(np.float32)]):
+        k = x.shape[0] // 3
+        path = tmp_path / f"x{i}.npy"
+        np.save(path, x)
+        env = dict(os.environ, FERROLM_NO_AMX="1")
+        out = subprocess.run(
+            [sys.executable, "-c", _FLOAT32_PATH, str(path), str(k)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        fp32_picks, fp32_obj = [int(v) for v in out[:-1]], float(out[-1])
+        amx = prune.divprune(torch.from_numpy(x), k=k, order="greedy", method="gram")
+        # Both are the NumPy greedy up to float32 near-ties, and agree on the objective.
+        follow_reference(x, k, ours=fp32_picks)
+        follow_reference(x, k, ours=amx.indices.tolist())
+        assert float(amx.objective) == pytest.approx(fp32_obj, abs=TOL)
+
+
 def test_batch_equals_images_one_by_one():
     x = torch.randn(4, 50, 16, generator=torch.Generator().manual_seed(1))
     sel = prune.divprune(x, k=9)

@@ -188,6 +188,7 @@ def spec_acceptance_from_ranks(
 ) -> npt.NDArray[np.float64]: ...
 
 # prune.rs
+def prune_amx_enabled() -> bool: ...
 def prune_divprune(
     features: npt.NDArray[np.float32],
     k: int,

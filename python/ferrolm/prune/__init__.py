@@ -21,6 +21,7 @@ from ferrolm.prune._select import (
     divprune,
     keep_count,
     objective,
+    uses_amx,
 )
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "divprune",
     "keep_count",
     "objective",
+    "uses_amx",
 ]

@@ -68,6 +68,16 @@ def _check_features(features: torch.Tensor) -> None:
         raise ValueError(f"`features` must be non-empty, got shape {tuple(features.shape)}")
 
 
+def uses_amx() -> bool:
+    """Whether the CPU Gram algorithm runs on Intel AMX tiles in this process.
+
+    True on Linux x86-64 CPUs with AMX-BF16 (Sapphire Rapids and later) unless the environment
+    variable ``FERROLM_NO_AMX`` is set to a non-empty value other than ``0`` before the first
+    selection; then the float32 SGEMM path runs instead.
+    """
+    return bool(_native.prune_amx_enabled())
+
+
 def divprune(
     features: torch.Tensor,
     keep: Optional[float] = None,
@@ -101,6 +111,10 @@ def divprune(
             pruned nearest-neighbour scan (O(N d) memory; fast on clustered features);
             ``"auto"`` uses ``"gram"`` up to N = 16384 tokens (it was faster at every keep ratio
             measured here), else ``"matrix_free"``. CUDA input always uses the Gram matrix.
+            On CPUs with Intel AMX (see :func:`uses_amx`) the Gram matrix is computed on AMX
+            tiles at about 17 bits, and every pick or objective within the approximation's
+            error of another candidate is recomputed in float32, so the result is the float32
+            one up to near-ties.
 
     Returns:
         The kept indices and the objective (minimum pairwise distance of the kept set).

@@ -155,7 +155,14 @@ pub fn prune_cuda_divprune_f32(
     })
 }
 
+/// Whether the CPU Gram algorithm runs on Intel AMX tiles in this process.
+#[pyfunction]
+pub fn prune_amx_enabled() -> bool {
+    prune::amx_enabled()
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(prune_amx_enabled, m)?)?;
     m.add_function(wrap_pyfunction!(prune_divprune, m)?)?;
     m.add_function(wrap_pyfunction!(prune_cuda_divprune_f32, m)?)?;
     m.add_function(wrap_pyfunction!(prune_objective, m)?)?;

@@ -138,6 +138,13 @@ fn resolve_first(first: FirstPick, n: usize) -> Result<FirstChoice> {
     })
 }
 
+/// Whether the Gram algorithm runs on Intel AMX tiles in this process (see the `amx` module:
+/// a CPU with AMX-BF16, Linux granting the tile state, and `FERROLM_NO_AMX` unset). Either
+/// way the picks are the float32 ones up to near-ties.
+pub fn amx_enabled() -> bool {
+    amx::enabled()
+}
+
 /// The splitmix64 output for `seed` (a well-mixed 64-bit hash).
 pub fn splitmix64(seed: u64) -> u64 {
     let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
