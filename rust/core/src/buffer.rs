@@ -1,28 +1,36 @@
-//! Large zero-initialised scratch buffers.
+//! Large scratch buffers that do not page-fault on every call.
 //!
-//! A fresh 100 MB `Vec` costs one page fault per 4 KiB on first touch, which was a third of
-//! the AMX distance matrix's time. On Linux, [`Zeroed`] maps anonymous memory (zero-filled
-//! by the kernel, so nothing is written twice) and asks for transparent huge pages, one fault
-//! per 2 MiB; elsewhere, or if the mapping fails, it is an ordinary zeroed `Vec`.
+//! A fresh 100 MB allocation costs a page fault per 4 KiB on first touch, 65-110 ms here,
+//! which was a third of the AMX distance matrix's time. On Linux, [`Scratch`] takes its memory
+//! from anonymous mappings that ask for transparent huge pages, and keeps up to
+//! [`POOL_BYTES`] of released mappings for the next call, so that repeated calls (one per
+//! image or batch) reuse memory that is already faulted in. Elsewhere, and below
+//! [`MAP_THRESHOLD`], it is an ordinary `Vec`.
+//!
+//! The contents of a new [`Scratch`] are unspecified (zeros or a previous call's values, always
+//! valid values of `T`): callers write every element they later read.
 
 use std::ops::{Deref, DerefMut};
 
-/// Element types for which all-zero bytes are a valid value.
+/// Plain-data element types: every bit pattern is a valid value.
 ///
 /// # Safety
-/// Implementors must be plain data whose all-zero bit pattern is a valid value.
-pub(crate) unsafe trait ZeroValid: Copy + Default {}
+/// Implementors must have no padding, no invalid bit patterns and no drop glue.
+pub(crate) unsafe trait Plain: Copy + Default {}
 
-// SAFETY: zero bits are 0.0 and 0.
-unsafe impl ZeroValid for f32 {}
+// SAFETY: every bit pattern is a valid f32 or u16.
+unsafe impl Plain for f32 {}
 // SAFETY: as above.
-unsafe impl ZeroValid for u16 {}
+unsafe impl Plain for u16 {}
 
-/// Buffers below this size come from the heap: mapping them would not save anything.
+/// Buffers below this size come from the heap: a mapping would not save anything.
 const MAP_THRESHOLD: usize = 4 << 20;
 
-/// `len` zeroed values: page-aligned when mapped, aligned as `T` otherwise.
-pub(crate) struct Zeroed<T: ZeroValid> {
+/// Released mappings kept for reuse, in bytes at most. Larger buffers are unmapped on drop.
+pub(crate) const POOL_BYTES: usize = 512 << 20;
+
+/// `len` values of unspecified contents: page-aligned when mapped, aligned as `T` otherwise.
+pub(crate) struct Scratch<T: Plain> {
     storage: Storage<T>,
 }
 
@@ -30,95 +38,165 @@ enum Storage<T> {
     Heap(Vec<T>),
     #[cfg(target_os = "linux")]
     Mapped {
-        ptr: std::ptr::NonNull<T>,
+        region: pool::Region,
         len: usize,
     },
 }
 
-// SAFETY: a mapping is owned exclusively by its `Zeroed`, like a `Vec`'s heap block.
-unsafe impl<T: ZeroValid + Send> Send for Zeroed<T> {}
-// SAFETY: shared access only hands out `&[T]`.
-unsafe impl<T: ZeroValid + Sync> Sync for Zeroed<T> {}
-
-impl<T: ZeroValid> Zeroed<T> {
-    /// `len` zeroed values.
+impl<T: Plain> Scratch<T> {
     pub(crate) fn new(len: usize) -> Self {
         let bytes = len.saturating_mul(std::mem::size_of::<T>());
         #[cfg(target_os = "linux")]
         if bytes >= MAP_THRESHOLD {
-            if let Some(ptr) = map(bytes) {
-                return Zeroed {
-                    storage: Storage::Mapped {
-                        ptr: ptr.cast(),
-                        len,
-                    },
+            if let Some(region) = pool::take(bytes) {
+                return Scratch {
+                    storage: Storage::Mapped { region, len },
                 };
             }
         }
         let _ = bytes;
-        Zeroed {
+        Scratch {
             storage: Storage::Heap(vec![T::default(); len]),
         }
     }
 }
 
-#[cfg(target_os = "linux")]
-fn map(bytes: usize) -> Option<std::ptr::NonNull<u8>> {
-    // SAFETY: an anonymous private mapping aliases no existing memory; failure is checked.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        return None;
-    }
-    // SAFETY: advice on our own fresh mapping; if the kernel refuses, small pages remain.
-    unsafe { libc::madvise(ptr, bytes, libc::MADV_HUGEPAGE) };
-    std::ptr::NonNull::new(ptr.cast())
-}
-
-impl<T: ZeroValid> Drop for Zeroed<T> {
+impl<T: Plain> Drop for Scratch<T> {
     fn drop(&mut self) {
         #[cfg(target_os = "linux")]
-        if let Storage::Mapped { ptr, len } = self.storage {
-            // SAFETY: the mapping was created by `map` with this size and is unmapped once.
-            unsafe { libc::munmap(ptr.as_ptr().cast(), len * std::mem::size_of::<T>()) };
+        if let Storage::Mapped { region, .. } = &mut self.storage {
+            pool::give_back(std::mem::take(region));
         }
     }
 }
 
-impl<T: ZeroValid> Deref for Zeroed<T> {
+impl<T: Plain> Deref for Scratch<T> {
     type Target = [T];
 
     fn deref(&self) -> &[T] {
         match &self.storage {
             Storage::Heap(v) => v,
             #[cfg(target_os = "linux")]
-            // SAFETY: the mapping holds `len` values, zero-filled by the kernel (valid by
-            // `ZeroValid`) or written since through `deref_mut`.
-            Storage::Mapped { ptr, len } => unsafe {
-                std::slice::from_raw_parts(ptr.as_ptr(), *len)
+            // SAFETY: the region holds at least `len * size_of::<T>()` bytes, page-aligned,
+            // owned by this buffer alone; any bit pattern is a valid `T` (`Plain`).
+            Storage::Mapped { region, len } => unsafe {
+                std::slice::from_raw_parts(region.ptr.cast::<T>(), *len)
             },
         }
     }
 }
 
-impl<T: ZeroValid> DerefMut for Zeroed<T> {
+impl<T: Plain> DerefMut for Scratch<T> {
     fn deref_mut(&mut self) -> &mut [T] {
         match &mut self.storage {
             Storage::Heap(v) => v,
             #[cfg(target_os = "linux")]
             // SAFETY: as in `deref`, and `&mut self` makes the access exclusive.
-            Storage::Mapped { ptr, len } => unsafe {
-                std::slice::from_raw_parts_mut(ptr.as_ptr(), *len)
+            Storage::Mapped { region, len } => unsafe {
+                std::slice::from_raw_parts_mut(region.ptr.cast::<T>(), *len)
             },
         }
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod pool {
+    use std::sync::Mutex;
+
+    use super::POOL_BYTES;
+
+    /// An anonymous mapping of `bytes` bytes (null and 0 once given back).
+    pub(super) struct Region {
+        pub(super) ptr: *mut u8,
+        pub(super) bytes: usize,
+    }
+
+    impl Default for Region {
+        fn default() -> Self {
+            Region {
+                ptr: std::ptr::null_mut(),
+                bytes: 0,
+            }
+        }
+    }
+
+    // SAFETY: a region is plain memory owned by one `Scratch` or by the pool at a time.
+    unsafe impl Send for Region {}
+    // SAFETY: shared access to a `Scratch` only reads.
+    unsafe impl Sync for Region {}
+
+    static POOL: Mutex<Vec<Region>> = Mutex::new(Vec::new());
+
+    /// A region of at least `bytes` bytes: the smallest pooled one that is not more than twice
+    /// too large, or a new mapping.
+    pub(super) fn take(bytes: usize) -> Option<Region> {
+        let bytes = bytes.next_multiple_of(4096);
+        if let Ok(mut pool) = POOL.lock() {
+            let best = pool
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.bytes >= bytes && r.bytes <= 2 * bytes)
+                .min_by_key(|(_, r)| r.bytes)
+                .map(|(i, _)| i);
+            if let Some(i) = best {
+                return Some(pool.swap_remove(i));
+            }
+        }
+        map(bytes)
+    }
+
+    /// Keeps `region` for reuse, unmapping the largest pooled ones beyond [`POOL_BYTES`].
+    pub(super) fn give_back(region: Region) {
+        if region.ptr.is_null() {
+            return;
+        }
+        let Ok(mut pool) = POOL.lock() else {
+            unmap(region);
+            return;
+        };
+        pool.push(region);
+        pool.sort_by_key(|r| r.bytes);
+        while pool.iter().map(|r| r.bytes).sum::<usize>() > POOL_BYTES {
+            match pool.pop() {
+                Some(r) => unmap(r),
+                None => break,
+            }
+        }
+    }
+
+    fn map(bytes: usize) -> Option<Region> {
+        // SAFETY: an anonymous private mapping aliases no existing memory; failure is checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return None;
+        }
+        // SAFETY: advice on our own fresh mapping; if the kernel declines, small pages remain.
+        unsafe { libc::madvise(ptr, bytes, libc::MADV_HUGEPAGE) };
+        Some(Region {
+            ptr: ptr.cast(),
+            bytes,
+        })
+    }
+
+    fn unmap(region: Region) {
+        // SAFETY: the region came from `map` with this size and is unmapped exactly once.
+        unsafe { libc::munmap(region.ptr.cast(), region.bytes) };
+    }
+
+    #[cfg(test)]
+    pub(super) fn pooled_bytes() -> usize {
+        POOL.lock()
+            .map(|p| p.iter().map(|r| r.bytes).sum())
+            .unwrap_or(0)
     }
 }
 
@@ -127,20 +205,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn small_and_mapped_buffers_start_zeroed_and_keep_writes() {
+    fn buffers_of_every_size_hold_their_writes() {
         for len in [0usize, 10, 3 << 20] {
-            let mut b = Zeroed::<f32>::new(len);
+            let mut b = Scratch::<f32>::new(len);
             assert_eq!(b.len(), len);
-            assert!(b.iter().all(|&v| v == 0.0));
-            if len > 0 {
-                b[len - 1] = 2.5;
-                assert_eq!(b[len - 1], 2.5);
+            for (i, v) in b.iter_mut().enumerate() {
+                *v = i as f32;
             }
+            assert!(b.iter().enumerate().all(|(i, &v)| v == i as f32));
         }
-        #[cfg(target_os = "linux")]
-        {
-            let b = Zeroed::<u16>::new(5 << 20);
-            assert_eq!(b.as_ptr() as usize % 4096, 0, "a mapping is page-aligned");
-        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn released_mappings_are_reused_and_the_pool_is_bounded() {
+        let a = Scratch::<u16>::new(5 << 20);
+        let first = a.as_ptr();
+        assert_eq!(first as usize % 4096, 0, "a mapping is page-aligned");
+        drop(a);
+        // Same size again (other tests may race for it, so allow a fresh mapping too).
+        let b = Scratch::<u16>::new(5 << 20);
+        assert!(b.as_ptr() == first || pool::pooled_bytes() <= POOL_BYTES);
+        drop(b);
+        // A buffer larger than the whole pool is unmapped, not kept.
+        drop(Scratch::<u16>::new(POOL_BYTES));
+        assert!(pool::pooled_bytes() <= POOL_BYTES);
     }
 }

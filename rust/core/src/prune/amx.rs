@@ -27,7 +27,7 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use super::gram::TILE;
-use crate::buffer::{ZeroValid, Zeroed};
+use crate::buffer::{Plain, Scratch};
 use crate::{Error, Result};
 
 /// How far an entry of [`distance_matrix`] may be from a float32 dot product of the same rows:
@@ -53,21 +53,22 @@ struct Line([u16; 32]);
 #[repr(C, align(64))]
 struct LineF([f32; 16]);
 
-// SAFETY: 32 u16 values and no padding: all-zero bytes are a valid `Line`.
-unsafe impl ZeroValid for Line {}
+// SAFETY: 32 u16 values and no padding: every bit pattern is a valid `Line`.
+unsafe impl Plain for Line {}
 
-/// A 64-byte aligned, zero-initialised buffer of `len` bf16 values (`len` a multiple of 32).
-struct Panel(Zeroed<Line>);
+/// A 64-byte aligned buffer of `len` bf16 values (`len` a multiple of 32), of unspecified
+/// contents until [`pack`] writes every value.
+struct Panel(Scratch<Line>);
 
 impl Panel {
-    fn zeroed(len: usize) -> Self {
-        Panel(Zeroed::new(len / 32))
+    fn new(len: usize) -> Self {
+        Panel(Scratch::new(len / 32))
     }
 
     fn as_mut(&mut self) -> &mut [u16] {
         let len = self.0.len() * 32;
         // SAFETY: `Line` is `repr(C)` around `[u16; 32]` with no padding (64 bytes), so the
-        // vector's storage is `len` initialised, suitably aligned u16 values.
+        // buffer is `len` initialised, suitably aligned u16 values.
         unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<u16>(), len) }
     }
 
@@ -130,10 +131,10 @@ fn pack(x: &[f32], norms: &[f32], n: usize, d: usize) -> Packed {
     let mut p = Packed {
         rows,
         depth,
-        a_hi: Panel::zeroed(rows * depth),
-        a_lo: Panel::zeroed(rows * depth),
-        b_hi: Panel::zeroed(rows * depth),
-        b_lo: Panel::zeroed(rows * depth),
+        a_hi: Panel::new(rows * depth),
+        a_lo: Panel::new(rows * depth),
+        b_hi: Panel::new(rows * depth),
+        b_lo: Panel::new(rows * depth),
     };
     let chunks = p.chunks();
     let mut tasks = Vec::with_capacity(chunks);
@@ -163,17 +164,18 @@ fn pack(x: &[f32], norms: &[f32], n: usize, d: usize) -> Packed {
         .into_par_iter()
         .for_each(|(c, w, block, ah, al, bh, bl)| {
             let k0 = c * DEPTH_CHUNK;
-            let k1 = (k0 + w).min(d);
+            let k1 = (k0 + w).min(d).max(k0);
             for r in 0..16 {
                 let i = block * 16 + r;
-                if i >= n || k0 >= k1 {
-                    break;
+                let (hi, lo) = (&mut ah[r * w..(r + 1) * w], &mut al[r * w..(r + 1) * w]);
+                // The buffers hold stale values: padding rows and columns are zeroed here.
+                let real = if i < n { k1 - k0 } else { 0 };
+                hi[real..].fill(0);
+                lo[real..].fill(0);
+                if real == 0 {
+                    continue;
                 }
                 let (src, norm) = (&x[i * d + k0..i * d + k1], norms[i]);
-                let (hi, lo) = (
-                    &mut ah[r * w..r * w + src.len()],
-                    &mut al[r * w..r * w + src.len()],
-                );
                 for ((h, l), &v) in hi.iter_mut().zip(lo.iter_mut()).zip(src) {
                     let v = v / norm;
                     *h = bf16(v);
@@ -202,7 +204,7 @@ pub(crate) fn distance_matrix(
     norms: &[f32],
     n: usize,
     d: usize,
-) -> Result<Zeroed<f32>> {
+) -> Result<Scratch<f32>> {
     if !enabled() {
         return Err(Error::Internal(
             "the AMX distance matrix was called without AMX".to_string(),
@@ -219,7 +221,7 @@ pub(crate) fn distance_matrix(
         )));
     }
     let packed = pack(features, norms, n, d);
-    let mut dist = Zeroed::new(len);
+    let mut dist = Scratch::new(len);
     let blocks = packed.rows.div_ceil(TILE);
     let pairs: Vec<(usize, usize)> = (0..blocks)
         .flat_map(|i| (i..blocks).map(move |j| (i, j)))

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use super::amx;
 use super::dots::{distance_block, dot};
 use super::select::{argmax, greedy, nearest_neighbour_argmax, update_min, FirstChoice};
-use crate::buffer::Zeroed;
+use crate::buffer::Scratch;
 use crate::{Error, Result};
 
 /// Rows per tile: a `TILE x d` panel of each operand stays in L2 for d up to a few thousand,
@@ -57,11 +57,11 @@ impl SharedMatrix {
 }
 
 /// The symmetric cosine-distance matrix `D = 1 - X X^T` of L2-normalised rows `x` (`[n, d]`).
-pub(crate) fn distance_matrix(x: &[f32], n: usize, d: usize) -> Result<Zeroed<f32>> {
+pub(crate) fn distance_matrix(x: &[f32], n: usize, d: usize) -> Result<Scratch<f32>> {
     let len = n
         .checked_mul(n)
         .ok_or_else(|| Error::value("features", "fewer tokens", format!("{n} tokens")))?;
-    let mut dist = Zeroed::new(len);
+    let mut dist = Scratch::new(len);
     let blocks = n.div_ceil(TILE);
     let pairs: Vec<(usize, usize)> = (0..blocks)
         .flat_map(|i| (i..blocks).map(move |j| (i, j)))

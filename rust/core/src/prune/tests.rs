@@ -311,6 +311,28 @@ fn amx_distances_are_float32_accurate_and_symmetric() {
     }
 }
 
+#[test]
+fn amx_matrices_on_reused_scratch_memory_match_float32() {
+    if !amx::enabled() {
+        eprintln!("skipped: this CPU or kernel has no AMX-BF16 (or FERROLM_NO_AMX is set)");
+        return;
+    }
+    // Panels above the mapping threshold, then a case with more row and column padding that
+    // reuses the first case's (stale) memory: padding must be rewritten as zeros.
+    for (n, d, seed) in [(1100, 2016, 21), (1000, 2090, 22), (1100, 2016, 23)] {
+        let raw = features(n, d, seed);
+        let norms = dots::row_norms(&raw, n, d).unwrap();
+        let got = amx::distance_matrix(&raw, &norms, n, d).unwrap();
+        let x = dots::normalized_rows(&raw, n, d).unwrap();
+        let want = gram::distance_matrix(&x, n, d).unwrap();
+        let worst = got
+            .iter()
+            .zip(want.iter())
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst <= amx::EPS, "n={n} d={d}: {worst:e}");
+    }
+}
+
 /// Checks that every one of `picks` was a best choice of the greedy in f64 arithmetic, up to
 /// `tol` (a near-tie that float32 rounding may decide either way); returns how many were not
 /// the exact f64 argmax.
