@@ -23,8 +23,8 @@ unsafe impl Plain for f32 {}
 // SAFETY: as above.
 unsafe impl Plain for u16 {}
 
-/// Buffers below this size come from the heap: a mapping would not save anything.
-const MAP_THRESHOLD: usize = 4 << 20;
+/// Buffers below this size come from the heap (glibc reuses those without new page faults).
+const MAP_THRESHOLD: usize = 256 << 10;
 
 /// Released mappings kept for reuse, in bytes at most. Larger buffers are unmapped on drop.
 pub(crate) const POOL_BYTES: usize = 512 << 20;
