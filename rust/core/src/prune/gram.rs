@@ -41,6 +41,17 @@ impl SharedMatrix {
         }
     }
 
+    /// Writes `v` at `(i, j)`.
+    ///
+    /// # Safety
+    /// `i, j < n`; no other thread writes or reads the entry meanwhile; the matrix outlives
+    /// the view.
+    pub(crate) unsafe fn set(&self, i: usize, j: usize, v: f32) {
+        debug_assert!(i < self.n && j < self.n);
+        // SAFETY: by the contract above the offset is inside the matrix and unshared.
+        unsafe { *self.ptr.add(i * self.n + j) = v };
+    }
+
     /// Writes `v` at `(i, j)` and `(j, i)`.
     ///
     /// # Safety
