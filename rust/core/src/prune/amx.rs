@@ -268,24 +268,12 @@ pub(crate) fn distance_matrix(
             // SAFETY: as above, the scratch is TILE x TILE initialised floats.
             let acc = unsafe { std::slice::from_raw_parts(acc.cast_const(), TILE * TILE) };
             let (rows, cols) = (h.min(n.saturating_sub(r0)), w.min(n.saturating_sub(c0)));
-            let diagonal = bi == bj;
-            // SAFETY (both loops): as in `gram::distance_matrix`, block (bi, bj) with bj >= bi
-            // owns the entries (i, j) of its block and their mirrors (j, i); a diagonal block
-            // writes j >= i and mirrors j > i.
-            for r in 0..rows {
-                let from = if diagonal { r } else { 0 };
-                for c in from..cols {
-                    unsafe { shared.set(r0 + r, c0 + c, 1.0 - acc[r * TILE + c]) };
-                }
-            }
-            // The mirror row by row too: reading the scratch down its columns (in L2) is
-            // cheaper than writing the matrix down its columns.
-            for c in 0..cols {
-                let to = if diagonal { c } else { rows };
-                for r in 0..to {
-                    unsafe { shared.set(c0 + c, r0 + r, 1.0 - acc[r * TILE + c]) };
-                }
-            }
+            // SAFETY: as in `gram::distance_matrix`, block (bi, bj) with bj >= bi owns its
+            // entries and their mirrors; rows and columns past `n` (padding) are not written.
+            unsafe {
+                shared
+                    .write_tile_and_mirror(acc, TILE, (r0, c0), (rows, cols), bi == bj, |v| 1.0 - v)
+            };
         },
     );
     Ok(dist)

@@ -41,28 +41,40 @@ impl SharedMatrix {
         }
     }
 
-    /// Writes `v` at `(i, j)`.
+    /// Writes the `rows x cols` tile `tile` (row stride `ld`, values mapped by `f`) at
+    /// `(r0, c0)` and its transpose at `(c0, r0)`; a `diagonal` tile (`r0 == c0`) writes only
+    /// its upper triangle and the mirror of that. Both are written row by row: the mirror
+    /// reads the tile down its columns (it is in cache) instead of writing the matrix down
+    /// its columns.
     ///
     /// # Safety
-    /// `i, j < n`; no other thread writes or reads the entry meanwhile; the matrix outlives
-    /// the view.
-    pub(crate) unsafe fn set(&self, i: usize, j: usize, v: f32) {
-        debug_assert!(i < self.n && j < self.n);
-        // SAFETY: by the contract above the offset is inside the matrix and unshared.
-        unsafe { *self.ptr.add(i * self.n + j) = v };
-    }
-
-    /// Writes `v` at `(i, j)` and `(j, i)`.
-    ///
-    /// # Safety
-    /// `i, j < n`; no other thread writes or reads either entry meanwhile; the matrix
-    /// outlives the view.
-    pub(crate) unsafe fn set_pair(&self, i: usize, j: usize, v: f32) {
-        debug_assert!(i < self.n && j < self.n);
-        // SAFETY: by the contract above both offsets are inside the matrix and unshared.
-        unsafe {
-            *self.ptr.add(i * self.n + j) = v;
-            *self.ptr.add(j * self.n + i) = v;
+    /// The tile lies inside the matrix; no other thread writes or reads the tile's block or
+    /// its mirror block meanwhile; the matrix outlives the view.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn write_tile_and_mirror(
+        &self,
+        tile: &[f32],
+        ld: usize,
+        (r0, c0): (usize, usize),
+        (rows, cols): (usize, usize),
+        diagonal: bool,
+        f: impl Fn(f32) -> f32,
+    ) {
+        debug_assert!(r0 + rows <= self.n && c0 + cols <= self.n);
+        let n = self.n;
+        for r in 0..rows {
+            let from = if diagonal { r } else { 0 };
+            for c in from..cols {
+                // SAFETY: inside the matrix and owned by the caller (see the contract).
+                unsafe { *self.ptr.add((r0 + r) * n + c0 + c) = f(tile[r * ld + c]) };
+            }
+        }
+        for c in 0..cols {
+            let to = if diagonal { c } else { rows };
+            for r in 0..to {
+                // SAFETY: as above, the mirror entry.
+                unsafe { *self.ptr.add((c0 + c) * n + r0 + r) = f(tile[r * ld + c]) };
+            }
         }
     }
 }
@@ -84,20 +96,9 @@ pub(crate) fn distance_matrix(x: &[f32], n: usize, d: usize) -> Result<Scratch<f
         let (h, w) = (r1 - r0, c1 - c0);
         let mut tile = vec![0.0f32; h * w];
         distance_block(&x[r0 * d..r1 * d], &x[c0 * d..c1 * d], d, &mut tile, w)?;
-        let shared = &shared;
-        for r in 0..h {
-            for c in 0..w {
-                let (i, j) = (r0 + r, c0 + c);
-                if bi == bj && j < i {
-                    continue; // the mirror of the upper triangle fills it
-                }
-                // SAFETY: i, j < n. Tile (bi, bj) with bj >= bi writes the entries (i, j) of
-                // its own block and their mirrors (j, i), which lie in block (bj, bi); no
-                // other tile writes either block, and diagonal tiles write only j >= i and
-                // mirrors. `dist` outlives the parallel loop.
-                unsafe { shared.set_pair(i, j, tile[r * w + c]) };
-            }
-        }
+        // SAFETY: tile (bi, bj) with bj >= bi writes its own block and the mirror block
+        // (bj, bi); no other tile writes either, and `dist` outlives the parallel loop.
+        unsafe { shared.write_tile_and_mirror(&tile, w, (r0, c0), (h, w), bi == bj, |v| v) };
         Ok::<(), Error>(())
     })?;
     Ok(dist)
