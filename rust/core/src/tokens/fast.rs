@@ -16,6 +16,7 @@ use tokenizers::{
     ModelWrapper, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer, Tokenizer,
 };
 
+use super::own_encoding::OwnEncodings;
 use super::sources::char_to_byte;
 
 #[inline]
@@ -36,6 +37,8 @@ struct FastBpe {
     byte_ids: Option<Box<[Option<u32>; 256]>>,
     ignore_merges: bool,
     unk: Option<(u32, bool)>,
+    /// `(left, right, merged)` in rank order (the input of [`OwnEncodings`]).
+    merge_list: Vec<(u32, u32, u32)>,
 }
 
 impl FastBpe {
@@ -51,10 +54,12 @@ impl FastBpe {
         }
         let vocab: AHashMap<String, u32> = bpe.get_vocab().into_iter().collect();
         let mut map = AHashMap::with_capacity(merges.len());
+        let mut merge_list = Vec::with_capacity(merges.len());
         for (rank, (a, b)) in merges.iter().enumerate() {
             let (&l, &r) = (vocab.get(a)?, vocab.get(b)?);
-            let merged = vocab.get(&format!("{a}{b}"))?;
-            map.insert(pair_key(l, r), (rank as u32, *merged));
+            let merged = *vocab.get(&format!("{a}{b}"))?;
+            map.insert(pair_key(l, r), (rank as u32, merged));
+            merge_list.push((l, r, merged));
         }
         let byte_ids = bpe.byte_fallback.then(|| {
             let mut ids = Box::new([None; 256]);
@@ -91,6 +96,7 @@ impl FastBpe {
             byte_ids,
             ignore_merges: bpe.ignore_merges,
             unk,
+            merge_list,
         })
     }
 
@@ -269,6 +275,9 @@ pub(crate) struct FastPath {
     /// Every id's token string (model and added tokens), looked up once here: the library's
     /// `id_to_token` hashes into two maps per call.
     tokens: Vec<Option<String>>,
+    /// Per id: BPE is known to turn the token's text into the token (see [`OwnEncodings`]);
+    /// false for added tokens, whose string may differ from the model's.
+    own_encoding: Vec<bool>,
 }
 
 impl FastPath {
@@ -294,11 +303,28 @@ impl FastPath {
                     .ok()?,
             )
         };
-        let tokens = (0..super::id_space(tok) as u32)
-            .map(|id| tok.id_to_token(id))
-            .collect();
+        let n_ids = super::id_space(tok);
+        let tokens = (0..n_ids as u32).map(|id| tok.id_to_token(id)).collect();
+        let mut own_encoding = vec![false; n_ids];
+        if !bpe.ignore_merges {
+            let own = OwnEncodings::new(
+                n_ids,
+                bpe.char_ids.values().copied(),
+                &bpe.merge_list,
+                |l, r| bpe.merges.get(&pair_key(l, r)).map(|&(rank, _)| rank),
+            );
+            for (id, slot) in own_encoding.iter_mut().enumerate() {
+                *slot = own.contains(id as u32);
+            }
+            for id in tok.get_added_tokens_decoder().into_keys() {
+                if let Some(slot) = own_encoding.get_mut(id as usize) {
+                    *slot = false;
+                }
+            }
+        }
         Some(FastPath {
             tokens,
+            own_encoding,
             bpe,
             decoder,
             normalizer,
@@ -342,8 +368,15 @@ impl FastPath {
         }
     }
 
-    /// Encodes `text` (no special tokens added) into `scratch.ids`; `None` to ask the library.
-    pub(crate) fn encode(&self, tok: &Tokenizer, text: &str, scratch: &mut Scratch) -> Option<()> {
+    /// Encodes `text`, the decoded text of token `id` (no special tokens added), into
+    /// `scratch.ids`; `None` to ask the library.
+    pub(crate) fn encode(
+        &self,
+        tok: &Tokenizer,
+        id: u32,
+        text: &str,
+        scratch: &mut Scratch,
+    ) -> Option<()> {
         if let Some(ac) = &self.added {
             if ac.is_match(text) {
                 return None;
@@ -370,14 +403,25 @@ impl FastPath {
         }
         let (out, ranks) = (&mut scratch.ids, &mut scratch.ranks);
         out.clear();
+        // A piece that is the token's own string, which BPE is known to keep whole, needs no
+        // BPE run.
+        let own = self.own_encoding.get(id as usize).copied().unwrap_or(false);
+        let own_text = self.token(id).flatten().filter(|_| own);
+        let mut word = |piece: &str, out: &mut Vec<u32>| match own_text {
+            Some(t) if t == piece => {
+                out.push(id);
+                Some(())
+            }
+            _ => self.bpe.tokenize(piece, out, ranks),
+        };
         if self.has_pre_tokenizer {
             let mut pre = PreTokenizedString::from(normalized);
             tok.get_pre_tokenizer()?.pre_tokenize(&mut pre).ok()?;
             for (piece, _, _) in pre.get_splits(OffsetReferential::Original, OffsetType::None) {
-                self.bpe.tokenize(piece, out, ranks)?;
+                word(piece, out)?;
             }
         } else {
-            self.bpe.tokenize(normalized, out, ranks)?;
+            word(normalized, out)?;
         }
         Some(())
     }

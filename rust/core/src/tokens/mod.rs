@@ -14,6 +14,7 @@
 mod fast;
 pub mod gguf;
 pub mod indicators;
+mod own_encoding;
 pub mod sources;
 
 use fast::{FastPath, Scratch};
@@ -327,7 +328,7 @@ fn scan_one(cx: &ScanContext<'_>, id: u32, scratch: &mut Scratch) -> Result<Toke
         return Ok(r);
     }
     let fast_ok = fast
-        .and_then(|f| f.encode(tok, &r.decoded, scratch))
+        .and_then(|f| f.encode(tok, id, &r.decoded, scratch))
         .is_some();
     let encoding;
     let mut ids: &[u32] = match fast_ok {
