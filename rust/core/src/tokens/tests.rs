@@ -573,3 +573,23 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn own_encodings_follow_the_leftmost_rule_on_repeated_pairs() {
+    let texts: Vec<String> = ["a", "aa", "aaa", "aaaa"].map(String::from).to_vec();
+    let own = |merges: &[(u32, u32, u32)]| {
+        let own = own_encoding::OwnEncodings::new(4, [0], merges, |l, r| {
+            merges
+                .iter()
+                .position(|m| (m.0, m.1) == (l, r))
+                .map(|p| p as u32)
+        });
+        (1..4).filter(|&id| own.contains(id)).collect::<Vec<u32>>()
+    };
+    // "aaa": the leftmost "a a" merges first, so only "aa a" can build "aaa".
+    assert_eq!(plain_bpe(&texts, &[(0, 0, 1), (0, 1, 2)], "aaa").0, [1, 0]);
+    assert_eq!(own(&[(0, 0, 1), (0, 1, 2)]), [1]);
+    assert_eq!(own(&[(0, 0, 1), (1, 0, 2)]), [1, 2]);
+    // "aaaa": both halves become "aa" (same rank, left first), then "aa aa".
+    assert_eq!(own(&[(0, 0, 1), (1, 1, 3)]), [1, 3]);
+}
