@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import operator
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Union, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -29,12 +31,81 @@ SUMMARY_DEFINITIONS = {
 TokenizerSource = Union[str, "os.PathLike[str]", Any]
 
 
+class PackedStrings(Sequence[str]):
+    """A read-only sequence of strings stored in one UTF-8 buffer.
+
+    The scan returns every token's string and decoded text this way: string ``i`` is
+    ``data[offsets[i]:offsets[i + 1]]``, decoded when it is read, so a scan of a 262k-token
+    vocabulary hands over two buffers instead of building half a million ``str`` objects that
+    most callers never look at. It behaves like a read-only list: ``len``, indexing (negative
+    too), slicing (gives a list), iteration, ``in``, and ``==`` with a list, a tuple or another
+    ``PackedStrings``.
+
+    Example:
+        >>> s = PackedStrings("ab€".encode(), np.array([0, 1, 5], dtype=np.uint64))
+        >>> s[1], s[-2:], s == ["a", "b€"]
+        ('b€', ['a', 'b€'], True)
+    """
+
+    __slots__ = ("_data", "_offsets")
+
+    def __init__(self, data: bytes, offsets: npt.NDArray[np.uint64]) -> None:
+        if offsets.ndim != 1 or len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != len(data):
+            raise ValueError(
+                "`offsets` must be a 1-D array from 0 to len(data) "
+                f"({len(data)}), got shape {offsets.shape}"
+            )
+        self._data = data
+        self._offsets = offsets
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: Union[int, slice]) -> Union[str, list[str]]:
+        if isinstance(index, slice):
+            return [self._get(i) for i in range(*index.indices(len(self)))]
+        i = operator.index(index)
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"index {index} out of range for {n} strings")
+        return self._get(i)
+
+    def _get(self, i: int) -> str:
+        return self._data[int(self._offsets[i]) : int(self._offsets[i + 1])].decode()
+
+    def __iter__(self) -> Iterator[str]:
+        data, offsets = self._data, self._offsets.tolist()
+        for start, end in zip(offsets, offsets[1:]):
+            yield data[start:end].decode()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PackedStrings):
+            return self._data == other._data and np.array_equal(self._offsets, other._offsets)
+        if isinstance(other, (list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        more = ", ..." if len(self) > 3 else ""
+        return f"PackedStrings({self[:3]!r}{more}, {len(self)} strings)"
+
+
 @dataclass
 class ScanResult:
     """Per-token results of :func:`scan`; arrays are indexed by token id.
 
     Attributes:
-        tokens: vocabulary string of each id.
+        tokens: vocabulary string of each id (a :class:`PackedStrings` from a scan).
         decoded: text of each token decoded alone (continuation pieces without ``##``).
         category: ``uint8`` codes, see :data:`CATEGORY_NAMES`.
         single_byte: token stands for exactly one byte.
@@ -47,8 +118,8 @@ class ScanResult:
         source: where the tokenizer came from.
     """
 
-    tokens: list[str]
-    decoded: list[str]
+    tokens: Sequence[str]
+    decoded: Sequence[str]
     category: npt.NDArray[np.uint8]
     single_byte: npt.NDArray[np.bool_]
     continuation: npt.NDArray[np.bool_]
@@ -181,6 +252,8 @@ class Scanner:
         if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 0:
             raise ValueError(f"`max_examples` must be a non-negative int, got {max_examples!r}")
         raw = self._native.scan(containment=containment, max_examples=max_examples, fast=fast)
+        raw["tokens"] = PackedStrings(*raw["tokens"])
+        raw["decoded"] = PackedStrings(*raw["decoded"])
         return ScanResult(**raw, source=self.source)
 
 

@@ -262,6 +262,8 @@ pub(crate) struct Scratch {
     pub(crate) ids: Vec<u32>,
     ranks: Vec<Option<(u32, u32)>>,
     normalized: String,
+    /// A token's bytes (byte-level decoding, the scan's byte-token checks).
+    pub(crate) bytes: Vec<u8>,
 }
 
 /// The fast path for one tokenizer, when its shape is recognised.
@@ -340,32 +342,38 @@ impl FastPath {
         self.tokens.get(id as usize).map(|t| t.as_deref())
     }
 
-    /// The text of one (non-special) token decoded alone, as the library's decoder gives it.
-    pub(crate) fn decode(&self, token: &str) -> Option<String> {
+    /// Appends the text of one (non-special) token decoded alone, as the library's decoder
+    /// gives it, to `out`; false (and `out` unchanged) to ask the library.
+    pub(crate) fn decode_into(&self, token: &str, out: &mut String, bytes: &mut Vec<u8>) -> bool {
         match self.decoder {
             Decoder::ByteLevel => {
-                let bytes: Option<Vec<u8>> = token
-                    .chars()
-                    .map(|c| self.char_to_byte.get(&c).copied())
-                    .collect();
-                Some(String::from_utf8_lossy(&bytes?).into_owned())
+                bytes.clear();
+                for c in token.chars() {
+                    match self.char_to_byte.get(&c) {
+                        Some(&b) => bytes.push(b),
+                        None => return false,
+                    }
+                }
+                out.push_str(&String::from_utf8_lossy(bytes));
             }
             Decoder::SentencePiece { strip } => {
-                let text = if let Some(b) = super::byte_fallback_value(token) {
-                    if b < 0x80 {
-                        char::from(b).to_string()
-                    } else {
-                        "\u{fffd}".to_owned()
-                    }
+                let start = out.len();
+                if let Some(b) = super::byte_fallback_value(token) {
+                    out.push(if b < 0x80 { char::from(b) } else { '\u{fffd}' });
                 } else {
-                    token.replace('\u{2581}', " ")
-                };
-                Some(match (strip, text.strip_prefix(' ')) {
-                    (true, Some(rest)) => rest.to_owned(),
-                    _ => text,
-                })
+                    for (i, part) in token.split('\u{2581}').enumerate() {
+                        if i > 0 {
+                            out.push(' ');
+                        }
+                        out.push_str(part);
+                    }
+                }
+                if strip && out[start..].starts_with(' ') {
+                    out.remove(start);
+                }
             }
         }
+        true
     }
 
     /// Encodes `text`, the decoded text of token `id` (no special tokens added), into

@@ -101,13 +101,103 @@ pub struct Containment {
     pub examples: Vec<u32>,
 }
 
+/// Strings stored one after another in one buffer: string `i` is
+/// `text[offsets[i]..offsets[i + 1]]`. A vocabulary's strings this way take two allocations
+/// instead of one per string, and cross to Python as two arrays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackedStrings {
+    /// The strings, concatenated.
+    pub text: String,
+    /// Byte offsets of the strings in `text`: one more than there are strings, from 0 to
+    /// `text.len()`, each on a character boundary.
+    pub offsets: Vec<u64>,
+}
+
+impl Default for PackedStrings {
+    fn default() -> Self {
+        Self::with_capacity(0, 0)
+    }
+}
+
+impl PackedStrings {
+    /// No strings yet, with room for `strings` strings of `bytes` bytes in all.
+    pub fn with_capacity(strings: usize, bytes: usize) -> Self {
+        let mut offsets = Vec::with_capacity(strings + 1);
+        offsets.push(0);
+        PackedStrings {
+            text: String::with_capacity(bytes),
+            offsets,
+        }
+    }
+
+    /// Number of strings.
+    pub fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// Whether there are no strings.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// String `i`, if there is one.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let (&start, &end) = (self.offsets.get(i)?, self.offsets.get(i + 1)?);
+        self.text.get(start as usize..end as usize)
+    }
+
+    /// Appends one string.
+    pub fn push(&mut self, s: &str) {
+        self.text.push_str(s);
+        self.end_string();
+    }
+
+    /// Ends the string written to `text` since the last one ended.
+    pub(crate) fn end_string(&mut self) {
+        self.offsets.push(self.text.len() as u64);
+    }
+
+    /// Appends all strings of `other`.
+    pub fn append(&mut self, other: &PackedStrings) {
+        let base = self.text.len() as u64;
+        self.text.push_str(&other.text);
+        self.offsets
+            .extend(other.offsets[1..].iter().map(|&o| base + o));
+    }
+
+    /// The strings in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.offsets
+            .windows(2)
+            .map(|w| &self.text[w[0] as usize..w[1] as usize])
+    }
+}
+
+impl std::ops::Index<usize> for PackedStrings {
+    type Output = str;
+
+    fn index(&self, i: usize) -> &str {
+        &self.text[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for PackedStrings {
+    fn from_iter<I: IntoIterator<Item = S>>(strings: I) -> Self {
+        let mut packed = PackedStrings::default();
+        for s in strings {
+            packed.push(s.as_ref());
+        }
+        packed
+    }
+}
+
 /// The result of [`scan`]: one entry per token id.
 #[derive(Debug, Clone)]
 pub struct ScanReport {
     /// The vocabulary string of each id (empty where the id is unused).
-    pub tokens: Vec<String>,
+    pub tokens: PackedStrings,
     /// The text of each token decoded alone.
-    pub decoded: Vec<String>,
+    pub decoded: PackedStrings,
     /// The category of each token.
     pub category: Vec<Category>,
     /// Whether the token stands for exactly one byte (byte-level or byte-fallback tokens).
@@ -193,20 +283,31 @@ pub(crate) fn byte_fallback_value(token: &str) -> Option<u8> {
     u8::from_str_radix(hex, 16).ok()
 }
 
-/// The exact bytes a token stands for, when the tokenizer makes them knowable.
-fn token_bytes(token: &str, traits: &Traits, char_to_byte: &AHashMap<char, u8>) -> Option<Vec<u8>> {
+/// The exact bytes a token stands for, when the tokenizer makes them knowable: written to
+/// `out`, returns whether it did.
+fn token_bytes(
+    token: &str,
+    traits: &Traits,
+    char_to_byte: &AHashMap<char, u8>,
+    out: &mut Vec<u8>,
+) -> bool {
+    out.clear();
     if traits.byte_fallback {
         if let Some(b) = byte_fallback_value(token) {
-            return Some(vec![b]);
+            out.push(b);
+            return true;
         }
     }
     if traits.byte_level {
-        return token
-            .chars()
-            .map(|c| char_to_byte.get(&c).copied())
-            .collect();
+        for c in token.chars() {
+            match char_to_byte.get(&c) {
+                Some(&b) => out.push(b),
+                None => return false,
+            }
+        }
+        return true;
     }
-    None
+    false
 }
 
 fn impossible_in_utf8(bytes: &[u8]) -> bool {
@@ -237,124 +338,202 @@ fn continuation_reachable(tok: &Tokenizer, suffix: &str) -> Result<bool> {
     Ok(splits.len() == 1 && splits[0].0 == word)
 }
 
-struct TokenResult {
-    token: String,
-    decoded: String,
-    category: Category,
-    single_byte: bool,
-    continuation: bool,
-    impossible: bool,
+/// Every token's byte string (the containment report's input).
+struct Surfaces {
+    bytes: Vec<u8>,
+    /// `bytes[offsets[i]..offsets[i + 1]]` is the surface of the `i`-th token (empty: none).
+    offsets: Vec<usize>,
+}
+
+impl Surfaces {
+    fn get(&self, i: usize) -> &[u8] {
+        &self.bytes[self.offsets[i]..self.offsets[i + 1]]
+    }
+}
+
+/// The scan of a run of consecutive ids, written into flat buffers (no allocation per token).
+struct Chunk {
+    tokens: PackedStrings,
+    decoded: PackedStrings,
+    category: Vec<Category>,
+    single_byte: Vec<bool>,
+    continuation: Vec<bool>,
+    impossible: Vec<bool>,
+    /// Number of ids each token re-encodes to (its ids are appended to `reencoded`).
+    reencoded_len: Vec<u32>,
     reencoded: Vec<u32>,
-    surface: Option<Vec<u8>>,
-    /// The library had to re-encode this token (no fast path, or the fast path declined).
-    library: bool,
+    /// Each token's byte string, when the containment report needs them.
+    surfaces: Surfaces,
+    /// Tokens the library had to re-encode (no fast path, or the fast path declined).
+    library: usize,
+}
+
+impl Chunk {
+    fn with_capacity(n: usize) -> Self {
+        Chunk {
+            tokens: PackedStrings::with_capacity(n, 8 * n),
+            decoded: PackedStrings::with_capacity(n, 8 * n),
+            category: Vec::with_capacity(n),
+            single_byte: Vec::with_capacity(n),
+            continuation: Vec::with_capacity(n),
+            impossible: Vec::with_capacity(n),
+            reencoded_len: Vec::with_capacity(n),
+            reencoded: Vec::new(),
+            surfaces: Surfaces {
+                bytes: Vec::new(),
+                offsets: vec![0],
+            },
+            library: 0,
+        }
+    }
 }
 
 /// What every token's scan shares.
 struct ScanContext<'a> {
     tok: &'a Tokenizer,
     fast: Option<&'a FastPath>,
-    special: AHashMap<u32, bool>,
+    /// Per id: an added token marked special.
+    special: Vec<bool>,
     traits: Traits,
     char_to_byte: AHashMap<char, u8>,
     /// Keep each token's byte string (only the containment report reads it).
     surfaces: bool,
 }
 
-fn scan_one(cx: &ScanContext<'_>, id: u32, scratch: &mut Scratch) -> Result<TokenResult> {
+/// The per-token flags [`scan_one`] finds besides the texts.
+struct TokenFlags {
+    category: Category,
+    single_byte: bool,
+    continuation: bool,
+    impossible: bool,
+}
+
+/// Scans token `id`, appending its results to `out`.
+fn scan_one(cx: &ScanContext<'_>, id: u32, scratch: &mut Scratch, out: &mut Chunk) -> Result<()> {
+    let reencoded_start = out.reencoded.len();
+    let flags = scan_texts(cx, id, scratch, out)?;
+    out.surfaces.offsets.push(out.surfaces.bytes.len());
+    out.tokens.end_string();
+    out.decoded.end_string();
+    out.category.push(flags.category);
+    out.single_byte.push(flags.single_byte);
+    out.continuation.push(flags.continuation);
+    out.impossible.push(flags.impossible);
+    out.reencoded_len
+        .push((out.reencoded.len() - reencoded_start) as u32);
+    Ok(())
+}
+
+/// Writes the token's string and decoded text (and surface) into `out`, re-encodes, and
+/// returns the flags. `out`'s per-token lists are pushed by the caller.
+fn scan_texts(
+    cx: &ScanContext<'_>,
+    id: u32,
+    scratch: &mut Scratch,
+    out: &mut Chunk,
+) -> Result<TokenFlags> {
     let (tok, fast, traits) = (cx.tok, cx.fast, &cx.traits);
-    let mut r = TokenResult {
-        token: String::new(),
-        decoded: String::new(),
+    let mut flags = TokenFlags {
         category: Category::UnreachableMulti,
         single_byte: false,
         continuation: false,
         impossible: false,
-        reencoded: Vec::new(),
-        surface: None,
-        library: false,
     };
+    let library_token;
     let token = match fast.and_then(|f| f.token(id)) {
-        Some(t) => t.map(str::to_owned),
-        None => tok.id_to_token(id),
+        Some(t) => t,
+        None => {
+            library_token = tok.id_to_token(id);
+            library_token.as_deref()
+        }
     };
     let Some(token) = token else {
         // A hole in the id space: nothing can produce it.
-        return Ok(r);
+        return Ok(flags);
     };
-    r.token = token;
+    out.tokens.text.push_str(token);
     let decode_err = |e| Error::Internal(format!("decoding token {id} failed: {e}"));
-    let is_special = cx.special.get(&id).copied().unwrap_or(false);
-    r.decoded = match fast
-        .filter(|_| !is_special)
-        .and_then(|f| f.decode(&r.token))
-    {
-        Some(text) => text,
-        None => tok.decode(&[id], false).map_err(decode_err)?,
-    };
-    if is_special {
-        r.category = Category::Special;
-        return Ok(r);
+    let is_special = cx.special.get(id as usize).copied().unwrap_or(false);
+    let decoded_start = out.decoded.text.len();
+    let decoded_fast = !is_special
+        && fast.is_some_and(|f| f.decode_into(token, &mut out.decoded.text, &mut scratch.bytes));
+    if !decoded_fast {
+        out.decoded
+            .text
+            .push_str(&tok.decode(&[id], false).map_err(decode_err)?);
     }
-    let bytes = token_bytes(&r.token, traits, &cx.char_to_byte);
-    if let Some(b) = &bytes {
-        r.single_byte = b.len() == 1;
-        r.impossible = impossible_in_utf8(b);
+    if is_special {
+        flags.category = Category::Special;
+        return Ok(flags);
+    }
+    let has_bytes = token_bytes(token, traits, &cx.char_to_byte, &mut scratch.bytes);
+    if has_bytes {
+        flags.single_byte = scratch.bytes.len() == 1;
+        flags.impossible = impossible_in_utf8(&scratch.bytes);
     }
     if let Some(prefix) = &traits.continuation_prefix {
-        if let Some(suffix) = r.token.strip_prefix(prefix.as_str()) {
+        if let Some(suffix) = token.strip_prefix(prefix.as_str()) {
             if !suffix.is_empty() {
-                r.continuation = true;
-                r.surface = Some(suffix.as_bytes().to_vec());
-                r.decoded = suffix.to_owned();
-                r.category = if continuation_reachable(tok, suffix)? {
+                flags.continuation = true;
+                if cx.surfaces {
+                    out.surfaces.bytes.extend_from_slice(suffix.as_bytes());
+                }
+                out.decoded.text.truncate(decoded_start);
+                out.decoded.text.push_str(suffix);
+                flags.category = if continuation_reachable(tok, suffix)? {
                     Category::Ok
                 } else {
                     Category::UnreachableMulti
                 };
-                return Ok(r);
+                return Ok(flags);
             }
         }
     }
-    let undecodable = match &bytes {
-        Some(b) => std::str::from_utf8(b).is_err(),
-        None => r.decoded.contains('\u{fffd}') && !r.token.contains('\u{fffd}'),
+    let decoded = &out.decoded.text[decoded_start..];
+    let undecodable = match has_bytes {
+        true => std::str::from_utf8(&scratch.bytes).is_err(),
+        false => decoded.contains('\u{fffd}') && !token.contains('\u{fffd}'),
     };
     if cx.surfaces {
-        r.surface = Some(bytes.unwrap_or_else(|| r.decoded.as_bytes().to_vec()));
+        let surface = if has_bytes {
+            &scratch.bytes[..]
+        } else {
+            decoded.as_bytes()
+        };
+        out.surfaces.bytes.extend_from_slice(surface);
     }
     if undecodable {
-        r.category = Category::Undecodable;
-        return Ok(r);
+        flags.category = Category::Undecodable;
+        return Ok(flags);
     }
     let fast_ok = fast
-        .and_then(|f| f.encode(tok, id, &r.decoded, scratch))
+        .and_then(|f| f.encode(tok, id, decoded, scratch))
         .is_some();
     let encoding;
     let mut ids: &[u32] = match fast_ok {
         true => &scratch.ids,
         false => {
-            r.library = true;
+            out.library += 1;
             encoding = tok
-                .encode_fast(r.decoded.as_str(), false)
+                .encode_fast(decoded, false)
                 .map_err(|e| Error::Internal(format!("encoding token {id} failed: {e}")))?;
             encoding.get_ids()
         }
     };
     if let (Some(p), [first, rest @ ..]) = (traits.prepended_id, ids) {
-        if *first == p && !rest.is_empty() && !r.decoded.starts_with(' ') {
+        if *first == p && !rest.is_empty() && !decoded.starts_with(' ') {
             ids = rest;
         }
     }
-    r.category = match ids {
+    flags.category = match ids {
         [only] if *only == id => Category::Ok,
         [_] => Category::UnreachableSingle,
         _ => Category::UnreachableMulti,
     };
-    if r.category != Category::Ok {
-        r.reencoded = ids.to_vec();
+    if flags.category != Category::Ok {
+        out.reencoded.extend_from_slice(ids);
     }
-    Ok(r)
+    Ok(flags)
 }
 
 /// Scans every token of `tok`: decode it alone, encode the text again, and categorise.
@@ -462,11 +641,12 @@ fn scan_with(
     if vocab_size == 0 {
         return Err(Error::value("tokenizer", "a non-empty vocabulary", "none"));
     }
-    let special: AHashMap<u32, bool> = tok
-        .get_added_tokens_decoder()
-        .into_iter()
-        .map(|(id, t)| (id, t.special))
-        .collect();
+    let mut special = vec![false; vocab_size];
+    for (id, t) in tok.get_added_tokens_decoder() {
+        if let Some(slot) = special.get_mut(id as usize) {
+            *slot = t.special;
+        }
+    }
     let cx = ScanContext {
         tok,
         fast,
@@ -475,51 +655,74 @@ fn scan_with(
         char_to_byte: sources::char_to_byte(),
         surfaces: options.containment,
     };
-    let results: Vec<TokenResult> = (0..vocab_size as u32)
+    // Runs of consecutive ids, each written into its own flat buffers, then joined in order.
+    const CHUNK_IDS: usize = 2048;
+    let chunks: Vec<Chunk> = (0..vocab_size.div_ceil(CHUNK_IDS))
         .into_par_iter()
-        .with_min_len(256)
-        .map_init(Scratch::default, |scratch, id| scan_one(&cx, id, scratch))
+        .map_init(Scratch::default, |scratch, c| {
+            let ids = c * CHUNK_IDS..((c + 1) * CHUNK_IDS).min(vocab_size);
+            let mut out = Chunk::with_capacity(ids.len());
+            for id in ids {
+                scan_one(&cx, id as u32, scratch, &mut out)?;
+            }
+            Ok(out)
+        })
         .collect::<Result<_>>()?;
 
-    let containment = if options.containment {
-        Some(containment(
-            &results,
-            options.max_examples,
-            options.max_token_bytes,
-        )?)
-    } else {
-        None
-    };
+    let text_bytes =
+        |f: fn(&Chunk) -> &PackedStrings| -> usize { chunks.iter().map(|c| f(c).text.len()).sum() };
     let mut report = ScanReport {
-        tokens: Vec::with_capacity(vocab_size),
-        decoded: Vec::with_capacity(vocab_size),
+        tokens: PackedStrings::with_capacity(vocab_size, text_bytes(|c| &c.tokens)),
+        decoded: PackedStrings::with_capacity(vocab_size, text_bytes(|c| &c.decoded)),
         category: Vec::with_capacity(vocab_size),
         single_byte: Vec::with_capacity(vocab_size),
         continuation: Vec::with_capacity(vocab_size),
         impossible_bytes: Vec::with_capacity(vocab_size),
         reencoded_offsets: Vec::with_capacity(vocab_size + 1),
         reencoded: Vec::new(),
-        containment,
+        containment: None,
         notes: Vec::new(),
     };
+    let mut surfaces = Surfaces {
+        bytes: Vec::new(),
+        offsets: Vec::with_capacity(vocab_size + 1),
+    };
+    surfaces.offsets.push(0);
     report.reencoded_offsets.push(0);
-    if fast.is_some() {
-        let declined = results.iter().filter(|r| r.library).count();
-        if declined > 0 {
-            report.notes.push(format!(
-                "{declined} token(s) re-encoded by the tokenizers library (their text holds an added token)"
-            ));
+    let mut library = 0;
+    for c in &chunks {
+        report.tokens.append(&c.tokens);
+        report.decoded.append(&c.decoded);
+        report.category.extend_from_slice(&c.category);
+        report.single_byte.extend_from_slice(&c.single_byte);
+        report.continuation.extend_from_slice(&c.continuation);
+        report.impossible_bytes.extend_from_slice(&c.impossible);
+        let base = report.reencoded.len() as u32;
+        let mut end = base;
+        for &n in &c.reencoded_len {
+            end += n;
+            report.reencoded_offsets.push(end);
         }
+        report.reencoded.extend_from_slice(&c.reencoded);
+        let base = surfaces.bytes.len();
+        surfaces
+            .offsets
+            .extend(c.surfaces.offsets[1..].iter().map(|&o| base + o));
+        surfaces.bytes.extend_from_slice(&c.surfaces.bytes);
+        library += c.library;
     }
-    for r in results {
-        report.tokens.push(r.token);
-        report.decoded.push(r.decoded);
-        report.category.push(r.category);
-        report.single_byte.push(r.single_byte);
-        report.continuation.push(r.continuation);
-        report.impossible_bytes.push(r.impossible);
-        report.reencoded.extend_from_slice(&r.reencoded);
-        report.reencoded_offsets.push(report.reencoded.len() as u32);
+    drop(chunks);
+    if fast.is_some() && library > 0 {
+        report.notes.push(format!(
+            "{library} token(s) re-encoded by the tokenizers library (their text holds an added token)"
+        ));
+    }
+    if options.containment {
+        report.containment = Some(containment(
+            &surfaces,
+            options.max_examples,
+            options.max_token_bytes,
+        )?);
     }
     Ok(report)
 }
@@ -529,16 +732,13 @@ fn scan_with(
 /// Instead of comparing all pairs (quadratic in the vocabulary), one Aho-Corasick automaton
 /// over all token strings finds, in a single pass over each token, every shorter token inside
 /// it: the work is linear in the total length of the vocabulary plus the number of matches.
-fn containment(
-    results: &[TokenResult],
-    max_examples: usize,
-    max_bytes: usize,
-) -> Result<Containment> {
-    let n = results.len();
+fn containment(surfaces: &Surfaces, max_examples: usize, max_bytes: usize) -> Result<Containment> {
+    let n = surfaces.offsets.len() - 1;
     let mut pattern_ids: Vec<u32> = Vec::with_capacity(n);
     let mut patterns: Vec<&[u8]> = Vec::with_capacity(n);
-    for (id, r) in results.iter().enumerate() {
-        if let Some(s) = r.surface.as_deref().filter(|s| !s.is_empty()) {
+    for id in 0..n {
+        let s = surfaces.get(id);
+        if !s.is_empty() {
             pattern_ids.push(id as u32);
             patterns.push(s);
         }
@@ -547,13 +747,13 @@ fn containment(
         .kind(Some(AhoCorasickKind::ContiguousNFA))
         .build(&patterns)
         .map_err(|e| Error::Internal(format!("cannot index the vocabulary: {e}")))?;
-    let mut pairs: Vec<(u32, u32, u32)> = results
-        .par_iter()
-        .enumerate()
+    let mut pairs: Vec<(u32, u32, u32)> = (0..n)
+        .into_par_iter()
         .with_min_len(256)
-        .flat_map_iter(|(outer, r)| {
+        .flat_map_iter(|outer| {
             let mut found: Vec<(u32, u32, u32)> = Vec::new();
-            if let Some(s) = r.surface.as_deref().filter(|s| s.len() <= max_bytes) {
+            let s = surfaces.get(outer);
+            if s.len() <= max_bytes {
                 let len = s.len() as u32;
                 for m in automaton.find_overlapping_iter(s) {
                     if m.len() < s.len() {

@@ -85,7 +85,7 @@ fn byte_level_categories_are_exact() {
     assert_eq!(r.count(Category::Undecodable), 129);
     assert_eq!(r.count(Category::Ok), 128 + 4);
     assert!(r.impossible_bytes[0xff] && r.impossible_bytes[0xc0] && !r.impossible_bytes[0x80]);
-    assert_eq!(r.decoded[259], " ab");
+    assert_eq!(&r.decoded[259], " ab");
 }
 
 #[test]
@@ -343,14 +343,14 @@ fn tiktoken_ranks_build_a_gpt2_style_tokenizer() {
     let r = scan(&tok, &ScanOptions::default()).unwrap();
     assert_eq!(r.vocab_size(), 262);
     assert_eq!(r.count(Category::Special), 1);
-    assert_eq!(r.tokens[261], "<|endoftext|>");
+    assert_eq!(&r.tokens[261], "<|endoftext|>");
     assert_eq!(r.single_byte.iter().filter(|&&b| b).count(), 256);
     assert_eq!(r.count(Category::Undecodable), 129);
     assert_eq!(
         r.count(Category::UnreachableMulti) + r.count(Category::UnreachableSingle),
         0
     );
-    assert_eq!(r.decoded[260], "\u{20ac}");
+    assert_eq!(&r.decoded[260], "\u{20ac}");
     let ids = tok
         .encode("abc \u{20ac}", false)
         .unwrap()
@@ -396,7 +396,7 @@ proptest! {
         let r = scan(&tok, &ScanOptions { max_examples: 100, ..Default::default() }).unwrap();
         prop_assert_eq!(Category::ALL.iter().map(|&c| r.count(c)).sum::<usize>(), r.vocab_size());
         for id in 0..r.vocab_size() {
-            let ids = tok.encode(r.decoded[id].as_str(), false).unwrap().get_ids().to_vec();
+            let ids = tok.encode(&r.decoded[id], false).unwrap().get_ids().to_vec();
             match r.category[id] {
                 Category::Ok => prop_assert_eq!(ids, vec![id as u32]),
                 Category::UnreachableSingle => prop_assert!(ids.len() == 1 && ids[0] != id as u32),
@@ -592,4 +592,18 @@ fn own_encodings_follow_the_leftmost_rule_on_repeated_pairs() {
     assert_eq!(own(&[(0, 0, 1), (1, 0, 2)]), [1, 2]);
     // "aaaa": both halves become "aa" (same rank, left first), then "aa aa".
     assert_eq!(own(&[(0, 0, 1), (1, 1, 3)]), [1, 3]);
+}
+
+#[test]
+fn packed_strings_keep_each_string_whole() {
+    let words = ["", "a", "b\u{20ac}", "\u{65e5}\u{672c}"];
+    let mut packed: PackedStrings = words[..2].iter().collect();
+    packed.append(&words[2..].iter().collect());
+    assert_eq!(packed.len(), 4);
+    assert_eq!(packed.iter().collect::<Vec<_>>(), words);
+    assert_eq!(&packed[2], "b\u{20ac}");
+    assert_eq!(packed.get(3), Some("\u{65e5}\u{672c}"));
+    assert_eq!(packed.get(4), None);
+    assert_eq!(packed, words.iter().collect());
+    assert!(PackedStrings::default().is_empty());
 }
