@@ -388,14 +388,40 @@ impl Chunk {
     }
 }
 
-/// What every token's scan shares.
-struct ScanContext<'a> {
-    tok: &'a Tokenizer,
-    fast: Option<&'a FastPath>,
+/// What the scan needs to know about a tokenizer besides `encode` and `decode`: found once
+/// per tokenizer (a [`PreparedTokenizer`] keeps it).
+struct ScanFacts {
+    /// One past the largest token id.
+    vocab_size: usize,
     /// Per id: an added token marked special.
     special: Vec<bool>,
     traits: Traits,
     char_to_byte: AHashMap<char, u8>,
+}
+
+impl ScanFacts {
+    fn new(tok: &Tokenizer) -> Self {
+        let vocab_size = id_space(tok);
+        let mut special = vec![false; vocab_size];
+        for (id, t) in tok.get_added_tokens_decoder() {
+            if let Some(slot) = special.get_mut(id as usize) {
+                *slot = t.special;
+            }
+        }
+        ScanFacts {
+            vocab_size,
+            special,
+            traits: traits(tok),
+            char_to_byte: sources::char_to_byte(),
+        }
+    }
+}
+
+/// What every token's scan shares.
+struct ScanContext<'a> {
+    tok: &'a Tokenizer,
+    fast: Option<&'a FastPath>,
+    facts: &'a ScanFacts,
     /// Keep each token's byte string (only the containment report reads it).
     surfaces: bool,
 }
@@ -432,7 +458,7 @@ fn scan_texts(
     scratch: &mut Scratch,
     out: &mut Chunk,
 ) -> Result<TokenFlags> {
-    let (tok, fast, traits) = (cx.tok, cx.fast, &cx.traits);
+    let (tok, fast, traits) = (cx.tok, cx.fast, &cx.facts.traits);
     let mut flags = TokenFlags {
         category: Category::UnreachableMulti,
         single_byte: false,
@@ -453,7 +479,7 @@ fn scan_texts(
     };
     out.tokens.text.push_str(token);
     let decode_err = |e| Error::Internal(format!("decoding token {id} failed: {e}"));
-    let is_special = cx.special.get(id as usize).copied().unwrap_or(false);
+    let is_special = cx.facts.special.get(id as usize).copied().unwrap_or(false);
     let decoded_start = out.decoded.text.len();
     let decoded_fast = !is_special
         && fast.is_some_and(|f| f.decode_into(token, &mut out.decoded.text, &mut scratch.bytes));
@@ -466,7 +492,7 @@ fn scan_texts(
         flags.category = Category::Special;
         return Ok(flags);
     }
-    let has_bytes = token_bytes(token, traits, &cx.char_to_byte, &mut scratch.bytes);
+    let has_bytes = token_bytes(token, traits, &cx.facts.char_to_byte, &mut scratch.bytes);
     if has_bytes {
         flags.single_byte = scratch.bytes.len() == 1;
         flags.impossible = impossible_in_utf8(&scratch.bytes);
@@ -542,7 +568,7 @@ fn scan_texts(
 /// special. WordPiece continuation pieces (`##x`) are judged in word context: such a piece is
 /// reachable when its text passes the normaliser and pre-tokenizer unchanged as one piece.
 pub fn scan(tok: &Tokenizer, options: &ScanOptions) -> Result<ScanReport> {
-    scan_with(tok, None, options)
+    scan_with(tok, &ScanFacts::new(tok), None, options)
 }
 
 /// A tokenizer ready to scan: the `tokenizers` tokenizer plus, when its shape is recognised
@@ -550,6 +576,7 @@ pub fn scan(tok: &Tokenizer, options: &ScanOptions) -> Result<ScanReport> {
 pub struct PreparedTokenizer {
     /// The tokenizer.
     pub tokenizer: Tokenizer,
+    facts: ScanFacts,
     fast: Option<FastPath>,
     /// Approximations made while building it.
     pub notes: Vec<String>,
@@ -564,6 +591,7 @@ impl PreparedTokenizer {
     ) -> Self {
         let fast = merges.and_then(|m| FastPath::new(&tokenizer, m));
         PreparedTokenizer {
+            facts: ScanFacts::new(&tokenizer),
             tokenizer,
             fast,
             notes,
@@ -598,7 +626,7 @@ impl PreparedTokenizer {
     /// Scans every token (see [`scan`]); `use_fast` = false forces the library path.
     pub fn scan(&self, options: &ScanOptions, use_fast: bool) -> Result<ScanReport> {
         let fast = self.fast.as_ref().filter(|_| use_fast);
-        let mut report = scan_with(&self.tokenizer, fast, options)?;
+        let mut report = scan_with(&self.tokenizer, &self.facts, fast, options)?;
         report.notes.extend(self.notes.iter().cloned());
         Ok(report)
     }
@@ -621,6 +649,7 @@ pub(crate) fn id_space(tok: &Tokenizer) -> usize {
 
 fn scan_with(
     tok: &Tokenizer,
+    facts: &ScanFacts,
     fast: Option<&FastPath>,
     options: &ScanOptions,
 ) -> Result<ScanReport> {
@@ -637,22 +666,14 @@ fn scan_with(
     } else {
         tok
     };
-    let vocab_size = id_space(tok);
+    let vocab_size = facts.vocab_size;
     if vocab_size == 0 {
         return Err(Error::value("tokenizer", "a non-empty vocabulary", "none"));
-    }
-    let mut special = vec![false; vocab_size];
-    for (id, t) in tok.get_added_tokens_decoder() {
-        if let Some(slot) = special.get_mut(id as usize) {
-            *slot = t.special;
-        }
     }
     let cx = ScanContext {
         tok,
         fast,
-        special,
-        traits: traits(tok),
-        char_to_byte: sources::char_to_byte(),
+        facts,
         surfaces: options.containment,
     };
     // Runs of consecutive ids, each written into its own flat buffers, then joined in order.
