@@ -18,6 +18,7 @@ use tokenizers::{
 
 use super::own_encoding::OwnEncodings;
 use super::sources::char_to_byte;
+use super::PackedStrings;
 
 #[inline]
 fn pair_key(l: u32, r: u32) -> u64 {
@@ -272,14 +273,53 @@ pub(crate) struct FastPath {
     decoder: Decoder,
     normalizer: Normalizer,
     has_pre_tokenizer: bool,
-    added: Option<AhoCorasick>,
+    /// Added tokens searched for in the text before normalisation (all of them: the library
+    /// looks for the non-normalised ones there) and after it (the normalised ones, in both
+    /// forms). A text holding one goes to the library, which splits it off.
+    added_in_text: Option<AhoCorasick>,
+    added_in_normalized: Option<AhoCorasick>,
     char_to_byte: AHashMap<char, u8>,
-    /// Every id's token string (model and added tokens), looked up once here: the library's
-    /// `id_to_token` hashes into two maps per call.
-    tokens: Vec<Option<String>>,
+    /// Every id's token string (model and added tokens), looked up once here and stored in
+    /// one buffer: the library's `id_to_token` hashes into two maps and allocates per call.
+    tokens: PackedStrings,
+    /// Per id: whether `tokens` holds a string (false for holes in the id space).
+    has_token: Vec<bool>,
     /// Per id: BPE is known to turn the token's text into the token (see [`OwnEncodings`]);
     /// false for added tokens, whose string may differ from the model's.
     own_encoding: Vec<bool>,
+}
+
+fn searcher<S: AsRef<[u8]>>(patterns: &[S]) -> Option<Option<AhoCorasick>> {
+    if patterns.is_empty() {
+        return Some(None);
+    }
+    let ac = AhoCorasick::builder()
+        .kind(Some(AhoCorasickKind::DFA))
+        .match_kind(MatchKind::LeftmostFirst)
+        .build(patterns)
+        .ok()?;
+    Some(Some(ac))
+}
+
+impl Normalizer {
+    /// Writes the normalised `text` to `out` (cleared first).
+    fn apply(self, text: &str, out: &mut String) {
+        out.clear();
+        match self {
+            Normalizer::Identity => out.push_str(text),
+            Normalizer::SentencePiece { prepend } => {
+                if prepend && !text.is_empty() {
+                    out.push('\u{2581}');
+                }
+                for (i, part) in text.split(' ').enumerate() {
+                    if i > 0 {
+                        out.push('\u{2581}');
+                    }
+                    out.push_str(part);
+                }
+            }
+        }
+    }
 }
 
 impl FastPath {
@@ -288,25 +328,32 @@ impl FastPath {
         let decoder = recognise_decoder(&json_of(tok.get_decoder()))?;
         let normalizer = recognise_normalizer(&json_of(tok.get_normalizer()))?;
         let bpe = FastBpe::new(tok, merges)?;
-        let contents: Vec<String> = tok
-            .get_added_tokens_decoder()
-            .into_values()
-            .map(|t| t.content)
+        let added = tok.get_added_tokens_decoder();
+        let in_text: Vec<&str> = added
+            .values()
+            .map(|t| t.content.as_str())
             .filter(|c| !c.is_empty())
             .collect();
-        let added = if contents.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasick::builder()
-                    .kind(Some(AhoCorasickKind::DFA))
-                    .match_kind(MatchKind::LeftmostFirst)
-                    .build(&contents)
-                    .ok()?,
-            )
-        };
+        let mut in_normalized: Vec<String> = Vec::new();
+        for t in added
+            .values()
+            .filter(|t| t.normalized && !t.content.is_empty())
+        {
+            let mut normalized = String::new();
+            normalizer.apply(&t.content, &mut normalized);
+            in_normalized.push(t.content.clone());
+            in_normalized.push(normalized);
+        }
+        let added_in_text = searcher(&in_text)?;
+        let added_in_normalized = searcher(&in_normalized)?;
         let n_ids = super::id_space(tok);
-        let tokens = (0..n_ids as u32).map(|id| tok.id_to_token(id)).collect();
+        let mut tokens = PackedStrings::with_capacity(n_ids, 8 * n_ids);
+        let mut has_token = vec![false; n_ids];
+        for (id, has) in has_token.iter_mut().enumerate() {
+            let token = tok.id_to_token(id as u32);
+            *has = token.is_some();
+            tokens.push(token.as_deref().unwrap_or(""));
+        }
         let mut own_encoding = vec![false; n_ids];
         if !bpe.ignore_merges {
             let own = OwnEncodings::new(
@@ -318,7 +365,7 @@ impl FastPath {
             for (id, slot) in own_encoding.iter_mut().enumerate() {
                 *slot = own.contains(id as u32);
             }
-            for id in tok.get_added_tokens_decoder().into_keys() {
+            for &id in added.keys() {
                 if let Some(slot) = own_encoding.get_mut(id as usize) {
                     *slot = false;
                 }
@@ -326,12 +373,14 @@ impl FastPath {
         }
         Some(FastPath {
             tokens,
+            has_token,
             own_encoding,
             bpe,
             decoder,
             normalizer,
             has_pre_tokenizer: tok.get_pre_tokenizer().is_some(),
-            added,
+            added_in_text,
+            added_in_normalized,
             char_to_byte: char_to_byte(),
         })
     }
@@ -339,7 +388,8 @@ impl FastPath {
     /// The string of token `id`, as `Tokenizer::id_to_token` gives it (`None` beyond the
     /// table: the caller asks the library).
     pub(crate) fn token(&self, id: u32) -> Option<Option<&str>> {
-        self.tokens.get(id as usize).map(|t| t.as_deref())
+        let has = *self.has_token.get(id as usize)?;
+        Some(has.then(|| &self.tokens[id as usize]))
     }
 
     /// Appends the text of one (non-special) token decoded alone, as the library's decoder
@@ -385,26 +435,19 @@ impl FastPath {
         text: &str,
         scratch: &mut Scratch,
     ) -> Option<()> {
-        if let Some(ac) = &self.added {
+        if let Some(ac) = &self.added_in_text {
             if ac.is_match(text) {
                 return None;
             }
         }
         let normalized: &str = match self.normalizer {
             Normalizer::Identity => text,
-            Normalizer::SentencePiece { prepend } => {
-                let s = &mut scratch.normalized;
-                s.clear();
-                if prepend && !text.is_empty() {
-                    s.push('\u{2581}');
-                }
-                for c in text.chars() {
-                    s.push(if c == ' ' { '\u{2581}' } else { c });
-                }
-                s
+            n => {
+                n.apply(text, &mut scratch.normalized);
+                &scratch.normalized
             }
         };
-        if let Some(ac) = &self.added {
+        if let Some(ac) = &self.added_in_normalized {
             if ac.is_match(normalized) {
                 return None;
             }
