@@ -301,6 +301,27 @@ fn searcher<S: AsRef<[u8]>>(patterns: &[S]) -> Option<Option<AhoCorasick>> {
     Some(Some(ac))
 }
 
+/// Appends `text` to `out` with every `from` replaced by `to`. A byte loop: the texts are a
+/// few bytes long, too short for `str::replace`'s searcher to pay off.
+fn push_replaced(out: &mut String, text: &str, from: char, to: char) {
+    let mut buf = [0u8; 4];
+    let from = from.encode_utf8(&mut buf).as_bytes();
+    let bytes = text.as_bytes();
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        // A match starts with a lead byte, so `i` is a character boundary.
+        if bytes[i] == from[0] && bytes[i..].starts_with(from) {
+            out.push_str(&text[start..i]);
+            out.push(to);
+            i += from.len();
+            start = i;
+        } else {
+            i += 1;
+        }
+    }
+    out.push_str(&text[start..]);
+}
+
 impl Normalizer {
     /// Writes the normalised `text` to `out` (cleared first).
     fn apply(self, text: &str, out: &mut String) {
@@ -311,12 +332,32 @@ impl Normalizer {
                 if prepend && !text.is_empty() {
                     out.push('\u{2581}');
                 }
-                for (i, part) in text.split(' ').enumerate() {
-                    if i > 0 {
-                        out.push('\u{2581}');
+                push_replaced(out, text, ' ', '\u{2581}');
+            }
+        }
+    }
+
+    /// Whether `text` normalises to `target` (without writing the normalised text).
+    fn maps_to(self, text: &str, target: &str) -> bool {
+        const SPACE_MARK: &[u8] = "\u{2581}".as_bytes();
+        match self {
+            Normalizer::Identity => text == target,
+            Normalizer::SentencePiece { prepend } => {
+                let mut target = target.as_bytes();
+                if prepend && !text.is_empty() {
+                    match target.strip_prefix(SPACE_MARK) {
+                        Some(rest) => target = rest,
+                        None => return false,
                     }
-                    out.push_str(part);
                 }
+                for &b in text.as_bytes() {
+                    let expected: &[u8] = if b == b' ' { SPACE_MARK } else { &[b] };
+                    match target.strip_prefix(expected) {
+                        Some(rest) => target = rest,
+                        None => return false,
+                    }
+                }
+                target.is_empty()
             }
         }
     }
@@ -411,12 +452,7 @@ impl FastPath {
                 if let Some(b) = super::byte_fallback_value(token) {
                     out.push(if b < 0x80 { char::from(b) } else { '\u{fffd}' });
                 } else {
-                    for (i, part) in token.split('\u{2581}').enumerate() {
-                        if i > 0 {
-                            out.push(' ');
-                        }
-                        out.push_str(part);
-                    }
+                    push_replaced(out, token, '\u{2581}', ' ');
                 }
                 if strip && out[start..].starts_with(' ') {
                     out.remove(start);
@@ -440,6 +476,19 @@ impl FastPath {
                 return None;
             }
         }
+        // A text that normalises to the token's own string, which BPE is known to keep
+        // whole, needs no BPE run (nor the normalised text, unless added tokens are looked
+        // for in it).
+        let own = self.own_encoding.get(id as usize).copied().unwrap_or(false);
+        let own_text = self.token(id).flatten().filter(|_| own);
+        scratch.ids.clear();
+        if let Some(t) = own_text {
+            let whole = !self.has_pre_tokenizer && self.added_in_normalized.is_none();
+            if whole && self.normalizer.maps_to(text, t) {
+                scratch.ids.push(id);
+                return Some(());
+            }
+        }
         let normalized: &str = match self.normalizer {
             Normalizer::Identity => text,
             n => {
@@ -453,11 +502,6 @@ impl FastPath {
             }
         }
         let (out, ranks) = (&mut scratch.ids, &mut scratch.ranks);
-        out.clear();
-        // A piece that is the token's own string, which BPE is known to keep whole, needs no
-        // BPE run.
-        let own = self.own_encoding.get(id as usize).copied().unwrap_or(false);
-        let own_text = self.token(id).flatten().filter(|_| own);
         let mut word = |piece: &str, out: &mut Vec<u32>| match own_text {
             Some(t) if t == piece => {
                 out.push(id);

@@ -276,6 +276,9 @@ fn traits(tok: &Tokenizer) -> Traits {
 }
 
 pub(crate) fn byte_fallback_value(token: &str) -> Option<u8> {
+    if token.len() != 6 {
+        return None;
+    }
     let hex = token.strip_prefix("<0x")?.strip_suffix('>')?;
     if hex.len() != 2 {
         return None;
@@ -308,6 +311,13 @@ fn token_bytes(
         return true;
     }
     false
+}
+
+/// Whether `s` holds U+FFFD (a byte loop: `str::contains(char)` compares every window of
+/// a short text through `memcmp`).
+fn has_replacement_char(s: &str) -> bool {
+    let b = s.as_bytes();
+    (0..b.len().saturating_sub(2)).any(|i| b[i] == 0xef && b[i + 1] == 0xbf && b[i + 2] == 0xbd)
 }
 
 fn impossible_in_utf8(bytes: &[u8]) -> bool {
@@ -518,7 +528,7 @@ fn scan_texts(
     let decoded = &out.decoded.text[decoded_start..];
     let undecodable = match has_bytes {
         true => std::str::from_utf8(&scratch.bytes).is_err(),
-        false => decoded.contains('\u{fffd}') && !token.contains('\u{fffd}'),
+        false => has_replacement_char(decoded) && !has_replacement_char(token),
     };
     if cx.surfaces {
         let surface = if has_bytes {
