@@ -352,12 +352,12 @@ fn continuation_reachable(tok: &Tokenizer, suffix: &str) -> Result<bool> {
 struct Surfaces {
     bytes: Vec<u8>,
     /// `bytes[offsets[i]..offsets[i + 1]]` is the surface of the `i`-th token (empty: none).
-    offsets: Vec<usize>,
+    offsets: Vec<u64>,
 }
 
 impl Surfaces {
     fn get(&self, i: usize) -> &[u8] {
-        &self.bytes[self.offsets[i]..self.offsets[i + 1]]
+        &self.bytes[self.offsets[i] as usize..self.offsets[i + 1] as usize]
     }
 }
 
@@ -369,8 +369,8 @@ struct Chunk {
     single_byte: Vec<bool>,
     continuation: Vec<bool>,
     impossible: Vec<bool>,
-    /// Number of ids each token re-encodes to (its ids are appended to `reencoded`).
-    reencoded_len: Vec<u32>,
+    /// CSR offsets of each token's ids in `reencoded` (from 0).
+    reencoded_offsets: Vec<u32>,
     reencoded: Vec<u32>,
     /// Each token's byte string, when the containment report needs them.
     surfaces: Surfaces,
@@ -387,7 +387,7 @@ impl Chunk {
             single_byte: Vec::with_capacity(n),
             continuation: Vec::with_capacity(n),
             impossible: Vec::with_capacity(n),
-            reencoded_len: Vec::with_capacity(n),
+            reencoded_offsets: Vec::from([0]),
             reencoded: Vec::new(),
             surfaces: Surfaces {
                 bytes: Vec::new(),
@@ -446,17 +446,15 @@ struct TokenFlags {
 
 /// Scans token `id`, appending its results to `out`.
 fn scan_one(cx: &ScanContext<'_>, id: u32, scratch: &mut Scratch, out: &mut Chunk) -> Result<()> {
-    let reencoded_start = out.reencoded.len();
     let flags = scan_texts(cx, id, scratch, out)?;
-    out.surfaces.offsets.push(out.surfaces.bytes.len());
+    out.surfaces.offsets.push(out.surfaces.bytes.len() as u64);
     out.tokens.end_string();
     out.decoded.end_string();
     out.category.push(flags.category);
     out.single_byte.push(flags.single_byte);
     out.continuation.push(flags.continuation);
     out.impossible.push(flags.impossible);
-    out.reencoded_len
-        .push((out.reencoded.len() - reencoded_start) as u32);
+    out.reencoded_offsets.push(out.reencoded.len() as u32);
     Ok(())
 }
 
@@ -700,48 +698,26 @@ fn scan_with(
         })
         .collect::<Result<_>>()?;
 
-    let text_bytes =
-        |f: fn(&Chunk) -> &PackedStrings| -> usize { chunks.iter().map(|c| f(c).text.len()).sum() };
+    // Joined in parallel: the outputs are fresh memory, and the copy's page faults are most
+    // of its cost.
+    let parts = |f: fn(&Chunk) -> &PackedStrings| chunks.iter().map(f).collect::<Vec<_>>();
+    let surfaces = Surfaces {
+        bytes: concat(&field(&chunks, |c| &c.surfaces.bytes), 0),
+        offsets: concat_offsets(&field(&chunks, |c| &c.surfaces.offsets)),
+    };
     let mut report = ScanReport {
-        tokens: PackedStrings::with_capacity(vocab_size, text_bytes(|c| &c.tokens)),
-        decoded: PackedStrings::with_capacity(vocab_size, text_bytes(|c| &c.decoded)),
-        category: Vec::with_capacity(vocab_size),
-        single_byte: Vec::with_capacity(vocab_size),
-        continuation: Vec::with_capacity(vocab_size),
-        impossible_bytes: Vec::with_capacity(vocab_size),
-        reencoded_offsets: Vec::with_capacity(vocab_size + 1),
-        reencoded: Vec::new(),
+        tokens: concat_strings(&parts(|c| &c.tokens)),
+        decoded: concat_strings(&parts(|c| &c.decoded)),
+        category: concat(&field(&chunks, |c| &c.category), Category::Ok),
+        single_byte: concat(&field(&chunks, |c| &c.single_byte), false),
+        continuation: concat(&field(&chunks, |c| &c.continuation), false),
+        impossible_bytes: concat(&field(&chunks, |c| &c.impossible), false),
+        reencoded_offsets: concat_offsets(&field(&chunks, |c| &c.reencoded_offsets)),
+        reencoded: concat(&field(&chunks, |c| &c.reencoded), 0),
         containment: None,
         notes: Vec::new(),
     };
-    let mut surfaces = Surfaces {
-        bytes: Vec::new(),
-        offsets: Vec::with_capacity(vocab_size + 1),
-    };
-    surfaces.offsets.push(0);
-    report.reencoded_offsets.push(0);
-    let mut library = 0;
-    for c in &chunks {
-        report.tokens.append(&c.tokens);
-        report.decoded.append(&c.decoded);
-        report.category.extend_from_slice(&c.category);
-        report.single_byte.extend_from_slice(&c.single_byte);
-        report.continuation.extend_from_slice(&c.continuation);
-        report.impossible_bytes.extend_from_slice(&c.impossible);
-        let base = report.reencoded.len() as u32;
-        let mut end = base;
-        for &n in &c.reencoded_len {
-            end += n;
-            report.reencoded_offsets.push(end);
-        }
-        report.reencoded.extend_from_slice(&c.reencoded);
-        let base = surfaces.bytes.len();
-        surfaces
-            .offsets
-            .extend(c.surfaces.offsets[1..].iter().map(|&o| base + o));
-        surfaces.bytes.extend_from_slice(&c.surfaces.bytes);
-        library += c.library;
-    }
+    let library: usize = chunks.iter().map(|c| c.library).sum();
     drop(chunks);
     if fast.is_some() && library > 0 {
         report.notes.push(format!(
@@ -763,6 +739,63 @@ fn scan_with(
 /// Instead of comparing all pairs (quadratic in the vocabulary), one Aho-Corasick automaton
 /// over all token strings finds, in a single pass over each token, every shorter token inside
 /// it: the work is linear in the total length of the vocabulary plus the number of matches.
+/// One field of every chunk, in order.
+fn field<T>(chunks: &[Chunk], f: impl Fn(&Chunk) -> &Vec<T>) -> Vec<&[T]> {
+    chunks.iter().map(|c| f(c).as_slice()).collect()
+}
+
+/// `parts` one after another, copied in parallel.
+fn concat<T: Copy + Send + Sync>(parts: &[&[T]], fill: T) -> Vec<T> {
+    let mut out = vec![fill; parts.iter().map(|p| p.len()).sum()];
+    let mut rest = out.as_mut_slice();
+    let mut jobs = Vec::with_capacity(parts.len());
+    for &part in parts {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(part.len());
+        jobs.push((head, part));
+        rest = tail;
+    }
+    jobs.into_par_iter()
+        .for_each(|(dst, src)| dst.copy_from_slice(src));
+    out
+}
+
+/// CSR offset lists (each from 0, one more entry than items) joined into one, in parallel.
+fn concat_offsets<T>(parts: &[&[T]]) -> Vec<T>
+where
+    T: Copy + Send + Sync + Default + std::ops::Add<Output = T>,
+{
+    let items: usize = parts.iter().map(|p| p.len() - 1).sum();
+    let mut out = vec![T::default(); items + 1];
+    let mut rest = &mut out[1..];
+    let mut base = T::default();
+    let mut jobs = Vec::with_capacity(parts.len());
+    for &part in parts {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(part.len() - 1);
+        jobs.push((head, part, base));
+        base = base + part[part.len() - 1];
+        rest = tail;
+    }
+    jobs.into_par_iter().for_each(|(dst, src, base)| {
+        for (d, &s) in dst.iter_mut().zip(&src[1..]) {
+            *d = base + s;
+        }
+    });
+    out
+}
+
+/// `parts` one after another, copied in parallel.
+fn concat_strings(parts: &[&PackedStrings]) -> PackedStrings {
+    let bytes: Vec<&[u8]> = parts.iter().map(|p| p.text.as_bytes()).collect();
+    let text = concat(&bytes, 0);
+    // SAFETY: a concatenation of `String`s, each valid UTF-8, is valid UTF-8.
+    let text = unsafe { String::from_utf8_unchecked(text) };
+    let offsets: Vec<&[u64]> = parts.iter().map(|p| p.offsets.as_slice()).collect();
+    PackedStrings {
+        text,
+        offsets: concat_offsets(&offsets),
+    }
+}
+
 fn containment(surfaces: &Surfaces, max_examples: usize, max_bytes: usize) -> Result<Containment> {
     let n = surfaces.offsets.len() - 1;
     let mut pattern_ids: Vec<u32> = Vec::with_capacity(n);
