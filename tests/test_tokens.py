@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import pickle
 import struct
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,13 @@ def test_packed_strings_are_read_only_and_check_their_input() -> None:
     with pytest.raises(ValueError, match="`offsets`"):
         PackedStrings(b"ab", np.array([0, 1], dtype=np.uint64))
     assert repr(_packed(list("abcd"))) == "PackedStrings(['a', 'b', 'c'], ..., 4 strings)"
+
+
+def test_packed_strings_over_a_numpy_buffer_compare_and_pickle_like_bytes() -> None:
+    s = PackedStrings(np.frombuffer("ab€".encode(), dtype=np.uint8), [0, 1, 5])
+    assert s == _packed(["a", "b€"])
+    assert s[-1] == "b€"
+    assert pickle.loads(pickle.dumps(s)) == ["a", "b€"]
 
 
 # ---------------------------------------------------------------- synthetic tokenizers

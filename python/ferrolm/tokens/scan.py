@@ -35,11 +35,11 @@ class PackedStrings(Sequence[str]):
     """A read-only sequence of strings stored in one UTF-8 buffer.
 
     The scan returns every token's string and decoded text this way: string ``i`` is
-    ``data[offsets[i]:offsets[i + 1]]``, decoded when it is read, so a scan of a 262k-token
-    vocabulary hands over two buffers instead of building half a million ``str`` objects that
-    most callers never look at. It behaves like a read-only list: ``len``, indexing (negative
-    too), slicing (gives a list), iteration, ``in``, and ``==`` with a list, a tuple or another
-    ``PackedStrings``.
+    ``data[offsets[i]:offsets[i + 1]]`` (``data``: bytes or a ``uint8`` array, not copied),
+    decoded when it is read, so a scan of a 262k-token vocabulary hands over two buffers
+    instead of building half a million ``str`` objects that most callers never look at. It
+    behaves like a read-only list: ``len``, indexing (negative too), slicing (gives a list),
+    iteration, ``in``, and ``==`` with a list, a tuple or another ``PackedStrings``.
 
     Example:
         >>> s = PackedStrings("ab€".encode(), np.array([0, 1, 5], dtype=np.uint64))
@@ -47,19 +47,24 @@ class PackedStrings(Sequence[str]):
         ('b€', ['a', 'b€'], True)
     """
 
-    __slots__ = ("_data", "_offsets")
+    __slots__ = ("_bounds", "_data", "_offsets", "_text")
 
-    def __init__(self, data: bytes, offsets: npt.NDArray[np.uint64]) -> None:
-        if offsets.ndim != 1 or len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != len(data):
+    def __init__(self, data: Union[bytes, npt.NDArray[np.uint8]], offsets: npt.ArrayLike) -> None:
+        bounds = np.ascontiguousarray(offsets, dtype=np.uint64)
+        if bounds.ndim != 1 or len(bounds) == 0 or bounds[0] != 0 or bounds[-1] != len(data):
             raise ValueError(
                 "`offsets` must be a 1-D array from 0 to len(data) "
-                f"({len(data)}), got shape {offsets.shape}"
+                f"({len(data)}), got shape {bounds.shape}"
             )
         self._data = data
-        self._offsets = offsets
+        self._offsets = bounds
+        # Indexing a memoryview gives Python ints several times faster than a NumPy array.
+        self._bounds = bounds.data
+        # Slices of `bytes` decode fastest; an array is copied into one on first read.
+        self._text = data if isinstance(data, bytes) else None
 
     def __len__(self) -> int:
-        return len(self._offsets) - 1
+        return len(self._bounds) - 1
 
     @overload
     def __getitem__(self, index: int) -> str: ...
@@ -78,17 +83,26 @@ class PackedStrings(Sequence[str]):
             raise IndexError(f"index {index} out of range for {n} strings")
         return self._get(i)
 
+    def _bytes(self) -> bytes:
+        if self._text is None:
+            self._text = np.asarray(self._data).tobytes()
+        return self._text
+
     def _get(self, i: int) -> str:
-        return self._data[int(self._offsets[i]) : int(self._offsets[i + 1])].decode()
+        return self._bytes()[self._bounds[i] : self._bounds[i + 1]].decode()
 
     def __iter__(self) -> Iterator[str]:
-        data, offsets = self._data, self._offsets.tolist()
-        for start, end in zip(offsets, offsets[1:]):
-            yield data[start:end].decode()
+        text, bounds = self._bytes(), self._offsets.tolist()
+        for start, end in zip(bounds, bounds[1:]):
+            yield text[start:end].decode()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PackedStrings, (self._bytes(), self._offsets))
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, PackedStrings):
-            return self._data == other._data and np.array_equal(self._offsets, other._offsets)
+            same_text = self._bytes() == other._bytes()
+            return same_text and np.array_equal(self._offsets, other._offsets)
         if isinstance(other, (list, tuple)):
             return len(self) == len(other) and all(a == b for a, b in zip(self, other))
         return NotImplemented

@@ -8,14 +8,15 @@ use ferrolm_core::tokens::{
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyDict, PyTuple};
 
 use crate::errors::detach;
 
-/// `(utf8 bytes, uint64 offsets)`: Python wraps the pair in a lazy sequence of `str`
-/// (`ferrolm.tokens.scan.PackedStrings`) instead of building one object per string here.
+/// `(uint8 UTF-8 array, uint64 offsets)`, both moved into NumPy without a copy: Python wraps
+/// the pair in a lazy sequence of `str` (`ferrolm.tokens.scan.PackedStrings`) instead of
+/// building one object per string here.
 fn packed_to_tuple<'py>(py: Python<'py>, p: PackedStrings) -> PyResult<Bound<'py, PyTuple>> {
-    let text = PyBytes::new(py, p.text.as_bytes());
+    let text = p.text.into_bytes().into_pyarray(py);
     PyTuple::new(py, [text.into_any(), p.offsets.into_pyarray(py).into_any()])
 }
 
