@@ -276,8 +276,8 @@ pub(crate) struct FastPath {
     /// Added tokens searched for in the text before normalisation (all of them: the library
     /// looks for the non-normalised ones there) and after it (the normalised ones, in both
     /// forms). A text holding one goes to the library, which splits it off.
-    added_in_text: Option<AhoCorasick>,
-    added_in_normalized: Option<AhoCorasick>,
+    added_in_text: Option<AddedTokenSearch>,
+    added_in_normalized: Option<AddedTokenSearch>,
     char_to_byte: AHashMap<char, u8>,
     /// Every id's token string (model and added tokens), looked up once here and stored in
     /// one buffer: the library's `id_to_token` hashes into two maps and allocates per call.
@@ -289,16 +289,58 @@ pub(crate) struct FastPath {
     own_encoding: Vec<bool>,
 }
 
-fn searcher<S: AsRef<[u8]>>(patterns: &[S]) -> Option<Option<AhoCorasick>> {
-    if patterns.is_empty() {
-        return Some(None);
+/// Finds whether a short text holds any of a set of strings (the added tokens).
+///
+/// Almost no token's text holds an added token, and one Aho-Corasick search costs more than
+/// the few bytes it reads. So the search runs only when some byte of the text could start a
+/// match: a byte that is a whole pattern, or two adjacent bytes that begin one.
+pub(super) struct AddedTokenSearch {
+    automaton: AhoCorasick,
+    /// Bytes that are patterns on their own.
+    single: [bool; 256],
+    /// Bit `first << 8 | second` is set when a pattern starts with those two bytes.
+    pairs: Box<[u64; 1024]>,
+}
+
+impl AddedTokenSearch {
+    /// `None` (in `Some`) when there is nothing to look for; `None` when building fails.
+    pub(super) fn new<S: AsRef<[u8]>>(patterns: &[S]) -> Option<Option<Self>> {
+        if patterns.is_empty() {
+            return Some(None);
+        }
+        let automaton = AhoCorasick::builder()
+            .kind(Some(AhoCorasickKind::DFA))
+            .match_kind(MatchKind::LeftmostFirst)
+            .build(patterns)
+            .ok()?;
+        let mut search = AddedTokenSearch {
+            automaton,
+            single: [false; 256],
+            pairs: Box::new([0; 1024]),
+        };
+        for p in patterns {
+            match p.as_ref() {
+                [] => {}
+                [b] => search.single[*b as usize] = true,
+                [a, b, ..] => {
+                    let bit = (*a as usize) << 8 | *b as usize;
+                    search.pairs[bit / 64] |= 1 << (bit % 64);
+                }
+            }
+        }
+        Some(Some(search))
     }
-    let ac = AhoCorasick::builder()
-        .kind(Some(AhoCorasickKind::DFA))
-        .match_kind(MatchKind::LeftmostFirst)
-        .build(patterns)
-        .ok()?;
-    Some(Some(ac))
+
+    pub(super) fn is_match(&self, text: &str) -> bool {
+        let b = text.as_bytes();
+        let pair = |i: usize| {
+            let bit = (b[i] as usize) << 8 | b[i + 1] as usize;
+            self.pairs[bit / 64] & (1 << (bit % 64)) != 0
+        };
+        let maybe =
+            (0..b.len()).any(|i| self.single[b[i] as usize] || (i + 1 < b.len() && pair(i)));
+        maybe && self.automaton.is_match(text)
+    }
 }
 
 /// Appends `text` to `out` with every `from` replaced by `to`. A byte loop: the texts are a
@@ -385,8 +427,8 @@ impl FastPath {
             in_normalized.push(t.content.clone());
             in_normalized.push(normalized);
         }
-        let added_in_text = searcher(&in_text)?;
-        let added_in_normalized = searcher(&in_normalized)?;
+        let added_in_text = AddedTokenSearch::new(&in_text)?;
+        let added_in_normalized = AddedTokenSearch::new(&in_normalized)?;
         let n_ids = super::id_space(tok);
         let mut tokens = PackedStrings::with_capacity(n_ids, 8 * n_ids);
         let mut has_token = vec![false; n_ids];

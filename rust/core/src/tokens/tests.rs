@@ -607,3 +607,19 @@ fn packed_strings_keep_each_string_whole() {
     assert_eq!(packed, words.iter().collect());
     assert!(PackedStrings::default().is_empty());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn added_token_search_finds_exactly_the_texts_holding_a_pattern(
+        patterns in proptest::collection::vec("[ab<\n ]{1,3}", 1..6),
+        texts in proptest::collection::vec("[ab<\n \u{e9}]{0,8}", 1..20),
+    ) {
+        let search = fast::AddedTokenSearch::new(&patterns).unwrap().unwrap();
+        for text in &texts {
+            let expected = patterns.iter().any(|p| text.contains(p.as_str()));
+            prop_assert_eq!(search.is_match(text), expected, "{:?} in {:?}", patterns, text);
+        }
+    }
+}
