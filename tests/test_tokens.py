@@ -46,7 +46,7 @@ needs_smollm2 = pytest.mark.skipif(
 
 def _packed(words: list[str]) -> PackedStrings:
     sizes = [len(w.encode()) for w in words]
-    return PackedStrings("".join(words).encode(), np.cumsum([0, *sizes], dtype=np.uint64))
+    return PackedStrings("".join(words).encode(), np.cumsum([0, *sizes], dtype=np.uint32))
 
 
 @settings(max_examples=50, deadline=None)
@@ -78,7 +78,9 @@ def test_packed_strings_are_read_only_and_check_their_input() -> None:
     with pytest.raises(TypeError):
         hash(s)
     with pytest.raises(ValueError, match="`offsets`"):
-        PackedStrings(b"ab", np.array([0, 1], dtype=np.uint64))
+        PackedStrings(b"ab", np.array([0, 1], dtype=np.uint32))
+    with pytest.raises(ValueError, match="integer"):
+        PackedStrings(b"ab", np.array([0.0, 2.0]))
     assert repr(_packed(list("abcd"))) == "PackedStrings(['a', 'b', 'c'], ..., 4 strings)"
 
 

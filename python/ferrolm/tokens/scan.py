@@ -42,7 +42,7 @@ class PackedStrings(Sequence[str]):
     iteration, ``in``, and ``==`` with a list, a tuple or another ``PackedStrings``.
 
     Example:
-        >>> s = PackedStrings("ab€".encode(), np.array([0, 1, 5], dtype=np.uint64))
+        >>> s = PackedStrings("ab€".encode(), np.array([0, 1, 5], dtype=np.uint32))
         >>> s[1], s[-2:], s == ["a", "b€"]
         ('b€', ['a', 'b€'], True)
     """
@@ -50,11 +50,17 @@ class PackedStrings(Sequence[str]):
     __slots__ = ("_bounds", "_data", "_offsets", "_text")
 
     def __init__(self, data: Union[bytes, npt.NDArray[np.uint8]], offsets: npt.ArrayLike) -> None:
-        bounds = np.ascontiguousarray(offsets, dtype=np.uint64)
-        if bounds.ndim != 1 or len(bounds) == 0 or bounds[0] != 0 or bounds[-1] != len(data):
+        bounds = np.ascontiguousarray(offsets)
+        if (
+            bounds.dtype.kind not in "ui"
+            or bounds.ndim != 1
+            or len(bounds) == 0
+            or bounds[0] != 0
+            or bounds[-1] != len(data)
+        ):
             raise ValueError(
-                "`offsets` must be a 1-D array from 0 to len(data) "
-                f"({len(data)}), got shape {bounds.shape}"
+                f"`offsets` must be a 1-D integer array from 0 to len(data) ({len(data)}), "
+                f"got {bounds.dtype} of shape {bounds.shape}"
             )
         self._data = data
         self._offsets = bounds

@@ -12,7 +12,7 @@ use pyo3::types::{PyDict, PyTuple};
 
 use crate::errors::detach;
 
-/// `(uint8 UTF-8 array, uint64 offsets)`, both moved into NumPy without a copy: Python wraps
+/// `(uint8 UTF-8 array, uint32 offsets)`, both moved into NumPy without a copy: Python wraps
 /// the pair in a lazy sequence of `str` (`ferrolm.tokens.scan.PackedStrings`) instead of
 /// building one object per string here.
 fn packed_to_tuple<'py>(py: Python<'py>, p: PackedStrings) -> PyResult<Bound<'py, PyTuple>> {

@@ -468,6 +468,11 @@ impl FastPath {
         })
     }
 
+    /// Every id's string (empty for holes in the id space).
+    pub(crate) fn token_table(&self) -> &PackedStrings {
+        &self.tokens
+    }
+
     /// The string of token `id`, as `Tokenizer::id_to_token` gives it (`None` beyond the
     /// table: the caller asks the library).
     pub(crate) fn token(&self, id: u32) -> Option<Option<&str>> {

@@ -15,9 +15,12 @@ mod fast;
 pub mod gguf;
 pub mod indicators;
 mod own_encoding;
+mod packed;
 pub mod sources;
 
 use fast::{FastPath, Scratch};
+pub use packed::PackedStrings;
+use packed::{concat, concat_offsets, concat_strings, copy_strings};
 
 use ahash::AHashMap;
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
@@ -99,96 +102,6 @@ pub struct Containment {
     pub offsets: Vec<u32>,
     /// Up to `max_examples` containing token ids per token, shortest text first.
     pub examples: Vec<u32>,
-}
-
-/// Strings stored one after another in one buffer: string `i` is
-/// `text[offsets[i]..offsets[i + 1]]`. A vocabulary's strings this way take two allocations
-/// instead of one per string, and cross to Python as two arrays.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PackedStrings {
-    /// The strings, concatenated.
-    pub text: String,
-    /// Byte offsets of the strings in `text`: one more than there are strings, from 0 to
-    /// `text.len()`, each on a character boundary.
-    pub offsets: Vec<u64>,
-}
-
-impl Default for PackedStrings {
-    fn default() -> Self {
-        Self::with_capacity(0, 0)
-    }
-}
-
-impl PackedStrings {
-    /// No strings yet, with room for `strings` strings of `bytes` bytes in all.
-    pub fn with_capacity(strings: usize, bytes: usize) -> Self {
-        let mut offsets = Vec::with_capacity(strings + 1);
-        offsets.push(0);
-        PackedStrings {
-            text: String::with_capacity(bytes),
-            offsets,
-        }
-    }
-
-    /// Number of strings.
-    pub fn len(&self) -> usize {
-        self.offsets.len() - 1
-    }
-
-    /// Whether there are no strings.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// String `i`, if there is one.
-    pub fn get(&self, i: usize) -> Option<&str> {
-        let (&start, &end) = (self.offsets.get(i)?, self.offsets.get(i + 1)?);
-        self.text.get(start as usize..end as usize)
-    }
-
-    /// Appends one string.
-    pub fn push(&mut self, s: &str) {
-        self.text.push_str(s);
-        self.end_string();
-    }
-
-    /// Ends the string written to `text` since the last one ended.
-    pub(crate) fn end_string(&mut self) {
-        self.offsets.push(self.text.len() as u64);
-    }
-
-    /// Appends all strings of `other`.
-    pub fn append(&mut self, other: &PackedStrings) {
-        let base = self.text.len() as u64;
-        self.text.push_str(&other.text);
-        self.offsets
-            .extend(other.offsets[1..].iter().map(|&o| base + o));
-    }
-
-    /// The strings in order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
-        self.offsets
-            .windows(2)
-            .map(|w| &self.text[w[0] as usize..w[1] as usize])
-    }
-}
-
-impl std::ops::Index<usize> for PackedStrings {
-    type Output = str;
-
-    fn index(&self, i: usize) -> &str {
-        &self.text[self.offsets[i] as usize..self.offsets[i + 1] as usize]
-    }
-}
-
-impl<S: AsRef<str>> FromIterator<S> for PackedStrings {
-    fn from_iter<I: IntoIterator<Item = S>>(strings: I) -> Self {
-        let mut packed = PackedStrings::default();
-        for s in strings {
-            packed.push(s.as_ref());
-        }
-        packed
-    }
 }
 
 /// The result of [`scan`]: one entry per token id.
@@ -352,7 +265,7 @@ fn continuation_reachable(tok: &Tokenizer, suffix: &str) -> Result<bool> {
 struct Surfaces {
     bytes: Vec<u8>,
     /// `bytes[offsets[i]..offsets[i + 1]]` is the surface of the `i`-th token (empty: none).
-    offsets: Vec<u64>,
+    offsets: Vec<u32>,
 }
 
 impl Surfaces {
@@ -434,6 +347,8 @@ struct ScanContext<'a> {
     facts: &'a ScanFacts,
     /// Keep each token's byte string (only the containment report reads it).
     surfaces: bool,
+    /// The fast path's table holds every token's string: the report copies it whole.
+    tokens_from_table: bool,
 }
 
 /// The per-token flags [`scan_one`] finds besides the texts.
@@ -447,8 +362,10 @@ struct TokenFlags {
 /// Scans token `id`, appending its results to `out`.
 fn scan_one(cx: &ScanContext<'_>, id: u32, scratch: &mut Scratch, out: &mut Chunk) -> Result<()> {
     let flags = scan_texts(cx, id, scratch, out)?;
-    out.surfaces.offsets.push(out.surfaces.bytes.len() as u64);
-    out.tokens.end_string();
+    out.surfaces.offsets.push(out.surfaces.bytes.len() as u32);
+    if !cx.tokens_from_table {
+        out.tokens.end_string();
+    }
     out.decoded.end_string();
     out.category.push(flags.category);
     out.single_byte.push(flags.single_byte);
@@ -485,7 +402,9 @@ fn scan_texts(
         // A hole in the id space: nothing can produce it.
         return Ok(flags);
     };
-    out.tokens.text.push_str(token);
+    if !cx.tokens_from_table {
+        out.tokens.text.push_str(token);
+    }
     let decode_err = |e| Error::Internal(format!("decoding token {id} failed: {e}"));
     let is_special = cx.facts.special.get(id as usize).copied().unwrap_or(false);
     let decoded_start = out.decoded.text.len();
@@ -683,6 +602,7 @@ fn scan_with(
         fast,
         facts,
         surfaces: options.containment,
+        tokens_from_table: fast.is_some_and(|f| f.token_table().len() == vocab_size),
     };
     // Runs of consecutive ids, each written into its own flat buffers, then joined in order.
     const CHUNK_IDS: usize = 2048;
@@ -700,20 +620,26 @@ fn scan_with(
 
     // Joined in parallel: the outputs are fresh memory, and the copy's page faults are most
     // of its cost.
-    let parts = |f: fn(&Chunk) -> &PackedStrings| chunks.iter().map(f).collect::<Vec<_>>();
+    let too_long = || Error::Internal("the vocabulary's text passes 4 GiB".into());
+    let strings = |f: fn(&Chunk) -> &PackedStrings| {
+        concat_strings(&chunks.iter().map(f).collect::<Vec<_>>()).ok_or_else(too_long)
+    };
     let surfaces = Surfaces {
-        bytes: concat(&field(&chunks, |c| &c.surfaces.bytes), 0),
+        bytes: concat(&field(&chunks, |c| &c.surfaces.bytes)),
         offsets: concat_offsets(&field(&chunks, |c| &c.surfaces.offsets)),
     };
     let mut report = ScanReport {
-        tokens: concat_strings(&parts(|c| &c.tokens)),
-        decoded: concat_strings(&parts(|c| &c.decoded)),
-        category: concat(&field(&chunks, |c| &c.category), Category::Ok),
-        single_byte: concat(&field(&chunks, |c| &c.single_byte), false),
-        continuation: concat(&field(&chunks, |c| &c.continuation), false),
-        impossible_bytes: concat(&field(&chunks, |c| &c.impossible), false),
+        tokens: match fast.filter(|_| cx.tokens_from_table) {
+            Some(f) => copy_strings(f.token_table()),
+            None => strings(|c| &c.tokens)?,
+        },
+        decoded: strings(|c| &c.decoded)?,
+        category: concat(&field(&chunks, |c| &c.category)),
+        single_byte: concat(&field(&chunks, |c| &c.single_byte)),
+        continuation: concat(&field(&chunks, |c| &c.continuation)),
+        impossible_bytes: concat(&field(&chunks, |c| &c.impossible)),
         reencoded_offsets: concat_offsets(&field(&chunks, |c| &c.reencoded_offsets)),
-        reencoded: concat(&field(&chunks, |c| &c.reencoded), 0),
+        reencoded: concat(&field(&chunks, |c| &c.reencoded)),
         containment: None,
         notes: Vec::new(),
     };
@@ -742,58 +668,6 @@ fn scan_with(
 /// One field of every chunk, in order.
 fn field<T>(chunks: &[Chunk], f: impl Fn(&Chunk) -> &Vec<T>) -> Vec<&[T]> {
     chunks.iter().map(|c| f(c).as_slice()).collect()
-}
-
-/// `parts` one after another, copied in parallel.
-fn concat<T: Copy + Send + Sync>(parts: &[&[T]], fill: T) -> Vec<T> {
-    let mut out = vec![fill; parts.iter().map(|p| p.len()).sum()];
-    let mut rest = out.as_mut_slice();
-    let mut jobs = Vec::with_capacity(parts.len());
-    for &part in parts {
-        let (head, tail) = std::mem::take(&mut rest).split_at_mut(part.len());
-        jobs.push((head, part));
-        rest = tail;
-    }
-    jobs.into_par_iter()
-        .for_each(|(dst, src)| dst.copy_from_slice(src));
-    out
-}
-
-/// CSR offset lists (each from 0, one more entry than items) joined into one, in parallel.
-fn concat_offsets<T>(parts: &[&[T]]) -> Vec<T>
-where
-    T: Copy + Send + Sync + Default + std::ops::Add<Output = T>,
-{
-    let items: usize = parts.iter().map(|p| p.len() - 1).sum();
-    let mut out = vec![T::default(); items + 1];
-    let mut rest = &mut out[1..];
-    let mut base = T::default();
-    let mut jobs = Vec::with_capacity(parts.len());
-    for &part in parts {
-        let (head, tail) = std::mem::take(&mut rest).split_at_mut(part.len() - 1);
-        jobs.push((head, part, base));
-        base = base + part[part.len() - 1];
-        rest = tail;
-    }
-    jobs.into_par_iter().for_each(|(dst, src, base)| {
-        for (d, &s) in dst.iter_mut().zip(&src[1..]) {
-            *d = base + s;
-        }
-    });
-    out
-}
-
-/// `parts` one after another, copied in parallel.
-fn concat_strings(parts: &[&PackedStrings]) -> PackedStrings {
-    let bytes: Vec<&[u8]> = parts.iter().map(|p| p.text.as_bytes()).collect();
-    let text = concat(&bytes, 0);
-    // SAFETY: a concatenation of `String`s, each valid UTF-8, is valid UTF-8.
-    let text = unsafe { String::from_utf8_unchecked(text) };
-    let offsets: Vec<&[u64]> = parts.iter().map(|p| p.offsets.as_slice()).collect();
-    PackedStrings {
-        text,
-        offsets: concat_offsets(&offsets),
-    }
 }
 
 fn containment(surfaces: &Surfaces, max_examples: usize, max_bytes: usize) -> Result<Containment> {
