@@ -292,9 +292,11 @@ struct Chunk {
 }
 
 impl Chunk {
-    fn with_capacity(n: usize) -> Self {
+    /// Room for `n` tokens (their strings too unless `tokens_from_table`).
+    fn with_capacity(n: usize, tokens_from_table: bool) -> Self {
+        let token_capacity = if tokens_from_table { 0 } else { n };
         Chunk {
-            tokens: PackedStrings::with_capacity(n, 8 * n),
+            tokens: PackedStrings::with_capacity(token_capacity, 8 * token_capacity),
             decoded: PackedStrings::with_capacity(n, 8 * n),
             category: Vec::with_capacity(n),
             single_byte: Vec::with_capacity(n),
@@ -610,7 +612,7 @@ fn scan_with(
         .into_par_iter()
         .map_init(Scratch::default, |scratch, c| {
             let ids = c * CHUNK_IDS..((c + 1) * CHUNK_IDS).min(vocab_size);
-            let mut out = Chunk::with_capacity(ids.len());
+            let mut out = Chunk::with_capacity(ids.len(), cx.tokens_from_table);
             for id in ids {
                 scan_one(&cx, id as u32, scratch, &mut out)?;
             }
