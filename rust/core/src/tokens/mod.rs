@@ -285,7 +285,7 @@ struct Chunk {
     /// CSR offsets of each token's ids in `reencoded` (from 0).
     reencoded_offsets: Vec<u32>,
     reencoded: Vec<u32>,
-    /// Each token's byte string, when the containment report needs them.
+    /// Each token's byte string, when the containment report needs them (else empty).
     surfaces: Surfaces,
     /// Tokens the library had to re-encode (no fast path, or the fast path declined).
     library: usize,
@@ -364,7 +364,9 @@ struct TokenFlags {
 /// Scans token `id`, appending its results to `out`.
 fn scan_one(cx: &ScanContext<'_>, id: u32, scratch: &mut Scratch, out: &mut Chunk) -> Result<()> {
     let flags = scan_texts(cx, id, scratch, out)?;
-    out.surfaces.offsets.push(out.surfaces.bytes.len() as u32);
+    if cx.surfaces {
+        out.surfaces.offsets.push(out.surfaces.bytes.len() as u32);
+    }
     if !cx.tokens_from_table {
         out.tokens.end_string();
     }
@@ -626,10 +628,6 @@ fn scan_with(
     let strings = |f: fn(&Chunk) -> &PackedStrings| {
         concat_strings(&chunks.iter().map(f).collect::<Vec<_>>()).ok_or_else(too_long)
     };
-    let surfaces = Surfaces {
-        bytes: concat(&field(&chunks, |c| &c.surfaces.bytes)),
-        offsets: concat_offsets(&field(&chunks, |c| &c.surfaces.offsets)),
-    };
     let mut report = ScanReport {
         tokens: match fast.filter(|_| cx.tokens_from_table) {
             Some(f) => copy_strings(f.token_table()),
@@ -646,13 +644,17 @@ fn scan_with(
         notes: Vec::new(),
     };
     let library: usize = chunks.iter().map(|c| c.library).sum();
-    drop(chunks);
     if fast.is_some() && library > 0 {
         report.notes.push(format!(
             "{library} token(s) re-encoded by the tokenizers library (their text holds an added token)"
         ));
     }
     if options.containment {
+        let surfaces = Surfaces {
+            bytes: concat(&field(&chunks, |c| &c.surfaces.bytes)),
+            offsets: concat_offsets(&field(&chunks, |c| &c.surfaces.offsets)),
+        };
+        drop(chunks);
         report.containment = Some(containment(
             &surfaces,
             options.max_examples,
