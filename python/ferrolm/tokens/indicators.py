@@ -74,9 +74,9 @@ def find_reference(
     Returns:
         ``(ids, description)``; ``ids`` may be empty.
     """
-    named = (
-        np.array([bool(UNUSED_NAME.match(t)) for t in result.tokens], dtype=bool) & result.special
-    )
+    named = np.zeros(result.vocab_size, dtype=bool)
+    for i in np.flatnonzero(result.special):
+        named[i] = bool(UNUSED_NAME.match(result.tokens[i]))
     unreachable = result.unreachable & ~result.special
     impossible = result.impossible_bytes & ~result.special
     parts = [

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import operator
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Union, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -29,12 +31,101 @@ SUMMARY_DEFINITIONS = {
 TokenizerSource = Union[str, "os.PathLike[str]", Any]
 
 
+class PackedStrings(Sequence[str]):
+    """A read-only sequence of strings stored in one UTF-8 buffer.
+
+    The scan returns every token's string and decoded text this way: string ``i`` is
+    ``data[offsets[i]:offsets[i + 1]]`` (``data``: bytes or a ``uint8`` array, not copied),
+    decoded when it is read, so a scan of a 262k-token vocabulary hands over two buffers
+    instead of building half a million ``str`` objects that most callers never look at. It
+    behaves like a read-only list: ``len``, indexing (negative too), slicing (gives a list),
+    iteration, ``in``, and ``==`` with a list, a tuple or another ``PackedStrings``.
+
+    Example:
+        >>> s = PackedStrings("ab€".encode(), np.array([0, 1, 5], dtype=np.uint32))
+        >>> s[1], s[-2:], s == ["a", "b€"]
+        ('b€', ['a', 'b€'], True)
+    """
+
+    __slots__ = ("_bounds", "_data", "_offsets", "_text")
+
+    def __init__(self, data: Union[bytes, npt.NDArray[np.uint8]], offsets: npt.ArrayLike) -> None:
+        bounds = np.ascontiguousarray(offsets)
+        if (
+            bounds.dtype.kind not in "ui"
+            or bounds.ndim != 1
+            or len(bounds) == 0
+            or bounds[0] != 0
+            or bounds[-1] != len(data)
+        ):
+            raise ValueError(
+                f"`offsets` must be a 1-D integer array from 0 to len(data) ({len(data)}), "
+                f"got {bounds.dtype} of shape {bounds.shape}"
+            )
+        self._data = data
+        self._offsets = bounds
+        # Indexing a memoryview gives Python ints several times faster than a NumPy array.
+        self._bounds = bounds.data
+        # Slices of `bytes` decode fastest; an array is copied into one on first read.
+        self._text = data if isinstance(data, bytes) else None
+
+    def __len__(self) -> int:
+        return len(self._bounds) - 1
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: Union[int, slice]) -> Union[str, list[str]]:
+        if isinstance(index, slice):
+            return [self._get(i) for i in range(*index.indices(len(self)))]
+        i = operator.index(index)
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"index {index} out of range for {n} strings")
+        return self._get(i)
+
+    def _bytes(self) -> bytes:
+        if self._text is None:
+            self._text = np.asarray(self._data).tobytes()
+        return self._text
+
+    def _get(self, i: int) -> str:
+        return self._bytes()[self._bounds[i] : self._bounds[i + 1]].decode()
+
+    def __iter__(self) -> Iterator[str]:
+        text, bounds = self._bytes(), self._offsets.tolist()
+        for start, end in zip(bounds, bounds[1:]):
+            yield text[start:end].decode()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PackedStrings, (self._bytes(), self._offsets))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PackedStrings):
+            same_text = self._bytes() == other._bytes()
+            return same_text and np.array_equal(self._offsets, other._offsets)
+        if isinstance(other, (list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        more = ", ..." if len(self) > 3 else ""
+        return f"PackedStrings({self[:3]!r}{more}, {len(self)} strings)"
+
+
 @dataclass
 class ScanResult:
     """Per-token results of :func:`scan`; arrays are indexed by token id.
 
     Attributes:
-        tokens: vocabulary string of each id.
+        tokens: vocabulary string of each id (a :class:`PackedStrings` from a scan).
         decoded: text of each token decoded alone (continuation pieces without ``##``).
         category: ``uint8`` codes, see :data:`CATEGORY_NAMES`.
         single_byte: token stands for exactly one byte.
@@ -47,8 +138,8 @@ class ScanResult:
         source: where the tokenizer came from.
     """
 
-    tokens: list[str]
-    decoded: list[str]
+    tokens: Sequence[str]
+    decoded: Sequence[str]
     category: npt.NDArray[np.uint8]
     single_byte: npt.NDArray[np.bool_]
     continuation: npt.NDArray[np.bool_]
@@ -181,6 +272,8 @@ class Scanner:
         if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 0:
             raise ValueError(f"`max_examples` must be a non-negative int, got {max_examples!r}")
         raw = self._native.scan(containment=containment, max_examples=max_examples, fast=fast)
+        raw["tokens"] = PackedStrings(*raw["tokens"])
+        raw["decoded"] = PackedStrings(*raw["decoded"])
         return ScanResult(**raw, source=self.source)
 
 

@@ -2,19 +2,29 @@
 
 use std::path::PathBuf;
 
-use ferrolm_core::tokens::{indicators, sources, PreparedTokenizer, ScanOptions, ScanReport};
+use ferrolm_core::tokens::{
+    indicators, sources, PackedStrings, PreparedTokenizer, ScanOptions, ScanReport,
+};
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyTuple};
 
 use crate::errors::detach;
+
+/// `(uint8 UTF-8 array, uint32 offsets)`, both moved into NumPy without a copy: Python wraps
+/// the pair in a lazy sequence of `str` (`ferrolm.tokens.scan.PackedStrings`) instead of
+/// building one object per string here.
+fn packed_to_tuple<'py>(py: Python<'py>, p: PackedStrings) -> PyResult<Bound<'py, PyTuple>> {
+    let text = p.text.into_bytes().into_pyarray(py);
+    PyTuple::new(py, [text.into_any(), p.offsets.into_pyarray(py).into_any()])
+}
 
 fn report_to_dict<'py>(py: Python<'py>, r: ScanReport) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     let category: Vec<u8> = r.category.iter().map(|&c| c as u8).collect();
-    d.set_item("tokens", r.tokens)?;
-    d.set_item("decoded", r.decoded)?;
+    d.set_item("tokens", packed_to_tuple(py, r.tokens)?)?;
+    d.set_item("decoded", packed_to_tuple(py, r.decoded)?)?;
     d.set_item("category", category.into_pyarray(py))?;
     d.set_item("single_byte", r.single_byte.into_pyarray(py))?;
     d.set_item("continuation", r.continuation.into_pyarray(py))?;

@@ -16,7 +16,9 @@ use tokenizers::{
     ModelWrapper, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer, Tokenizer,
 };
 
+use super::own_encoding::OwnEncodings;
 use super::sources::char_to_byte;
+use super::PackedStrings;
 
 #[inline]
 fn pair_key(l: u32, r: u32) -> u64 {
@@ -36,6 +38,8 @@ struct FastBpe {
     byte_ids: Option<Box<[Option<u32>; 256]>>,
     ignore_merges: bool,
     unk: Option<(u32, bool)>,
+    /// `(left, right, merged)` in rank order (the input of [`OwnEncodings`]).
+    merge_list: Vec<(u32, u32, u32)>,
 }
 
 impl FastBpe {
@@ -51,10 +55,12 @@ impl FastBpe {
         }
         let vocab: AHashMap<String, u32> = bpe.get_vocab().into_iter().collect();
         let mut map = AHashMap::with_capacity(merges.len());
+        let mut merge_list = Vec::with_capacity(merges.len());
         for (rank, (a, b)) in merges.iter().enumerate() {
             let (&l, &r) = (vocab.get(a)?, vocab.get(b)?);
-            let merged = vocab.get(&format!("{a}{b}"))?;
-            map.insert(pair_key(l, r), (rank as u32, *merged));
+            let merged = *vocab.get(&format!("{a}{b}"))?;
+            map.insert(pair_key(l, r), (rank as u32, merged));
+            merge_list.push((l, r, merged));
         }
         let byte_ids = bpe.byte_fallback.then(|| {
             let mut ids = Box::new([None; 256]);
@@ -91,6 +97,7 @@ impl FastBpe {
             byte_ids,
             ignore_merges: bpe.ignore_merges,
             unk,
+            merge_list,
         })
     }
 
@@ -256,6 +263,8 @@ pub(crate) struct Scratch {
     pub(crate) ids: Vec<u32>,
     ranks: Vec<Option<(u32, u32)>>,
     normalized: String,
+    /// A token's bytes (byte-level decoding, the scan's byte-token checks).
+    pub(crate) bytes: Vec<u8>,
 }
 
 /// The fast path for one tokenizer, when its shape is recognised.
@@ -264,11 +273,136 @@ pub(crate) struct FastPath {
     decoder: Decoder,
     normalizer: Normalizer,
     has_pre_tokenizer: bool,
-    added: Option<AhoCorasick>,
+    /// Added tokens searched for in the text before normalisation (all of them: the library
+    /// looks for the non-normalised ones there) and after it (the normalised ones, in both
+    /// forms). A text holding one goes to the library, which splits it off.
+    added_in_text: Option<AddedTokenSearch>,
+    added_in_normalized: Option<AddedTokenSearch>,
     char_to_byte: AHashMap<char, u8>,
-    /// Every id's token string (model and added tokens), looked up once here: the library's
-    /// `id_to_token` hashes into two maps per call.
-    tokens: Vec<Option<String>>,
+    /// Every id's token string (model and added tokens), looked up once here and stored in
+    /// one buffer: the library's `id_to_token` hashes into two maps and allocates per call.
+    tokens: PackedStrings,
+    /// Per id: whether `tokens` holds a string (false for holes in the id space).
+    has_token: Vec<bool>,
+    /// Per id: BPE is known to turn the token's text into the token (see [`OwnEncodings`]);
+    /// false for added tokens, whose string may differ from the model's.
+    own_encoding: Vec<bool>,
+}
+
+/// Finds whether a short text holds any of a set of strings (the added tokens).
+///
+/// Almost no token's text holds an added token, and one Aho-Corasick search costs more than
+/// the few bytes it reads. So the search runs only when some byte of the text could start a
+/// match: a byte that is a whole pattern, or two adjacent bytes that begin one.
+pub(super) struct AddedTokenSearch {
+    automaton: AhoCorasick,
+    /// Bytes that are patterns on their own.
+    single: [bool; 256],
+    /// Bit `first << 8 | second` is set when a pattern starts with those two bytes.
+    pairs: Box<[u64; 1024]>,
+}
+
+impl AddedTokenSearch {
+    /// `None` (in `Some`) when there is nothing to look for; `None` when building fails.
+    pub(super) fn new<S: AsRef<[u8]>>(patterns: &[S]) -> Option<Option<Self>> {
+        if patterns.is_empty() {
+            return Some(None);
+        }
+        let automaton = AhoCorasick::builder()
+            .kind(Some(AhoCorasickKind::DFA))
+            .match_kind(MatchKind::LeftmostFirst)
+            .build(patterns)
+            .ok()?;
+        let mut search = AddedTokenSearch {
+            automaton,
+            single: [false; 256],
+            pairs: Box::new([0; 1024]),
+        };
+        for p in patterns {
+            match p.as_ref() {
+                [] => {}
+                [b] => search.single[*b as usize] = true,
+                [a, b, ..] => {
+                    let bit = (*a as usize) << 8 | *b as usize;
+                    search.pairs[bit / 64] |= 1 << (bit % 64);
+                }
+            }
+        }
+        Some(Some(search))
+    }
+
+    pub(super) fn is_match(&self, text: &str) -> bool {
+        let b = text.as_bytes();
+        let pair = |i: usize| {
+            let bit = (b[i] as usize) << 8 | b[i + 1] as usize;
+            self.pairs[bit / 64] & (1 << (bit % 64)) != 0
+        };
+        let maybe =
+            (0..b.len()).any(|i| self.single[b[i] as usize] || (i + 1 < b.len() && pair(i)));
+        maybe && self.automaton.is_match(text)
+    }
+}
+
+/// Appends `text` to `out` with every `from` replaced by `to`. A byte loop: the texts are a
+/// few bytes long, too short for `str::replace`'s searcher to pay off.
+fn push_replaced(out: &mut String, text: &str, from: char, to: char) {
+    let mut buf = [0u8; 4];
+    let from = from.encode_utf8(&mut buf).as_bytes();
+    let bytes = text.as_bytes();
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        // A match starts with a lead byte, so `i` is a character boundary.
+        if bytes[i] == from[0] && bytes[i..].starts_with(from) {
+            out.push_str(&text[start..i]);
+            out.push(to);
+            i += from.len();
+            start = i;
+        } else {
+            i += 1;
+        }
+    }
+    out.push_str(&text[start..]);
+}
+
+impl Normalizer {
+    /// Writes the normalised `text` to `out` (cleared first).
+    fn apply(self, text: &str, out: &mut String) {
+        out.clear();
+        match self {
+            Normalizer::Identity => out.push_str(text),
+            Normalizer::SentencePiece { prepend } => {
+                if prepend && !text.is_empty() {
+                    out.push('\u{2581}');
+                }
+                push_replaced(out, text, ' ', '\u{2581}');
+            }
+        }
+    }
+
+    /// Whether `text` normalises to `target` (without writing the normalised text).
+    fn maps_to(self, text: &str, target: &str) -> bool {
+        const SPACE_MARK: &[u8] = "\u{2581}".as_bytes();
+        match self {
+            Normalizer::Identity => text == target,
+            Normalizer::SentencePiece { prepend } => {
+                let mut target = target.as_bytes();
+                if prepend && !text.is_empty() {
+                    match target.strip_prefix(SPACE_MARK) {
+                        Some(rest) => target = rest,
+                        None => return false,
+                    }
+                }
+                for &b in text.as_bytes() {
+                    let expected: &[u8] = if b == b' ' { SPACE_MARK } else { &[b] };
+                    match target.strip_prefix(expected) {
+                        Some(rest) => target = rest,
+                        None => return false,
+                    }
+                }
+                target.is_empty()
+            }
+        }
+    }
 }
 
 impl FastPath {
@@ -277,107 +411,159 @@ impl FastPath {
         let decoder = recognise_decoder(&json_of(tok.get_decoder()))?;
         let normalizer = recognise_normalizer(&json_of(tok.get_normalizer()))?;
         let bpe = FastBpe::new(tok, merges)?;
-        let contents: Vec<String> = tok
-            .get_added_tokens_decoder()
-            .into_values()
-            .map(|t| t.content)
+        let added = tok.get_added_tokens_decoder();
+        let in_text: Vec<&str> = added
+            .values()
+            .map(|t| t.content.as_str())
             .filter(|c| !c.is_empty())
             .collect();
-        let added = if contents.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasick::builder()
-                    .kind(Some(AhoCorasickKind::DFA))
-                    .match_kind(MatchKind::LeftmostFirst)
-                    .build(&contents)
-                    .ok()?,
-            )
-        };
-        let tokens = (0..super::id_space(tok) as u32)
-            .map(|id| tok.id_to_token(id))
-            .collect();
+        let mut in_normalized: Vec<String> = Vec::new();
+        for t in added
+            .values()
+            .filter(|t| t.normalized && !t.content.is_empty())
+        {
+            let mut normalized = String::new();
+            normalizer.apply(&t.content, &mut normalized);
+            in_normalized.push(t.content.clone());
+            in_normalized.push(normalized);
+        }
+        let added_in_text = AddedTokenSearch::new(&in_text)?;
+        let added_in_normalized = AddedTokenSearch::new(&in_normalized)?;
+        let n_ids = super::id_space(tok);
+        let mut tokens = PackedStrings::with_capacity(n_ids, 8 * n_ids);
+        let mut has_token = vec![false; n_ids];
+        for (id, has) in has_token.iter_mut().enumerate() {
+            let token = tok.id_to_token(id as u32);
+            *has = token.is_some();
+            tokens.push(token.as_deref().unwrap_or(""));
+        }
+        let mut own_encoding = vec![false; n_ids];
+        if !bpe.ignore_merges {
+            let own = OwnEncodings::new(
+                n_ids,
+                bpe.char_ids.values().copied(),
+                &bpe.merge_list,
+                |l, r| bpe.merges.get(&pair_key(l, r)).map(|&(rank, _)| rank),
+            );
+            for (id, slot) in own_encoding.iter_mut().enumerate() {
+                *slot = own.contains(id as u32);
+            }
+            for &id in added.keys() {
+                if let Some(slot) = own_encoding.get_mut(id as usize) {
+                    *slot = false;
+                }
+            }
+        }
         Some(FastPath {
             tokens,
+            has_token,
+            own_encoding,
             bpe,
             decoder,
             normalizer,
             has_pre_tokenizer: tok.get_pre_tokenizer().is_some(),
-            added,
+            added_in_text,
+            added_in_normalized,
             char_to_byte: char_to_byte(),
         })
+    }
+
+    /// Every id's string (empty for holes in the id space).
+    pub(crate) fn token_table(&self) -> &PackedStrings {
+        &self.tokens
     }
 
     /// The string of token `id`, as `Tokenizer::id_to_token` gives it (`None` beyond the
     /// table: the caller asks the library).
     pub(crate) fn token(&self, id: u32) -> Option<Option<&str>> {
-        self.tokens.get(id as usize).map(|t| t.as_deref())
+        let has = *self.has_token.get(id as usize)?;
+        Some(has.then(|| &self.tokens[id as usize]))
     }
 
-    /// The text of one (non-special) token decoded alone, as the library's decoder gives it.
-    pub(crate) fn decode(&self, token: &str) -> Option<String> {
+    /// Appends the text of one (non-special) token decoded alone, as the library's decoder
+    /// gives it, to `out`; false (and `out` unchanged) to ask the library.
+    pub(crate) fn decode_into(&self, token: &str, out: &mut String, bytes: &mut Vec<u8>) -> bool {
         match self.decoder {
             Decoder::ByteLevel => {
-                let bytes: Option<Vec<u8>> = token
-                    .chars()
-                    .map(|c| self.char_to_byte.get(&c).copied())
-                    .collect();
-                Some(String::from_utf8_lossy(&bytes?).into_owned())
+                bytes.clear();
+                for c in token.chars() {
+                    match self.char_to_byte.get(&c) {
+                        Some(&b) => bytes.push(b),
+                        None => return false,
+                    }
+                }
+                out.push_str(&String::from_utf8_lossy(bytes));
             }
             Decoder::SentencePiece { strip } => {
-                let text = if let Some(b) = super::byte_fallback_value(token) {
-                    if b < 0x80 {
-                        char::from(b).to_string()
-                    } else {
-                        "\u{fffd}".to_owned()
-                    }
+                let start = out.len();
+                if let Some(b) = super::byte_fallback_value(token) {
+                    out.push(if b < 0x80 { char::from(b) } else { '\u{fffd}' });
                 } else {
-                    token.replace('\u{2581}', " ")
-                };
-                Some(match (strip, text.strip_prefix(' ')) {
-                    (true, Some(rest)) => rest.to_owned(),
-                    _ => text,
-                })
+                    push_replaced(out, token, '\u{2581}', ' ');
+                }
+                if strip && out[start..].starts_with(' ') {
+                    out.remove(start);
+                }
             }
         }
+        true
     }
 
-    /// Encodes `text` (no special tokens added) into `scratch.ids`; `None` to ask the library.
-    pub(crate) fn encode(&self, tok: &Tokenizer, text: &str, scratch: &mut Scratch) -> Option<()> {
-        if let Some(ac) = &self.added {
+    /// Encodes `text`, the decoded text of token `id` (no special tokens added), into
+    /// `scratch.ids`; `None` to ask the library.
+    pub(crate) fn encode(
+        &self,
+        tok: &Tokenizer,
+        id: u32,
+        text: &str,
+        scratch: &mut Scratch,
+    ) -> Option<()> {
+        if let Some(ac) = &self.added_in_text {
             if ac.is_match(text) {
                 return None;
             }
         }
+        // A text that normalises to the token's own string, which BPE is known to keep
+        // whole, needs no BPE run (nor the normalised text, unless added tokens are looked
+        // for in it).
+        let own = self.own_encoding.get(id as usize).copied().unwrap_or(false);
+        let own_text = self.token(id).flatten().filter(|_| own);
+        scratch.ids.clear();
+        if let Some(t) = own_text {
+            let whole = !self.has_pre_tokenizer && self.added_in_normalized.is_none();
+            if whole && self.normalizer.maps_to(text, t) {
+                scratch.ids.push(id);
+                return Some(());
+            }
+        }
         let normalized: &str = match self.normalizer {
             Normalizer::Identity => text,
-            Normalizer::SentencePiece { prepend } => {
-                let s = &mut scratch.normalized;
-                s.clear();
-                if prepend && !text.is_empty() {
-                    s.push('\u{2581}');
-                }
-                for c in text.chars() {
-                    s.push(if c == ' ' { '\u{2581}' } else { c });
-                }
-                s
+            n => {
+                n.apply(text, &mut scratch.normalized);
+                &scratch.normalized
             }
         };
-        if let Some(ac) = &self.added {
+        if let Some(ac) = &self.added_in_normalized {
             if ac.is_match(normalized) {
                 return None;
             }
         }
         let (out, ranks) = (&mut scratch.ids, &mut scratch.ranks);
-        out.clear();
+        let mut word = |piece: &str, out: &mut Vec<u32>| match own_text {
+            Some(t) if t == piece => {
+                out.push(id);
+                Some(())
+            }
+            _ => self.bpe.tokenize(piece, out, ranks),
+        };
         if self.has_pre_tokenizer {
             let mut pre = PreTokenizedString::from(normalized);
             tok.get_pre_tokenizer()?.pre_tokenize(&mut pre).ok()?;
             for (piece, _, _) in pre.get_splits(OffsetReferential::Original, OffsetType::None) {
-                self.bpe.tokenize(piece, out, ranks)?;
+                word(piece, out)?;
             }
         } else {
-            self.bpe.tokenize(normalized, out, ranks)?;
+            word(normalized, out)?;
         }
         Some(())
     }

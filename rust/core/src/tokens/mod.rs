@@ -14,9 +14,13 @@
 mod fast;
 pub mod gguf;
 pub mod indicators;
+mod own_encoding;
+mod packed;
 pub mod sources;
 
 use fast::{FastPath, Scratch};
+pub use packed::PackedStrings;
+use packed::{concat, concat_offsets, concat_strings, copy_strings};
 
 use ahash::AHashMap;
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
@@ -104,9 +108,9 @@ pub struct Containment {
 #[derive(Debug, Clone)]
 pub struct ScanReport {
     /// The vocabulary string of each id (empty where the id is unused).
-    pub tokens: Vec<String>,
+    pub tokens: PackedStrings,
     /// The text of each token decoded alone.
-    pub decoded: Vec<String>,
+    pub decoded: PackedStrings,
     /// The category of each token.
     pub category: Vec<Category>,
     /// Whether the token stands for exactly one byte (byte-level or byte-fallback tokens).
@@ -185,6 +189,9 @@ fn traits(tok: &Tokenizer) -> Traits {
 }
 
 pub(crate) fn byte_fallback_value(token: &str) -> Option<u8> {
+    if token.len() != 6 {
+        return None;
+    }
     let hex = token.strip_prefix("<0x")?.strip_suffix('>')?;
     if hex.len() != 2 {
         return None;
@@ -192,20 +199,38 @@ pub(crate) fn byte_fallback_value(token: &str) -> Option<u8> {
     u8::from_str_radix(hex, 16).ok()
 }
 
-/// The exact bytes a token stands for, when the tokenizer makes them knowable.
-fn token_bytes(token: &str, traits: &Traits, char_to_byte: &AHashMap<char, u8>) -> Option<Vec<u8>> {
+/// The exact bytes a token stands for, when the tokenizer makes them knowable: written to
+/// `out`, returns whether it did.
+fn token_bytes(
+    token: &str,
+    traits: &Traits,
+    char_to_byte: &AHashMap<char, u8>,
+    out: &mut Vec<u8>,
+) -> bool {
+    out.clear();
     if traits.byte_fallback {
         if let Some(b) = byte_fallback_value(token) {
-            return Some(vec![b]);
+            out.push(b);
+            return true;
         }
     }
     if traits.byte_level {
-        return token
-            .chars()
-            .map(|c| char_to_byte.get(&c).copied())
-            .collect();
+        for c in token.chars() {
+            match char_to_byte.get(&c) {
+                Some(&b) => out.push(b),
+                None => return false,
+            }
+        }
+        return true;
     }
-    None
+    false
+}
+
+/// Whether `s` holds U+FFFD (a byte loop: `str::contains(char)` compares every window of
+/// a short text through `memcmp`).
+fn has_replacement_char(s: &str) -> bool {
+    let b = s.as_bytes();
+    (0..b.len().saturating_sub(2)).any(|i| b[i] == 0xef && b[i + 1] == 0xbf && b[i + 2] == 0xbd)
 }
 
 fn impossible_in_utf8(bytes: &[u8]) -> bool {
@@ -236,124 +261,236 @@ fn continuation_reachable(tok: &Tokenizer, suffix: &str) -> Result<bool> {
     Ok(splits.len() == 1 && splits[0].0 == word)
 }
 
-struct TokenResult {
-    token: String,
-    decoded: String,
-    category: Category,
-    single_byte: bool,
-    continuation: bool,
-    impossible: bool,
+/// Every token's byte string (the containment report's input).
+struct Surfaces {
+    bytes: Vec<u8>,
+    /// `bytes[offsets[i]..offsets[i + 1]]` is the surface of the `i`-th token (empty: none).
+    offsets: Vec<u32>,
+}
+
+impl Surfaces {
+    fn get(&self, i: usize) -> &[u8] {
+        &self.bytes[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+}
+
+/// The scan of a run of consecutive ids, written into flat buffers (no allocation per token).
+struct Chunk {
+    tokens: PackedStrings,
+    decoded: PackedStrings,
+    category: Vec<Category>,
+    single_byte: Vec<bool>,
+    continuation: Vec<bool>,
+    impossible: Vec<bool>,
+    /// CSR offsets of each token's ids in `reencoded` (from 0).
+    reencoded_offsets: Vec<u32>,
     reencoded: Vec<u32>,
-    surface: Option<Vec<u8>>,
-    /// The library had to re-encode this token (no fast path, or the fast path declined).
-    library: bool,
+    /// Each token's byte string, when the containment report needs them (else empty).
+    surfaces: Surfaces,
+    /// Tokens the library had to re-encode (no fast path, or the fast path declined).
+    library: usize,
+}
+
+impl Chunk {
+    /// Room for `n` tokens (their strings too unless `tokens_from_table`).
+    fn with_capacity(n: usize, tokens_from_table: bool) -> Self {
+        let token_capacity = if tokens_from_table { 0 } else { n };
+        Chunk {
+            tokens: PackedStrings::with_capacity(token_capacity, 8 * token_capacity),
+            decoded: PackedStrings::with_capacity(n, 8 * n),
+            category: Vec::with_capacity(n),
+            single_byte: Vec::with_capacity(n),
+            continuation: Vec::with_capacity(n),
+            impossible: Vec::with_capacity(n),
+            reencoded_offsets: Vec::from([0]),
+            reencoded: Vec::new(),
+            surfaces: Surfaces {
+                bytes: Vec::new(),
+                offsets: vec![0],
+            },
+            library: 0,
+        }
+    }
+}
+
+/// What the scan needs to know about a tokenizer besides `encode` and `decode`: found once
+/// per tokenizer (a [`PreparedTokenizer`] keeps it).
+struct ScanFacts {
+    /// One past the largest token id.
+    vocab_size: usize,
+    /// Per id: an added token marked special.
+    special: Vec<bool>,
+    traits: Traits,
+    char_to_byte: AHashMap<char, u8>,
+}
+
+impl ScanFacts {
+    fn new(tok: &Tokenizer) -> Self {
+        let vocab_size = id_space(tok);
+        let mut special = vec![false; vocab_size];
+        for (id, t) in tok.get_added_tokens_decoder() {
+            if let Some(slot) = special.get_mut(id as usize) {
+                *slot = t.special;
+            }
+        }
+        ScanFacts {
+            vocab_size,
+            special,
+            traits: traits(tok),
+            char_to_byte: sources::char_to_byte(),
+        }
+    }
 }
 
 /// What every token's scan shares.
 struct ScanContext<'a> {
     tok: &'a Tokenizer,
     fast: Option<&'a FastPath>,
-    special: AHashMap<u32, bool>,
-    traits: Traits,
-    char_to_byte: AHashMap<char, u8>,
+    facts: &'a ScanFacts,
     /// Keep each token's byte string (only the containment report reads it).
     surfaces: bool,
+    /// The fast path's table holds every token's string: the report copies it whole.
+    tokens_from_table: bool,
 }
 
-fn scan_one(cx: &ScanContext<'_>, id: u32, scratch: &mut Scratch) -> Result<TokenResult> {
-    let (tok, fast, traits) = (cx.tok, cx.fast, &cx.traits);
-    let mut r = TokenResult {
-        token: String::new(),
-        decoded: String::new(),
+/// The per-token flags [`scan_one`] finds besides the texts.
+struct TokenFlags {
+    category: Category,
+    single_byte: bool,
+    continuation: bool,
+    impossible: bool,
+}
+
+/// Scans token `id`, appending its results to `out`.
+fn scan_one(cx: &ScanContext<'_>, id: u32, scratch: &mut Scratch, out: &mut Chunk) -> Result<()> {
+    let flags = scan_texts(cx, id, scratch, out)?;
+    if cx.surfaces {
+        out.surfaces.offsets.push(out.surfaces.bytes.len() as u32);
+    }
+    if !cx.tokens_from_table {
+        out.tokens.end_string();
+    }
+    out.decoded.end_string();
+    out.category.push(flags.category);
+    out.single_byte.push(flags.single_byte);
+    out.continuation.push(flags.continuation);
+    out.impossible.push(flags.impossible);
+    out.reencoded_offsets.push(out.reencoded.len() as u32);
+    Ok(())
+}
+
+/// Writes the token's string and decoded text (and surface) into `out`, re-encodes, and
+/// returns the flags. `out`'s per-token lists are pushed by the caller.
+fn scan_texts(
+    cx: &ScanContext<'_>,
+    id: u32,
+    scratch: &mut Scratch,
+    out: &mut Chunk,
+) -> Result<TokenFlags> {
+    let (tok, fast, traits) = (cx.tok, cx.fast, &cx.facts.traits);
+    let mut flags = TokenFlags {
         category: Category::UnreachableMulti,
         single_byte: false,
         continuation: false,
         impossible: false,
-        reencoded: Vec::new(),
-        surface: None,
-        library: false,
     };
+    let library_token;
     let token = match fast.and_then(|f| f.token(id)) {
-        Some(t) => t.map(str::to_owned),
-        None => tok.id_to_token(id),
+        Some(t) => t,
+        None => {
+            library_token = tok.id_to_token(id);
+            library_token.as_deref()
+        }
     };
     let Some(token) = token else {
         // A hole in the id space: nothing can produce it.
-        return Ok(r);
+        return Ok(flags);
     };
-    r.token = token;
-    let decode_err = |e| Error::Internal(format!("decoding token {id} failed: {e}"));
-    let is_special = cx.special.get(&id).copied().unwrap_or(false);
-    r.decoded = match fast
-        .filter(|_| !is_special)
-        .and_then(|f| f.decode(&r.token))
-    {
-        Some(text) => text,
-        None => tok.decode(&[id], false).map_err(decode_err)?,
-    };
-    if is_special {
-        r.category = Category::Special;
-        return Ok(r);
+    if !cx.tokens_from_table {
+        out.tokens.text.push_str(token);
     }
-    let bytes = token_bytes(&r.token, traits, &cx.char_to_byte);
-    if let Some(b) = &bytes {
-        r.single_byte = b.len() == 1;
-        r.impossible = impossible_in_utf8(b);
+    let decode_err = |e| Error::Internal(format!("decoding token {id} failed: {e}"));
+    let is_special = cx.facts.special.get(id as usize).copied().unwrap_or(false);
+    let decoded_start = out.decoded.text.len();
+    let decoded_fast = !is_special
+        && fast.is_some_and(|f| f.decode_into(token, &mut out.decoded.text, &mut scratch.bytes));
+    if !decoded_fast {
+        out.decoded
+            .text
+            .push_str(&tok.decode(&[id], false).map_err(decode_err)?);
+    }
+    if is_special {
+        flags.category = Category::Special;
+        return Ok(flags);
+    }
+    let has_bytes = token_bytes(token, traits, &cx.facts.char_to_byte, &mut scratch.bytes);
+    if has_bytes {
+        flags.single_byte = scratch.bytes.len() == 1;
+        flags.impossible = impossible_in_utf8(&scratch.bytes);
     }
     if let Some(prefix) = &traits.continuation_prefix {
-        if let Some(suffix) = r.token.strip_prefix(prefix.as_str()) {
+        if let Some(suffix) = token.strip_prefix(prefix.as_str()) {
             if !suffix.is_empty() {
-                r.continuation = true;
-                r.surface = Some(suffix.as_bytes().to_vec());
-                r.decoded = suffix.to_owned();
-                r.category = if continuation_reachable(tok, suffix)? {
+                flags.continuation = true;
+                if cx.surfaces {
+                    out.surfaces.bytes.extend_from_slice(suffix.as_bytes());
+                }
+                out.decoded.text.truncate(decoded_start);
+                out.decoded.text.push_str(suffix);
+                flags.category = if continuation_reachable(tok, suffix)? {
                     Category::Ok
                 } else {
                     Category::UnreachableMulti
                 };
-                return Ok(r);
+                return Ok(flags);
             }
         }
     }
-    let undecodable = match &bytes {
-        Some(b) => std::str::from_utf8(b).is_err(),
-        None => r.decoded.contains('\u{fffd}') && !r.token.contains('\u{fffd}'),
+    let decoded = &out.decoded.text[decoded_start..];
+    let undecodable = match has_bytes {
+        true => std::str::from_utf8(&scratch.bytes).is_err(),
+        false => has_replacement_char(decoded) && !has_replacement_char(token),
     };
     if cx.surfaces {
-        r.surface = Some(bytes.unwrap_or_else(|| r.decoded.as_bytes().to_vec()));
+        let surface = if has_bytes {
+            &scratch.bytes[..]
+        } else {
+            decoded.as_bytes()
+        };
+        out.surfaces.bytes.extend_from_slice(surface);
     }
     if undecodable {
-        r.category = Category::Undecodable;
-        return Ok(r);
+        flags.category = Category::Undecodable;
+        return Ok(flags);
     }
     let fast_ok = fast
-        .and_then(|f| f.encode(tok, &r.decoded, scratch))
+        .and_then(|f| f.encode(tok, id, decoded, scratch))
         .is_some();
     let encoding;
     let mut ids: &[u32] = match fast_ok {
         true => &scratch.ids,
         false => {
-            r.library = true;
+            out.library += 1;
             encoding = tok
-                .encode_fast(r.decoded.as_str(), false)
+                .encode_fast(decoded, false)
                 .map_err(|e| Error::Internal(format!("encoding token {id} failed: {e}")))?;
             encoding.get_ids()
         }
     };
     if let (Some(p), [first, rest @ ..]) = (traits.prepended_id, ids) {
-        if *first == p && !rest.is_empty() && !r.decoded.starts_with(' ') {
+        if *first == p && !rest.is_empty() && !decoded.starts_with(' ') {
             ids = rest;
         }
     }
-    r.category = match ids {
+    flags.category = match ids {
         [only] if *only == id => Category::Ok,
         [_] => Category::UnreachableSingle,
         _ => Category::UnreachableMulti,
     };
-    if r.category != Category::Ok {
-        r.reencoded = ids.to_vec();
+    if flags.category != Category::Ok {
+        out.reencoded.extend_from_slice(ids);
     }
-    Ok(r)
+    Ok(flags)
 }
 
 /// Scans every token of `tok`: decode it alone, encode the text again, and categorise.
@@ -362,7 +499,7 @@ fn scan_one(cx: &ScanContext<'_>, id: u32, scratch: &mut Scratch) -> Result<Toke
 /// special. WordPiece continuation pieces (`##x`) are judged in word context: such a piece is
 /// reachable when its text passes the normaliser and pre-tokenizer unchanged as one piece.
 pub fn scan(tok: &Tokenizer, options: &ScanOptions) -> Result<ScanReport> {
-    scan_with(tok, None, options)
+    scan_with(tok, &ScanFacts::new(tok), None, options)
 }
 
 /// A tokenizer ready to scan: the `tokenizers` tokenizer plus, when its shape is recognised
@@ -370,6 +507,7 @@ pub fn scan(tok: &Tokenizer, options: &ScanOptions) -> Result<ScanReport> {
 pub struct PreparedTokenizer {
     /// The tokenizer.
     pub tokenizer: Tokenizer,
+    facts: ScanFacts,
     fast: Option<FastPath>,
     /// Approximations made while building it.
     pub notes: Vec<String>,
@@ -384,6 +522,7 @@ impl PreparedTokenizer {
     ) -> Self {
         let fast = merges.and_then(|m| FastPath::new(&tokenizer, m));
         PreparedTokenizer {
+            facts: ScanFacts::new(&tokenizer),
             tokenizer,
             fast,
             notes,
@@ -418,7 +557,7 @@ impl PreparedTokenizer {
     /// Scans every token (see [`scan`]); `use_fast` = false forces the library path.
     pub fn scan(&self, options: &ScanOptions, use_fast: bool) -> Result<ScanReport> {
         let fast = self.fast.as_ref().filter(|_| use_fast);
-        let mut report = scan_with(&self.tokenizer, fast, options)?;
+        let mut report = scan_with(&self.tokenizer, &self.facts, fast, options)?;
         report.notes.extend(self.notes.iter().cloned());
         Ok(report)
     }
@@ -441,6 +580,7 @@ pub(crate) fn id_space(tok: &Tokenizer) -> usize {
 
 fn scan_with(
     tok: &Tokenizer,
+    facts: &ScanFacts,
     fast: Option<&FastPath>,
     options: &ScanOptions,
 ) -> Result<ScanReport> {
@@ -457,68 +597,69 @@ fn scan_with(
     } else {
         tok
     };
-    let vocab_size = id_space(tok);
+    let vocab_size = facts.vocab_size;
     if vocab_size == 0 {
         return Err(Error::value("tokenizer", "a non-empty vocabulary", "none"));
     }
-    let special: AHashMap<u32, bool> = tok
-        .get_added_tokens_decoder()
-        .into_iter()
-        .map(|(id, t)| (id, t.special))
-        .collect();
     let cx = ScanContext {
         tok,
         fast,
-        special,
-        traits: traits(tok),
-        char_to_byte: sources::char_to_byte(),
+        facts,
         surfaces: options.containment,
+        tokens_from_table: fast.is_some_and(|f| f.token_table().len() == vocab_size),
     };
-    let results: Vec<TokenResult> = (0..vocab_size as u32)
+    // Runs of consecutive ids, each written into its own flat buffers, then joined in order.
+    const CHUNK_IDS: usize = 2048;
+    let chunks: Vec<Chunk> = (0..vocab_size.div_ceil(CHUNK_IDS))
         .into_par_iter()
-        .with_min_len(256)
-        .map_init(Scratch::default, |scratch, id| scan_one(&cx, id, scratch))
+        .map_init(Scratch::default, |scratch, c| {
+            let ids = c * CHUNK_IDS..((c + 1) * CHUNK_IDS).min(vocab_size);
+            let mut out = Chunk::with_capacity(ids.len(), cx.tokens_from_table);
+            for id in ids {
+                scan_one(&cx, id as u32, scratch, &mut out)?;
+            }
+            Ok(out)
+        })
         .collect::<Result<_>>()?;
 
-    let containment = if options.containment {
-        Some(containment(
-            &results,
-            options.max_examples,
-            options.max_token_bytes,
-        )?)
-    } else {
-        None
+    // Joined in parallel: the outputs are fresh memory, and the copy's page faults are most
+    // of its cost.
+    let too_long = || Error::Internal("the vocabulary's text passes 4 GiB".into());
+    let strings = |f: fn(&Chunk) -> &PackedStrings| {
+        concat_strings(&chunks.iter().map(f).collect::<Vec<_>>()).ok_or_else(too_long)
     };
     let mut report = ScanReport {
-        tokens: Vec::with_capacity(vocab_size),
-        decoded: Vec::with_capacity(vocab_size),
-        category: Vec::with_capacity(vocab_size),
-        single_byte: Vec::with_capacity(vocab_size),
-        continuation: Vec::with_capacity(vocab_size),
-        impossible_bytes: Vec::with_capacity(vocab_size),
-        reencoded_offsets: Vec::with_capacity(vocab_size + 1),
-        reencoded: Vec::new(),
-        containment,
+        tokens: match fast.filter(|_| cx.tokens_from_table) {
+            Some(f) => copy_strings(f.token_table()),
+            None => strings(|c| &c.tokens)?,
+        },
+        decoded: strings(|c| &c.decoded)?,
+        category: concat(&field(&chunks, |c| &c.category)),
+        single_byte: concat(&field(&chunks, |c| &c.single_byte)),
+        continuation: concat(&field(&chunks, |c| &c.continuation)),
+        impossible_bytes: concat(&field(&chunks, |c| &c.impossible)),
+        reencoded_offsets: concat_offsets(&field(&chunks, |c| &c.reencoded_offsets)),
+        reencoded: concat(&field(&chunks, |c| &c.reencoded)),
+        containment: None,
         notes: Vec::new(),
     };
-    report.reencoded_offsets.push(0);
-    if fast.is_some() {
-        let declined = results.iter().filter(|r| r.library).count();
-        if declined > 0 {
-            report.notes.push(format!(
-                "{declined} token(s) re-encoded by the tokenizers library (their text holds an added token)"
-            ));
-        }
+    let library: usize = chunks.iter().map(|c| c.library).sum();
+    if fast.is_some() && library > 0 {
+        report.notes.push(format!(
+            "{library} token(s) re-encoded by the tokenizers library (their text holds an added token)"
+        ));
     }
-    for r in results {
-        report.tokens.push(r.token);
-        report.decoded.push(r.decoded);
-        report.category.push(r.category);
-        report.single_byte.push(r.single_byte);
-        report.continuation.push(r.continuation);
-        report.impossible_bytes.push(r.impossible);
-        report.reencoded.extend_from_slice(&r.reencoded);
-        report.reencoded_offsets.push(report.reencoded.len() as u32);
+    if options.containment {
+        let surfaces = Surfaces {
+            bytes: concat(&field(&chunks, |c| &c.surfaces.bytes)),
+            offsets: concat_offsets(&field(&chunks, |c| &c.surfaces.offsets)),
+        };
+        drop(chunks);
+        report.containment = Some(containment(
+            &surfaces,
+            options.max_examples,
+            options.max_token_bytes,
+        )?);
     }
     Ok(report)
 }
@@ -528,16 +669,18 @@ fn scan_with(
 /// Instead of comparing all pairs (quadratic in the vocabulary), one Aho-Corasick automaton
 /// over all token strings finds, in a single pass over each token, every shorter token inside
 /// it: the work is linear in the total length of the vocabulary plus the number of matches.
-fn containment(
-    results: &[TokenResult],
-    max_examples: usize,
-    max_bytes: usize,
-) -> Result<Containment> {
-    let n = results.len();
+/// One field of every chunk, in order.
+fn field<T>(chunks: &[Chunk], f: impl Fn(&Chunk) -> &Vec<T>) -> Vec<&[T]> {
+    chunks.iter().map(|c| f(c).as_slice()).collect()
+}
+
+fn containment(surfaces: &Surfaces, max_examples: usize, max_bytes: usize) -> Result<Containment> {
+    let n = surfaces.offsets.len() - 1;
     let mut pattern_ids: Vec<u32> = Vec::with_capacity(n);
     let mut patterns: Vec<&[u8]> = Vec::with_capacity(n);
-    for (id, r) in results.iter().enumerate() {
-        if let Some(s) = r.surface.as_deref().filter(|s| !s.is_empty()) {
+    for id in 0..n {
+        let s = surfaces.get(id);
+        if !s.is_empty() {
             pattern_ids.push(id as u32);
             patterns.push(s);
         }
@@ -546,13 +689,13 @@ fn containment(
         .kind(Some(AhoCorasickKind::ContiguousNFA))
         .build(&patterns)
         .map_err(|e| Error::Internal(format!("cannot index the vocabulary: {e}")))?;
-    let mut pairs: Vec<(u32, u32, u32)> = results
-        .par_iter()
-        .enumerate()
+    let mut pairs: Vec<(u32, u32, u32)> = (0..n)
+        .into_par_iter()
         .with_min_len(256)
-        .flat_map_iter(|(outer, r)| {
+        .flat_map_iter(|outer| {
             let mut found: Vec<(u32, u32, u32)> = Vec::new();
-            if let Some(s) = r.surface.as_deref().filter(|s| s.len() <= max_bytes) {
+            let s = surfaces.get(outer);
+            if s.len() <= max_bytes {
                 let len = s.len() as u32;
                 for m in automaton.find_overlapping_iter(s) {
                     if m.len() < s.len() {

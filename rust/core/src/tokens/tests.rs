@@ -85,7 +85,7 @@ fn byte_level_categories_are_exact() {
     assert_eq!(r.count(Category::Undecodable), 129);
     assert_eq!(r.count(Category::Ok), 128 + 4);
     assert!(r.impossible_bytes[0xff] && r.impossible_bytes[0xc0] && !r.impossible_bytes[0x80]);
-    assert_eq!(r.decoded[259], " ab");
+    assert_eq!(&r.decoded[259], " ab");
 }
 
 #[test]
@@ -343,14 +343,14 @@ fn tiktoken_ranks_build_a_gpt2_style_tokenizer() {
     let r = scan(&tok, &ScanOptions::default()).unwrap();
     assert_eq!(r.vocab_size(), 262);
     assert_eq!(r.count(Category::Special), 1);
-    assert_eq!(r.tokens[261], "<|endoftext|>");
+    assert_eq!(&r.tokens[261], "<|endoftext|>");
     assert_eq!(r.single_byte.iter().filter(|&&b| b).count(), 256);
     assert_eq!(r.count(Category::Undecodable), 129);
     assert_eq!(
         r.count(Category::UnreachableMulti) + r.count(Category::UnreachableSingle),
         0
     );
-    assert_eq!(r.decoded[260], "\u{20ac}");
+    assert_eq!(&r.decoded[260], "\u{20ac}");
     let ids = tok
         .encode("abc \u{20ac}", false)
         .unwrap()
@@ -396,7 +396,7 @@ proptest! {
         let r = scan(&tok, &ScanOptions { max_examples: 100, ..Default::default() }).unwrap();
         prop_assert_eq!(Category::ALL.iter().map(|&c| r.count(c)).sum::<usize>(), r.vocab_size());
         for id in 0..r.vocab_size() {
-            let ids = tok.encode(r.decoded[id].as_str(), false).unwrap().get_ids().to_vec();
+            let ids = tok.encode(&r.decoded[id], false).unwrap().get_ids().to_vec();
             match r.category[id] {
                 Category::Ok => prop_assert_eq!(ids, vec![id as u32]),
                 Category::UnreachableSingle => prop_assert!(ids.len() == 1 && ids[0] != id as u32),
@@ -468,5 +468,158 @@ proptest! {
         prop_assert_eq!(&fast.category, &slow.category);
         prop_assert_eq!(&fast.decoded, &slow.decoded);
         prop_assert_eq!(&fast.reencoded, &slow.reencoded);
+    }
+}
+
+/// A random BPE over a small alphabet: token texts and `(left, right, merged)` merges in rank
+/// order. Repeated letters make the same pair occur several times in one text (the leftmost
+/// wins), and shuffled ranks make runs where a part needs a merge that ranks after the whole.
+fn random_bpe(
+    letters: usize,
+    steps: &[(usize, usize)],
+    shuffle: Option<&[u32]>,
+) -> (Vec<String>, Vec<(u32, u32, u32)>) {
+    let mut texts: Vec<String> = "abcd".chars().take(letters).map(String::from).collect();
+    let mut merges: Vec<(u32, u32, u32)> = Vec::new();
+    for &(i, j) in steps {
+        let (l, r) = ((i % texts.len()) as u32, (j % texts.len()) as u32);
+        let text = format!("{}{}", texts[l as usize], texts[r as usize]);
+        if text.len() > 10 || merges.iter().any(|m| (m.0, m.1) == (l, r)) {
+            continue;
+        }
+        let merged = match texts.iter().position(|t| *t == text) {
+            Some(m) => m as u32,
+            None => {
+                texts.push(text);
+                texts.len() as u32 - 1
+            }
+        };
+        merges.push((l, r, merged));
+    }
+    if let Some(keys) = shuffle {
+        let mut keyed: Vec<(u32, (u32, u32, u32))> = merges
+            .iter()
+            .enumerate()
+            .map(|(k, &m)| (keys.get(k).copied().unwrap_or(0), m))
+            .collect();
+        keyed.sort_by_key(|&(key, _)| key);
+        merges = keyed.into_iter().map(|(_, m)| m).collect();
+    }
+    (texts, merges)
+}
+
+/// Plain BPE: merge the lowest-ranked adjacent pair, leftmost first, until none is left.
+/// Returns the ids and the rank of every merge made, in order.
+fn plain_bpe(texts: &[String], merges: &[(u32, u32, u32)], text: &str) -> (Vec<u32>, Vec<u32>) {
+    let mut ids: Vec<u32> = text
+        .chars()
+        .map(|c| texts.iter().position(|t| *t == c.to_string()).unwrap() as u32)
+        .collect();
+    let rank = |l: u32, r: u32| merges.iter().position(|m| (m.0, m.1) == (l, r));
+    let mut ranks = Vec::new();
+    loop {
+        let best = (0..ids.len().saturating_sub(1))
+            .filter_map(|i| rank(ids[i], ids[i + 1]).map(|r| (r, i)))
+            .min();
+        let Some((r, i)) = best else { break };
+        ids[i] = merges[r].2;
+        ids.remove(i + 1);
+        ranks.push(r as u32);
+    }
+    (ids, ranks)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn own_encodings_are_exactly_the_tokens_bpe_builds_with_non_decreasing_ranks(
+        letters in 1usize..4,
+        steps in proptest::collection::vec((0usize..40, 0usize..40), 1..40),
+        keys in proptest::option::of(proptest::collection::vec(0u32..1000, 40)),
+    ) {
+        let (texts, merges) = random_bpe(letters, &steps, keys.as_deref());
+        let own = own_encoding::OwnEncodings::new(
+            texts.len(),
+            0..letters as u32,
+            &merges,
+            |l, r| merges.iter().position(|m| (m.0, m.1) == (l, r)).map(|p| p as u32),
+        );
+        // The plain BPE must be the library's BPE (same tie rule).
+        let vocab: serde_json::Map<String, serde_json::Value> =
+            texts.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
+        let merge_texts: Vec<[&str; 2]> = merges
+            .iter()
+            .map(|m| [texts[m.0 as usize].as_str(), texts[m.1 as usize].as_str()])
+            .collect();
+        let library = from_value(json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+            "normalizer": null, "pre_tokenizer": null, "post_processor": null, "decoder": null,
+            "model": {"type": "BPE", "dropout": null, "unk_token": null,
+                "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": false,
+                "byte_fallback": false, "ignore_merges": false, "vocab": vocab, "merges": merge_texts}
+        }));
+        for (id, text) in texts.iter().enumerate() {
+            let (ids, ranks) = plain_bpe(&texts, &merges, text);
+            let encoded = library.encode(text.as_str(), false).unwrap();
+            prop_assert_eq!(&ids, &encoded.get_ids().to_vec(), "text {:?}", text);
+            let monotone = ranks.windows(2).all(|w| w[0] <= w[1]);
+            let expected = ids == [id as u32] && monotone;
+            prop_assert_eq!(
+                own.contains(id as u32), expected,
+                "token {:?}: plain BPE gives {:?} with ranks {:?}; merges {:?}",
+                text, ids, ranks, merges
+            );
+        }
+    }
+}
+
+#[test]
+fn own_encodings_follow_the_leftmost_rule_on_repeated_pairs() {
+    let texts: Vec<String> = ["a", "aa", "aaa", "aaaa"].map(String::from).to_vec();
+    let own = |merges: &[(u32, u32, u32)]| {
+        let own = own_encoding::OwnEncodings::new(4, [0], merges, |l, r| {
+            merges
+                .iter()
+                .position(|m| (m.0, m.1) == (l, r))
+                .map(|p| p as u32)
+        });
+        (1..4).filter(|&id| own.contains(id)).collect::<Vec<u32>>()
+    };
+    // "aaa": the leftmost "a a" merges first, so only "aa a" can build "aaa".
+    assert_eq!(plain_bpe(&texts, &[(0, 0, 1), (0, 1, 2)], "aaa").0, [1, 0]);
+    assert_eq!(own(&[(0, 0, 1), (0, 1, 2)]), [1]);
+    assert_eq!(own(&[(0, 0, 1), (1, 0, 2)]), [1, 2]);
+    // "aaaa": both halves become "aa" (same rank, left first), then "aa aa".
+    assert_eq!(own(&[(0, 0, 1), (1, 1, 3)]), [1, 3]);
+}
+
+#[test]
+fn packed_strings_keep_each_string_whole() {
+    let words = ["", "a", "b\u{20ac}", "\u{65e5}\u{672c}"];
+    let mut packed: PackedStrings = words[..2].iter().collect();
+    packed.append(&words[2..].iter().collect());
+    assert_eq!(packed.len(), 4);
+    assert_eq!(packed.iter().collect::<Vec<_>>(), words);
+    assert_eq!(&packed[2], "b\u{20ac}");
+    assert_eq!(packed.get(3), Some("\u{65e5}\u{672c}"));
+    assert_eq!(packed.get(4), None);
+    assert_eq!(packed, words.iter().collect());
+    assert!(PackedStrings::default().is_empty());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn added_token_search_finds_exactly_the_texts_holding_a_pattern(
+        patterns in proptest::collection::vec("[ab<\n ]{1,3}", 1..6),
+        texts in proptest::collection::vec("[ab<\n \u{e9}]{0,8}", 1..20),
+    ) {
+        let search = fast::AddedTokenSearch::new(&patterns).unwrap().unwrap();
+        for text in &texts {
+            let expected = patterns.iter().any(|p| text.contains(p.as_str()));
+            prop_assert_eq!(search.is_match(text), expected, "{:?} in {:?}", patterns, text);
+        }
     }
 }
