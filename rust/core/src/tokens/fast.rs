@@ -20,6 +20,9 @@ use super::own_encoding::OwnEncodings;
 use super::sources::char_to_byte;
 use super::PackedStrings;
 
+/// Ids no token has: [`OwnEncodings`] skips such a merge.
+const NOT_A_MERGE: (u32, u32, u32) = (u32::MAX, u32::MAX, u32::MAX);
+
 #[inline]
 fn pair_key(l: u32, r: u32) -> u64 {
     (u64::from(l) << 32) | u64::from(r)
@@ -38,7 +41,8 @@ struct FastBpe {
     byte_ids: Option<Box<[Option<u32>; 256]>>,
     ignore_merges: bool,
     unk: Option<(u32, bool)>,
-    /// `(left, right, merged)` in rank order (the input of [`OwnEncodings`]).
+    /// `(left, right, merged)` in rank order (the input of [`OwnEncodings`]); a rank whose
+    /// pair merges at a later rank holds [`NOT_A_MERGE`].
     merge_list: Vec<(u32, u32, u32)>,
 }
 
@@ -56,10 +60,17 @@ impl FastBpe {
         let vocab: AHashMap<String, u32> = bpe.get_vocab().into_iter().collect();
         let mut map = AHashMap::with_capacity(merges.len());
         let mut merge_list = Vec::with_capacity(merges.len());
+        let mut joined = String::new();
         for (rank, (a, b)) in merges.iter().enumerate() {
             let (&l, &r) = (vocab.get(a)?, vocab.get(b)?);
-            let merged = *vocab.get(&format!("{a}{b}"))?;
-            map.insert(pair_key(l, r), (rank as u32, merged));
+            joined.clear();
+            joined.push_str(a);
+            joined.push_str(b);
+            let merged = *vocab.get(joined.as_str())?;
+            if let Some((earlier, _)) = map.insert(pair_key(l, r), (rank as u32, merged)) {
+                // A pair listed twice merges at its last rank only (as in the library).
+                merge_list[earlier as usize] = NOT_A_MERGE;
+            }
             merge_list.push((l, r, merged));
         }
         let byte_ids = bpe.byte_fallback.then(|| {

@@ -54,8 +54,9 @@ impl OwnEncodings {
     /// Decides every id below `n_ids`.
     ///
     /// `start_symbols`: the ids BPE starts from, one per character (a token whose text is one
-    /// character); `merges`: `(left, right, merged)` in rank order; `rank`: the rank BPE uses
-    /// for an adjacent pair, if any (for a pair listed twice, the merge table keeps one).
+    /// character); `merges`: `(left, right, merged)` in rank order, where a merge with an id
+    /// of `n_ids` or more is skipped (for a pair listed twice, BPE uses one rank: the caller
+    /// leaves only that one); `rank`: the rank BPE uses for an adjacent pair, if any.
     pub(crate) fn new(
         n_ids: usize,
         start_symbols: impl IntoIterator<Item = u32>,
@@ -74,7 +75,7 @@ impl OwnEncodings {
         for (r, &(x, y, t)) in merges.iter().enumerate() {
             let r = r as u32;
             let in_range = [x, y, t].iter().all(|&id| (id as usize) < n_ids);
-            if !in_range || rank(x, y) != Some(r) || own.built_at[t as usize] != UNDECIDED {
+            if !in_range || own.built_at[t as usize] != UNDECIDED {
                 continue;
             }
             if own.built_at[x as usize] == UNDECIDED || own.built_at[y as usize] == UNDECIDED {
