@@ -89,7 +89,10 @@ def _probabilities_shared_prefix(
     cache.batch_repeat_interleave(b)
     suffix = torch.tensor([[t, *post] for t in batch], device=device)
     mask = torch.ones(b, len(pre) + suffix.shape[1], dtype=torch.long, device=device)
-    logits = model(suffix, attention_mask=mask, use_cache=True, **{name: cache}).logits
+    # Only the last position's logits are read: skip the vocabulary projection elsewhere.
+    params = inspect.signature(model.forward).parameters
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+    logits = model(suffix, attention_mask=mask, use_cache=True, **{name: cache}, **keep).logits
     return logits[:, -1].float().softmax(-1)
 
 
