@@ -2,7 +2,10 @@
 //!
 //! Only the upper block triangle is multiplied (tiles `(I, J)` with `J >= I`, in parallel),
 //! and each tile is written to both `(I, J)` and its mirror `(J, I)`, so the matrix is exactly
-//! symmetric and costs `N^2 d` flops instead of `2 N^2 d`.
+//! symmetric and costs `N^2 d` flops instead of `2 N^2 d`. The tiles come from float32 SGEMM
+//! ([`distance_matrix`]) or, where the CPU has AMX, from bf16 tiles at about 17 bits
+//! ([`super::amx::distance_matrix`]), whose near-tie decisions [`select_refined`] recomputes in
+//! float32.
 
 use rayon::prelude::*;
 

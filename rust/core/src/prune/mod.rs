@@ -13,8 +13,10 @@
 //! explicit mask keeps chosen tokens out; ties go to the lowest index; all arithmetic is `f32`.
 //! Two algorithms compute the distance rows (see [`Method`]): the Gram matrix (`N^2 d` flops,
 //! `4 N^2` bytes) or matrix-free (about `N K d` flops for the picks plus a pruned
-//! nearest-neighbour scan for the first one). Both use the same dot-product kernel and give the
-//! same picks unless two candidates are within a rounding error of each other.
+//! nearest-neighbour scan for the first one). Both give the same picks unless two candidates are
+//! within a float32 rounding error of each other. On CPUs with Intel AMX the Gram matrix is
+//! computed on AMX tiles ([`amx_enabled`]), and every decision its approximation cannot settle
+//! is recomputed in float32.
 //!
 //! Inputs with NaN or infinite values or an all-zero row are rejected (cosine distance is
 //! undefined); duplicate tokens are fine: a duplicate of a kept token has distance 0 and is
