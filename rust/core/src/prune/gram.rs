@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use super::amx;
 use super::dots::{distance_block, dot};
-use super::select::{argmax, greedy, nearest_neighbour_argmax, update_min, FirstChoice};
+use super::select::{argmax, greedy, greedy_with, nearest_neighbour_argmax, FirstChoice};
 use crate::buffer::Scratch;
 use crate::{Error, Result};
 
@@ -118,14 +118,7 @@ pub(crate) fn select(
     let dist = distance_matrix(x, n, d)?;
     let first = match first {
         FirstChoice::Token(t) => t,
-        FirstChoice::MostIsolated => {
-            let nn: Vec<f32> = dist
-                .par_chunks(n)
-                .enumerate()
-                .map(|(i, row)| nearest_distance(row, i))
-                .collect();
-            nearest_neighbour_argmax(&nn)
-        }
+        FirstChoice::MostIsolated => nearest_neighbour_argmax(&nearest_distances(&dist, n)),
     };
     greedy(n, k, first, |c, _, out| {
         out.copy_from_slice(&dist[c * n..(c + 1) * n]);
@@ -195,11 +188,7 @@ pub(crate) fn select_refined(
     let first = match first {
         FirstChoice::Token(t) => t,
         FirstChoice::MostIsolated => {
-            let nn: Vec<f32> = dist
-                .par_chunks(n)
-                .enumerate()
-                .map(|(i, row)| nearest_distance(row, i))
-                .collect();
+            let nn = nearest_distances(&dist, n);
             let (best, value) = argmax(&nn);
             let close: Vec<usize> = (0..n).filter(|&i| nn[i] >= value - window).collect();
             if close.len() == 1 {
@@ -213,45 +202,31 @@ pub(crate) fn select_refined(
             }
         }
     };
-    let mut chosen = vec![false; n];
-    let mut picks = Vec::with_capacity(k);
-    // Per pick after the first: its value, and whether that value is already float32.
-    let mut values: Vec<(f32, bool)> = Vec::with_capacity(k);
-    let mut min_dist = vec![f32::INFINITY; n];
+    // Whether each later pick's value is already float32.
+    let mut refined = Vec::with_capacity(k);
     let mut close = Vec::new();
-    let mut pick = first;
-    loop {
-        chosen[pick] = true;
-        picks.push(pick);
-        min_dist[pick] = f32::NEG_INFINITY;
-        if picks.len() == k {
-            break;
-        }
-        update_min(&mut min_dist, &dist[pick * n..(pick + 1) * n]);
-        let (best, value) = argmax(&min_dist);
+    let row = |c: usize, _: &[f32], out: &mut [f32]| {
+        out.copy_from_slice(&dist[c * n..(c + 1) * n]);
+        Ok(())
+    };
+    let (picks, values) = greedy_with(n, k, first, row, |min_dist, picks| {
+        let (best, value) = argmax(min_dist);
         close.clear();
         close.extend((0..n).filter(|&j| min_dist[j] >= value - window));
-        let (next, value, is_exact) = if close.len() == 1 {
-            (best, value, false)
-        } else {
-            let fresh: Vec<f32> = close
-                .iter()
-                .map(|&c| exact.min_distance(c, picks.iter().copied()))
-                .collect();
-            let (at, v) = argmax(&fresh);
-            (close[at], v, true)
-        };
-        if chosen[next] {
-            return Err(Error::Internal(format!(
-                "greedy picked token {next} twice (k={k}, n={n})"
-            )));
+        refined.push(close.len() > 1);
+        if close.len() == 1 {
+            return Ok((best, value));
         }
-        values.push((value, is_exact));
-        pick = next;
-    }
-    let smallest = values.iter().fold(f32::INFINITY, |m, v| m.min(v.0));
+        let fresh: Vec<f32> = close
+            .iter()
+            .map(|&c| exact.min_distance(c, picks.iter().copied()))
+            .collect();
+        let (at, v) = argmax(&fresh);
+        Ok((close[at], v))
+    })?;
+    let smallest = values.iter().fold(f32::INFINITY, |m, &v| m.min(v));
     let mut objective = f32::INFINITY;
-    for (step, &(value, is_exact)) in values.iter().enumerate() {
+    for (step, (&value, &is_exact)) in values.iter().zip(&refined).enumerate() {
         let value = if is_exact || value > smallest + window {
             value
         } else {
@@ -260,6 +235,14 @@ pub(crate) fn select_refined(
         objective = objective.min(value);
     }
     Ok((picks, objective))
+}
+
+/// The distance from every token to its nearest other token, from the full matrix.
+fn nearest_distances(dist: &[f32], n: usize) -> Vec<f32> {
+    dist.par_chunks(n)
+        .enumerate()
+        .map(|(i, row)| nearest_distance(row, i))
+        .collect()
 }
 
 /// The smallest entry of `row` other than `row[skip]` (`+inf` for a single token).

@@ -44,9 +44,27 @@ pub(crate) fn update_min(min_dist: &mut [f32], row: &[f32]) {
 /// `-inf`), which the matrix-free algorithm uses to decide which rows to compute ahead.
 /// Returns the picks in greedy order and the objective (the smallest distance between two
 /// picks, `+inf` when `k == 1`).
-pub(crate) fn greedy<F>(n: usize, k: usize, first: usize, mut row: F) -> Result<(Vec<usize>, f32)>
+pub(crate) fn greedy<F>(n: usize, k: usize, first: usize, row: F) -> Result<(Vec<usize>, f32)>
 where
     F: FnMut(usize, &[f32], &mut [f32]) -> Result<()>,
+{
+    let (picks, values) = greedy_with(n, k, first, row, |min_dist, _| Ok(argmax(min_dist)))?;
+    Ok((picks, values.iter().fold(f32::INFINITY, |m, &v| m.min(v))))
+}
+
+/// [`greedy`] with the choice of each next pick left to `choose(min_dist, picks)`, which
+/// returns the pick and its value ([`argmax`] for the plain greedy). Returns the picks and the
+/// value of every pick after the first.
+pub(crate) fn greedy_with<F, C>(
+    n: usize,
+    k: usize,
+    first: usize,
+    mut row: F,
+    mut choose: C,
+) -> Result<(Vec<usize>, Vec<f32>)>
+where
+    F: FnMut(usize, &[f32], &mut [f32]) -> Result<()>,
+    C: FnMut(&[f32], &[usize]) -> Result<(usize, f32)>,
 {
     if first >= n || k == 0 || k > n {
         return Err(Error::Internal(format!(
@@ -55,9 +73,9 @@ where
     }
     let mut chosen = vec![false; n];
     let mut picks = Vec::with_capacity(k);
+    let mut values = Vec::with_capacity(k - 1);
     let mut min_dist = vec![f32::INFINITY; n];
     let mut buf = vec![0.0f32; n];
-    let mut objective = f32::INFINITY;
     let mut pick = first;
     loop {
         chosen[pick] = true;
@@ -68,16 +86,16 @@ where
         }
         row(pick, &min_dist, &mut buf)?;
         update_min(&mut min_dist, &buf);
-        let (next, value) = argmax(&min_dist);
+        let (next, value) = choose(&min_dist, &picks)?;
         if chosen[next] {
             return Err(Error::Internal(format!(
                 "greedy picked token {next} twice (k={k}, n={n})"
             )));
         }
-        objective = objective.min(value);
+        values.push(value);
         pick = next;
     }
-    Ok((picks, objective))
+    Ok((picks, values))
 }
 
 #[cfg(test)]
