@@ -15,6 +15,18 @@ fn features(n: usize, d: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// The distance from every token to its nearest other token, for a distance function in f64.
+fn nearest_f64(n: usize, dist: impl Fn(usize, usize) -> f64) -> Vec<f64> {
+    (0..n)
+        .map(|i| {
+            (0..n)
+                .filter(|&j| j != i)
+                .map(|j| dist(i, j))
+                .fold(f64::INFINITY, f64::min)
+        })
+        .collect()
+}
+
 /// The plain reference: f64 dot products on normalised rows, the same greedy rules.
 fn reference(x: &[f32], n: usize, d: usize, k: usize, first: Option<usize>) -> (Vec<usize>, f64) {
     let norm: Vec<Vec<f64>> = x
@@ -32,14 +44,7 @@ fn reference(x: &[f32], n: usize, d: usize, k: usize, first: Option<usize>) -> (
             .sum::<f64>()
     };
     let first = first.unwrap_or_else(|| {
-        let nn: Vec<f64> = (0..n)
-            .map(|i| {
-                (0..n)
-                    .filter(|&j| j != i)
-                    .map(|j| dist(i, j))
-                    .fold(f64::INFINITY, f64::min)
-            })
-            .collect();
+        let nn = nearest_f64(n, dist);
         let max = nn.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         nn.iter().position(|&v| v == max).unwrap()
     });
@@ -242,6 +247,15 @@ proptest! {
     }
 }
 
+/// True (and says so) where the AMX tests cannot run.
+fn no_amx() -> bool {
+    let off = !amx::enabled();
+    if off {
+        eprintln!("skipped: this CPU or kernel has no AMX-BF16 (or FERROLM_NO_AMX is set)");
+    }
+    off
+}
+
 /// Rows with a wide dynamic range: uniform values times per-column scales over six orders of
 /// magnitude, plus (with `near_duplicates`) every 11th row a rescaled copy of another.
 fn spread_features(n: usize, d: usize, seed: u64, near_duplicates: bool) -> Vec<f32> {
@@ -263,8 +277,7 @@ fn spread_features(n: usize, d: usize, seed: u64, near_duplicates: bool) -> Vec<
 
 #[test]
 fn amx_distances_are_float32_accurate_and_symmetric() {
-    if !amx::enabled() {
-        eprintln!("skipped: this CPU or kernel has no AMX-BF16 (or FERROLM_NO_AMX is set)");
+    if no_amx() {
         return;
     }
     for (n, d, seed) in [
@@ -313,8 +326,7 @@ fn amx_distances_are_float32_accurate_and_symmetric() {
 
 #[test]
 fn amx_matrices_on_reused_scratch_memory_match_float32() {
-    if !amx::enabled() {
-        eprintln!("skipped: this CPU or kernel has no AMX-BF16 (or FERROLM_NO_AMX is set)");
+    if no_amx() {
         return;
     }
     // Panels above the mapping threshold, then a case with more row and column padding that
@@ -356,15 +368,7 @@ fn assert_greedy_up_to(x: &[f32], n: usize, d: usize, picks: &[usize], tol: f64)
         );
         off += usize::from(values[pick] < best);
     };
-    let nn: Vec<f64> = (0..n)
-        .map(|i| {
-            (0..n)
-                .filter(|&j| j != i)
-                .map(|j| dist(i, j))
-                .fold(f64::INFINITY, f64::min)
-        })
-        .collect();
-    check(&nn, picks[0], 0);
+    check(&nearest_f64(n, dist), picks[0], 0);
     let mut min_dist = vec![f64::INFINITY; n];
     for (step, w) in picks.windows(2).enumerate() {
         min_dist[w[0]] = f64::NEG_INFINITY;
@@ -378,8 +382,7 @@ fn assert_greedy_up_to(x: &[f32], n: usize, d: usize, picks: &[usize], tol: f64)
 
 #[test]
 fn refined_amx_greedy_makes_float32_decisions() {
-    if !amx::enabled() {
-        eprintln!("skipped: this CPU or kernel has no AMX-BF16 (or FERROLM_NO_AMX is set)");
+    if no_amx() {
         return;
     }
     // d = 16 and 700 tokens: the split matrix alone (17 bits) gets picks of this greedy wrong
