@@ -19,7 +19,7 @@ from typing import Any
 
 from ferrolm._native import __version__
 
-_SUBMODULES = ("cuda", "comm", "spec", "prune", "tokens", "cli")
+_SUBMODULES = ("cuda", "comm", "speculative", "prune", "tokens", "cli")
 
 __all__ = ["__version__", *_SUBMODULES]
 

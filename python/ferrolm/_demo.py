@@ -13,8 +13,8 @@ from ferrolm._doctor import doctor_section
 from ferrolm._report import Report, Section
 from ferrolm.comm._demo import demo_section as comm_section
 from ferrolm.prune._demo import demo_section as prune_section
-from ferrolm.spec._demo import demo_section as spec_section
-from ferrolm.spec._generate_demo import demo_section as spec_generate_section
+from ferrolm.speculative._demo import demo_section as spec_section
+from ferrolm.speculative._generate_demo import demo_section as spec_generate_section
 from ferrolm.tokens._demo import demo_section as tokens_section
 
 SECTIONS: list[Callable[[], Section]] = [

@@ -1,7 +1,8 @@
 """Converting a GGUF model to a cached float32 Hugging Face checkpoint, once.
 
 Loading GGUF through ``transformers`` dequantizes every tensor and takes tens of seconds; the
-spec fixtures and ``ferrolm.tokens`` both convert once and reload the saved copy in seconds.
+speculative-decoding fixtures and ``ferrolm.tokens`` both convert once and reload the saved copy
+in seconds.
 """
 
 from __future__ import annotations

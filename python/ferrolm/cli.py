@@ -107,10 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_undertrained)
 
-    from ferrolm._cli_spec import add_generate_parser, add_spec_parser
+    from ferrolm._cli_speculative import add_generate_parser, add_speculative_parser
 
     add_generate_parser(sub)
-    add_spec_parser(sub)
+    add_speculative_parser(sub)
     return parser
 
 

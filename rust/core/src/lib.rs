@@ -9,7 +9,7 @@ mod buffer;
 pub mod comm;
 pub mod error;
 pub mod prune;
-pub mod spec;
+pub mod speculative;
 pub mod tokens;
 
 pub use error::{Error, Result};

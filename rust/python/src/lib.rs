@@ -11,7 +11,7 @@ mod comm;
 mod cuda;
 mod errors;
 mod prune;
-mod spec;
+mod speculative;
 mod tokens;
 
 #[pymodule]
@@ -20,7 +20,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     cuda::register(m)?;
     comm::register(m)?;
-    spec::register(m)?;
+    speculative::register(m)?;
     prune::register(m)?;
     tokens::register(m)?;
     Ok(())

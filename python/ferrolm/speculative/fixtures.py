@@ -12,7 +12,7 @@ does it once, saves the model and tokenizer with ``save_pretrained`` under
 ``$FERROLM_CACHE`` (default ``~/.cache/ferrolm``) and reloads that copy afterwards (1-10 s).
 
 Example:
-    >>> from ferrolm.spec.fixtures import load_pretrained
+    >>> from ferrolm.speculative.fixtures import load_pretrained
     >>> model, tokenizer = load_pretrained("smollm2-135m")  # doctest: +SKIP
 """
 

@@ -1,6 +1,6 @@
-//! Bindings of `ferrolm_core::spec` (Python: `ferrolm.spec`).
+//! Bindings of `ferrolm_core::speculative` (Python: `ferrolm.speculative`).
 
-use ferrolm_core::spec::{self, builder, sequoia, tree, BuilderConfig};
+use ferrolm_core::speculative::{self, builder, sequoia, tree, BuilderConfig};
 use numpy::prelude::*;
 use numpy::{PyArray1, PyArray2, PyArray3, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::exceptions::PyValueError;
@@ -37,14 +37,17 @@ fn to_2d<'py, T: numpy::Element>(
 
 /// Raises `ValueError` unless `parents` is a valid tree.
 #[pyfunction]
-pub fn spec_validate_parents(py: Python<'_>, parents: PyReadonlyArray1<'_, i32>) -> PyResult<()> {
+pub fn speculative_validate_parents(
+    py: Python<'_>,
+    parents: PyReadonlyArray1<'_, i32>,
+) -> PyResult<()> {
     let parents = slice("parents", &parents)?;
     detach(py, || tree::validate_parents(parents))
 }
 
 /// Raises `ValueError` unless `parents` + `offsets` is a valid CSR batch of trees.
 #[pyfunction]
-pub fn spec_validate_batch(
+pub fn speculative_validate_batch(
     py: Python<'_>,
     parents: PyReadonlyArray1<'_, i32>,
     offsets: PyReadonlyArray1<'_, i64>,
@@ -56,7 +59,7 @@ pub fn spec_validate_batch(
 
 /// Depth of every node.
 #[pyfunction]
-pub fn spec_depths<'py>(
+pub fn speculative_depths<'py>(
     py: Python<'py>,
     parents: PyReadonlyArray1<'py, i32>,
 ) -> PyResult<I32Array<'py>> {
@@ -67,7 +70,7 @@ pub fn spec_depths<'py>(
 
 /// Rank of every node among its siblings.
 #[pyfunction]
-pub fn spec_ranks<'py>(
+pub fn speculative_ranks<'py>(
     py: Python<'py>,
     parents: PyReadonlyArray1<'py, i32>,
 ) -> PyResult<I32Array<'py>> {
@@ -83,7 +86,7 @@ fn bool_bytes(s: &mut [bool]) -> &mut [u8] {
 
 /// Ancestor mask `bool [n, n]`.
 #[pyfunction]
-pub fn spec_ancestor_mask<'py>(
+pub fn speculative_ancestor_mask<'py>(
     py: Python<'py>,
     parents: PyReadonlyArray1<'py, i32>,
 ) -> PyResult<Bound<'py, PyArray2<bool>>> {
@@ -103,7 +106,7 @@ pub fn spec_ancestor_mask<'py>(
 
 /// Ancestor masks of a CSR batch, `bool [B, m, m]` padded with False.
 #[pyfunction]
-pub fn spec_ancestor_mask_batch<'py>(
+pub fn speculative_ancestor_mask_batch<'py>(
     py: Python<'py>,
     parents: PyReadonlyArray1<'py, i32>,
     offsets: PyReadonlyArray1<'py, i64>,
@@ -125,7 +128,7 @@ pub fn spec_ancestor_mask_batch<'py>(
 
 /// Position ids `past_len + depth` (int64).
 #[pyfunction]
-pub fn spec_position_ids<'py>(
+pub fn speculative_position_ids<'py>(
     py: Python<'py>,
     parents: PyReadonlyArray1<'py, i32>,
     past_len: i64,
@@ -137,7 +140,7 @@ pub fn spec_position_ids<'py>(
 
 /// `(path, bonus)` of one verification walk.
 #[pyfunction]
-pub fn spec_walk<'py>(
+pub fn speculative_walk<'py>(
     py: Python<'py>,
     parents: PyReadonlyArray1<'py, i32>,
     tokens: PyReadonlyArray1<'py, i32>,
@@ -152,7 +155,7 @@ pub fn spec_walk<'py>(
 
 /// Walks of a CSR batch: `(paths, path_offsets, bonus)`.
 #[pyfunction]
-pub fn spec_walk_batch<'py>(
+pub fn speculative_walk_batch<'py>(
     py: Python<'py>,
     parents: PyReadonlyArray1<'py, i32>,
     offsets: PyReadonlyArray1<'py, i64>,
@@ -173,7 +176,7 @@ pub fn spec_walk_batch<'py>(
 
 /// Children of every node, `int32 [n, width]` padded with -1.
 #[pyfunction]
-pub fn spec_children_table<'py>(
+pub fn speculative_children_table<'py>(
     py: Python<'py>,
     parents: PyReadonlyArray1<'py, i32>,
 ) -> PyResult<Bound<'py, PyArray2<i32>>> {
@@ -185,7 +188,7 @@ pub fn spec_children_table<'py>(
 
 /// `(src, dst)` cache positions that move the accepted path into place.
 #[pyfunction]
-pub fn spec_kv_compaction<'py>(
+pub fn speculative_kv_compaction<'py>(
     py: Python<'py>,
     path: PyReadonlyArray1<'py, i32>,
     past_len: i64,
@@ -197,7 +200,7 @@ pub fn spec_kv_compaction<'py>(
 
 /// `(src, dst)` cache positions that compact a cache laid out by old ids to the new tree.
 #[pyfunction]
-pub fn spec_remap_compaction<'py>(
+pub fn speculative_remap_compaction<'py>(
     py: Python<'py>,
     old_to_new: PyReadonlyArray1<'py, i32>,
     past_len: i64,
@@ -209,7 +212,7 @@ pub fn spec_remap_compaction<'py>(
 
 /// Root-to-leaf node ids, `int32 [leaves, max_depth + 1]` padded with -1.
 #[pyfunction]
-pub fn spec_leaf_paths<'py>(
+pub fn speculative_leaf_paths<'py>(
     py: Python<'py>,
     parents: PyReadonlyArray1<'py, i32>,
 ) -> PyResult<Bound<'py, PyArray2<i32>>> {
@@ -261,14 +264,14 @@ fn config(
     Ok(cfg)
 }
 
-/// SpecExec best-first tree growth (see `ferrolm.spec.TreeBuilder`).
-#[pyclass(name = "SpecTreeBuilder", module = "ferrolm._native")]
-pub struct SpecTreeBuilder {
-    inner: spec::TreeBuilder,
+/// SpecExec best-first tree growth (see `ferrolm.speculative.TreeBuilder`).
+#[pyclass(name = "SpeculativeTreeBuilder", module = "ferrolm._native")]
+pub struct SpeculativeTreeBuilder {
+    inner: speculative::TreeBuilder,
 }
 
 #[pymethods]
-impl SpecTreeBuilder {
+impl SpeculativeTreeBuilder {
     #[new]
     #[pyo3(signature = (root_token, budget, max_depth=16, max_width=8, log_decay=0.0, min_logprob=f32::NEG_INFINITY))]
     fn new(
@@ -280,8 +283,8 @@ impl SpecTreeBuilder {
         min_logprob: f32,
     ) -> PyResult<Self> {
         let cfg = config(budget, max_depth, max_width, log_decay, min_logprob)?;
-        let inner = spec::TreeBuilder::new(root_token, cfg).map_err(to_py)?;
-        Ok(SpecTreeBuilder { inner })
+        let inner = speculative::TreeBuilder::new(root_token, cfg).map_err(to_py)?;
+        Ok(SpeculativeTreeBuilder { inner })
     }
 
     /// Nodes currently kept.
@@ -329,14 +332,14 @@ impl SpecTreeBuilder {
     }
 }
 
-/// `B` tree builders driven together (see `ferrolm.spec.BatchTreeBuilder`).
-#[pyclass(name = "SpecBatchTreeBuilder", module = "ferrolm._native")]
-pub struct SpecBatchTreeBuilder {
-    inner: spec::BatchTreeBuilder,
+/// `B` tree builders driven together (see `ferrolm.speculative.BatchTreeBuilder`).
+#[pyclass(name = "SpeculativeBatchTreeBuilder", module = "ferrolm._native")]
+pub struct SpeculativeBatchTreeBuilder {
+    inner: speculative::BatchTreeBuilder,
 }
 
 #[pymethods]
-impl SpecBatchTreeBuilder {
+impl SpeculativeBatchTreeBuilder {
     #[new]
     #[pyo3(signature = (root_tokens, budget, max_depth=16, max_width=8, log_decay=0.0, min_logprob=f32::NEG_INFINITY))]
     fn new(
@@ -349,8 +352,8 @@ impl SpecBatchTreeBuilder {
     ) -> PyResult<Self> {
         let cfg = config(budget, max_depth, max_width, log_decay, min_logprob)?;
         let roots = slice("root_tokens", &root_tokens)?;
-        let inner = spec::BatchTreeBuilder::new(roots, cfg).map_err(to_py)?;
-        Ok(SpecBatchTreeBuilder { inner })
+        let inner = speculative::BatchTreeBuilder::new(roots, cfg).map_err(to_py)?;
+        Ok(SpeculativeBatchTreeBuilder { inner })
     }
 
     /// Kept nodes per tree.
@@ -398,14 +401,14 @@ impl SpecBatchTreeBuilder {
     }
 }
 
-/// A solved Sequoia DP (see `ferrolm.spec.SequoiaTable`).
-#[pyclass(name = "SpecSequoiaTable", module = "ferrolm._native", frozen)]
-pub struct SpecSequoiaTable {
+/// A solved Sequoia DP (see `ferrolm.speculative.SequoiaTable`).
+#[pyclass(name = "SpeculativeSequoiaTable", module = "ferrolm._native", frozen)]
+pub struct SpeculativeSequoiaTable {
     inner: sequoia::SequoiaTable,
 }
 
 #[pymethods]
-impl SpecSequoiaTable {
+impl SpeculativeSequoiaTable {
     /// Largest size solved.
     #[getter]
     fn max_nodes(&self) -> usize {
@@ -458,20 +461,20 @@ impl SpecSequoiaTable {
 
 /// Solves the Sequoia DP.
 #[pyfunction]
-pub fn spec_sequoia_dp(
+pub fn speculative_sequoia_dp(
     py: Python<'_>,
     p: PyReadonlyArray1<'_, f64>,
     max_nodes: usize,
     max_depth: usize,
-) -> PyResult<SpecSequoiaTable> {
+) -> PyResult<SpeculativeSequoiaTable> {
     let p = slice("p", &p)?;
     let inner = detach(py, || sequoia::sequoia_dp(p, max_nodes, max_depth))?;
-    Ok(SpecSequoiaTable { inner })
+    Ok(SpeculativeSequoiaTable { inner })
 }
 
 /// Heap fast path: `(parents, depth, rank, values)`.
 #[pyfunction]
-pub fn spec_sequoia_heap<'py>(
+pub fn speculative_sequoia_heap<'py>(
     py: Python<'py>,
     p: PyReadonlyArray1<'py, f64>,
     n: usize,
@@ -494,7 +497,7 @@ pub fn spec_sequoia_heap<'py>(
 
 /// Expected accepted nodes of a tree under `p`.
 #[pyfunction]
-pub fn spec_tree_value(
+pub fn speculative_tree_value(
     py: Python<'_>,
     p: PyReadonlyArray1<'_, f64>,
     parents: PyReadonlyArray1<'_, i32>,
@@ -507,9 +510,9 @@ pub fn spec_tree_value(
 /// Planner: `(n, d, tokens_per_step, s_per_token, speedup)`.
 #[pyfunction]
 #[pyo3(signature = (table, sizes, t_verify_s, t_draft_s, t_autoregressive_s=None))]
-pub fn spec_plan(
+pub fn speculative_plan(
     py: Python<'_>,
-    table: &SpecSequoiaTable,
+    table: &SpeculativeSequoiaTable,
     sizes: PyReadonlyArray1<'_, i64>,
     t_verify_s: PyReadonlyArray1<'_, f64>,
     t_draft_s: f64,
@@ -535,7 +538,7 @@ pub fn spec_plan(
 
 /// Acceptance vector from observed accepted ranks (-1 = none accepted).
 #[pyfunction]
-pub fn spec_acceptance_from_ranks<'py>(
+pub fn speculative_acceptance_from_ranks<'py>(
     py: Python<'py>,
     accepted_ranks: PyReadonlyArray1<'py, i64>,
     width: usize,
@@ -546,26 +549,26 @@ pub fn spec_acceptance_from_ranks<'py>(
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(spec_validate_parents, m)?)?;
-    m.add_function(wrap_pyfunction!(spec_validate_batch, m)?)?;
-    m.add_function(wrap_pyfunction!(spec_depths, m)?)?;
-    m.add_function(wrap_pyfunction!(spec_ranks, m)?)?;
-    m.add_function(wrap_pyfunction!(spec_ancestor_mask, m)?)?;
-    m.add_function(wrap_pyfunction!(spec_ancestor_mask_batch, m)?)?;
-    m.add_function(wrap_pyfunction!(spec_position_ids, m)?)?;
-    m.add_function(wrap_pyfunction!(spec_walk, m)?)?;
-    m.add_function(wrap_pyfunction!(spec_walk_batch, m)?)?;
-    m.add_function(wrap_pyfunction!(spec_children_table, m)?)?;
-    m.add_function(wrap_pyfunction!(spec_kv_compaction, m)?)?;
-    m.add_function(wrap_pyfunction!(spec_remap_compaction, m)?)?;
-    m.add_function(wrap_pyfunction!(spec_leaf_paths, m)?)?;
-    m.add_function(wrap_pyfunction!(spec_sequoia_dp, m)?)?;
-    m.add_function(wrap_pyfunction!(spec_sequoia_heap, m)?)?;
-    m.add_function(wrap_pyfunction!(spec_tree_value, m)?)?;
-    m.add_function(wrap_pyfunction!(spec_plan, m)?)?;
-    m.add_function(wrap_pyfunction!(spec_acceptance_from_ranks, m)?)?;
-    m.add_class::<SpecTreeBuilder>()?;
-    m.add_class::<SpecBatchTreeBuilder>()?;
-    m.add_class::<SpecSequoiaTable>()?;
+    m.add_function(wrap_pyfunction!(speculative_validate_parents, m)?)?;
+    m.add_function(wrap_pyfunction!(speculative_validate_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(speculative_depths, m)?)?;
+    m.add_function(wrap_pyfunction!(speculative_ranks, m)?)?;
+    m.add_function(wrap_pyfunction!(speculative_ancestor_mask, m)?)?;
+    m.add_function(wrap_pyfunction!(speculative_ancestor_mask_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(speculative_position_ids, m)?)?;
+    m.add_function(wrap_pyfunction!(speculative_walk, m)?)?;
+    m.add_function(wrap_pyfunction!(speculative_walk_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(speculative_children_table, m)?)?;
+    m.add_function(wrap_pyfunction!(speculative_kv_compaction, m)?)?;
+    m.add_function(wrap_pyfunction!(speculative_remap_compaction, m)?)?;
+    m.add_function(wrap_pyfunction!(speculative_leaf_paths, m)?)?;
+    m.add_function(wrap_pyfunction!(speculative_sequoia_dp, m)?)?;
+    m.add_function(wrap_pyfunction!(speculative_sequoia_heap, m)?)?;
+    m.add_function(wrap_pyfunction!(speculative_tree_value, m)?)?;
+    m.add_function(wrap_pyfunction!(speculative_plan, m)?)?;
+    m.add_function(wrap_pyfunction!(speculative_acceptance_from_ranks, m)?)?;
+    m.add_class::<SpeculativeTreeBuilder>()?;
+    m.add_class::<SpeculativeBatchTreeBuilder>()?;
+    m.add_class::<SpeculativeSequoiaTable>()?;
     Ok(())
 }

@@ -1,4 +1,4 @@
-"""Argument checks shared by ``ferrolm.spec``: accept lists, NumPy arrays and CPU/GPU torch
+"""Argument checks shared by ``ferrolm.speculative``: accept lists, NumPy arrays and CPU/GPU torch
 tensors, return fresh contiguous NumPy arrays of the dtype the Rust core wants (inputs are
 never modified)."""
 

@@ -10,7 +10,7 @@ Two modes:
   Measures tau (new tokens / target forward calls, counted with a forward hook on the target) for
   SpecExec and Sequoia at budgets 64 and 128, Sequoia at the planner's (n, d), and HF assisted
   generation (``assistant_model=``, its defaults), plus wall-clock vs plain ``generate``.
-  ``python benches/bench_spec_generate.py --real`` runs the same suite without pytest and
+  ``python benches/bench_speculative_generate.py --real`` runs the same suite without pytest and
   prints a Markdown table (per category too).
 
 Every row's output is checked token for token against plain greedy ``generate``.
@@ -30,8 +30,8 @@ from typing import Any, Callable, Optional
 import pytest
 import torch
 
-from ferrolm import spec
-from ferrolm.spec import _generate_demo
+from ferrolm import speculative
+from ferrolm.speculative import _generate_demo
 
 REAL = os.environ.get("FERROLM_BENCH_REAL", "") not in ("", "0")
 _ROOT = Path(__file__).resolve().parents[1]
@@ -106,11 +106,11 @@ def tiny_pair() -> tuple[Any, Any, list[tuple[str, list[int]]]]:
 
 
 def qwen_pair() -> tuple[Any, Any, Any]:
-    from ferrolm.spec.fixtures import fixture_available, load_pretrained
+    from ferrolm.speculative.fixtures import fixture_available, load_pretrained
 
     for name in ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"):
         if not fixture_available(name):
-            pytest.skip(f"needs {name}: see ferrolm.spec.fixtures.FIXTURES[{name!r}].pip")
+            pytest.skip(f"needs {name}: see ferrolm.speculative.fixtures.FIXTURES[{name!r}].pip")
     draft, _ = load_pretrained("qwen2.5-coder-0.5b")
     target, tokenizer = load_pretrained("qwen2.5-coder-1.5b")
     return target, draft, tokenizer
@@ -193,11 +193,14 @@ def run_assisted(
 
 
 def run_ferrolm(
-    name: str, gen: spec.SpeculativeGenerator, prompts: list[Any], expected: dict[int, list[int]]
+    name: str,
+    gen: speculative.SpeculativeGenerator,
+    prompts: list[Any],
+    expected: dict[int, list[int]],
 ) -> Result:
     res = Result(name)
     counter = CallCounter(gen.target)
-    stats = spec.GenerationStats()
+    stats = speculative.GenerationStats()
     try:
         for i, (cat, ids) in enumerate(prompts):
             before = counter.calls
@@ -258,7 +261,7 @@ def suite(
         configs.append(
             (
                 f"ferrolm sequoia budget {b}",
-                lambda b=b, p=None: spec.SpeculativeGenerator(
+                lambda b=b, p=None: speculative.SpeculativeGenerator(
                     target, draft, method="sequoia", budget=b, acceptance=p, max_depth=12
                 ),
             )
@@ -266,7 +269,7 @@ def suite(
         configs.append(
             (
                 f"ferrolm specexec budget {b}",
-                lambda b=b, p=None: spec.SpeculativeGenerator(
+                lambda b=b, p=None: speculative.SpeculativeGenerator(
                     target, draft, method="specexec", budget=b, expand_per_step=max(8, b // 6)
                 ),
             )
@@ -274,7 +277,7 @@ def suite(
     p = None
     for name, make in configs:
         if make is None:  # calibrate on held-out prompts, then run the planner's tree
-            planner = spec.SpeculativeGenerator(target, draft, method="sequoia", budget=128)
+            planner = speculative.SpeculativeGenerator(target, draft, method="sequoia", budget=128)
             chosen = planner.calibrate(
                 [ids for _, ids in calibration],
                 sizes=(1, 2, 4, 8, 16, 32, 64),
@@ -284,7 +287,7 @@ def suite(
             log(f"acceptance p[:8] = {[round(float(v), 3) for v in p[:8]]}; planner: {chosen}")
             d = max(1, chosen.d)
             name = f"ferrolm sequoia planner (n={chosen.n}, d={d})"
-            gen = spec.SpeculativeGenerator(
+            gen = speculative.SpeculativeGenerator(
                 target, draft, method="sequoia", acceptance=p, tree_shape=(chosen.n, d)
             )
         else:
@@ -318,7 +321,7 @@ def setup() -> Any:
 
 
 @pytest.mark.benchmark(group="spec-generate")
-def bench_spec_generate_suite(benchmark: Any, setup: Any) -> None:
+def bench_speculative_generate_suite(benchmark: Any, setup: Any) -> None:
     target, draft, prompts, calibration = setup
     budgets = (64, 128) if REAL else (16,)
     results = benchmark.pedantic(

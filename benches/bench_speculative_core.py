@@ -1,4 +1,4 @@
-"""ferrolm.spec core vs NumPy / torch baselines, same inputs in the same run.
+"""ferrolm.speculative core vs NumPy / torch baselines, same inputs in the same run.
 
 - Sequoia DP (acceptance vector of 32 ranks, D = 10): ferrolm at n = 1024 (target <= 100 ms),
   and ferrolm vs the NumPy recurrence vectorised over the split at n = 256.
@@ -6,7 +6,7 @@
   budget-1024 tree) and finalize, vs the same written with torch ops on CPU.
 - Ancestor mask of a 1024-node tree (the Sequoia n = 1024, d = 10 shape) vs torch.
 
-Run for real with `pytest benches/bench_spec_core.py --benchmark-enable`; each ferrolm row
+Run for real with `pytest benches/bench_speculative_core.py --benchmark-enable`; each ferrolm row
 records `ratio_vs_baseline` in `extra_info` (the baseline is timed in the same session).
 """
 
@@ -19,11 +19,13 @@ import numpy as np
 import pytest
 import torch
 
-from ferrolm import spec
+from ferrolm import speculative
 from ferrolm._timing import best_of
-from ferrolm.spec._reference import TorchTreeState, numpy_sequoia_dp, torch_ancestor_mask
+from ferrolm.speculative._reference import TorchTreeState, numpy_sequoia_dp, torch_ancestor_mask
 
-P = spec.load_acceptance_vector(Path(spec.__file__).with_name("sequoia_acceptance_vector.txt"))
+P = speculative.load_acceptance_vector(
+    Path(speculative.__file__).with_name("sequoia_acceptance_vector.txt")
+)
 DEPTH = 10
 BUDGET = 1024
 WIDTH = 32
@@ -40,13 +42,13 @@ def record_ratio(benchmark, baseline_s: float) -> None:
 # ----------------------------------------------------------------------------- Sequoia DP
 @pytest.mark.benchmark(group="sequoia-dp-n1024-D10-B32")
 def test_bench_ferrolm_sequoia_dp_n1024(benchmark):
-    table = benchmark(spec.sequoia_dp, P, 1024, DEPTH)
+    table = benchmark(speculative.sequoia_dp, P, 1024, DEPTH)
     assert table.value(1024, DEPTH) > table.value(256, DEPTH)
 
 
 @pytest.mark.benchmark(group="sequoia-dp-n256-D10-B32")
 def test_bench_ferrolm_sequoia_dp_n256(benchmark):
-    table = benchmark(spec.sequoia_dp, P, 256, DEPTH)
+    table = benchmark(speculative.sequoia_dp, P, 256, DEPTH)
     if benchmark.enabled:
         record_ratio(benchmark, best_of(lambda: numpy_sequoia_dp(P, 256, DEPTH), 2))
     np.testing.assert_array_equal(table.values(), numpy_sequoia_dp(P, 256, DEPTH))
@@ -73,8 +75,8 @@ def grown_inputs(seed: int = 0):
 INPUTS = grown_inputs()
 
 
-def ferrolm_grown() -> spec.TreeBuilder:
-    b = spec.TreeBuilder(7, BUDGET, max_depth=16, max_width=WIDTH)
+def ferrolm_grown() -> speculative.TreeBuilder:
+    b = speculative.TreeBuilder(7, BUDGET, max_depth=16, max_width=WIDTH)
     for k, (tok, lp) in zip((1, 32), INPUTS[:2]):
         b.expand(b.frontier(k), tok, lp)
     return b
@@ -91,7 +93,7 @@ STEP_TOK, STEP_LP = INPUTS[2]
 STEP_TOK_T, STEP_LP_T = torch.from_numpy(STEP_TOK), torch.from_numpy(STEP_LP)
 
 
-def ferrolm_step(b: spec.TreeBuilder) -> np.ndarray:
+def ferrolm_step(b: speculative.TreeBuilder) -> np.ndarray:
     return b.expand(b.frontier(FRONTIER), STEP_TOK, STEP_LP)
 
 
@@ -128,7 +130,7 @@ def test_bench_torch_treebuilder_step(benchmark):
     assert int(s.alive.sum()) == BUDGET
 
 
-def ferrolm_after_step() -> spec.TreeBuilder:
+def ferrolm_after_step() -> speculative.TreeBuilder:
     b = ferrolm_grown()
     ferrolm_step(b)
     return b
@@ -161,13 +163,13 @@ def test_bench_torch_treebuilder_finalize(benchmark):
 
 
 # ----------------------------------------------------------------------------- ancestor mask
-MASK_PARENTS = spec.sequoia_dp(P, 1024, DEPTH).tree(1024, DEPTH).parents
+MASK_PARENTS = speculative.sequoia_dp(P, 1024, DEPTH).tree(1024, DEPTH).parents
 MASK_PARENTS_T = torch.from_numpy(MASK_PARENTS.astype(np.int64))
 
 
 @pytest.mark.benchmark(group="ancestor-mask-n1024")
 def test_bench_ferrolm_ancestor_mask(benchmark):
-    mask = benchmark(spec.ancestor_mask, MASK_PARENTS)
+    mask = benchmark(speculative.ancestor_mask, MASK_PARENTS)
     if benchmark.enabled:
         record_ratio(benchmark, best_of(lambda: torch_ancestor_mask(MASK_PARENTS_T), 50))
     np.testing.assert_array_equal(mask, torch_ancestor_mask(MASK_PARENTS_T).numpy())

@@ -40,7 +40,7 @@ def tiny_pair(layers: int = 4, positions: int = 512, noise: float = 0.2) -> tupl
 
 
 def _smollm2() -> Any:
-    from ferrolm.spec.fixtures import fixture_available, load_pretrained
+    from ferrolm.speculative.fixtures import fixture_available, load_pretrained
 
     if not fixture_available("smollm2-135m"):
         return None
@@ -62,7 +62,7 @@ def _rows(
     budget: int,
     methods: tuple[str, ...] = ("chain", "specexec", "sequoia"),
 ) -> None:
-    from ferrolm import spec
+    from ferrolm import speculative
 
     ids = torch.tensor([prompt])
     start = time.perf_counter()
@@ -73,7 +73,7 @@ def _rows(
     expected = plain[0, len(prompt) :].tolist()
     section.add(f"{label}: target.generate (baseline)", t_plain * 1e3, 1.0, 1.0, None, "")
     for method in methods:
-        gen = spec.SpeculativeGenerator(target, draft, method=method, budget=budget)
+        gen = speculative.SpeculativeGenerator(target, draft, method=method, budget=budget)
         out = gen.generate([prompt], max_new_tokens=n, eos_token_id=target.config.eos_token_id)
         s = out.stats
         same = out.new_tokens[0] == expected[: len(out.new_tokens[0])]
@@ -117,7 +117,8 @@ def demo_section() -> Section:
             )
             section.notes.append(
                 "SmolLM2's truncated self-draft accepts little (tau near 1): it shows correctness "
-                "on real weights, not speed; see benches/bench_spec_generate.py for a real pair."
+                "on real weights, not speed; see benches/bench_speculative_generate.py for a real "
+                "pair."
             )
     finally:
         torch.set_num_threads(threads)

@@ -1,4 +1,4 @@
-"""ferrolm.spec core: tree helpers, TreeBuilder, Sequoia DP, and lossless verification.
+"""ferrolm.speculative core: tree helpers, TreeBuilder, Sequoia DP, and lossless verification.
 
 Everything is checked against plain NumPy / Python references; verification rules are checked
 statistically (chi-square over many seeded trials), including a deliberately wrong rule that the
@@ -17,11 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from ferrolm import spec
-from ferrolm.spec._reference import numpy_sequoia_dp
+from ferrolm import speculative
+from ferrolm.speculative._reference import numpy_sequoia_dp
 
-ACCEPTANCE = spec.load_acceptance_vector(
-    __import__("pathlib").Path(spec.__file__).with_name("sequoia_acceptance_vector.txt")
+ACCEPTANCE = speculative.load_acceptance_vector(
+    __import__("pathlib").Path(speculative.__file__).with_name("sequoia_acceptance_vector.txt")
 )
 
 
@@ -65,14 +65,14 @@ def ref_walk(parents, tokens, choice):
 @settings(max_examples=60, deadline=None)
 @given(trees())
 def test_mask_positions_and_ranks_match_numpy_reference(parents):
-    np.testing.assert_array_equal(spec.ancestor_mask(parents), ref_mask(parents))
-    np.testing.assert_array_equal(spec.position_ids(parents, 7), 7 + ref_depth(parents))
-    t = spec.Tree.from_parents(parents)
+    np.testing.assert_array_equal(speculative.ancestor_mask(parents), ref_mask(parents))
+    np.testing.assert_array_equal(speculative.position_ids(parents, 7), 7 + ref_depth(parents))
+    t = speculative.Tree.from_parents(parents)
     ranks = [
         sum(parents[j] == parents[i] for j in range(1, i)) if i else 0 for i in range(len(parents))
     ]
     np.testing.assert_array_equal(t.rank, ranks)
-    assert spec.position_ids(parents, 0).dtype == np.int64
+    assert speculative.position_ids(parents, 0).dtype == np.int64
 
 
 @settings(max_examples=60, deadline=None)
@@ -82,7 +82,7 @@ def test_walk_matches_reference(parents, seed):
     n = len(parents)
     tokens = rng.integers(0, 3, n).astype(np.int32)
     choice = rng.integers(0, 3, n).astype(np.int64)
-    path, bonus = spec.walk(parents, tokens, choice)
+    path, bonus = speculative.walk(parents, tokens, choice)
     assert (path.tolist(), bonus) == ref_walk(parents, tokens, choice)
 
 
@@ -91,18 +91,18 @@ def test_walk_matches_reference(parents, seed):
 def test_batch_mask_and_walk_equal_per_tree_results(forest):
     flat = np.concatenate(forest)
     offsets = np.cumsum([0] + [len(t) for t in forest])
-    masks = spec.ancestor_mask_batch(flat, offsets)
+    masks = speculative.ancestor_mask_batch(flat, offsets)
     m = max(len(t) for t in forest)
     assert masks.shape == (len(forest), m, m)
     tokens = np.zeros(len(flat), np.int32)
     choice = np.zeros(len(flat), np.int64)
-    paths, path_off, bonus = spec.walk_batch(flat, offsets, tokens, choice)
+    paths, path_off, bonus = speculative.walk_batch(flat, offsets, tokens, choice)
     for b, t in enumerate(forest):
         n = len(t)
         np.testing.assert_array_equal(masks[b, :n, :n], ref_mask(t))
         assert not masks[b, n:].any()
         assert not masks[b, :, n:].any()
-        p, bo = spec.walk(t, tokens[:n], choice[:n])
+        p, bo = speculative.walk(t, tokens[:n], choice[:n])
         np.testing.assert_array_equal(paths[path_off[b] : path_off[b + 1]], p)
         assert bonus[b] == bo
 
@@ -110,17 +110,19 @@ def test_batch_mask_and_walk_equal_per_tree_results(forest):
 def test_children_table_leaf_paths_and_compaction():
     parents = np.array([-1, 0, 0, 1, 1, 2], dtype=np.int32)
     np.testing.assert_array_equal(
-        spec.children_table(parents), [[1, 2], [3, 4], [5, -1], [-1, -1], [-1, -1], [-1, -1]]
+        speculative.children_table(parents), [[1, 2], [3, 4], [5, -1], [-1, -1], [-1, -1], [-1, -1]]
     )
-    np.testing.assert_array_equal(spec.leaf_paths(parents), [[0, 1, 3], [0, 1, 4], [0, 2, 5]])
-    src, dst = spec.kv_compaction(np.array([0, 2, 5]), past_len=10)
+    np.testing.assert_array_equal(
+        speculative.leaf_paths(parents), [[0, 1, 3], [0, 1, 4], [0, 2, 5]]
+    )
+    src, dst = speculative.kv_compaction(np.array([0, 2, 5]), past_len=10)
     assert src.tolist() == [12, 15]
     assert dst.tolist() == [11, 12]
     # a cache laid out by builder ids, compacted to the finalized order
-    src, dst = spec.remap_compaction(np.array([0, -1, 2, 1]), past_len=4)
+    src, dst = speculative.remap_compaction(np.array([0, -1, 2, 1]), past_len=4)
     assert src.tolist() == [4, 7, 6]
     assert dst.tolist() == [4, 5, 6]
-    forest = spec.forest_children_table(np.array([-1, 0, -1, 0, 0]), np.array([0, 2, 5]))
+    forest = speculative.forest_children_table(np.array([-1, 0, -1, 0, 0]), np.array([0, 2, 5]))
     np.testing.assert_array_equal(forest, [[1, -1], [-1, -1], [3, 4], [-1, -1], [-1, -1]])
 
 
@@ -137,22 +139,22 @@ def test_children_table_leaf_paths_and_compaction():
 )
 def test_bad_trees_raise_value_errors_that_say_why(parents, message):
     with pytest.raises(ValueError, match=message):
-        spec.ancestor_mask(np.array(parents, dtype=np.int32))
+        speculative.ancestor_mask(np.array(parents, dtype=np.int32))
 
 
 def test_bad_argument_types_and_values():
     with pytest.raises(TypeError, match="parents"):
-        spec.ancestor_mask(np.array([-1.0, 0.0]))
+        speculative.ancestor_mask(np.array([-1.0, 0.0]))
     with pytest.raises(ValueError, match="1-D"):
-        spec.ancestor_mask(np.zeros((2, 2), np.int32))
+        speculative.ancestor_mask(np.zeros((2, 2), np.int32))
     with pytest.raises(ValueError, match="past_len"):
-        spec.position_ids([-1, 0], -1)
+        speculative.position_ids([-1, 0], -1)
     with pytest.raises(ValueError, match="choice"):
-        spec.walk([-1, 0], [1, 2], [0])
+        speculative.walk([-1, 0], [1, 2], [0])
     with pytest.raises(ValueError, match="offsets"):
-        spec.ancestor_mask_batch([-1, 0, -1], [0, 2, 4])
+        speculative.ancestor_mask_batch([-1, 0, -1], [0, 2, 4])
     with pytest.raises(ValueError, match="path"):
-        spec.kv_compaction([1, 2], 0)
+        speculative.kv_compaction([1, 2], 0)
 
 
 # ----------------------------------------------------------------------------- TreeBuilder
@@ -208,7 +210,7 @@ def test_builder_keeps_the_budget_best_scores_in_an_ancestor_closed_tree(
 ):
     rng = np.random.default_rng(seed)
     w = 4
-    b = spec.TreeBuilder(3, budget, max_depth=4, max_width=width, log_decay=decay)
+    b = speculative.TreeBuilder(3, budget, max_depth=4, max_width=width, log_decay=decay)
     ref = RefBuilder(budget, width, decay, 4)
     ref_of = [0]
     tokens_of = {0: 3}
@@ -231,7 +233,7 @@ def test_builder_keeps_the_budget_best_scores_in_an_ancestor_closed_tree(
                 tokens_of[int(old)] = int(toks.flat[flat])
     tree, old_to_new = b.finalize()
     assert tree.size == b.size <= budget
-    spec.validate_parents(tree.parents)
+    speculative.validate_parents(tree.parents)
     np.testing.assert_array_equal(tree.depth, ref_depth(tree.parents))
     assert sorted(b.scores().tolist(), reverse=True) == pytest.approx(ref.scores(), abs=0)
     for old, new in enumerate(old_to_new):
@@ -242,10 +244,10 @@ def test_builder_keeps_the_budget_best_scores_in_an_ancestor_closed_tree(
 
 def test_builder_bad_inputs():
     with pytest.raises(ValueError, match="budget"):
-        spec.TreeBuilder(0, budget=0)
+        speculative.TreeBuilder(0, budget=0)
     with pytest.raises(ValueError, match="log_decay"):
-        spec.TreeBuilder(0, budget=4, log_decay=0.5)
-    b = spec.TreeBuilder(0, budget=4)
+        speculative.TreeBuilder(0, budget=4, log_decay=0.5)
+    b = speculative.TreeBuilder(0, budget=4)
     with pytest.raises(ValueError, match="child_logprobs"):
         b.expand([0], [[1, 2]], [[math.nan, -1.0]])
     with pytest.raises(ValueError, match="child_logprobs"):
@@ -264,8 +266,8 @@ def test_builder_bad_inputs():
 
 def test_batch_builder_matches_single_builders():
     rng = np.random.default_rng(0)
-    batch = spec.BatchTreeBuilder([5, 6, 7], budget=12, max_width=3)
-    singles = [spec.TreeBuilder(t, budget=12, max_width=3) for t in (5, 6, 7)]
+    batch = speculative.BatchTreeBuilder([5, 6, 7], budget=12, max_width=3)
+    singles = [speculative.TreeBuilder(t, budget=12, max_width=3) for t in (5, 6, 7)]
     while not batch.done:
         tree_ids, node_ids = batch.frontier(2)
         toks = rng.permuted(np.tile(np.arange(6), (len(node_ids), 1)), axis=1)
@@ -316,21 +318,25 @@ def brute_force_value(p, n, d):
 )
 def test_dp_equals_brute_force_over_all_small_trees(raw, n, d):
     p = np.array(raw) / (sum(raw) + 0.1)
-    table = spec.sequoia_dp(p, 6, 3)
+    table = speculative.sequoia_dp(p, 6, 3)
     brute = brute_force_value(p, n, d)
     assert table.value(n, d) == pytest.approx(brute, rel=1e-12, abs=1e-12)
     if brute > -math.inf:
-        assert spec.tree_value(p, table.tree(n, d).parents) == pytest.approx(brute, rel=1e-12)
+        assert speculative.tree_value(p, table.tree(n, d).parents) == pytest.approx(
+            brute, rel=1e-12
+        )
 
 
 def test_dp_is_bit_identical_to_the_numpy_recurrence_on_the_sequoia_vector():
-    table = spec.sequoia_dp(ACCEPTANCE, 96, 6)
+    table = speculative.sequoia_dp(ACCEPTANCE, 96, 6)
     np.testing.assert_array_equal(table.values(), numpy_sequoia_dp(ACCEPTANCE, 96, 6))
     t = table.tree(96, 6)
     assert t.size == 96
     assert t.depth.max() <= 6
     assert (t.tokens == -1).all()
-    assert spec.tree_value(ACCEPTANCE, t.parents) == pytest.approx(table.value(96, 6), rel=1e-12)
+    assert speculative.tree_value(ACCEPTANCE, t.parents) == pytest.approx(
+        table.value(96, 6), rel=1e-12
+    )
 
 
 @settings(max_examples=25, deadline=None)
@@ -339,38 +345,38 @@ def test_dp_is_bit_identical_to_the_numpy_recurrence_on_the_sequoia_vector():
 )
 def test_heap_fast_path_equals_dp_for_non_increasing_p(raw, n, d):
     p = np.sort(np.array(raw))[::-1] / (sum(raw) + 0.05)
-    table = spec.sequoia_dp(p, 150, 6)
-    tree, values = spec.sequoia_heap(p, n, d)
+    table = speculative.sequoia_dp(p, 150, 6)
+    tree, values = speculative.sequoia_heap(p, n, d)
     np.testing.assert_allclose(values, table.values()[1 : n + 1, d], rtol=1e-12)
     if values[-1] > -math.inf:
-        assert spec.tree_value(p, tree.parents) == pytest.approx(values[-1], rel=1e-12)
+        assert speculative.tree_value(p, tree.parents) == pytest.approx(values[-1], rel=1e-12)
 
 
 def test_sequoia_bad_inputs():
     with pytest.raises(ValueError, match="non-negative"):
-        spec.sequoia_dp([0.5, -0.1], 8, 2)
+        speculative.sequoia_dp([0.5, -0.1], 8, 2)
     with pytest.raises(ValueError, match="at most 1"):
-        spec.sequoia_dp([0.7, 0.6], 8, 2)
+        speculative.sequoia_dp([0.7, 0.6], 8, 2)
     with pytest.raises(ValueError, match="finite"):
-        spec.sequoia_dp([math.nan], 8, 2)
+        speculative.sequoia_dp([math.nan], 8, 2)
     with pytest.raises(ValueError, match="max_nodes"):
-        spec.sequoia_dp([0.5], 0, 2)
-    table = spec.sequoia_dp([0.5, 0.2], 8, 2)
+        speculative.sequoia_dp([0.5], 0, 2)
+    table = speculative.sequoia_dp([0.5, 0.2], 8, 2)
     with pytest.raises(ValueError, match="n"):
         table.value(9, 1)
     with pytest.raises(ValueError, match="at most 3 nodes"):
         table.tree(8, 1)
     with pytest.raises(ValueError, match="non-increasing"):
-        spec.sequoia_heap([0.1, 0.5], 4, 2)
+        speculative.sequoia_heap([0.1, 0.5], 4, 2)
     with pytest.raises(ValueError, match="sizes"):
-        spec.plan(table, [9], [1.0], 0.1)
+        speculative.plan(table, [9], [1.0], 0.1)
 
 
 def test_plan_and_acceptance_estimate():
-    table = spec.sequoia_dp(ACCEPTANCE, 128, 8)
+    table = speculative.sequoia_dp(ACCEPTANCE, 128, 8)
     sizes = [1, 16, 64, 128]
     t_verify = [0.020, 0.021, 0.024, 0.030]
-    best = spec.plan(table, sizes, t_verify, t_draft_s=0.002)
+    best = speculative.plan(table, sizes, t_verify, t_draft_s=0.002)
     costs = {
         (n, d): (d * 0.002 + tv) / table.value(n, d)
         for n, tv in zip(sizes, t_verify)
@@ -381,9 +387,11 @@ def test_plan_and_acceptance_estimate():
     assert best.speedup == pytest.approx(0.020 / best.s_per_token)
     rng = np.random.default_rng(0)
     ranks = rng.choice(np.arange(-1, 4), size=200_000, p=[0.1, 0.5, 0.25, 0.1, 0.05])
-    np.testing.assert_allclose(spec.acceptance_vector(ranks, 4), [0.5, 0.25, 0.1, 0.05], atol=5e-3)
+    np.testing.assert_allclose(
+        speculative.acceptance_vector(ranks, 4), [0.5, 0.25, 0.1, 0.05], atol=5e-3
+    )
     with pytest.raises(ValueError, match="accepted_ranks"):
-        spec.acceptance_vector([4], 4)
+        speculative.acceptance_vector([4], 4)
 
 
 # ----------------------------------------------------------------------------- verification
@@ -409,7 +417,7 @@ SHAPE = np.array([-1, 0, 0, 0, 1, 1, 2, 2, 3, 3], dtype=np.int32)  # 3 root chil
 
 def wrong_rule(parents, tokens, target, draft, generator, replacement, offsets):
     """SpecInfer's acceptance test without the residual: the fallback samples the target itself."""
-    table = torch.from_numpy(spec.forest_children_table(parents, offsets).astype(np.int64))
+    table = torch.from_numpy(speculative.forest_children_table(parents, offsets).astype(np.int64))
     tok = torch.from_numpy(np.asarray(tokens, dtype=np.int64))
     n = target.shape[0]
     rows = torch.arange(n)
@@ -456,13 +464,15 @@ def first_two_tokens(mode: str, trials: int, seed: int, rule=None) -> np.ndarray
         node_target = target[flat_tokens]
         node_draft = draft[flat_tokens]
         if mode == "sample":
-            choice = spec.choose_sample(node_target, g)
+            choice = speculative.choose_sample(node_target, g)
         else:
-            fn = rule or spec.choose_sequoia
+            fn = rule or speculative.choose_sequoia
             choice = fn(
                 parents, flat_tokens, node_target, node_draft, g, mode == "specinfer", offsets
             )
-        paths, path_off, bonus = spec.walk_batch(parents, offsets, flat_tokens, choice.numpy())
+        paths, path_off, bonus = speculative.walk_batch(
+            parents, offsets, flat_tokens, choice.numpy()
+        )
         for j, trial in enumerate(idx):
             path = paths[path_off[j] + 1 : path_off[j + 1]]
             new = [*tokens[j, path].tolist(), int(bonus[j])]
@@ -491,7 +501,7 @@ def test_every_verification_rule_reproduces_the_target_distribution(mode):
 
 def specinfer_rule_on_sequoia_drafts(parents, tokens, target, draft, generator, _repl, offsets):
     """Wrong for children drawn without replacement: keeps the draft's full distribution."""
-    return spec.choose_sequoia(parents, tokens, target, draft, generator, True, offsets)
+    return speculative.choose_sequoia(parents, tokens, target, draft, generator, True, offsets)
 
 
 @pytest.mark.parametrize(
@@ -510,8 +520,8 @@ def test_greedy_verification_reproduces_greedy_decoding():
         greedy.append(int(np.argmax(TARGET[greedy[-1]])))
     parents = SHAPE
     tokens = np.array([0, 0, 3, 2, 0, 3, 0, 1, 2, 1], dtype=np.int32)  # holds 0 -> 0 -> 0
-    choice = spec.choose_greedy(logits[tokens])
-    path, bonus = spec.walk(parents, tokens, choice)
+    choice = speculative.choose_greedy(logits[tokens])
+    path, bonus = speculative.walk(parents, tokens, choice)
     generated = [*tokens[path[1:]].tolist(), bonus]
     assert generated == greedy[1 : 1 + len(generated)]
     assert len(generated) == 3  # two accepted draft tokens plus the bonus
@@ -520,15 +530,15 @@ def test_greedy_verification_reproduces_greedy_decoding():
 def test_verification_bad_inputs():
     p = torch.full((3, 4), 0.25)
     with pytest.raises(TypeError, match="target_logits"):
-        spec.choose_greedy(torch.zeros(3, 4, dtype=torch.int64))
+        speculative.choose_greedy(torch.zeros(3, 4, dtype=torch.int64))
     with pytest.raises(ValueError, match="target_probs"):
-        spec.choose_sample(-p)
+        speculative.choose_sample(-p)
     with pytest.raises(ValueError, match="draft_probs"):
-        spec.choose_sequoia([-1, 0, 0], [0, 1, 2], p, torch.full((3, 5), 0.2))
+        speculative.choose_sequoia([-1, 0, 0], [0, 1, 2], p, torch.full((3, 5), 0.2))
     with pytest.raises(ValueError, match="tokens"):
-        spec.choose_sequoia([-1, 0, 0], [0, 1, 9], p, p)
+        speculative.choose_sequoia([-1, 0, 0], [0, 1, 9], p, p)
     with pytest.raises(ValueError, match="parents"):
-        spec.choose_sequoia([-1, 0], [0, 1, 2], p, p)
+        speculative.choose_sequoia([-1, 0], [0, 1, 2], p, p)
 
 
 @pytest.mark.gpu
@@ -538,7 +548,7 @@ def test_sequoia_rule_runs_on_gpu_and_matches_cpu_greedy_limits():
     parents = SHAPE
     tokens = np.arange(10, dtype=np.int32)
     g = torch.Generator(device="cuda").manual_seed(0)
-    choice = spec.choose_sequoia(parents, tokens, p.cuda(), p.cuda(), g)
+    choice = speculative.choose_sequoia(parents, tokens, p.cuda(), p.cuda(), g)
     assert choice.device.type == "cpu"
     assert choice.shape == (10,)
-    np.testing.assert_array_equal(spec.choose_greedy(p.cuda()), spec.choose_greedy(p))
+    np.testing.assert_array_equal(speculative.choose_greedy(p.cuda()), speculative.choose_greedy(p))

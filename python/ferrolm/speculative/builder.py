@@ -9,8 +9,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ferrolm import _native
-from ferrolm.spec._arrays import check_int, float_array, int_array
-from ferrolm.spec.tree import Tree
+from ferrolm.speculative._arrays import check_int, float_array, int_array
+from ferrolm.speculative.tree import Tree
 
 __all__ = ["BatchTreeBuilder", "TreeBuilder"]
 
@@ -80,7 +80,7 @@ class TreeBuilder:
     ) -> None:
         check_int(root_token, "root_token", 0)
         _check_limits(budget, max_depth, max_width, log_decay, min_logprob)
-        self._inner = _native.SpecTreeBuilder(
+        self._inner = _native.SpeculativeTreeBuilder(
             int(root_token),
             int(budget),
             int(max_depth),
@@ -164,7 +164,7 @@ class BatchTreeBuilder:
         if roots.min() < 0:
             raise ValueError(f"`root_tokens` must be token ids >= 0, got {roots.min()}")
         _check_limits(budget, max_depth, max_width, log_decay, min_logprob)
-        self._inner = _native.SpecBatchTreeBuilder(
+        self._inner = _native.SpeculativeBatchTreeBuilder(
             roots, int(budget), int(max_depth), int(max_width), float(log_decay), float(min_logprob)
         )
 

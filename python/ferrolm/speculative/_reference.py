@@ -1,4 +1,4 @@
-"""Plain NumPy / torch references of the spec-core algorithms, for tests, benches and the demo.
+"""Plain NumPy / torch references of the speculative-decoding core, for tests, benches and demo.
 
 They are written for clarity and as baselines; the library itself uses the Rust core.
 """
@@ -63,7 +63,7 @@ def torch_ancestor_mask(parents: torch.Tensor) -> torch.Tensor:
 class TorchTreeState:
     """The state of a best-first tree builder held in torch tensors (the TreeBuilder baseline).
 
-    Same semantics as :class:`ferrolm.spec.TreeBuilder` up to tie-breaking: children scored
+    Same semantics as :class:`ferrolm.speculative.TreeBuilder` up to tie-breaking: children scored
     ``score(parent) + log_decay + logprob``, the best ``max_width`` per row, the running
     top-``budget`` set kept.
     """

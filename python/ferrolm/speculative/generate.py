@@ -29,7 +29,7 @@ output equals ``target.generate(do_sample=False)`` token for token (up to floati
 sampled output follows the target's warped distribution.
 
 Example:
-    >>> from ferrolm import spec
+    >>> from ferrolm import speculative
     >>> gen = spec.SpeculativeGenerator(target, draft, budget=64)  # doctest: +SKIP
     >>> out = gen.generate(input_ids, max_new_tokens=128)  # doctest: +SKIP
     >>> out.sequences, out.stats.tau  # doctest: +SKIP
@@ -67,9 +67,9 @@ _SUPPORTED_ATTENTION = ("sdpa", "eager")
 def _spec() -> Any:
     # The tree core (`Tree`, `TreeBuilder`, `walk`, ...) lives in the package namespace; resolve it
     # at call time so this module has no import-order dependency on it.
-    from ferrolm import spec
+    from ferrolm import speculative
 
-    return spec
+    return speculative
 
 
 def sampling_probs(
@@ -600,14 +600,15 @@ class SpeculativeGenerator:
     ) -> Any:
         """Measures acceptance and latencies on this device, then picks Sequoia's (n, d).
 
-        Runs :func:`ferrolm.spec.estimate_acceptance` on `prompts`, :func:`ferrolm.spec.profile`
-        on the target for `sizes` and on the draft for one expansion width, and sets
-        ``acceptance`` and ``tree_shape`` from ``spec.plan``.
+        Runs :func:`ferrolm.speculative.estimate_acceptance` on `prompts`,
+        :func:`ferrolm.speculative.profile` on the target for `sizes` and on the draft for one
+        expansion width, and sets ``acceptance`` and ``tree_shape`` from
+        :func:`ferrolm.speculative.plan`.
 
         Returns:
             the ``spec.Plan`` chosen.
         """
-        from ferrolm.spec.profile import estimate_acceptance, profile
+        from ferrolm.speculative.profile import estimate_acceptance, profile
 
         spec = _spec()
         depth = max_depth or self.max_depth

@@ -935,8 +935,8 @@ mod tests {
     fn brute_force(p: &[f64], n: usize, d: usize) -> f64 {
         fn rec(p: &[f64], d: usize, parents: &mut Vec<i32>, n: usize, best: &mut f64) {
             if parents.len() == n {
-                let depth = crate::spec::tree::depths(parents).unwrap();
-                let ranks = crate::spec::tree::ranks(parents).unwrap();
+                let depth = crate::speculative::tree::depths(parents).unwrap();
+                let ranks = crate::speculative::tree::ranks(parents).unwrap();
                 if depth.iter().any(|&x| x as usize > d)
                     || ranks.iter().any(|&r| r as usize >= p.len())
                 {
@@ -1025,7 +1025,10 @@ mod tests {
             let tree = t.tree(n, d).unwrap();
             assert_eq!(tree.parents.len(), n);
             assert!(tree.depth.iter().all(|&x| x as usize <= d));
-            assert_eq!(crate::spec::tree::ranks(&tree.parents).unwrap(), tree.rank);
+            assert_eq!(
+                crate::speculative::tree::ranks(&tree.parents).unwrap(),
+                tree.rank
+            );
             assert!(close(
                 tree_value(&p, &tree.parents).unwrap(),
                 t.value(n, d).unwrap()
@@ -1093,7 +1096,8 @@ mod tests {
 
     #[test]
     fn bands_and_pruning_reproduce_the_plain_recurrence_bit_for_bit() {
-        let text = include_str!("../../../../python/ferrolm/spec/sequoia_acceptance_vector.txt");
+        let text =
+            include_str!("../../../../python/ferrolm/speculative/sequoia_acceptance_vector.txt");
         let sequoia: Vec<f64> = text
             .split_whitespace()
             .skip(1)
@@ -1168,8 +1172,8 @@ mod tests {
                 prop_assert!(close(values[m - 1], t.value(m, d).unwrap()), "m {} heap {} dp {}", m, values[m - 1], t.value(m, d).unwrap());
             }
             if values[n - 1] > f64::NEG_INFINITY {
-                crate::spec::tree::validate_parents(&tree.parents).unwrap();
-                prop_assert_eq!(crate::spec::tree::ranks(&tree.parents).unwrap(), tree.rank.clone());
+                crate::speculative::tree::validate_parents(&tree.parents).unwrap();
+                prop_assert_eq!(crate::speculative::tree::ranks(&tree.parents).unwrap(), tree.rank.clone());
                 prop_assert!(close(tree_value(&p, &tree.parents).unwrap(), values[n - 1]));
             }
         }

@@ -1,7 +1,7 @@
 """Lossless verification rules on torch tensors (CPU or GPU), vectorised over tree nodes.
 
 Each function returns ``choice``: ``int64 [n]`` on the CPU, the token the target picks after every
-node; :func:`ferrolm.spec.walk` then gives the accepted path and the bonus token.
+node; :func:`ferrolm.speculative.walk` then gives the accepted path and the bonus token.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ferrolm import _native
-from ferrolm.spec._arrays import int_array
+from ferrolm.speculative._arrays import int_array
 
 __all__ = ["choose_greedy", "choose_sample", "choose_sequoia", "forest_children_table"]
 
@@ -80,9 +80,9 @@ def forest_children_table(parents: Any, offsets: Any | None = None) -> np.ndarra
     """``int32 [n, k]`` children (global ids, rank order, -1 padded) of one tree or a CSR batch."""
     p = int_array(parents, "parents")
     if offsets is None:
-        return _native.spec_children_table(p)
+        return _native.speculative_children_table(p)
     off = int_array(offsets, "offsets", dtype=np.int64)
-    _native.spec_validate_batch(p, off)
+    _native.speculative_validate_batch(p, off)
     sizes = np.diff(off)
     base = np.repeat(off[:-1], sizes)
     glob = np.where(p >= 0, p.astype(np.int64) + base, -1)

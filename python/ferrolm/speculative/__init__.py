@@ -2,17 +2,17 @@
 
 Example:
     >>> import numpy as np, torch
-    >>> from ferrolm import spec
-    >>> table = spec.sequoia_dp([0.6, 0.2, 0.1], max_nodes=32, max_depth=6)
+    >>> from ferrolm import speculative
+    >>> table = speculative.sequoia_dp([0.6, 0.2, 0.1], max_nodes=32, max_depth=6)
     >>> tree = table.tree(8, 4)                      # optimal static shape, tokens = -1
-    >>> mask = spec.ancestor_mask(tree.parents)      # bool [8, 8] tree attention
-    >>> pos = spec.position_ids(tree.parents, past_len=100)
-    >>> choice = spec.choose_greedy(torch.randn(8, 50))
-    >>> path, bonus = spec.walk(tree.parents, np.zeros(8, np.int32), choice)
+    >>> mask = speculative.ancestor_mask(tree.parents)      # bool [8, 8] tree attention
+    >>> pos = speculative.position_ids(tree.parents, past_len=100)
+    >>> choice = speculative.choose_greedy(torch.randn(8, 50))
+    >>> path, bonus = speculative.walk(tree.parents, np.zeros(8, np.int32), choice)
 """
 
-from ferrolm.spec.builder import BatchTreeBuilder, TreeBuilder
-from ferrolm.spec.sequoia import (
+from ferrolm.speculative.builder import BatchTreeBuilder, TreeBuilder
+from ferrolm.speculative.sequoia import (
     Plan,
     SequoiaTable,
     acceptance_vector,
@@ -22,7 +22,7 @@ from ferrolm.spec.sequoia import (
     sequoia_heap,
     tree_value,
 )
-from ferrolm.spec.tree import (
+from ferrolm.speculative.tree import (
     Tree,
     ancestor_mask,
     ancestor_mask_batch,
@@ -35,7 +35,12 @@ from ferrolm.spec.tree import (
     walk,
     walk_batch,
 )
-from ferrolm.spec.verify import choose_greedy, choose_sample, choose_sequoia, forest_children_table
+from ferrolm.speculative.verify import (
+    choose_greedy,
+    choose_sample,
+    choose_sequoia,
+    forest_children_table,
+)
 
 __all__ = [
     "BatchTreeBuilder",
@@ -66,14 +71,14 @@ __all__ = [
 ]
 
 # --- spec-generate: the generation loop over Hugging Face models ---
-from ferrolm.spec.generate import (
+from ferrolm.speculative.generate import (
     DEFAULT_ACCEPTANCE,
     GenerationStats,
     SpeculativeGenerator,
     SpeculativeOutput,
     sampling_probs,
 )
-from ferrolm.spec.profile import LatencyProfile, estimate_acceptance, profile
+from ferrolm.speculative.profile import LatencyProfile, estimate_acceptance, profile
 
 __all__ += [
     "DEFAULT_ACCEPTANCE",

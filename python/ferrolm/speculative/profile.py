@@ -1,11 +1,11 @@
 """Measurements that feed the Sequoia planner: verify latency by tree size, and acceptance.
 
 Example:
-    >>> from ferrolm import spec
-    >>> lat = spec.profile(target, [1, 16, 64, 128])  # doctest: +SKIP
-    >>> p = spec.estimate_acceptance(target, draft, prompts)  # doctest: +SKIP
-    >>> table = spec.sequoia_dp(p, max_nodes=128, max_depth=12)  # doctest: +SKIP
-    >>> spec.plan(table, lat.sizes, lat.latency_s, t_draft_s)  # doctest: +SKIP
+    >>> from ferrolm import speculative
+    >>> lat = speculative.profile(target, [1, 16, 64, 128])  # doctest: +SKIP
+    >>> p = speculative.estimate_acceptance(target, draft, prompts)  # doctest: +SKIP
+    >>> table = speculative.sequoia_dp(p, max_nodes=128, max_depth=12)  # doctest: +SKIP
+    >>> speculative.plan(table, lat.sizes, lat.latency_s, t_draft_s)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from ferrolm.spec.generate import _KV, GenerationStats, _spec, _vocab_size, sampling_probs
+from ferrolm.speculative.generate import _KV, GenerationStats, _spec, _vocab_size, sampling_probs
 
 __all__ = ["LatencyProfile", "estimate_acceptance", "profile"]
 
