@@ -567,8 +567,64 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(speculative_tree_value, m)?)?;
     m.add_function(wrap_pyfunction!(speculative_plan, m)?)?;
     m.add_function(wrap_pyfunction!(speculative_acceptance_from_ranks, m)?)?;
+    m.add_function(wrap_pyfunction!(speculative_children_table_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(speculative_children_by_rank, m)?)?;
+    m.add_function(wrap_pyfunction!(speculative_ancestors, m)?)?;
+    m.add_function(wrap_pyfunction!(speculative_restrict, m)?)?;
     m.add_class::<SpeculativeTreeBuilder>()?;
     m.add_class::<SpeculativeBatchTreeBuilder>()?;
     m.add_class::<SpeculativeSequoiaTable>()?;
     Ok(())
+}
+
+/// Children of a CSR batch, `int32 [total, width]` with global ids, padded with -1.
+#[pyfunction]
+pub fn speculative_children_table_batch<'py>(
+    py: Python<'py>,
+    parents: PyReadonlyArray1<'py, i32>,
+    offsets: PyReadonlyArray1<'py, i64>,
+) -> PyResult<Bound<'py, PyArray2<i32>>> {
+    let parents = slice("parents", &parents)?;
+    let offsets = slice("offsets", &offsets)?;
+    let (table, width) = detach(py, || tree::children_table_batch(parents, offsets))?;
+    to_2d(py, table, parents.len(), width)
+}
+
+/// Children ordered by rank as CSR `(offsets, children)`.
+#[pyfunction]
+pub fn speculative_children_by_rank<'py>(
+    py: Python<'py>,
+    parents: PyReadonlyArray1<'py, i32>,
+    rank: PyReadonlyArray1<'py, i32>,
+) -> PyResult<(I64Array<'py>, I32Array<'py>)> {
+    let parents = slice("parents", &parents)?;
+    let rank = slice("rank", &rank)?;
+    let (o, c) = detach(py, || tree::children_by_rank(parents, rank))?;
+    Ok((PyArray1::from_vec(py, o), PyArray1::from_vec(py, c)))
+}
+
+/// Proper ancestors of `nodes`, nearest first, as CSR `(offsets, ancestors)`.
+#[pyfunction]
+pub fn speculative_ancestors<'py>(
+    py: Python<'py>,
+    parents: PyReadonlyArray1<'py, i32>,
+    nodes: PyReadonlyArray1<'py, i32>,
+) -> PyResult<(I64Array<'py>, I32Array<'py>)> {
+    let parents = slice("parents", &parents)?;
+    let nodes = slice("nodes", &nodes)?;
+    let (o, a) = detach(py, || tree::ancestors(parents, nodes))?;
+    Ok((PyArray1::from_vec(py, o), PyArray1::from_vec(py, a)))
+}
+
+/// `(old, parents)` of the subtree closed under ancestors of the kept nodes.
+#[pyfunction]
+pub fn speculative_restrict<'py>(
+    py: Python<'py>,
+    parents: PyReadonlyArray1<'py, i32>,
+    keep: PyReadonlyArray1<'py, bool>,
+) -> PyResult<(I32Array<'py>, I32Array<'py>)> {
+    let parents = slice("parents", &parents)?;
+    let keep = slice("keep", &keep)?;
+    let (old, sub) = detach(py, || tree::restrict(parents, keep))?;
+    Ok((PyArray1::from_vec(py, old), PyArray1::from_vec(py, sub)))
 }
