@@ -106,11 +106,11 @@ def tiny_pair() -> tuple[Any, Any, list[tuple[str, list[int]]]]:
 
 
 def qwen_pair() -> tuple[Any, Any, Any]:
-    from ferrolm.speculative.fixtures import fixture_available, load_pretrained
+    from ferrolm.testing.models import fixture_available, load_pretrained
 
     for name in ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"):
         if not fixture_available(name):
-            pytest.skip(f"needs {name}: see ferrolm.speculative.fixtures.FIXTURES[{name!r}].pip")
+            pytest.skip(f"needs {name}: see ferrolm.testing.models.FIXTURES[{name!r}].pip")
     draft, _ = load_pretrained("qwen2.5-coder-0.5b")
     target, tokenizer = load_pretrained("qwen2.5-coder-1.5b")
     return target, draft, tokenizer

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from ferrolm import speculative
-from ferrolm.speculative._reference import numpy_sequoia_dp
+from ferrolm.testing.speculative import numpy_sequoia_dp
 
 ACCEPTANCE = speculative.load_acceptance_vector(
     __import__("pathlib").Path(speculative.__file__).with_name("sequoia_acceptance_vector.txt")

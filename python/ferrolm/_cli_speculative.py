@@ -12,7 +12,7 @@ import numpy as np
 
 def _load(path_or_name: str, role: str) -> tuple[Any, Any]:
     """A model directory (save_pretrained layout) or a packaged fixture name."""
-    from ferrolm.speculative.fixtures import FIXTURES, load_pretrained
+    from ferrolm.testing.models import FIXTURES, load_pretrained
 
     if path_or_name in FIXTURES:
         return load_pretrained(path_or_name)

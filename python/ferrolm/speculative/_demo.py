@@ -8,8 +8,8 @@ import numpy as np
 
 from ferrolm._report import Section
 from ferrolm._timing import best_of
-from ferrolm.speculative._reference import numpy_sequoia_dp
 from ferrolm.speculative.sequoia import load_acceptance_vector, plan, sequoia_dp, sequoia_heap
+from ferrolm.testing.speculative import numpy_sequoia_dp
 
 ACCEPTANCE_FILE = Path(__file__).with_name("sequoia_acceptance_vector.txt")
 

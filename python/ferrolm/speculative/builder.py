@@ -17,7 +17,7 @@ __all__ = ["BatchTreeBuilder", "TreeBuilder"]
 
 def _check_limits(
     budget: int, max_depth: int, max_width: int, log_decay: float, min_logprob: float
-):
+) -> None:
     check_int(budget, "budget", 1)
     check_int(max_depth, "max_depth", 0)
     check_int(max_width, "max_width", 1)

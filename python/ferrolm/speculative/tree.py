@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from ferrolm import _native
 from ferrolm.speculative._arrays import check_int, int_array
@@ -20,11 +21,16 @@ __all__ = [
     "Tree",
     "ancestor_mask",
     "ancestor_mask_batch",
+    "ancestors",
+    "children_by_rank",
     "children_table",
+    "forest_children_table",
     "kv_compaction",
     "leaf_paths",
     "position_ids",
     "remap_compaction",
+    "restrict",
+    "subtree",
     "validate_parents",
     "walk",
     "walk_batch",
@@ -179,3 +185,88 @@ def remap_compaction(old_to_new: Any, past_len: int) -> tuple[Int64Array, Int64A
 def leaf_paths(parents: Any) -> Int32Array:
     """EAGLE-style retrieval indices: ``int32 [leaves, max_depth + 1]``, root-to-leaf, -1 padded."""
     return _native.speculative_leaf_paths(int_array(parents, "parents"))
+
+
+def forest_children_table(parents: Any, offsets: Any | None = None) -> Int32Array:
+    """``int32 [n, k]`` children (global ids, rank order, -1 padded) of one tree or a CSR batch.
+
+    Example:
+        >>> forest_children_table([-1, 0, -1, 0, 0], [0, 2, 5]).tolist()
+        [[1, -1], [-1, -1], [3, 4], [-1, -1], [-1, -1]]
+    """
+    p = int_array(parents, "parents")
+    if offsets is None:
+        return _native.speculative_children_table(p)
+    return _native.speculative_children_table_batch(p, _offsets(offsets))
+
+
+def children_by_rank(parents: Any, rank: Any) -> tuple[Int64Array, Int32Array]:
+    """Children of every node ordered by ``rank`` (ties by id) as CSR ``(offsets, children)``.
+
+    The children of node ``i`` are ``children[offsets[i]:offsets[i + 1]]``.
+
+    Example:
+        >>> offsets, children = children_by_rank([-1, 0, 0, 0], [0, 2, 0, 1])
+        >>> offsets.tolist(), children.tolist()
+        ([0, 3, 3, 3, 3], [2, 3, 1])
+    """
+    return _native.speculative_children_by_rank(
+        int_array(parents, "parents"), int_array(rank, "rank")
+    )
+
+
+def ancestors(parents: Any, nodes: Any) -> tuple[Int64Array, Int32Array]:
+    """Proper ancestors of each of ``nodes``, nearest first (root last), as CSR.
+
+    Returns:
+        ``(offsets, ancestors)``: the ancestors of ``nodes[k]`` are
+        ``ancestors[offsets[k]:offsets[k + 1]]``.
+
+    Example:
+        >>> offsets, anc = ancestors([-1, 0, 0, 1], [3, 0])
+        >>> offsets.tolist(), anc.tolist()
+        ([0, 2, 2], [1, 0])
+    """
+    return _native.speculative_ancestors(int_array(parents, "parents"), int_array(nodes, "nodes"))
+
+
+def restrict(parents: Any, keep: Any) -> tuple[Int32Array, Int32Array]:
+    """The subtree of the root and the kept nodes whose ancestors are all kept.
+
+    Args:
+        parents: The tree.
+        keep: ``bool [n]``; ``keep[0]`` is ignored (the root is always kept).
+
+    Returns:
+        ``(old, sub_parents)``: the kept node ids in increasing order and the subtree's parents
+        (node ``k`` of the subtree is node ``old[k]``).
+
+    Example:
+        >>> old, sub = restrict([-1, 0, 0, 1, 2], [True, False, True, True, True])
+        >>> old.tolist(), sub.tolist()
+        ([0, 2, 4], [-1, 0, 1])
+    """
+    p = int_array(parents, "parents")
+    k = np.asarray(keep.detach().cpu().numpy() if isinstance(keep, torch.Tensor) else keep)
+    if k.dtype != np.bool_ or k.ndim != 1:
+        raise TypeError(f"`keep` must be a 1-D bool array, got dtype {k.dtype} shape {k.shape}")
+    return _native.speculative_restrict(p, np.ascontiguousarray(k))
+
+
+def subtree(tree: Tree, keep: Any) -> tuple[Tree, Int64Array]:
+    """:func:`restrict` applied to a :class:`Tree`: ``(subtree, old ids)``.
+
+    Tokens, depths and ranks are carried over from the kept nodes (a rank keeps its value even
+    when a better-ranked sibling was dropped). Returns ``tree`` itself when every node is kept.
+
+    Example:
+        >>> t = Tree.from_parents([-1, 0, 0, 1], tokens=[5, 7, 8, 9])
+        >>> sub, old = subtree(t, t.depth <= 1)
+        >>> sub.parents.tolist(), sub.tokens.tolist(), old.tolist()
+        ([-1, 0, 0], [5, 7, 8], [0, 1, 2])
+    """
+    old32, parents = restrict(tree.parents, keep)
+    old = old32.astype(np.int64)
+    if len(old) == tree.size:
+        return tree, old
+    return Tree(parents, tree.tokens[old], tree.depth[old], tree.rank[old]), old
