@@ -49,27 +49,21 @@ class Draft:
     draft_probs: Optional[torch.Tensor] = None
 
 
+@dataclass
 class Drafter:
     """What both drafters share: the depth cap, the pending chain, and one block of nodes.
 
-    Args:
+    Attributes:
         vocab_size: output tokens of the draft (equal to the target's).
         max_depth: deepest draft token.
         warp: the sampling setting, or None for greedy.
         generator: random source for sampled trees.
     """
 
-    def __init__(
-        self,
-        vocab_size: int,
-        max_depth: int,
-        warp: Optional[Warp],
-        generator: Optional[torch.Generator],
-    ) -> None:
-        self.vocab_size = vocab_size
-        self.max_depth = max_depth
-        self.warp = warp
-        self.generator = generator
+    vocab_size: int
+    max_depth: int
+    warp: Optional[Warp]
+    generator: Optional[torch.Generator]
 
     def draft(
         self, rows: list[Row], kv: RaggedKVCache, pad: int, stats: GenerationStats
@@ -171,34 +165,21 @@ class _Nodes:
             self.anc.append([])
 
 
+@dataclass
 class SpecExecDrafter(Drafter):
     """SpecExec: a best-first tree under a node budget, ``expand_per_step`` nodes per forward.
 
-    Args:
-        vocab_size, max_depth, warp, generator: see :class:`Drafter`.
+    Attributes:
         budget: tree size in nodes (the root included).
         max_width: children proposed per expanded node.
         expand_per_step: nodes the draft expands per forward.
         max_draft_steps: draft forwards per iteration after the root.
     """
 
-    def __init__(
-        self,
-        vocab_size: int,
-        max_depth: int,
-        warp: Optional[Warp],
-        generator: Optional[torch.Generator],
-        *,
-        budget: int,
-        max_width: int,
-        expand_per_step: int,
-        max_draft_steps: int,
-    ) -> None:
-        super().__init__(vocab_size, max_depth, warp, generator)
-        self.budget = budget
-        self.max_width = max_width
-        self.expand_per_step = expand_per_step
-        self.max_draft_steps = max_draft_steps
+    budget: int
+    max_width: int
+    expand_per_step: int
+    max_draft_steps: int
 
     def draft(
         self, rows: list[Row], kv: RaggedKVCache, pad: int, stats: GenerationStats
@@ -318,6 +299,7 @@ class _Filling:
         return self.children[self.child_offsets[node] : self.child_offsets[node + 1]]
 
 
+@dataclass
 class StaticDrafter(Drafter):
     """Fills a fixed tree shape (tokens -1) with draft tokens, one draft forward per level.
 
@@ -326,22 +308,11 @@ class StaticDrafter(Drafter):
     rule needs. A node whose rank has no token (fewer tokens left than siblings) is dropped with
     its subtree.
 
-    Args:
-        vocab_size, max_depth, warp, generator: see :class:`Drafter`.
+    Attributes:
         shape: the tree to fill; rows cut it at their depth cap.
     """
 
-    def __init__(
-        self,
-        vocab_size: int,
-        max_depth: int,
-        warp: Optional[Warp],
-        generator: Optional[torch.Generator],
-        *,
-        shape: Tree,
-    ) -> None:
-        super().__init__(vocab_size, max_depth, warp, generator)
-        self.shape = shape
+    shape: Tree
 
     def draft(
         self, rows: list[Row], kv: RaggedKVCache, pad: int, stats: GenerationStats

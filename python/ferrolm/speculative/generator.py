@@ -173,7 +173,6 @@ class SpeculativeGenerator:
         self.context_length = context_length(target)
         # Test hook: called with (rows, target cache, draft cache) after every iteration.
         self._on_iteration: Optional[Callable[[list[Row], Any, Any], None]] = None
-        self._draft_start = 0
         if check_mask:
             probe_tree_mask(target, "target")
             probe_tree_mask(draft, "draft")
@@ -332,12 +331,12 @@ class SpeculativeGenerator:
         drafter = self._drafter(warp, generator)
         while rows:
             t0 = time.perf_counter()
-            self._draft_start = draft.length
+            draft_start = draft.length
             drafts = drafter.draft(rows, draft, pad, stats)
             t1 = time.perf_counter()
             stats.draft_time_s += t1 - t0
             accepted = self._verify(rows, drafts, target, pad, generator, warp, stats)
-            self._commit_draft(rows, drafts, accepted, draft)
+            self._commit_draft(rows, drafts, accepted, draft, draft_start)
             for row, acc in zip(rows, accepted):
                 new_tokens = acc.new_tokens[: row.max_new - row.generated]
                 for i, token in enumerate(new_tokens):
@@ -471,10 +470,11 @@ class SpeculativeGenerator:
         drafts: list[Draft],
         accepted: list[_Accepted],
         kv: RaggedKVCache,
+        start: int,
     ) -> None:
         """Keeps in the draft cache the accepted nodes the draft already ran (the root is already
-        committed), and drops the rest of this iteration's tree slots."""
-        start = self._draft_start
+        committed), and drops the rest of this iteration's tree slots; the iteration's slots
+        began at ``start``."""
         keep = []
         for b, (row, d, acc) in enumerate(zip(rows, drafts, accepted)):
             # Valid slots from `start` on are this iteration's pending chain (root included).
