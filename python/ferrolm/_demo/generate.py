@@ -40,7 +40,7 @@ def tiny_pair(layers: int = 4, positions: int = 512, noise: float = 0.2) -> tupl
 
 
 def _smollm2() -> Any:
-    from ferrolm.speculative.fixtures import fixture_available, load_pretrained
+    from ferrolm.testing.models import fixture_available, load_pretrained
 
     if not fixture_available("smollm2-135m"):
         return None

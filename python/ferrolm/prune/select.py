@@ -11,7 +11,15 @@ import torch
 
 from ferrolm import _native
 
-__all__ = ["DEFAULT_KEEP", "METHODS", "Selection", "divprune", "keep_count", "objective"]
+__all__ = [
+    "DEFAULT_KEEP",
+    "METHODS",
+    "Selection",
+    "divprune",
+    "keep_count",
+    "objective",
+    "uses_amx",
+]
 
 DEFAULT_KEEP = 0.098
 """DivPrune's default keep ratio for LLaVA 1.5 (56 of 576 image tokens)."""

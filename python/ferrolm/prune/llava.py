@@ -31,7 +31,7 @@ from typing import Any, Callable, Literal, Optional
 import torch
 
 from ferrolm import cuda as _cuda
-from ferrolm.prune._select import DEFAULT_KEEP, divprune, keep_count
+from ferrolm.prune.select import DEFAULT_KEEP, divprune, keep_count
 
 __all__ = ["PruneHandle", "PruneStats", "apply_to_llava"]
 
