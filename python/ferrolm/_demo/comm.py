@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 import torch
@@ -26,12 +27,9 @@ def demo_section() -> Section:
     x = torch.randn(N_QUANT, generator=torch.Generator().manual_seed(0))
     for scheme in ("blockwise", "intellect", "minmax"):
         out = torch.empty(packed_len(scheme, DEFAULT_BLOCK_SIZE, N_QUANT), dtype=torch.uint8)
-        t_f = best_of(
-            lambda scheme=scheme, out=out: _native.comm_quantize_packed(
-                scheme, DEFAULT_BLOCK_SIZE, x.numpy(), out.numpy()
-            )
-        )
-        t_t = best_of(lambda scheme=scheme: torch_quantize(x, scheme), repeats=2)
+        args = (scheme, DEFAULT_BLOCK_SIZE, x.numpy(), out.numpy())
+        t_f = best_of(functools.partial(_native.comm_quantize_packed, *args))
+        t_t = best_of(functools.partial(torch_quantize, x, scheme), repeats=2)
         err = float((dequantize(quantize(x, scheme)) - x).norm() / x.norm())
         s.add(
             f"quantize {scheme}", t_f * 1e3, t_t * 1e3, t_t / t_f, err, "vs the same in torch ops"

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch._C._distributed_c10d import GradBucket
 
 from ferrolm.comm.allreduce import all_reduce
 from ferrolm.comm.quantize import DEFAULT_BLOCK_SIZE, SCHEMES
@@ -157,7 +158,7 @@ class Int8HookState:
 
 
 def int8_allreduce_hook(
-    state: Int8HookState, bucket: dist.GradBucket
+    state: Int8HookState, bucket: GradBucket
 ) -> torch.futures.Future[torch.Tensor]:
     """DDP communication hook: averages each gradient bucket with the int8 ring all-reduce.
 
@@ -184,5 +185,5 @@ def int8_allreduce_hook(
 # DDP checks the hook's annotations as objects; `from __future__ import annotations` made
 # them strings, so put the real ones back.
 int8_allreduce_hook.__annotations__.update(
-    {"bucket": dist.GradBucket, "return": torch.futures.Future[torch.Tensor]}
+    {"bucket": GradBucket, "return": torch.futures.Future[torch.Tensor]}
 )

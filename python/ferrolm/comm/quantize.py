@@ -217,16 +217,16 @@ def _decode(q: QuantizedTensor, flat: torch.Tensor, accumulate: bool) -> None:
     elif flat.is_cuda:
         index = _device_index(flat.device)
         _cuda.require_gpu("q", index)
-        n, head = q.numel, q.header_bytes
-        kernel = (
-            _native.cuda_dequantize_blockwise_f32
-            if q.scheme == "blockwise"
-            else _native.cuda_dequantize_intellect_f32
-        )
-        args = (q.data[head:].data_ptr(), n)
+        stream = _stream(flat.device)
+        codes, params, out = q.data[q.header_bytes :].data_ptr(), q.data.data_ptr(), flat.data_ptr()
         if q.scheme == "blockwise":
-            args += (q.block_size,)
-        kernel(index, _stream(flat.device), *args, q.data.data_ptr(), flat.data_ptr(), accumulate)  # type: ignore[operator]
+            _native.cuda_dequantize_blockwise_f32(
+                index, stream, codes, q.numel, q.block_size, params, out, accumulate
+            )
+        else:
+            _native.cuda_dequantize_intellect_f32(
+                index, stream, codes, q.numel, params, out, accumulate
+            )
     else:
         dequantize_flat_into(q.data, q.scheme, q.block_size, flat, accumulate)
 

@@ -85,6 +85,7 @@ def tiny_llava(
         "vision_feature_layer": -1,
         "vision_feature_select_strategy": "default",
     }
+    model: Any
     if grid_pinpoints is None:
         model = transformers.LlavaForConditionalGeneration(transformers.LlavaConfig(**common))
     else:

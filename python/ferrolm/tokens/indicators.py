@@ -76,7 +76,7 @@ def find_reference(
     """
     named = np.zeros(result.vocab_size, dtype=bool)
     for i in np.flatnonzero(result.special):
-        named[i] = bool(UNUSED_NAME.match(result.tokens[i]))
+        named[i] = bool(UNUSED_NAME.match(result.tokens[int(i)]))
     unreachable = result.unreachable & ~result.special
     impossible = result.impossible_bytes & ~result.special
     parts = [
@@ -173,10 +173,10 @@ def indicators(
         norm = _native.tokens_row_norms(emb)
     identical = _native.tokens_identical_row_counts(unemb)
     if reference_ids is not None:
-        ref = np.asarray(reference_ids, dtype=np.int64)
-        if ref.size == 0 or ref.min() < 0 or ref.max() >= vocab:
+        given = np.asarray(reference_ids, dtype=np.int64)
+        if given.size == 0 or given.min() < 0 or given.max() >= vocab:
             raise ValueError(f"`reference_ids` must be non-empty ids in [0, {vocab})")
-        ref = ref.astype(np.uint32)
+        ref = given.astype(np.uint32)
         source = f"{ref.size} ids given by the caller"
     else:
         ref, source = find_reference(scan, identical)

@@ -160,12 +160,16 @@ class ScanResult:
     @property
     def special(self) -> npt.NDArray[np.bool_]:
         """Mask of special tokens."""
-        return self.category == SPECIAL
+        mask: npt.NDArray[np.bool_] = self.category == SPECIAL
+        return mask
 
     @property
     def unreachable(self) -> npt.NDArray[np.bool_]:
         """Mask of tokens whose decoded text never encodes to them (single or multi)."""
-        return (self.category == UNREACHABLE_SINGLE) | (self.category == UNREACHABLE_MULTI)
+        mask: npt.NDArray[np.bool_] = (self.category == UNREACHABLE_SINGLE) | (
+            self.category == UNREACHABLE_MULTI
+        )
+        return mask
 
     @property
     def never_produced(self) -> npt.NDArray[np.bool_]:
