@@ -40,11 +40,18 @@ class DiLoCo:
         broadcast_initial: Copy rank 0's parameters to every rank first (ranks must start equal).
 
     Example:
+        Every rank runs the same loop (here a group of one rank, see :func:`all_reduce`):
+
+        >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        >>> model = torch.nn.Linear(4, 1)
         >>> diloco = DiLoCo(model, torch.optim.AdamW(model.parameters(), 1e-3), sync_every=50)
-        >>> for x, y in batches:
-        ...     loss_fn(model(x), y).backward()
-        ...     diloco.step()          # inner step; every 50th also syncs all ranks
+        >>> for _ in range(100):
+        ...     model(torch.randn(8, 4)).square().mean().backward()
+        ...     synced = diloco.step()  # inner step; True when it also synced all ranks
         ...     diloco.zero_grad()
+        >>> diloco.outer_steps
+        2
+        >>> dist.destroy_process_group()
     """
 
     def __init__(
@@ -165,8 +172,11 @@ def int8_allreduce_hook(
     The reduction runs synchronously inside the hook (no overlap with the rest of backward).
 
     Example:
-        >>> ddp = torch.nn.parallel.DistributedDataParallel(model)
+        >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        >>> ddp = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 1))
         >>> ddp.register_comm_hook(Int8HookState(), int8_allreduce_hook)
+        >>> ddp(torch.randn(8, 4)).sum().backward()  # the gradients were all-reduced in int8
+        >>> dist.destroy_process_group()
     """
     buf = bucket.buffer()
     all_reduce(

@@ -145,9 +145,19 @@ def indicators(
             ``fallback="error"``), or bad arguments.
 
     Example:
+        A toy vocabulary (its unreachable token ``"ba"`` is the reference set) with random
+        weights; pass a model directory or file instead of ``mats`` for a real model:
+
+        >>> from tokenizers import Tokenizer, models
         >>> from ferrolm import tokens
-        >>> ind = tokens.indicators("path/to/model")  # doctest: +SKIP
-        >>> ind.candidates[:10]  # doctest: +SKIP
+        >>> bpe = models.BPE(vocab={"a": 0, "b": 1, "ab": 2, "ba": 3}, merges=[("a", "b")])
+        >>> emb = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+        >>> mats = tokens.EmbeddingMatrices(emb, None, "embed.weight", None, "in memory")
+        >>> ind = tokens.indicators(mats, scan=tokens.scan(Tokenizer(bpe)), percentile=50)
+        >>> ind.reference_ids.tolist(), ind.reference_source
+        ([3], '1 unreachable tokens')
+        >>> ind.candidates.tolist()
+        [0]
     """
     if not 0.0 < float(percentile) < 100.0:
         raise ValueError(f"`percentile` must be in (0, 100), got {percentile!r}")
