@@ -232,7 +232,14 @@ def _decode(q: QuantizedTensor, flat: torch.Tensor, accumulate: bool) -> None:
 
 
 def dequantize(q: QuantizedTensor) -> torch.Tensor:
-    """Decodes ``q`` to a float32 tensor of the original shape, on ``q``'s device."""
+    """Decodes ``q`` to a float32 tensor of the original shape, on ``q``'s device.
+
+    Example:
+        >>> x = torch.linspace(-1.0, 1.0, 512).reshape(2, 256)
+        >>> y = dequantize(quantize(x, scheme="minmax"))
+        >>> y.shape, y.dtype, bool((y - x).abs().max() <= 1.0 / 255)
+        (torch.Size([2, 256]), torch.float32, True)
+    """
     _check_quantized(q)
     out = torch.empty(q.numel, dtype=torch.float32, device=q.data.device)
     _decode(q, out, accumulate=False)
@@ -246,6 +253,12 @@ def dequantize_accumulate(q: QuantizedTensor, acc: torch.Tensor) -> torch.Tensor
         q: Codes from :func:`quantize`.
         acc: A contiguous float32 tensor with ``q``'s element count, on ``q``'s device.
             It is the only argument this function writes.
+
+    Example:
+        >>> acc = torch.ones(256)
+        >>> _ = dequantize_accumulate(quantize(torch.full((256,), 0.5)), acc)
+        >>> acc[:3]
+        tensor([1.5000, 1.5000, 1.5000])
     """
     _check_quantized(q)
     if not isinstance(acc, torch.Tensor) or acc.dtype != torch.float32:

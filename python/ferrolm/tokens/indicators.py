@@ -73,6 +73,14 @@ def find_reference(
 
     Returns:
         ``(ids, description)``; ``ids`` may be empty.
+
+    Example:
+        >>> from tokenizers import Tokenizer, models
+        >>> from ferrolm import tokens
+        >>> bpe = models.BPE(vocab={"a": 0, "b": 1, "ab": 2, "ba": 3}, merges=[("a", "b")])
+        >>> ids, why = tokens.find_reference(tokens.scan(Tokenizer(bpe)))
+        >>> ids.tolist(), why
+        ([3], '1 unreachable tokens')
     """
     named = np.zeros(result.vocab_size, dtype=bool)
     for i in np.flatnonzero(result.special):

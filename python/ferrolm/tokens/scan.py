@@ -299,6 +299,12 @@ def tokenizer_json(source: TokenizerSource) -> str:
 
     GGUF and tiktoken vocabularies are converted (see :func:`scan`); load the result with
     ``tokenizers.Tokenizer.from_str``.
+
+    Example:
+        >>> from tokenizers import Tokenizer, models
+        >>> text = tokenizer_json(Tokenizer(models.BPE(vocab={"a": 0, "b": 1}, merges=[])))
+        >>> Tokenizer.from_str(text).get_vocab_size()
+        2
     """
     if isinstance(source, (str, os.PathLike)):
         text, _ = _native.tokens_tokenizer_json(_resolve_path(Path(source)))
