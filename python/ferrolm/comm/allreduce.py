@@ -281,8 +281,15 @@ def all_reduce(
         RuntimeError: no initialised process group.
 
     Example:
+        Every rank runs the same code (``torchrun`` starts one process per rank); here the group
+        has one rank, so the average is the tensor itself, up to int8 rounding:
+
+        >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
         >>> grad = torch.randn(1_000_000)
-        >>> ferrolm.comm.all_reduce(grad, op="avg", scheme="blockwise", timeout=30.0)
+        >>> avg = all_reduce(grad, op="avg", scheme="blockwise", timeout=30.0)
+        >>> avg is grad
+        True
+        >>> dist.destroy_process_group()
     """
     _validate(tensor, op, scheme, block_size, timeout)
     if not isinstance(piece_size, int) or piece_size < 1 or piece_size >= 1 << 40:

@@ -217,22 +217,29 @@ def _decode(q: QuantizedTensor, flat: torch.Tensor, accumulate: bool) -> None:
     elif flat.is_cuda:
         index = _device_index(flat.device)
         _cuda.require_gpu("q", index)
-        n, head = q.numel, q.header_bytes
-        kernel = (
-            _native.cuda_dequantize_blockwise_f32
-            if q.scheme == "blockwise"
-            else _native.cuda_dequantize_intellect_f32
-        )
-        args = (q.data[head:].data_ptr(), n)
+        stream = _stream(flat.device)
+        codes, params, out = q.data[q.header_bytes :].data_ptr(), q.data.data_ptr(), flat.data_ptr()
         if q.scheme == "blockwise":
-            args += (q.block_size,)
-        kernel(index, _stream(flat.device), *args, q.data.data_ptr(), flat.data_ptr(), accumulate)  # type: ignore[operator]
+            _native.cuda_dequantize_blockwise_f32(
+                index, stream, codes, q.numel, q.block_size, params, out, accumulate
+            )
+        else:
+            _native.cuda_dequantize_intellect_f32(
+                index, stream, codes, q.numel, params, out, accumulate
+            )
     else:
         dequantize_flat_into(q.data, q.scheme, q.block_size, flat, accumulate)
 
 
 def dequantize(q: QuantizedTensor) -> torch.Tensor:
-    """Decodes ``q`` to a float32 tensor of the original shape, on ``q``'s device."""
+    """Decodes ``q`` to a float32 tensor of the original shape, on ``q``'s device.
+
+    Example:
+        >>> x = torch.linspace(-1.0, 1.0, 512).reshape(2, 256)
+        >>> y = dequantize(quantize(x, scheme="minmax"))
+        >>> y.shape, y.dtype, bool((y - x).abs().max() <= 1.0 / 255)
+        (torch.Size([2, 256]), torch.float32, True)
+    """
     _check_quantized(q)
     out = torch.empty(q.numel, dtype=torch.float32, device=q.data.device)
     _decode(q, out, accumulate=False)
@@ -246,6 +253,12 @@ def dequantize_accumulate(q: QuantizedTensor, acc: torch.Tensor) -> torch.Tensor
         q: Codes from :func:`quantize`.
         acc: A contiguous float32 tensor with ``q``'s element count, on ``q``'s device.
             It is the only argument this function writes.
+
+    Example:
+        >>> acc = torch.ones(256)
+        >>> _ = dequantize_accumulate(quantize(torch.full((256,), 0.5)), acc)
+        >>> acc[:3]
+        tensor([1.5000, 1.5000, 1.5000])
     """
     _check_quantized(q)
     if not isinstance(acc, torch.Tensor) or acc.dtype != torch.float32:

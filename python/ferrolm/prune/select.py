@@ -11,7 +11,15 @@ import torch
 
 from ferrolm import _native
 
-__all__ = ["DEFAULT_KEEP", "METHODS", "Selection", "divprune", "keep_count", "objective"]
+__all__ = [
+    "DEFAULT_KEEP",
+    "METHODS",
+    "Selection",
+    "divprune",
+    "keep_count",
+    "objective",
+    "uses_amx",
+]
 
 DEFAULT_KEEP = 0.098
 """DivPrune's default keep ratio for LLaVA 1.5 (56 of 576 image tokens)."""
@@ -41,6 +49,10 @@ def keep_count(n: int, keep: float) -> int:
 
     Raises:
         ValueError: ``keep`` is not in (0, 1] or ``n < 1``.
+
+    Example:
+        >>> keep_count(576, DEFAULT_KEEP), keep_count(10, 0.25), keep_count(3, 0.01)
+        (56, 3, 1)
     """
     if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0.0 < keep <= 1.0:
         raise ValueError(f"`keep` must be a ratio in (0, 1], got {keep!r}")
