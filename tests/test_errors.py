@@ -36,16 +36,16 @@ def test_a_rust_panic_becomes_runtime_error_not_panic_exception():
 def test_core_value_error_from_real_call_names_the_argument():
     x = np.array([1.0, np.nan], dtype=np.float32)
     with pytest.raises(ValueError, match="`tensor` must be finite"):
-        _native.comm_quantize_minmax(x, np.empty(2, dtype=np.uint8))
+        _native.comm.quantize_minmax(x, np.empty(2, dtype=np.uint8))
 
 
 def test_length_mismatch_is_value_error_naming_out():
     x = np.ones(3, dtype=np.float32)
     with pytest.raises(ValueError, match="`out` must be of length 3, got length 2"):
-        _native.comm_quantize_minmax(x, np.empty(2, dtype=np.uint8))
+        _native.comm.quantize_minmax(x, np.empty(2, dtype=np.uint8))
 
 
 def test_strided_array_is_rejected_with_a_fix():
     x = np.ones(6, dtype=np.float32)[::2]
     with pytest.raises(ValueError, match="`x` must be contiguous"):
-        _native.comm_quantize_minmax(x, np.empty(3, dtype=np.uint8))
+        _native.comm.quantize_minmax(x, np.empty(3, dtype=np.uint8))

@@ -46,7 +46,7 @@ def demo_section() -> Section:
     for scheme in ("blockwise", "intellect", "minmax"):
         out = torch.empty(packed_len(scheme, DEFAULT_BLOCK_SIZE, N_QUANT), dtype=torch.uint8)
         t_f = best_of(
-            lambda scheme=scheme, out=out: _native.comm_quantize_packed(
+            lambda scheme=scheme, out=out: _native.comm.quantize_packed(
                 scheme, DEFAULT_BLOCK_SIZE, x.numpy(), out.numpy()
             )
         )

@@ -80,7 +80,7 @@ class TreeBuilder:
     ) -> None:
         check_int(root_token, "root_token", 0)
         _check_limits(budget, max_depth, max_width, log_decay, min_logprob)
-        self._inner = _native.SpeculativeTreeBuilder(
+        self._inner = _native.speculative.TreeBuilder(
             int(root_token),
             int(budget),
             int(max_depth),
@@ -164,7 +164,7 @@ class BatchTreeBuilder:
         if roots.min() < 0:
             raise ValueError(f"`root_tokens` must be token ids >= 0, got {roots.min()}")
         _check_limits(budget, max_depth, max_width, log_decay, min_logprob)
-        self._inner = _native.SpeculativeBatchTreeBuilder(
+        self._inner = _native.speculative.BatchTreeBuilder(
             roots, int(budget), int(max_depth), int(max_width), float(log_decay), float(min_logprob)
         )
 
