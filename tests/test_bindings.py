@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -204,3 +205,32 @@ def test_scanner_panic_is_runtime_error_and_the_scanner_still_works() -> None:
     report = scanner.scan(containment=False)
     assert len(report["category"]) == 3
     assert json.loads(scanner.to_json())["model"]["vocab"]["bc"] == 1
+
+
+# One check, one wording ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "arg"),
+    [
+        ({"budget": 0}, "budget"),
+        ({"budget": -3}, "budget"),
+        ({"budget": 4, "max_width": 0}, "max_width"),
+        ({"budget": 4, "max_depth": -1}, "max_depth"),
+        ({"budget": 4, "log_decay": 0.5}, "log_decay"),
+        ({"budget": 4, "log_decay": math.nan}, "log_decay"),
+        ({"budget": 4, "min_logprob": 0.25}, "min_logprob"),
+    ],
+)
+def test_tree_builder_limits_are_checked_once_with_the_cores_wording(
+    kwargs: dict[str, Any], arg: str
+) -> None:
+    from ferrolm import speculative
+
+    with pytest.raises(ValueError, match=f"`{arg}` must be") as public:
+        speculative.TreeBuilder(1, **kwargs)
+    with pytest.raises(ValueError, match=arg) as native:
+        _native.speculative.TreeBuilder(1, **kwargs)
+    with pytest.raises(ValueError, match=arg) as batch:
+        speculative.BatchTreeBuilder([1, 2], **kwargs)
+    assert str(public.value) == str(native.value) == str(batch.value)

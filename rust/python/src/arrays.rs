@@ -61,6 +61,12 @@ pub fn bool_bytes(values: &mut [bool]) -> &mut [u8] {
     unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), values.len()) }
 }
 
+/// A Python int as `usize`, or a `ValueError` (not pyo3's `OverflowError`) when negative; any
+/// further range check is the core's.
+pub fn non_negative(arg: &str, value: i64) -> PyResult<usize> {
+    usize::try_from(value).map_err(|_| to_py(Error::value(arg, "non-negative", value)))
+}
+
 /// Signed sizes or indices from NumPy as `usize`, or a `ValueError` naming the first negative.
 pub fn unsigned(arg: &str, values: &[i64]) -> PyResult<Vec<usize>> {
     values

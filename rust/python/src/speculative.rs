@@ -9,7 +9,7 @@ pub mod speculative {
     use numpy::{PyArray1, PyArray2, PyArray3, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2};
     use pyo3::prelude::*;
 
-    use crate::arrays::{bool_bytes, slice, slice2, to_2d, unsigned};
+    use crate::arrays::{bool_bytes, non_negative, slice, slice2, to_2d, unsigned};
     use crate::errors::detach;
 
     type I32Array<'py> = Bound<'py, PyArray1<i32>>;
@@ -209,8 +209,24 @@ pub mod speculative {
         )
     }
 
-    /// SpecExec best-first tree growth (see `ferrolm.speculative.TreeBuilder`); the core
-    /// checks every limit.
+    /// The builder limits as the core takes them; the core checks their ranges (one wording).
+    fn config(
+        budget: i64,
+        max_depth: i64,
+        max_width: i64,
+        log_decay: f32,
+        min_logprob: f32,
+    ) -> PyResult<BuilderConfig> {
+        Ok(BuilderConfig {
+            budget: non_negative("budget", budget)?,
+            max_depth: non_negative("max_depth", max_depth)?,
+            max_width: non_negative("max_width", max_width)?,
+            log_decay,
+            min_logprob,
+        })
+    }
+
+    /// SpecExec best-first tree growth (see `ferrolm.speculative.TreeBuilder`).
     #[pyclass(name = "TreeBuilder")]
     struct PyTreeBuilder {
         inner: core::TreeBuilder,
@@ -223,19 +239,13 @@ pub mod speculative {
         fn new(
             py: Python<'_>,
             root_token: i32,
-            budget: usize,
-            max_depth: usize,
-            max_width: usize,
+            budget: i64,
+            max_depth: i64,
+            max_width: i64,
             log_decay: f32,
             min_logprob: f32,
         ) -> PyResult<Self> {
-            let cfg = BuilderConfig {
-                budget,
-                max_depth,
-                max_width,
-                log_decay,
-                min_logprob,
-            };
+            let cfg = config(budget, max_depth, max_width, log_decay, min_logprob)?;
             let inner = detach(py, || core::TreeBuilder::new(root_token, cfg))?;
             Ok(PyTreeBuilder { inner })
         }
@@ -302,19 +312,13 @@ pub mod speculative {
         fn new(
             py: Python<'_>,
             root_tokens: PyReadonlyArray1<'_, i32>,
-            budget: usize,
-            max_depth: usize,
-            max_width: usize,
+            budget: i64,
+            max_depth: i64,
+            max_width: i64,
             log_decay: f32,
             min_logprob: f32,
         ) -> PyResult<Self> {
-            let cfg = BuilderConfig {
-                budget,
-                max_depth,
-                max_width,
-                log_decay,
-                min_logprob,
-            };
+            let cfg = config(budget, max_depth, max_width, log_decay, min_logprob)?;
             let roots = slice("root_tokens", &root_tokens)?;
             let inner = detach(py, || core::BatchTreeBuilder::new(roots, cfg))?;
             Ok(PyBatchTreeBuilder { inner })
