@@ -135,7 +135,13 @@ def test_comm_function_panic_is_runtime_error() -> None:
     x = np.array([0.0, 1.0, 2.0], dtype=np.float32)
     out = np.empty(3, dtype=np.uint8)
     assert_guarded(lambda: _native.comm.quantize_minmax(x, out))
-    assert _native.comm.quantize_minmax(x, out) == pytest.approx((0.0, 2.0 / 255))
+    lo, scale = _native.comm.quantize_minmax(x, out)
+    assert (lo, scale) == pytest.approx((0.0, 2.0 / 255))
+    back = np.full(3, 10.0, dtype=np.float32)
+    _native.comm.dequantize_minmax(out, lo, scale, back, accumulate=True)
+    np.testing.assert_allclose(back, x + 10.0, atol=scale)
+    _native.comm.dequantize_minmax(out, lo, scale, back)
+    np.testing.assert_allclose(back, x, atol=scale)
 
 
 def test_tokens_function_panic_is_runtime_error() -> None:

@@ -8,10 +8,12 @@ def quantize_minmax(
     x: npt.NDArray[np.float32], out: npt.NDArray[np.uint8]
 ) -> tuple[float, float]: ...
 def dequantize_minmax(
-    q: npt.NDArray[np.uint8], min: float, scale: float, out: npt.NDArray[np.float32]
-) -> None: ...
-def dequantize_accumulate_minmax(
-    q: npt.NDArray[np.uint8], min: float, scale: float, acc: npt.NDArray[np.float32]
+    q: npt.NDArray[np.uint8],
+    min: float,
+    scale: float,
+    out: npt.NDArray[np.float32],
+    *,
+    accumulate: bool = False,
 ) -> None: ...
 def packed_len(scheme: str, block: int, n: int) -> int: ...
 def quantize_packed(

@@ -24,35 +24,26 @@ pub mod comm {
         Ok((p.min, p.scale))
     }
 
-    /// Writes `min + q * scale` into `out` (float32).
+    /// Writes `min + q * scale` into `out` (float32), or adds it when `accumulate`.
     #[pyfunction]
+    #[pyo3(signature = (q, min, scale, out, *, accumulate=false))]
     fn dequantize_minmax(
         py: Python<'_>,
         q: PyReadonlyArray1<'_, u8>,
         min: f32,
         scale: f32,
         mut out: PyReadwriteArray1<'_, f32>,
+        accumulate: bool,
     ) -> PyResult<()> {
         let q = slice("q", &q)?;
         let out = slice_mut("out", &mut out)?;
+        let code = MinMax { min, scale };
         detach(py, || {
-            core::dequantize_minmax(q, MinMax { min, scale }, out)
-        })
-    }
-
-    /// Adds `min + q * scale` into the float32 accumulator `acc`.
-    #[pyfunction]
-    fn dequantize_accumulate_minmax(
-        py: Python<'_>,
-        q: PyReadonlyArray1<'_, u8>,
-        min: f32,
-        scale: f32,
-        mut acc: PyReadwriteArray1<'_, f32>,
-    ) -> PyResult<()> {
-        let q = slice("q", &q)?;
-        let acc = slice_mut("acc", &mut acc)?;
-        detach(py, || {
-            core::dequantize_accumulate_minmax(q, MinMax { min, scale }, acc)
+            if accumulate {
+                core::dequantize_accumulate_minmax(q, code, out)
+            } else {
+                core::dequantize_minmax(q, code, out)
+            }
         })
     }
 
