@@ -2,6 +2,7 @@
 
 use pyo3::prelude::*;
 
+/// CPU quantization of gradients (wrapped by `ferrolm.comm`).
 #[pymodule(submodule, module = "ferrolm._native")]
 pub mod comm {
     use ferrolm_core::comm::{self as core, MinMax, Scheme};

@@ -5,6 +5,7 @@
 
 use pyo3::prelude::*;
 
+/// NVRTC kernels and their launchers (wrapped by `ferrolm.cuda`).
 #[pymodule(submodule, module = "ferrolm._native")]
 pub mod cuda {
     use ferrolm_cuda::{comm, quantize, Launch};

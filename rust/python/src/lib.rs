@@ -20,6 +20,7 @@ mod prune;
 mod speculative;
 mod tokens;
 
+/// The compiled half of ferrolm: one submodule per Python package.
 #[pymodule]
 mod _native {
     use pyo3::prelude::*;

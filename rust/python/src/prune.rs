@@ -3,6 +3,7 @@
 
 use pyo3::prelude::*;
 
+/// DivPrune visual-token selection (wrapped by `ferrolm.prune`).
 #[pymodule(submodule, module = "ferrolm._native")]
 pub mod prune {
     use ferrolm_core::prune::{self as core, FirstPick, Method, Options, Order};

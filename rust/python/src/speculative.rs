@@ -3,6 +3,7 @@
 
 use pyo3::prelude::*;
 
+/// Draft trees, verification walks and Sequoia (wrapped by `ferrolm.speculative`).
 #[pymodule(submodule, module = "ferrolm._native")]
 pub mod speculative {
     use ferrolm_core::speculative::{self as core, builder, sequoia, tree, BuilderConfig};

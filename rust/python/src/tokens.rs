@@ -3,6 +3,7 @@
 
 use pyo3::prelude::*;
 
+/// Tokenizer scans and embedding indicators (wrapped by `ferrolm.tokens`).
 #[pymodule(submodule, module = "ferrolm._native")]
 pub mod tokens {
     use std::path::PathBuf;
