@@ -63,7 +63,7 @@ def test_bench_quantize(benchmark, data_full, scheme):
     xs, os_ = x.numpy(), out.numpy()
 
     def ferrolm() -> None:
-        _native.comm_quantize_packed(scheme, BLOCK, xs, os_)
+        _native.comm.quantize_packed(scheme, BLOCK, xs, os_)
 
     t_ferrolm = best_of(ferrolm)
     t_copy = _copy_time(xs)
@@ -93,12 +93,12 @@ def test_bench_dequantize_accumulate(benchmark, data_full, scheme):
     n = _size(benchmark)
     x = data_full[:n]
     packed = torch.empty(packed_len(scheme, BLOCK, n), dtype=torch.uint8)
-    _native.comm_quantize_packed(scheme, BLOCK, x.numpy(), packed.numpy())
+    _native.comm.quantize_packed(scheme, BLOCK, x.numpy(), packed.numpy())
     acc = torch.zeros(n)
     ps, accs = packed.numpy(), acc.numpy()
 
     def ferrolm() -> None:
-        _native.comm_dequantize_packed(scheme, BLOCK, ps, accs, True)
+        _native.comm.dequantize_packed(scheme, BLOCK, ps, accs, True)
 
     codes, params = torch_quantize(x, scheme)
     t_ferrolm = best_of(ferrolm)
@@ -108,7 +108,7 @@ def test_bench_dequantize_accumulate(benchmark, data_full, scheme):
     # Same result as torch ops (up to float rounding; for intellect also the few codes on a
     # bucket edge and torch's float32 index_add of ~1M values per bucket, which drifts ~1e-3).
     check_acc, ref = torch.zeros(n), torch.zeros(n)
-    _native.comm_dequantize_packed(scheme, BLOCK, ps, check_acc.numpy(), True)
+    _native.comm.dequantize_packed(scheme, BLOCK, ps, check_acc.numpy(), True)
     torch_dequantize_accumulate(codes, params, scheme, ref)
     assert float((check_acc - ref).abs().mean()) < (2e-3 if scheme == "intellect" else 1e-4)
     _report(

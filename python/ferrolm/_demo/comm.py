@@ -28,7 +28,7 @@ def demo_section() -> Section:
     for scheme in ("blockwise", "intellect", "minmax"):
         out = torch.empty(packed_len(scheme, DEFAULT_BLOCK_SIZE, N_QUANT), dtype=torch.uint8)
         args = (scheme, DEFAULT_BLOCK_SIZE, x.numpy(), out.numpy())
-        t_f = best_of(functools.partial(_native.comm_quantize_packed, *args))
+        t_f = best_of(functools.partial(_native.comm.quantize_packed, *args))
         t_t = best_of(functools.partial(torch_quantize, x, scheme), repeats=2)
         err = float((dequantize(quantize(x, scheme)) - x).norm() / x.norm())
         s.add(

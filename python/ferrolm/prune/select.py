@@ -87,7 +87,7 @@ def uses_amx() -> bool:
     variable ``FERROLM_NO_AMX`` is set to a non-empty value other than ``0`` before the first
     selection; then the float32 SGEMM path runs instead.
     """
-    return bool(_native.prune_amx_enabled())
+    return bool(_native.prune.amx_enabled())
 
 
 def divprune(
@@ -178,7 +178,7 @@ def divprune(
         indices, obj = divprune_cuda(x, k, first=first, seed=seed, greedy_order=order == "greedy")
     else:
         x32 = x.to(torch.float32).contiguous()
-        idx_np, obj_np = _native.prune_divprune(
+        idx_np, obj_np = _native.prune.divprune(
             x32.numpy(), k, first=first, seed=seed, greedy_order=order == "greedy", method=method
         )
         indices, obj = torch.from_numpy(idx_np), torch.from_numpy(obj_np)
@@ -211,4 +211,4 @@ def objective(features: torch.Tensor, indices: torch.Tensor) -> float:
         raise TypeError("`indices` must be a 1-D integer torch.Tensor")
     x = features.detach().to("cpu", torch.float32).contiguous().unsqueeze(0)
     idx = np.ascontiguousarray(indices.detach().cpu().numpy().astype(np.int64))
-    return float(_native.prune_objective(x.numpy(), idx))
+    return float(_native.prune.objective(x.numpy(), idx))

@@ -80,9 +80,9 @@ def forest_children_table(parents: Any, offsets: Any | None = None) -> np.ndarra
     """``int32 [n, k]`` children (global ids, rank order, -1 padded) of one tree or a CSR batch."""
     p = int_array(parents, "parents")
     if offsets is None:
-        return _native.speculative_children_table(p)
+        return _native.speculative.children_table(p)
     off = int_array(offsets, "offsets", dtype=np.int64)
-    _native.speculative_validate_batch(p, off)
+    _native.speculative.validate_batch(p, off)
     sizes = np.diff(off)
     base = np.repeat(off[:-1], sizes)
     glob = np.where(p >= 0, p.astype(np.int64) + base, -1)

@@ -188,8 +188,8 @@ def indicators(
     norm = None
     if not tied:
         emb = _fit_rows(mats.embedding_name, mats.embedding, vocab, notes)
-        norm = _native.tokens_row_norms(emb)
-    identical = _native.tokens_identical_row_counts(unemb)
+        norm = _native.tokens.row_norms(emb)
+    identical = _native.tokens.identical_row_counts(unemb)
     if reference_ids is not None:
         given = np.asarray(reference_ids, dtype=np.int64)
         if given.size == 0 or given.min() < 0 or given.max() >= vocab:
@@ -204,13 +204,13 @@ def indicators(
                 "no reference set of unused tokens found (no unreachable, unused-named or "
                 "identical-row tokens); pass `reference_ids=` or `fallback='lowest_norm'`"
             )
-        norms = _native.tokens_row_norms(unemb)
+        norms = _native.tokens.row_norms(unemb)
         k = max(1, vocab // 200)
         ref = np.argsort(norms, kind="stable")[:k].astype(np.uint32)
         source = f"fallback: the {k} tokens with the smallest unembedding norm"
         notes.append(f"no reference set of unused tokens found; {source}")
-    direction = _native.tokens_dominant_direction(unemb) if remove_dominant else None
-    distance = _native.tokens_cosine_distance(unemb, ref, remove=direction)
+    direction = _native.tokens.dominant_direction(unemb) if remove_dominant else None
+    distance = _native.tokens.cosine_distance(unemb, ref, remove=direction)
     reachable = (scan.category == 0) & ~scan.single_byte
     pool = distance[reachable] if reachable.any() else distance
     threshold = float(np.percentile(pool, percentile))

@@ -251,10 +251,10 @@ class Scanner:
     def __init__(self, source: TokenizerSource) -> None:
         if isinstance(source, (str, os.PathLike)):
             path = _resolve_path(Path(source))
-            self._native = _native.TokensScanner.from_file(path)
+            self._native = _native.tokens.Scanner.from_file(path)
             self.source = str(path)
         else:
-            self._native = _native.TokensScanner.from_json(_object_json(source))
+            self._native = _native.tokens.Scanner.from_json(_object_json(source))
             self.source = type(source).__name__
 
     @property
@@ -307,7 +307,7 @@ def tokenizer_json(source: TokenizerSource) -> str:
         2
     """
     if isinstance(source, (str, os.PathLike)):
-        text, _ = _native.tokens_tokenizer_json(_resolve_path(Path(source)))
+        text, _ = _native.tokens.tokenizer_json(_resolve_path(Path(source)))
         return text
     return _object_json(source)
 
