@@ -19,15 +19,6 @@ pub mod nvrtc;
 pub mod quantize;
 pub mod runtime;
 
-/// The block-wise and INTELLECT-1 launchers under their earlier path; they live in
-/// [`quantize`] beside min-max.
-pub mod comm {
-    pub use crate::quantize::{
-        dequantize_blockwise_f32, dequantize_intellect_f32, intellect_scratch_bytes,
-        quantize_blockwise_f32, quantize_intellect_f32, MAX_QUANT_BLOCKS,
-    };
-}
-
 pub use kernels::{kernel_sources, KernelHeader, KernelSource};
 pub use launch::Launch;
 pub use nvrtc::{compile, compile_all, nvrtc_available, nvrtc_version, CompiledKernel};

@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 /// NVRTC kernels and their launchers (wrapped by `ferrolm.cuda`).
 #[pymodule(submodule, module = "ferrolm._native")]
 pub mod cuda {
-    use ferrolm_cuda::{comm, quantize, Launch};
+    use ferrolm_cuda::{quantize, Launch};
     use pyo3::prelude::*;
 
     use crate::errors::detach;
@@ -122,7 +122,7 @@ pub mod cuda {
         })
     }
 
-    /// Queues block-wise quantization (see `ferrolm_cuda::comm::quantize_blockwise_f32`).
+    /// Queues block-wise quantization (see `ferrolm_cuda::quantize::quantize_blockwise_f32`).
     #[pyfunction]
     #[allow(clippy::too_many_arguments)]
     fn quantize_blockwise_f32(
@@ -138,7 +138,7 @@ pub mod cuda {
     ) -> PyResult<()> {
         let launch = Launch { device, stream };
         detach(py, || {
-            comm::quantize_blockwise_f32(launch, x, n, block, params, q, bad)
+            quantize::quantize_blockwise_f32(launch, x, n, block, params, q, bad)
         })
     }
 
@@ -158,14 +158,14 @@ pub mod cuda {
     ) -> PyResult<()> {
         let launch = Launch { device, stream };
         detach(py, || {
-            comm::dequantize_blockwise_f32(launch, q, n, block, params, out, accumulate)
+            quantize::dequantize_blockwise_f32(launch, q, n, block, params, out, accumulate)
         })
     }
 
     /// Bytes of zeroed scratch `quantize_intellect_f32` needs for `n` values.
     #[pyfunction]
     fn intellect_scratch_bytes(n: u64) -> u64 {
-        comm::intellect_scratch_bytes(n)
+        quantize::intellect_scratch_bytes(n)
     }
 
     /// Queues INTELLECT-1 quantization (codebook + codes; stats in the last 16 scratch bytes).
@@ -183,7 +183,7 @@ pub mod cuda {
     ) -> PyResult<()> {
         let launch = Launch { device, stream };
         detach(py, || {
-            comm::quantize_intellect_f32(launch, x, n, codebook, q, scratch)
+            quantize::quantize_intellect_f32(launch, x, n, codebook, q, scratch)
         })
     }
 
@@ -202,7 +202,7 @@ pub mod cuda {
     ) -> PyResult<()> {
         let launch = Launch { device, stream };
         detach(py, || {
-            comm::dequantize_intellect_f32(launch, q, n, codebook, out, accumulate)
+            quantize::dequantize_intellect_f32(launch, q, n, codebook, out, accumulate)
         })
     }
 }
