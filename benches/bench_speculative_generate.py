@@ -31,7 +31,7 @@ import pytest
 import torch
 
 from ferrolm import speculative
-from ferrolm.speculative import _generate_demo
+from ferrolm._demo import generate as _generate_demo
 
 REAL = os.environ.get("FERROLM_BENCH_REAL", "") not in ("", "0")
 _ROOT = Path(__file__).resolve().parents[1]

@@ -90,7 +90,7 @@ def divprune_cuda(
     mind = torch.empty(batch, n, dtype=torch.float32, device=device)
     out = torch.empty(batch, k, dtype=torch.int64, device=device)
     obj = torch.empty(batch, dtype=torch.float32, device=device)
-    _native.prune_cuda_divprune_f32(
+    _native.prune.cuda_divprune_f32(
         index,
         int(torch.cuda.current_stream(device).cuda_stream),
         dist.data_ptr(),

@@ -75,8 +75,8 @@ class Tree:
                 or a parent after its child; ``tokens`` has the wrong length.
         """
         p = int_array(parents, "parents")
-        depth = _native.speculative_depths(p)
-        rank = _native.speculative_ranks(p)
+        depth = _native.speculative.depths(p)
+        rank = _native.speculative.ranks(p)
         if tokens is None:
             tok = np.full(len(p), -1, dtype=np.int32)
         else:
@@ -90,7 +90,7 @@ class Tree:
 
 def validate_parents(parents: Any) -> None:
     """Raises ``ValueError`` naming the broken node unless ``parents`` is a valid tree."""
-    _native.speculative_validate_parents(int_array(parents, "parents"))
+    _native.speculative.validate_parents(int_array(parents, "parents"))
 
 
 def ancestor_mask(parents: Any) -> npt.NDArray[np.bool_]:
@@ -103,7 +103,7 @@ def ancestor_mask(parents: Any) -> npt.NDArray[np.bool_]:
         >>> ancestor_mask([-1, 0, 0]).astype(int).tolist()
         [[1, 0, 0], [1, 1, 0], [1, 0, 1]]
     """
-    return _native.speculative_ancestor_mask(int_array(parents, "parents"))
+    return _native.speculative.ancestor_mask(int_array(parents, "parents"))
 
 
 def _offsets(offsets: Any) -> Int64Array:
@@ -112,13 +112,13 @@ def _offsets(offsets: Any) -> Int64Array:
 
 def ancestor_mask_batch(parents: Any, offsets: Any) -> npt.NDArray[np.bool_]:
     """Masks of a CSR batch of trees, ``bool [B, m, m]`` padded with False (``m`` = largest)."""
-    return _native.speculative_ancestor_mask_batch(int_array(parents, "parents"), _offsets(offsets))
+    return _native.speculative.ancestor_mask_batch(int_array(parents, "parents"), _offsets(offsets))
 
 
 def position_ids(parents: Any, past_len: int) -> Int64Array:
     """``int64 [n]`` position ids ``past_len + depth``."""
     past = check_int(past_len, "past_len", 0)
-    return _native.speculative_position_ids(int_array(parents, "parents"), past)
+    return _native.speculative.position_ids(int_array(parents, "parents"), past)
 
 
 def walk(parents: Any, tokens: Any, choice: Any) -> tuple[Int32Array, int]:
@@ -139,7 +139,7 @@ def walk(parents: Any, tokens: Any, choice: Any) -> tuple[Int32Array, int]:
         >>> path.tolist(), bonus
         ([0, 2], 9)
     """
-    return _native.speculative_walk(
+    return _native.speculative.walk(
         int_array(parents, "parents"),
         int_array(tokens, "tokens"),
         int_array(choice, "choice", dtype=np.int64),
@@ -150,7 +150,7 @@ def walk_batch(
     parents: Any, offsets: Any, tokens: Any, choice: Any
 ) -> tuple[Int32Array, Int64Array, Int64Array]:
     """:func:`walk` over a CSR batch: ``(paths, path_offsets, bonus)`` with local node ids."""
-    return _native.speculative_walk_batch(
+    return _native.speculative.walk_batch(
         int_array(parents, "parents"),
         _offsets(offsets),
         int_array(tokens, "tokens"),
@@ -160,7 +160,7 @@ def walk_batch(
 
 def children_table(parents: Any) -> Int32Array:
     """``int32 [n, k]``: children of each node in rank order, padded with -1."""
-    return _native.speculative_children_table(int_array(parents, "parents"))
+    return _native.speculative.children_table(int_array(parents, "parents"))
 
 
 def kv_compaction(path: Any, past_len: int) -> tuple[Int64Array, Int64Array]:
@@ -170,21 +170,21 @@ def kv_compaction(path: Any, past_len: int) -> tuple[Int64Array, Int64Array]:
     ``past_len + k``. Only moving entries are returned; ``src > dst`` everywhere, so
     ``cache[..., dst, :] = cache[..., src, :]`` is safe in place.
     """
-    return _native.speculative_kv_compaction(
+    return _native.speculative.kv_compaction(
         int_array(path, "path"), check_int(past_len, "past_len", 0)
     )
 
 
 def remap_compaction(old_to_new: Any, past_len: int) -> tuple[Int64Array, Int64Array]:
     """``(src, dst)`` that compact a cache laid out by builder ids to the finalized tree."""
-    return _native.speculative_remap_compaction(
+    return _native.speculative.remap_compaction(
         int_array(old_to_new, "old_to_new"), check_int(past_len, "past_len", 0)
     )
 
 
 def leaf_paths(parents: Any) -> Int32Array:
     """EAGLE-style retrieval indices: ``int32 [leaves, max_depth + 1]``, root-to-leaf, -1 padded."""
-    return _native.speculative_leaf_paths(int_array(parents, "parents"))
+    return _native.speculative.leaf_paths(int_array(parents, "parents"))
 
 
 def forest_children_table(parents: Any, offsets: Any | None = None) -> Int32Array:
@@ -196,8 +196,8 @@ def forest_children_table(parents: Any, offsets: Any | None = None) -> Int32Arra
     """
     p = int_array(parents, "parents")
     if offsets is None:
-        return _native.speculative_children_table(p)
-    return _native.speculative_children_table_batch(p, _offsets(offsets))
+        return _native.speculative.children_table(p)
+    return _native.speculative.children_table_batch(p, _offsets(offsets))
 
 
 def children_by_rank(parents: Any, rank: Any) -> tuple[Int64Array, Int32Array]:
@@ -210,7 +210,7 @@ def children_by_rank(parents: Any, rank: Any) -> tuple[Int64Array, Int32Array]:
         >>> offsets.tolist(), children.tolist()
         ([0, 3, 3, 3, 3], [2, 3, 1])
     """
-    return _native.speculative_children_by_rank(
+    return _native.speculative.children_by_rank(
         int_array(parents, "parents"), int_array(rank, "rank")
     )
 
@@ -227,7 +227,7 @@ def ancestors(parents: Any, nodes: Any) -> tuple[Int64Array, Int32Array]:
         >>> offsets.tolist(), anc.tolist()
         ([0, 2, 2], [1, 0])
     """
-    return _native.speculative_ancestors(int_array(parents, "parents"), int_array(nodes, "nodes"))
+    return _native.speculative.ancestors(int_array(parents, "parents"), int_array(nodes, "nodes"))
 
 
 def restrict(parents: Any, keep: Any) -> tuple[Int32Array, Int32Array]:
@@ -250,7 +250,7 @@ def restrict(parents: Any, keep: Any) -> tuple[Int32Array, Int32Array]:
     k = np.asarray(keep.detach().cpu().numpy() if isinstance(keep, torch.Tensor) else keep)
     if k.dtype != np.bool_ or k.ndim != 1:
         raise TypeError(f"`keep` must be a 1-D bool array, got dtype {k.dtype} shape {k.shape}")
-    return _native.speculative_restrict(p, np.ascontiguousarray(k))
+    return _native.speculative.restrict(p, np.ascontiguousarray(k))
 
 
 def subtree(tree: Tree, keep: Any) -> tuple[Tree, Int64Array]:
