@@ -25,6 +25,17 @@ pub fn blocks_for(n: u64) -> u32 {
     n.div_ceil(u64::from(BLOCK)).clamp(1, u64::from(MAX_BLOCKS)) as u32
 }
 
+/// Device addresses of one int8-quantized tensor: its float32 parameters and its `n` one-byte
+/// codes. In ferrolm's packed wire format the parameters lead the buffer and the codes follow.
+#[derive(Debug, Clone, Copy)]
+pub struct Encoded {
+    /// The float32 parameters: `[min, scale, ...]` (min-max), `[min, scale]` per block
+    /// (block-wise) or the 256-float codebook (INTELLECT-1).
+    pub params: u64,
+    /// The one-byte codes, one per value.
+    pub codes: u64,
+}
+
 /// Quantizing needs at least one value (its range or scale would be undefined).
 fn require_values(n: u64) -> Result<()> {
     if n == 0 {
@@ -33,17 +44,17 @@ fn require_values(n: u64) -> Result<()> {
     Ok(())
 }
 
-/// Quantizes `n` floats at `x` into bytes at `q`; writes `[min, scale, 1/scale, non_finite]`
-/// to the four floats at `params`, using the `3 * blocks_for(n)` floats at `partial` as scratch.
+/// Quantizes `n` floats at `x` into `into`: the codes, and `[min, scale, 1/scale, non_finite]`
+/// as the four parameter floats, using the `3 * blocks_for(n)` floats at `partial` as scratch.
 pub fn quantize_minmax_f32(
     launch: Launch,
     x: u64,
-    q: u64,
-    params: u64,
-    partial: u64,
     n: u64,
+    into: Encoded,
+    partial: u64,
 ) -> Result<()> {
     require_values(n)?;
+    let (params, q) = (into.params, into.codes);
     let blocks = blocks_for(n);
     let partial_fn = launch.kernel(&QUANTIZE_MINMAX, "minmax_partial_f32")?;
     let finalize_fn = launch.kernel(&QUANTIZE_MINMAX, "minmax_finalize_f32")?;
@@ -78,24 +89,24 @@ unsafe fn decode(
     unsafe { f.launch(grid(blocks_for(n)), args) }
 }
 
-/// Writes `min + q * scale` for `n` codes at `q` into the floats at `out`.
-pub fn dequantize_minmax_f32(launch: Launch, q: u64, params: u64, out: u64, n: u64) -> Result<()> {
-    let name = "dequantize_minmax_f32";
-    // SAFETY: (q, n, params, out) matches the kernel signature; the caller owns the buffers.
-    unsafe { decode(launch, &QUANTIZE_MINMAX, name, n, &[&q, &n, &params, &out]) }
-}
-
-/// Adds `min + q * scale` for `n` codes at `q` into the floats at `acc`.
-pub fn dequantize_accumulate_minmax_f32(
+/// Writes `min + q * scale` for the `n` codes of `coded` into the floats at `out` (adding into
+/// them when `accumulate`).
+pub fn dequantize_minmax_f32(
     launch: Launch,
-    q: u64,
-    params: u64,
-    acc: u64,
+    coded: Encoded,
     n: u64,
+    out: u64,
+    accumulate: bool,
 ) -> Result<()> {
-    let name = "dequantize_accumulate_minmax_f32";
-    // SAFETY: (q, n, params, acc) matches the kernel signature; the caller owns the buffers.
-    unsafe { decode(launch, &QUANTIZE_MINMAX, name, n, &[&q, &n, &params, &acc]) }
+    let (params, q) = (coded.params, coded.codes);
+    // Two kernels rather than a flag: the minmax decoders predate the flag of the others.
+    let name = if accumulate {
+        "dequantize_accumulate_minmax_f32"
+    } else {
+        "dequantize_minmax_f32"
+    };
+    // SAFETY: (q, n, params, out) matches both kernels' signature; the caller owns the buffers.
+    unsafe { decode(launch, &QUANTIZE_MINMAX, name, n, &[&q, &n, &params, &out]) }
 }
 
 fn check_block(block: u32) -> Result<()> {
@@ -109,37 +120,37 @@ fn check_block(block: u32) -> Result<()> {
     Ok(())
 }
 
-/// Quantizes `n` floats at `x` in blocks of `block`: writes `2 * ceil(n / block)` floats of
-/// parameters at `params`, `n` codes at `q`, and ORs 1 into the u32 at `bad` on NaN/inf.
+/// Quantizes `n` floats at `x` in blocks of `block` into `into` (`2 * ceil(n / block)`
+/// parameter floats and `n` codes), and ORs 1 into the u32 at `bad` on NaN/inf.
 pub fn quantize_blockwise_f32(
     launch: Launch,
     x: u64,
     n: u64,
     block: u32,
-    params: u64,
-    q: u64,
+    into: Encoded,
     bad: u64,
 ) -> Result<()> {
     check_block(block)?;
     require_values(n)?;
+    let (params, q) = (into.params, into.codes);
     let blocks = n.div_ceil(u64::from(block)).min(MAX_QUANT_BLOCKS) as u32;
     let f = launch.kernel(&QUANTIZE_BLOCKWISE, "quantize_blockwise_f32")?;
     // SAFETY: arguments match the kernel signature; the caller owns the buffers.
     unsafe { f.launch(grid(blocks), &[&x, &n, &block, &params, &q, &bad]) }
 }
 
-/// Decodes `n` block-wise codes at `q` with the parameters at `params` into the floats at
-/// `out` (adding into them when `accumulate`).
+/// Decodes the `n` block-wise codes of `coded` into the floats at `out` (adding into them when
+/// `accumulate`).
 pub fn dequantize_blockwise_f32(
     launch: Launch,
-    q: u64,
+    coded: Encoded,
     n: u64,
     block: u32,
-    params: u64,
     out: u64,
     accumulate: bool,
 ) -> Result<()> {
     check_block(block)?;
+    let (params, q) = (coded.params, coded.codes);
     let acc = i32::from(accumulate);
     let name = "dequantize_blockwise_f32";
     let args: [&dyn KernelArg; 6] = [&q, &n, &block, &params, &out, &acc];
@@ -153,19 +164,18 @@ pub fn intellect_scratch_bytes(n: u64) -> u64 {
     16 * u64::from(blocks_for(n)) + 256 * 8 + 256 * 8 + 16
 }
 
-/// Quantizes `n` floats at `x` with INTELLECT-1's code: writes the 256-float codebook at
-/// `codebook` and `n` codes at `q`, using the zero-initialised `scratch` (see
-/// [`intellect_scratch_bytes`]); `stats` (inside scratch, last 16 bytes) gets
-/// `[scale, 1/scale, non_finite]`.
+/// Quantizes `n` floats at `x` with INTELLECT-1's code into `into` (the 256-float codebook and
+/// `n` codes), using the zero-initialised `scratch` (see [`intellect_scratch_bytes`]); `stats`
+/// (inside scratch, last 16 bytes) gets `[scale, 1/scale, non_finite]`.
 pub fn quantize_intellect_f32(
     launch: Launch,
     x: u64,
     n: u64,
-    codebook: u64,
-    q: u64,
+    into: Encoded,
     scratch: u64,
 ) -> Result<()> {
     require_values(n)?;
+    let (codebook, q) = (into.params, into.codes);
     let parts = blocks_for(n);
     let partial = scratch;
     let sums = partial + 16 * u64::from(parts);
@@ -186,16 +196,16 @@ pub fn quantize_intellect_f32(
     }
 }
 
-/// Decodes `n` codes at `q` through the 256-float `codebook` into `out` (adding when
+/// Decodes the `n` codes of `coded` through its 256-float codebook into `out` (adding when
 /// `accumulate`).
 pub fn dequantize_intellect_f32(
     launch: Launch,
-    q: u64,
+    coded: Encoded,
     n: u64,
-    codebook: u64,
     out: u64,
     accumulate: bool,
 ) -> Result<()> {
+    let (codebook, q) = (coded.params, coded.codes);
     let acc = i32::from(accumulate);
     let name = "dequantize_intellect_f32";
     // SAFETY: arguments match the kernel signature; the caller owns the buffers.

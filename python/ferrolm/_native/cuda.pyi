@@ -13,10 +13,7 @@ def quantize_minmax_f32(
     device: int, stream: int, x: int, q: int, params: int, partial: int, n: int
 ) -> None: ...
 def dequantize_minmax_f32(
-    device: int, stream: int, q: int, params: int, out: int, n: int
-) -> None: ...
-def dequantize_accumulate_minmax_f32(
-    device: int, stream: int, q: int, params: int, acc: int, n: int
+    device: int, stream: int, q: int, params: int, out: int, n: int, accumulate: bool
 ) -> None: ...
 def quantize_blockwise_f32(
     device: int, stream: int, x: int, n: int, block: int, params: int, q: int, bad: int

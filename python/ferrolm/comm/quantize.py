@@ -207,28 +207,24 @@ def _check_quantized(q: QuantizedTensor) -> None:
 
 
 def _decode(q: QuantizedTensor, flat: torch.Tensor, accumulate: bool) -> None:
-    if flat.is_cuda and q.scheme == "minmax":
-        kernel = (
-            _native.cuda.dequantize_accumulate_minmax_f32
-            if accumulate
-            else _native.cuda.dequantize_minmax_f32
-        )
-        _launch_cuda(kernel, q, flat)
-    elif flat.is_cuda:
-        index = _device_index(flat.device)
-        _cuda.require_gpu("q", index)
-        stream = _stream(flat.device)
-        codes, params, out = q.data[q.header_bytes :].data_ptr(), q.data.data_ptr(), flat.data_ptr()
-        if q.scheme == "blockwise":
-            _native.cuda.dequantize_blockwise_f32(
-                index, stream, codes, q.numel, q.block_size, params, out, accumulate
-            )
-        else:
-            _native.cuda.dequantize_intellect_f32(
-                index, stream, codes, q.numel, params, out, accumulate
-            )
-    else:
+    if not flat.is_cuda:
         dequantize_flat_into(q.data, q.scheme, q.block_size, flat, accumulate)
+        return
+    index = _device_index(flat.device)
+    _cuda.require_gpu("q", index)
+    stream = _stream(flat.device)
+    # The float32 parameters lead the packed buffer: its start is also theirs.
+    codes, params, out = q.payload.data_ptr(), q.data.data_ptr(), flat.data_ptr()
+    if q.scheme == "minmax":
+        _native.cuda.dequantize_minmax_f32(index, stream, codes, params, out, q.numel, accumulate)
+    elif q.scheme == "blockwise":
+        _native.cuda.dequantize_blockwise_f32(
+            index, stream, codes, q.numel, q.block_size, params, out, accumulate
+        )
+    else:
+        _native.cuda.dequantize_intellect_f32(
+            index, stream, codes, q.numel, params, out, accumulate
+        )
 
 
 def dequantize(q: QuantizedTensor) -> torch.Tensor:
@@ -342,19 +338,3 @@ def _quantize_minmax_cuda(x: torch.Tensor, data: torch.Tensor) -> None:
     if params[3].item() != 0.0:
         raise ValueError("`t` must be finite: int8 quantization has no code for NaN or infinity")
     data[:8].view(torch.float32).copy_(params[:2])
-
-
-def _launch_cuda(kernel: object, q: QuantizedTensor, out: torch.Tensor) -> None:
-    device = q.data.device
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    _cuda.require_gpu("q", index)
-    # The decoding kernels read params[0] (min) and params[1] (scale).
-    params = q.params.to(device=device, dtype=torch.float32).contiguous()
-    kernel(  # type: ignore[operator]
-        index,
-        _stream(device),
-        q.payload.data_ptr(),
-        params.data_ptr(),
-        out.data_ptr(),
-        q.numel,
-    )

@@ -8,7 +8,8 @@ use pyo3::prelude::*;
 /// NVRTC kernels and their launchers (wrapped by `ferrolm.cuda`).
 #[pymodule(submodule, module = "ferrolm._native")]
 pub mod cuda {
-    use ferrolm_cuda::{quantize, Launch};
+    use ferrolm_cuda::quantize::{self, Encoded};
+    use ferrolm_cuda::Launch;
     use pyo3::prelude::*;
 
     use crate::errors::detach;
@@ -82,14 +83,15 @@ pub mod cuda {
         partial: u64,
         n: u64,
     ) -> PyResult<()> {
-        let launch = Launch { device, stream };
+        let (launch, into) = (Launch { device, stream }, Encoded { params, codes: q });
         detach(py, || {
-            quantize::quantize_minmax_f32(launch, x, q, params, partial, n)
+            quantize::quantize_minmax_f32(launch, x, n, into, partial)
         })
     }
 
-    /// Queues `out = min + q * scale` on `stream` of `device`.
+    /// Queues `out = min + q * scale` (`out +=` when `accumulate`) on `stream` of `device`.
     #[pyfunction]
+    #[allow(clippy::too_many_arguments)]
     fn dequantize_minmax_f32(
         py: Python<'_>,
         device: usize,
@@ -98,27 +100,11 @@ pub mod cuda {
         params: u64,
         out: u64,
         n: u64,
+        accumulate: bool,
     ) -> PyResult<()> {
-        let launch = Launch { device, stream };
+        let (launch, coded) = (Launch { device, stream }, Encoded { params, codes: q });
         detach(py, || {
-            quantize::dequantize_minmax_f32(launch, q, params, out, n)
-        })
-    }
-
-    /// Queues `acc += min + q * scale` on `stream` of `device`.
-    #[pyfunction]
-    fn dequantize_accumulate_minmax_f32(
-        py: Python<'_>,
-        device: usize,
-        stream: usize,
-        q: u64,
-        params: u64,
-        acc: u64,
-        n: u64,
-    ) -> PyResult<()> {
-        let launch = Launch { device, stream };
-        detach(py, || {
-            quantize::dequantize_accumulate_minmax_f32(launch, q, params, acc, n)
+            quantize::dequantize_minmax_f32(launch, coded, n, out, accumulate)
         })
     }
 
@@ -136,9 +122,9 @@ pub mod cuda {
         q: u64,
         bad: u64,
     ) -> PyResult<()> {
-        let launch = Launch { device, stream };
+        let (launch, into) = (Launch { device, stream }, Encoded { params, codes: q });
         detach(py, || {
-            quantize::quantize_blockwise_f32(launch, x, n, block, params, q, bad)
+            quantize::quantize_blockwise_f32(launch, x, n, block, into, bad)
         })
     }
 
@@ -156,9 +142,9 @@ pub mod cuda {
         out: u64,
         accumulate: bool,
     ) -> PyResult<()> {
-        let launch = Launch { device, stream };
+        let (launch, coded) = (Launch { device, stream }, Encoded { params, codes: q });
         detach(py, || {
-            quantize::dequantize_blockwise_f32(launch, q, n, block, params, out, accumulate)
+            quantize::dequantize_blockwise_f32(launch, coded, n, block, out, accumulate)
         })
     }
 
@@ -182,8 +168,12 @@ pub mod cuda {
         scratch: u64,
     ) -> PyResult<()> {
         let launch = Launch { device, stream };
+        let into = Encoded {
+            params: codebook,
+            codes: q,
+        };
         detach(py, || {
-            quantize::quantize_intellect_f32(launch, x, n, codebook, q, scratch)
+            quantize::quantize_intellect_f32(launch, x, n, into, scratch)
         })
     }
 
@@ -201,8 +191,12 @@ pub mod cuda {
         accumulate: bool,
     ) -> PyResult<()> {
         let launch = Launch { device, stream };
+        let coded = Encoded {
+            params: codebook,
+            codes: q,
+        };
         detach(py, || {
-            quantize::dequantize_intellect_f32(launch, q, n, codebook, out, accumulate)
+            quantize::dequantize_intellect_f32(launch, coded, n, out, accumulate)
         })
     }
 }
