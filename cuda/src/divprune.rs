@@ -36,21 +36,28 @@ fn check(batch: u32, n: u32, k: u32) -> Result<()> {
     Ok(())
 }
 
-/// Queues the DivPrune selection of `k` of `n` tokens for each of `batch` images.
-///
-/// Pointers (device addresses): `dist` `[batch, n, n]` f32 distances; `nn` `[batch, n]` f32
-/// scratch for nearest-neighbour distances; `first` `[batch]` i64 (a token, or -1 for the most
-/// isolated one); `mind` `[batch, n]` f32 scratch; `out` `[batch, k]` i64 picks in greedy order;
-/// `objective` `[batch]` f32.
-#[allow(clippy::too_many_arguments)]
+/// Device addresses of the buffers of one DivPrune launch, allocated by the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Buffers {
+    /// `[batch, n, n]` f32 cosine distances.
+    pub dist: u64,
+    /// `[batch, n]` f32 scratch for nearest-neighbour distances.
+    pub nn: u64,
+    /// `[batch]` i64: a token, or -1 for the most isolated one.
+    pub first: u64,
+    /// `[batch, n]` f32 scratch.
+    pub mind: u64,
+    /// `[batch, k]` i64 picks in greedy order.
+    pub out: u64,
+    /// `[batch]` f32 objective.
+    pub objective: u64,
+}
+
+/// Queues the DivPrune selection of `k` of `n` tokens for each of `batch` images into
+/// `b`; `needs_nearest` fills `b.nn` first (when some `first` is -1).
 pub fn divprune_f32(
     launch: Launch,
-    dist: u64,
-    nn: u64,
-    first: u64,
-    mind: u64,
-    out: u64,
-    objective: u64,
+    b: Buffers,
     batch: u32,
     n: u32,
     k: u32,
@@ -63,11 +70,20 @@ pub fn divprune_f32(
     // n and k as unsigned int); the caller guarantees the buffers and their sizes.
     unsafe {
         if needs_nearest {
-            nearest.launch(config((n, batch), NEAREST_BLOCK), &[&dist, &n, &nn])?;
+            nearest.launch(config((n, batch), NEAREST_BLOCK), &[&b.dist, &n, &b.nn])?;
         }
         greedy.launch(
             config((batch, 1), GREEDY_BLOCK),
-            &[&dist, &nn, &first, &n, &k, &mind, &out, &objective],
+            &[
+                &b.dist,
+                &b.nn,
+                &b.first,
+                &n,
+                &k,
+                &b.mind,
+                &b.out,
+                &b.objective,
+            ],
         )
     }
 }

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 pub mod prune {
     use ferrolm_core::prune::{self as core, FirstPick, Method, Options, Order};
     use ferrolm_core::Error;
+    use ferrolm_cuda::divprune::{divprune_f32, Buffers};
     use numpy::{PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray3, PyUntypedArrayMethods};
     use pyo3::prelude::*;
 
@@ -129,20 +130,16 @@ pub mod prune {
         needs_nearest: bool,
     ) -> PyResult<()> {
         let launch = ferrolm_cuda::Launch { device, stream };
+        let buffers = Buffers {
+            dist,
+            nn,
+            first,
+            mind,
+            out,
+            objective,
+        };
         detach(py, || {
-            ferrolm_cuda::divprune::divprune_f32(
-                launch,
-                dist,
-                nn,
-                first,
-                mind,
-                out,
-                objective,
-                batch,
-                n,
-                k,
-                needs_nearest,
-            )
+            divprune_f32(launch, buffers, batch, n, k, needs_nearest)
         })
     }
 
