@@ -54,6 +54,15 @@ pub fn to_2d<T: Element>(
     PyArray1::from_vec(py, values).reshape([rows, cols])
 }
 
+/// Two result vectors, such as a core CSR `(offsets, values)` or `(src, dst)` positions, as
+/// two NumPy arrays, without a copy.
+pub fn to_1d_pair<A: Element, B: Element>(
+    py: Python<'_>,
+    (a, b): (Vec<A>, Vec<B>),
+) -> (Bound<'_, PyArray1<A>>, Bound<'_, PyArray1<B>>) {
+    (PyArray1::from_vec(py, a), PyArray1::from_vec(py, b))
+}
+
 /// A bool buffer seen as the bytes the core writes masks into.
 pub fn bool_bytes(values: &mut [bool]) -> &mut [u8] {
     // SAFETY: bool and u8 have the same size and alignment, and the core only writes 0 or 1,

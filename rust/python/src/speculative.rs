@@ -10,7 +10,7 @@ pub mod speculative {
     use numpy::{PyArray1, PyArray2, PyArray3, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2};
     use pyo3::prelude::*;
 
-    use crate::arrays::{bool_bytes, non_negative, slice, slice2, to_2d, unsigned};
+    use crate::arrays::{bool_bytes, non_negative, slice, slice2, to_1d_pair, to_2d, unsigned};
     use crate::errors::detach;
 
     type I32Array<'py> = Bound<'py, PyArray1<i32>>;
@@ -159,8 +159,10 @@ pub mod speculative {
         past_len: i64,
     ) -> PyResult<(I64Array<'py>, I64Array<'py>)> {
         let path = slice("path", &path)?;
-        let (s, d) = detach(py, || tree::kv_compaction(path, past_len))?;
-        Ok((PyArray1::from_vec(py, s), PyArray1::from_vec(py, d)))
+        Ok(to_1d_pair(
+            py,
+            detach(py, || tree::kv_compaction(path, past_len))?,
+        ))
     }
 
     /// `(src, dst)` cache positions that compact a cache laid out by old ids to the new tree.
@@ -171,8 +173,10 @@ pub mod speculative {
         past_len: i64,
     ) -> PyResult<(I64Array<'py>, I64Array<'py>)> {
         let map = slice("old_to_new", &old_to_new)?;
-        let (s, d) = detach(py, || tree::remap_compaction(map, past_len))?;
-        Ok((PyArray1::from_vec(py, s), PyArray1::from_vec(py, d)))
+        Ok(to_1d_pair(
+            py,
+            detach(py, || tree::remap_compaction(map, past_len))?,
+        ))
     }
 
     /// Root-to-leaf node ids, `int32 [leaves, max_depth + 1]` padded with -1.
@@ -209,8 +213,10 @@ pub mod speculative {
     ) -> PyResult<(I64Array<'py>, I32Array<'py>)> {
         let parents = slice("parents", &parents)?;
         let rank = slice("rank", &rank)?;
-        let (o, c) = detach(py, || tree::children_by_rank(parents, rank))?;
-        Ok((PyArray1::from_vec(py, o), PyArray1::from_vec(py, c)))
+        Ok(to_1d_pair(
+            py,
+            detach(py, || tree::children_by_rank(parents, rank))?,
+        ))
     }
 
     /// Proper ancestors of `nodes`, nearest first, as CSR `(offsets, ancestors)`.
@@ -222,8 +228,10 @@ pub mod speculative {
     ) -> PyResult<(I64Array<'py>, I32Array<'py>)> {
         let parents = slice("parents", &parents)?;
         let nodes = slice("nodes", &nodes)?;
-        let (o, a) = detach(py, || tree::ancestors(parents, nodes))?;
-        Ok((PyArray1::from_vec(py, o), PyArray1::from_vec(py, a)))
+        Ok(to_1d_pair(
+            py,
+            detach(py, || tree::ancestors(parents, nodes))?,
+        ))
     }
 
     /// `(old, parents)` of the subtree closed under ancestors of the kept nodes.
@@ -235,8 +243,10 @@ pub mod speculative {
     ) -> PyResult<(I32Array<'py>, I32Array<'py>)> {
         let parents = slice("parents", &parents)?;
         let keep = slice("keep", &keep)?;
-        let (old, sub) = detach(py, || tree::restrict(parents, keep))?;
-        Ok((PyArray1::from_vec(py, old), PyArray1::from_vec(py, sub)))
+        Ok(to_1d_pair(
+            py,
+            detach(py, || tree::restrict(parents, keep))?,
+        ))
     }
 
     type FinalArrays<'py> = (
@@ -396,8 +406,7 @@ pub mod speculative {
             k: usize,
         ) -> PyResult<(I32Array<'py>, I32Array<'py>)> {
             let inner = &mut self.inner;
-            let (t, n) = detach(py, || Ok(inner.frontier(k)))?;
-            Ok((PyArray1::from_vec(py, t), PyArray1::from_vec(py, n)))
+            Ok(to_1d_pair(py, detach(py, || Ok(inner.frontier(k)))?))
         }
 
         /// Inserts children of `(tree_ids[r], parent_ids[r])`; returns `int32 [m, w]`.
