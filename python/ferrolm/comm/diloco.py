@@ -90,9 +90,8 @@ class DiLoCo:
         self.inner = inner_optimizer
         self.sync_every = sync_every
         self.group = group
-        self.scheme = scheme
-        self.timeout = timeout
-        self.block_size = block_size
+        # The int8 ring's settings, as the DDP hook takes them; None: exact fp32 all-reduce.
+        self.ring = None if scheme is None else Int8HookState(group, scheme, timeout, block_size)
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("`model` has no trainable parameters")
@@ -130,18 +129,11 @@ class DiLoCo:
         """The outer step: all-reduce the pseudo-gradients and apply outer Nesterov SGD."""
         deltas = [o - p.detach().float() for o, p in zip(self.outer_params, self.params)]
         flat = torch.cat([d.reshape(-1) for d in deltas])
-        if self.scheme is None:
+        if self.ring is None:
             dist.all_reduce(flat, group=self.group)
             flat /= dist.get_world_size(self.group)
         else:
-            all_reduce(
-                flat,
-                group=self.group,
-                op="avg",
-                scheme=self.scheme,
-                timeout=self.timeout,
-                block_size=self.block_size,
-            )
+            self.ring.average(flat)
         offset = 0
         for o in self.outer_params:
             n = o.numel()
@@ -156,12 +148,24 @@ class DiLoCo:
 
 @dataclass
 class Int8HookState:
-    """State of :func:`int8_allreduce_hook`: which group, scheme and timeout to use."""
+    """Settings of the int8 ring all-reduce: the state of :func:`int8_allreduce_hook`, and what
+    :class:`DiLoCo` averages its pseudo-gradients with."""
 
     group: Any = None
     scheme: str = "blockwise"
     timeout: float = 60.0
     block_size: int = DEFAULT_BLOCK_SIZE
+
+    def average(self, tensor: torch.Tensor) -> None:
+        """Averages ``tensor`` in place over ``group`` with the int8 ring all-reduce."""
+        all_reduce(
+            tensor,
+            group=self.group,
+            op="avg",
+            scheme=self.scheme,
+            timeout=self.timeout,
+            block_size=self.block_size,
+        )
 
 
 def int8_allreduce_hook(
@@ -179,14 +183,7 @@ def int8_allreduce_hook(
         >>> dist.destroy_process_group()
     """
     buf = bucket.buffer()
-    all_reduce(
-        buf,
-        group=state.group,
-        op="avg",
-        scheme=state.scheme,
-        timeout=state.timeout,
-        block_size=state.block_size,
-    )
+    state.average(buf)
     fut: torch.futures.Future[torch.Tensor] = torch.futures.Future()
     fut.set_result(buf)
     return fut
