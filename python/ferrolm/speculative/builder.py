@@ -15,16 +15,18 @@ from ferrolm.speculative.tree import Tree
 __all__ = ["BatchTreeBuilder", "TreeBuilder"]
 
 
-def _check_limits(
+def _limits(
     budget: int, max_depth: int, max_width: int, log_decay: float, min_logprob: float
-) -> None:
-    """Checks only the types here; the Rust core checks the ranges, in one wording."""
+) -> tuple[int, int, int, float, float]:
+    """The limits as the native builders take them. Checks only the types here; the Rust core
+    checks the ranges, in one wording."""
     check_int(budget, "budget")
     check_int(max_depth, "max_depth")
     check_int(max_width, "max_width")
     for value, arg in ((log_decay, "log_decay"), (min_logprob, "min_logprob")):
         if not isinstance(value, (int, float)):
             raise ValueError(f"`{arg}` must be a float, got {type(value).__name__}")
+    return int(budget), int(max_depth), int(max_width), float(log_decay), float(min_logprob)
 
 
 def _children(child_tokens: Any, child_logprobs: Any, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -79,15 +81,8 @@ class TreeBuilder:
         min_logprob: float = -math.inf,
     ) -> None:
         check_int(root_token, "root_token")
-        _check_limits(budget, max_depth, max_width, log_decay, min_logprob)
-        self._inner = _native.speculative.TreeBuilder(
-            int(root_token),
-            int(budget),
-            int(max_depth),
-            int(max_width),
-            float(log_decay),
-            float(min_logprob),
-        )
+        limits = _limits(budget, max_depth, max_width, log_decay, min_logprob)
+        self._inner = _native.speculative.TreeBuilder(int(root_token), *limits)
 
     @property
     def size(self) -> int:
@@ -163,10 +158,8 @@ class BatchTreeBuilder:
             raise ValueError("`root_tokens` must hold at least one token, got none")
         if roots.min() < 0:
             raise ValueError(f"`root_tokens` must be token ids >= 0, got {roots.min()}")
-        _check_limits(budget, max_depth, max_width, log_decay, min_logprob)
-        self._inner = _native.speculative.BatchTreeBuilder(
-            roots, int(budget), int(max_depth), int(max_width), float(log_decay), float(min_logprob)
-        )
+        limits = _limits(budget, max_depth, max_width, log_decay, min_logprob)
+        self._inner = _native.speculative.BatchTreeBuilder(roots, *limits)
 
     @property
     def sizes(self) -> list[int]:
