@@ -44,6 +44,12 @@ def data_full() -> torch.Tensor:
     return torch.randn(1 << 26, generator=torch.Generator().manual_seed(0))
 
 
+def _operands(benchmark, data_full, scheme) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """The value count, the values and an empty packed buffer for one quantization benchmark."""
+    n = _size(benchmark)
+    return n, data_full[:n], torch.empty(packed_len(scheme, BLOCK, n), dtype=torch.uint8)
+
+
 def _copy_time(x: np.ndarray) -> float:
     dst = np.empty_like(x)
     return best_of(lambda: np.copyto(dst, x))
@@ -57,9 +63,7 @@ def _report(benchmark, info: dict) -> None:
 @pytest.mark.parametrize("scheme", ["blockwise", "intellect", "minmax"])
 @pytest.mark.benchmark(group="comm-quantize")
 def test_bench_quantize(benchmark, data_full, scheme):
-    n = _size(benchmark)
-    x = data_full[:n]
-    out = torch.empty(packed_len(scheme, BLOCK, n), dtype=torch.uint8)
+    n, x, out = _operands(benchmark, data_full, scheme)
     xs, os_ = x.numpy(), out.numpy()
 
     def ferrolm() -> None:
@@ -90,9 +94,7 @@ def test_bench_quantize(benchmark, data_full, scheme):
 @pytest.mark.parametrize("scheme", ["blockwise", "intellect", "minmax"])
 @pytest.mark.benchmark(group="comm-dequantize-accumulate")
 def test_bench_dequantize_accumulate(benchmark, data_full, scheme):
-    n = _size(benchmark)
-    x = data_full[:n]
-    packed = torch.empty(packed_len(scheme, BLOCK, n), dtype=torch.uint8)
+    n, x, packed = _operands(benchmark, data_full, scheme)
     _native.comm.quantize_packed(scheme, BLOCK, x.numpy(), packed.numpy())
     acc = torch.zeros(n)
     ps, accs = packed.numpy(), acc.numpy()
