@@ -54,7 +54,6 @@ pub fn quantize_minmax_f32(
     partial: u64,
 ) -> Result<()> {
     require_values(n)?;
-    let (params, q) = (into.params, into.codes);
     let blocks = blocks_for(n);
     let partial_fn = launch.kernel(&QUANTIZE_MINMAX, "minmax_partial_f32")?;
     let finalize_fn = launch.kernel(&QUANTIZE_MINMAX, "minmax_finalize_f32")?;
@@ -63,8 +62,8 @@ pub fn quantize_minmax_f32(
     // n as unsigned long long, parts as unsigned int); the caller guarantees the buffers.
     unsafe {
         partial_fn.launch(grid(blocks), &[&x, &n, &partial])?;
-        finalize_fn.launch(grid(1), &[&partial, &blocks, &params])?;
-        quantize_fn.launch(grid(blocks), &[&x, &n, &params, &q])
+        finalize_fn.launch(grid(1), &[&partial, &blocks, &into.params])?;
+        quantize_fn.launch(grid(blocks), &[&x, &n, &into.params, &into.codes])
     }
 }
 
@@ -98,15 +97,15 @@ pub fn dequantize_minmax_f32(
     out: u64,
     accumulate: bool,
 ) -> Result<()> {
-    let (params, q) = (coded.params, coded.codes);
     // Two kernels rather than a flag: the minmax decoders predate the flag of the others.
     let name = if accumulate {
         "dequantize_accumulate_minmax_f32"
     } else {
         "dequantize_minmax_f32"
     };
+    let args: [&dyn KernelArg; 4] = [&coded.codes, &n, &coded.params, &out];
     // SAFETY: (q, n, params, out) matches both kernels' signature; the caller owns the buffers.
-    unsafe { decode(launch, &QUANTIZE_MINMAX, name, n, &[&q, &n, &params, &out]) }
+    unsafe { decode(launch, &QUANTIZE_MINMAX, name, n, &args) }
 }
 
 fn check_block(block: u32) -> Result<()> {
@@ -132,11 +131,11 @@ pub fn quantize_blockwise_f32(
 ) -> Result<()> {
     check_block(block)?;
     require_values(n)?;
-    let (params, q) = (into.params, into.codes);
     let blocks = n.div_ceil(u64::from(block)).min(MAX_QUANT_BLOCKS) as u32;
     let f = launch.kernel(&QUANTIZE_BLOCKWISE, "quantize_blockwise_f32")?;
+    let args: [&dyn KernelArg; 6] = [&x, &n, &block, &into.params, &into.codes, &bad];
     // SAFETY: arguments match the kernel signature; the caller owns the buffers.
-    unsafe { f.launch(grid(blocks), &[&x, &n, &block, &params, &q, &bad]) }
+    unsafe { f.launch(grid(blocks), &args) }
 }
 
 /// Decodes the `n` block-wise codes of `coded` into the floats at `out` (adding into them when
@@ -150,10 +149,9 @@ pub fn dequantize_blockwise_f32(
     accumulate: bool,
 ) -> Result<()> {
     check_block(block)?;
-    let (params, q) = (coded.params, coded.codes);
     let acc = i32::from(accumulate);
     let name = "dequantize_blockwise_f32";
-    let args: [&dyn KernelArg; 6] = [&q, &n, &block, &params, &out, &acc];
+    let args: [&dyn KernelArg; 6] = [&coded.codes, &n, &block, &coded.params, &out, &acc];
     // SAFETY: arguments match the kernel signature; the caller owns the buffers.
     unsafe { decode(launch, &QUANTIZE_BLOCKWISE, name, n, &args) }
 }
@@ -175,7 +173,6 @@ pub fn quantize_intellect_f32(
     scratch: u64,
 ) -> Result<()> {
     require_values(n)?;
-    let (codebook, q) = (into.params, into.codes);
     let parts = blocks_for(n);
     let partial = scratch;
     let sums = partial + 16 * u64::from(parts);
@@ -191,8 +188,8 @@ pub fn quantize_intellect_f32(
     unsafe {
         partial_fn.launch(grid(parts), &[&x, &n, &partial])?;
         scale_fn.launch(grid(1), &[&partial, &parts, &n, &stats])?;
-        quant_fn.launch(grid(parts), &[&x, &n, &stats, &q, &sums, &counts])?;
-        book_fn.launch(grid(1), &[&sums, &counts, &stats, &codebook])
+        quant_fn.launch(grid(parts), &[&x, &n, &stats, &into.codes, &sums, &counts])?;
+        book_fn.launch(grid(1), &[&sums, &counts, &stats, &into.params])
     }
 }
 
@@ -205,17 +202,9 @@ pub fn dequantize_intellect_f32(
     out: u64,
     accumulate: bool,
 ) -> Result<()> {
-    let (codebook, q) = (coded.params, coded.codes);
     let acc = i32::from(accumulate);
     let name = "dequantize_intellect_f32";
+    let args: [&dyn KernelArg; 5] = [&coded.codes, &n, &coded.params, &out, &acc];
     // SAFETY: arguments match the kernel signature; the caller owns the buffers.
-    unsafe {
-        decode(
-            launch,
-            &QUANTIZE_INTELLECT,
-            name,
-            n,
-            &[&q, &n, &codebook, &out, &acc],
-        )
-    }
+    unsafe { decode(launch, &QUANTIZE_INTELLECT, name, n, &args) }
 }
