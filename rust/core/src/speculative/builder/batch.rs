@@ -2,6 +2,7 @@
 
 use rayon::prelude::*;
 
+use super::expand::Rows;
 use super::{BuilderConfig, FinalTree, TreeBuilder};
 use crate::{Error, Result};
 
@@ -59,8 +60,7 @@ impl BatchTreeBuilder {
     ) -> Result<Vec<i32>> {
         let m = parent_ids.len();
         crate::error::check_len("tree_ids", tree_ids.len(), m)?;
-        crate::error::check_len("child_tokens", child_tokens.len(), m * width)?;
-        crate::error::check_len("child_logprobs", child_logprobs.len(), m * width)?;
+        Rows::new(parent_ids, child_tokens, child_logprobs, width)?;
         let b = self.trees.len();
         let mut rows: Vec<Vec<usize>> = vec![Vec::new(); b];
         for (r, &t) in tree_ids.iter().enumerate() {
@@ -84,16 +84,25 @@ impl BatchTreeBuilder {
             (parents, toks, lps)
         };
         let inputs: Vec<_> = rows.iter().map(|rs| gather(rs)).collect();
-        for (t, (p, tk, lp)) in inputs.iter().enumerate() {
+        /// One tree's gathered rows as an expansion input.
+        fn view(input: &(Vec<i32>, Vec<i32>, Vec<f32>), width: usize) -> Rows<'_> {
+            Rows {
+                parent_ids: &input.0,
+                child_tokens: &input.1,
+                child_logprobs: &input.2,
+                width,
+            }
+        }
+        for (t, input) in inputs.iter().enumerate() {
             self.trees[t]
-                .validate_expand(p, tk, lp, width)
+                .validate_expand(view(input, width))
                 .map_err(|e| prefix_tree(e, t))?;
         }
         let plans = self
             .trees
             .par_iter()
             .zip(inputs.par_iter())
-            .map(|(tree, (p, tk, lp))| tree.plan_expand(p, tk, lp, width))
+            .map(|(tree, input)| tree.plan_expand(view(input, width)))
             .collect::<Vec<Result<_>>>()
             .into_iter()
             .enumerate()
@@ -104,7 +113,7 @@ impl BatchTreeBuilder {
             .par_iter_mut()
             .zip(inputs.par_iter())
             .zip(plans)
-            .map(|((tree, (p, tk, lp)), plan)| tree.apply(p, tk, lp, width, plan))
+            .map(|((tree, input), plan)| tree.apply(view(input, width), plan))
             .collect();
         let mut out = vec![-1i32; m * width];
         for (rs, res) in rows.iter().zip(results) {

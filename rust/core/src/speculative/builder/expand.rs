@@ -17,18 +17,45 @@ pub(super) struct ExpandPlan {
     entering: Vec<u64>,
 }
 
-impl TreeBuilder {
-    /// Checks an `expand` call without changing anything.
-    pub fn validate_expand(
-        &self,
-        parent_ids: &[i32],
-        child_tokens: &[i32],
-        child_logprobs: &[f32],
+/// The input of one expansion: the children of `parent_ids` as `[m, width]` row-major tokens
+/// and draft log-probs.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Rows<'a> {
+    pub(super) parent_ids: &'a [i32],
+    pub(super) child_tokens: &'a [i32],
+    pub(super) child_logprobs: &'a [f32],
+    pub(super) width: usize,
+}
+
+impl<'a> Rows<'a> {
+    /// The rows, once the children's arrays are checked to hold `width` entries per parent.
+    pub(super) fn new(
+        parent_ids: &'a [i32],
+        child_tokens: &'a [i32],
+        child_logprobs: &'a [f32],
         width: usize,
-    ) -> Result<()> {
+    ) -> Result<Self> {
         let m = parent_ids.len();
         crate::error::check_len("child_tokens", child_tokens.len(), m * width)?;
         crate::error::check_len("child_logprobs", child_logprobs.len(), m * width)?;
+        Ok(Rows {
+            parent_ids,
+            child_tokens,
+            child_logprobs,
+            width,
+        })
+    }
+}
+
+impl TreeBuilder {
+    /// Checks an expansion without changing anything.
+    pub(super) fn validate_expand(&self, rows: Rows<'_>) -> Result<()> {
+        let Rows {
+            parent_ids,
+            child_tokens,
+            child_logprobs,
+            ..
+        } = rows;
         let n = self.nodes.len();
         let mut seen: Vec<i32> = parent_ids.to_vec();
         for (r, &p) in parent_ids.iter().enumerate() {
@@ -96,44 +123,39 @@ impl TreeBuilder {
         child_logprobs: &[f32],
         width: usize,
     ) -> Result<Vec<i32>> {
+        let rows = Rows::new(parent_ids, child_tokens, child_logprobs, width)?;
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2.
-            return unsafe { self.expand_avx2(parent_ids, child_tokens, child_logprobs, width) };
+            return unsafe { self.expand_avx2(rows) };
         }
-        self.expand_impl(parent_ids, child_tokens, child_logprobs, width)
+        self.expand_impl(rows)
     }
 
     /// [`TreeBuilder::expand`] compiled with AVX2 (the key passes vectorise 4 wide).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn expand_avx2(
-        &mut self,
-        parent_ids: &[i32],
-        child_tokens: &[i32],
-        child_logprobs: &[f32],
-        width: usize,
-    ) -> Result<Vec<i32>> {
-        self.expand_impl(parent_ids, child_tokens, child_logprobs, width)
+    unsafe fn expand_avx2(&mut self, rows: Rows<'_>) -> Result<Vec<i32>> {
+        self.expand_impl(rows)
     }
 
     #[inline(always)]
-    fn expand_impl(
-        &mut self,
-        parent_ids: &[i32],
-        child_tokens: &[i32],
-        child_logprobs: &[f32],
-        width: usize,
-    ) -> Result<Vec<i32>> {
-        self.validate_expand(parent_ids, child_tokens, child_logprobs, width)?;
-        let plan = self.plan_expand(parent_ids, child_tokens, child_logprobs, width)?;
-        Ok(self.apply(parent_ids, child_tokens, child_logprobs, width, plan))
+    fn expand_impl(&mut self, rows: Rows<'_>) -> Result<Vec<i32>> {
+        self.validate_expand(rows)?;
+        let plan = self.plan_expand(rows)?;
+        Ok(self.apply(rows, plan))
     }
 
     /// The children that could enter, as order keys in row-major column order (score bits,
     /// then the inverted flat index, which [`key_id`] reads back). Changes nothing.
     #[inline(always)]
-    fn candidates(&self, parent_ids: &[i32], child_logprobs: &[f32], width: usize) -> Vec<u64> {
+    fn candidates(&self, rows: Rows<'_>) -> Vec<u64> {
+        let Rows {
+            parent_ids,
+            child_logprobs,
+            width,
+            ..
+        } = rows;
         let cfg = self.cfg;
         // `order_bits(s) > bar_bits` is "beats the worst kept node"; without a full budget
         // every non-NaN score passes (the order bits of -inf are above 0).
@@ -219,14 +241,13 @@ impl TreeBuilder {
     /// the budget overflows, and the entering children grouped by row in rank order. Fails
     /// when two entering siblings carry the same token.
     #[inline(always)]
-    pub(super) fn plan_expand(
-        &self,
-        parent_ids: &[i32],
-        child_tokens: &[i32],
-        child_logprobs: &[f32],
-        width: usize,
-    ) -> Result<ExpandPlan> {
-        let mut candidates = self.candidates(parent_ids, child_logprobs, width);
+    pub(super) fn plan_expand(&self, rows: Rows<'_>) -> Result<ExpandPlan> {
+        let Rows {
+            child_tokens,
+            width,
+            ..
+        } = rows;
+        let mut candidates = self.candidates(rows);
         let cfg = self.cfg;
         let base_id = self.nodes.len() as u64;
         // Candidates compete with a provisional id `base_id + flat index`: larger than every
@@ -287,14 +308,13 @@ impl TreeBuilder {
     /// (one pass over the kept set and an `O(n)` heap rebuild, cheaper than a heap pop per
     /// eviction when a step replaces hundreds of nodes) and inserts the entering children.
     #[inline(always)]
-    pub(super) fn apply(
-        &mut self,
-        parent_ids: &[i32],
-        child_tokens: &[i32],
-        child_logprobs: &[f32],
-        width: usize,
-        plan: ExpandPlan,
-    ) -> Vec<i32> {
+    pub(super) fn apply(&mut self, rows: Rows<'_>, plan: ExpandPlan) -> Vec<i32> {
+        let Rows {
+            parent_ids,
+            child_tokens,
+            child_logprobs,
+            width,
+        } = rows;
         let mut out = vec![-1i32; parent_ids.len() * width];
         for &p in parent_ids {
             self.nodes[p as usize].expanded = true;

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use super::kernels::{
-    detect_simd, fill_layer, window_layer, window_max_layer, Layer, Simd, WINDOW,
+    detect_simd, fill_layer, window_layer, window_max_layer, Layer, LayerInputs, Simd, WINDOW,
 };
 use super::table::SequoiaTable;
 
@@ -116,7 +116,12 @@ unsafe fn solve_band(
                 window_max_layer(prev, out, m0, g);
             } else {
                 window_layer(pr.simd, prev, &pf, &mut win, m0);
-                fill_layer(pr.simd, prev, &frev, &win, out, m0, g);
+                let inputs = LayerInputs {
+                    prev,
+                    frev: &frev,
+                    win: &win,
+                };
+                fill_layer(pr.simd, inputs, out, m0, g);
             }
             if b == width {
                 // SAFETY: `F[l]` in `m0..m1` belongs to this band; the rows it reads are its own.

@@ -120,19 +120,24 @@ pub(super) struct Layer {
     pub(super) max_nodes: usize,
 }
 
-/// Fills `out[k] = T[m_start + k][l][b]` from `prev = T[.][l][b-1]`, the window pass `win`
-/// (indexed by size), `g.pb` and `frev[k] = F[max_nodes - k][l-1]` (the sum `T + p_b F` is
-/// rounded exactly as the recurrence writes it; the compiler never fuses it into an FMA). Infeasible cells need no
-/// special case: every split of theirs reads `-inf`, so the window's value is already `-inf`.
+/// The finished rows one `(l, b)` row of the DP is computed from.
+#[derive(Clone, Copy)]
+pub(super) struct LayerInputs<'a> {
+    /// `T[.][l][b-1]`, the previous row of the same depth.
+    pub(super) prev: &'a [f64],
+    /// `frev[k] = F[max_nodes - k][l-1]`, stored reversed so the scan reads ascending slices.
+    pub(super) frev: &'a [f64],
+    /// The window pass over the small last subtrees, indexed by size.
+    pub(super) win: &'a [f64],
+}
+
+/// Fills `out[k] = T[m_start + k][l][b]` from the inputs and `g.pb` (the sum `T + p_b F` is
+/// rounded exactly as the recurrence writes it; the compiler never fuses it into an FMA).
+/// Infeasible cells need no special case: every split of theirs reads `-inf`, so the window's
+/// value is already `-inf`.
 #[inline(always)]
-fn fill_layer_kernel(
-    prev: &[f64],
-    frev: &[f64],
-    win: &[f64],
-    out: &mut [f64],
-    m_start: usize,
-    g: Layer,
-) {
+fn fill_layer_kernel(inputs: LayerInputs<'_>, out: &mut [f64], m_start: usize, g: Layer) {
+    let LayerInputs { prev, frev, win } = inputs;
     for (k, o) in out.iter_mut().enumerate() {
         let m = m_start + k;
         let lo = g.b.max(m.saturating_sub(g.cap));
@@ -196,15 +201,8 @@ pub(super) fn window_max_layer(prev: &[f64], out: &mut [f64], m_start: usize, g:
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn fill_layer_avx2(
-    prev: &[f64],
-    frev: &[f64],
-    win: &[f64],
-    out: &mut [f64],
-    m_start: usize,
-    g: Layer,
-) {
-    fill_layer_kernel(prev, frev, win, out, m_start, g)
+unsafe fn fill_layer_avx2(inputs: LayerInputs<'_>, out: &mut [f64], m_start: usize, g: Layer) {
+    fill_layer_kernel(inputs, out, m_start, g)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -232,9 +230,7 @@ pub(super) fn detect_simd() -> Simd {
 /// [`fill_layer_kernel`] compiled for the best instruction set the CPU has.
 pub(super) fn fill_layer(
     simd: Simd,
-    prev: &[f64],
-    frev: &[f64],
-    win: &[f64],
+    inputs: LayerInputs<'_>,
     out: &mut [f64],
     m_start: usize,
     g: Layer,
@@ -242,8 +238,8 @@ pub(super) fn fill_layer(
     match simd {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `detect_simd` found AVX2 on this CPU.
-        Simd::Avx2 => unsafe { fill_layer_avx2(prev, frev, win, out, m_start, g) },
-        _ => fill_layer_kernel(prev, frev, win, out, m_start, g),
+        Simd::Avx2 => unsafe { fill_layer_avx2(inputs, out, m_start, g) },
+        _ => fill_layer_kernel(inputs, out, m_start, g),
     }
 }
 
