@@ -5,6 +5,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use ferrolm_core::prune::splitmix64;
 use ferrolm_core::speculative::{sequoia_dp, sequoia_heap, BuilderConfig, TreeBuilder};
 
 /// Runs `work` `runs` times (after one warm-up run) and prints the median and fastest times.
@@ -37,7 +38,7 @@ fn acceptance(width: usize) -> Vec<f64> {
 }
 
 /// Grows one SpecExec tree to `budget` nodes, expanding the best `per_step` frontier nodes per
-/// step with `width` candidates each; log-probs come from a fixed xorshift stream.
+/// step with `width` candidates each; log-probs come from a fixed splitmix64 stream.
 fn grow_tree(budget: usize, per_step: usize, width: usize) -> usize {
     let cfg = BuilderConfig {
         budget,
@@ -47,12 +48,10 @@ fn grow_tree(budget: usize, per_step: usize, width: usize) -> usize {
         min_logprob: f32::NEG_INFINITY,
     };
     let mut tree = TreeBuilder::new(0, cfg).expect("valid config");
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut draws = 0u64;
     let mut uniform = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32
+        draws += 1;
+        (splitmix64(draws) >> 40) as f32 / (1u64 << 24) as f32
     };
     let tokens: Vec<i32> = (0..per_step * width).map(|i| (i % width) as i32).collect();
     let mut logprobs = vec![0f32; per_step * width];
