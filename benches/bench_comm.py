@@ -20,11 +20,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from netshape import run_ring_bench
 
 from ferrolm import _native
-from ferrolm._timing import best_of
-from ferrolm.comm._bench import run_ring_bench
 from ferrolm.comm.quantize import packed_len
+from ferrolm.testing.comm import torch_dequantize_accumulate, torch_quantize
+from ferrolm.testing.timing import best_of
 
 BLOCK = 256
 # Bytes each ferrolm kernel must move per value: blockwise reads x once (a block stays in L1
@@ -41,40 +42,6 @@ def _size(benchmark) -> int:
 @pytest.fixture(scope="module")
 def data_full() -> torch.Tensor:
     return torch.randn(1 << 26, generator=torch.Generator().manual_seed(0))
-
-
-def _torch_quantize(x: torch.Tensor, scheme: str):
-    if scheme == "minmax":
-        lo, hi = torch.aminmax(x)
-        scale = (hi - lo) / 255.0
-        inv = torch.where(scale > 0, 1.0 / scale, torch.zeros_like(scale))
-        return ((x - lo) * inv + 0.5).clamp_(0, 255).to(torch.uint8), (lo, scale)
-    if scheme == "blockwise":
-        xb = x.view(-1, BLOCK)
-        lo, hi = torch.aminmax(xb, dim=1)
-        scale = (hi - lo) / 255.0
-        inv = torch.where(scale > 0, 1.0 / scale, torch.zeros_like(scale))
-        codes = ((xb - lo[:, None]) * inv[:, None] + 0.5).clamp_(0, 255).to(torch.uint8)
-        return codes.view(-1), (lo, scale)
-    scale = 6.0 * x.square().mean().sqrt() / 256.0
-    codes = (x / scale).round_().add_(128).clamp_(0, 255).to(torch.uint8)
-    idx = codes.long()
-    sums = torch.zeros(256).index_add_(0, idx, x)
-    counts = torch.bincount(idx, minlength=256)
-    centre = (torch.arange(256, dtype=torch.float32) - 128) * scale
-    return codes, (torch.where(counts > 0, sums / counts.clamp(min=1), centre),)
-
-
-def _torch_deq_acc(codes: torch.Tensor, params, scheme: str, acc: torch.Tensor) -> None:
-    if scheme == "minmax":
-        lo, scale = params
-        acc += codes.float() * scale + lo
-    elif scheme == "blockwise":
-        lo, scale = params
-        acc.view(-1, BLOCK).add_(codes.view(-1, BLOCK).float() * scale[:, None] + lo[:, None])
-    else:
-        (book,) = params
-        acc += book[codes.long()]
 
 
 def _copy_time(x: np.ndarray) -> float:
@@ -96,12 +63,12 @@ def test_bench_quantize(benchmark, data_full, scheme):
     xs, os_ = x.numpy(), out.numpy()
 
     def ferrolm() -> None:
-        _native.comm_quantize_packed(scheme, BLOCK, xs, os_)
+        _native.comm.quantize_packed(scheme, BLOCK, xs, os_)
 
     t_ferrolm = best_of(ferrolm)
     t_copy = _copy_time(xs)
-    t_torch = best_of(lambda: _torch_quantize(x, scheme), repeats=2)
-    codes, _ = _torch_quantize(x, scheme)
+    t_torch = best_of(lambda: torch_quantize(x, scheme), repeats=2)
+    codes, _ = torch_quantize(x, scheme)
     agree = float((out[out.numel() - n :] == codes).float().mean())
     benchmark(ferrolm)
     _report(
@@ -126,23 +93,23 @@ def test_bench_dequantize_accumulate(benchmark, data_full, scheme):
     n = _size(benchmark)
     x = data_full[:n]
     packed = torch.empty(packed_len(scheme, BLOCK, n), dtype=torch.uint8)
-    _native.comm_quantize_packed(scheme, BLOCK, x.numpy(), packed.numpy())
+    _native.comm.quantize_packed(scheme, BLOCK, x.numpy(), packed.numpy())
     acc = torch.zeros(n)
     ps, accs = packed.numpy(), acc.numpy()
 
     def ferrolm() -> None:
-        _native.comm_dequantize_packed(scheme, BLOCK, ps, accs, True)
+        _native.comm.dequantize_packed(scheme, BLOCK, ps, accs, True)
 
-    codes, params = _torch_quantize(x, scheme)
+    codes, params = torch_quantize(x, scheme)
     t_ferrolm = best_of(ferrolm)
     t_copy = _copy_time(x.numpy())
-    t_torch = best_of(lambda: _torch_deq_acc(codes, params, scheme, acc), repeats=2)
+    t_torch = best_of(lambda: torch_dequantize_accumulate(codes, params, scheme, acc), repeats=2)
     benchmark(ferrolm)
     # Same result as torch ops (up to float rounding; for intellect also the few codes on a
     # bucket edge and torch's float32 index_add of ~1M values per bucket, which drifts ~1e-3).
     check_acc, ref = torch.zeros(n), torch.zeros(n)
-    _native.comm_dequantize_packed(scheme, BLOCK, ps, check_acc.numpy(), True)
-    _torch_deq_acc(codes, params, scheme, ref)
+    _native.comm.dequantize_packed(scheme, BLOCK, ps, check_acc.numpy(), True)
+    torch_dequantize_accumulate(codes, params, scheme, ref)
     assert float((check_acc - ref).abs().mean()) < (2e-3 if scheme == "intellect" else 1e-4)
     _report(
         benchmark,

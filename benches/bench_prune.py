@@ -19,6 +19,7 @@ import torch
 
 import ferrolm.cuda
 from ferrolm import prune
+from ferrolm.testing.prune import torch_divprune
 
 CASES = {
     "cpu-576x1024-keep10": (1, 576, 1024, 0.1),
@@ -29,28 +30,11 @@ CASES = {
 _best: dict[str, float] = {}
 
 
-def torch_divprune(x: torch.Tensor, ratio: float) -> torch.Tensor:
-    """The DivPrune reference routine, for one image `[N, d]`: greedy-order indices."""
-    n = x.shape[0]
-    k = round(ratio * n)
-    xn = x / x.norm(dim=1, keepdim=True)
-    cosine = 1.0 - torch.mm(xn, xn.t())
-    picks = torch.empty(k, dtype=torch.long, device=x.device)
-    for i in range(k):
-        if i == 0:
-            scores = torch.topk(cosine, 2, dim=0, largest=False).values[1, :]
-        else:
-            rows = torch.index_select(cosine, 0, picks[:i])
-            scores = torch.min(rows, dim=0).values
-        picks[i] = torch.argmax(scores)
-    return picks
-
-
 def torch_single_thread(x: torch.Tensor, ratio: float) -> torch.Tensor:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return torch_divprune(x, ratio)
+        return torch_divprune(x, round(ratio * x.shape[0]))
     finally:
         torch.set_num_threads(threads)
 
@@ -118,7 +102,7 @@ def test_bench_prune_gpu_batch8(benchmark, who):
     benchmark.group = "gpu-8x2880x4096-keep10"
 
     def run_torch():
-        out = [torch_divprune(x[b], 0.1) for b in range(8)]
+        out = [torch_divprune(x[b], round(0.1 * x.shape[1])) for b in range(8)]
         torch.cuda.synchronize()
         return out
 

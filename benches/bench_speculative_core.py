@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from ferrolm import speculative
-from ferrolm._timing import best_of
-from ferrolm.speculative._reference import TorchTreeState, numpy_sequoia_dp, torch_ancestor_mask
+from ferrolm.testing.speculative import TorchTreeState, numpy_sequoia_dp, torch_ancestor_mask
+from ferrolm.testing.timing import best_of
 
 P = speculative.load_acceptance_vector(
     Path(speculative.__file__).with_name("sequoia_acceptance_vector.txt")

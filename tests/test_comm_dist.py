@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from ferrolm import comm
 from ferrolm.comm import allreduce as ar
-from ferrolm.comm._launch import run_local
+from ferrolm.testing.launch import run_local
 
 pytestmark = pytest.mark.dist
 

@@ -54,7 +54,7 @@ def test_device_count_without_driver_raises_runtime_error_in_native():
     if ferrolm.cuda.driver_available():
         pytest.skip("this machine has a CUDA driver")
     with pytest.raises(RuntimeError, match="CUDA driver"):
-        ferrolm._native.cuda_device_count()
+        ferrolm._native.cuda.device_count()
 
 
 @pytest.mark.gpu

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -36,16 +38,32 @@ def test_a_rust_panic_becomes_runtime_error_not_panic_exception():
 def test_core_value_error_from_real_call_names_the_argument():
     x = np.array([1.0, np.nan], dtype=np.float32)
     with pytest.raises(ValueError, match="`tensor` must be finite"):
-        _native.comm_quantize_minmax(x, np.empty(2, dtype=np.uint8))
+        _native.comm.quantize_minmax(x, np.empty(2, dtype=np.uint8))
 
 
 def test_length_mismatch_is_value_error_naming_out():
     x = np.ones(3, dtype=np.float32)
     with pytest.raises(ValueError, match="`out` must be of length 3, got length 2"):
-        _native.comm_quantize_minmax(x, np.empty(2, dtype=np.uint8))
+        _native.comm.quantize_minmax(x, np.empty(2, dtype=np.uint8))
 
 
 def test_strided_array_is_rejected_with_a_fix():
     x = np.ones(6, dtype=np.float32)[::2]
     with pytest.raises(ValueError, match="`x` must be contiguous"):
-        _native.comm_quantize_minmax(x, np.empty(3, dtype=np.uint8))
+        _native.comm.quantize_minmax(x, np.empty(3, dtype=np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("call", "arg"),
+    [
+        (lambda a: _native.tokens.row_norms(a[:, ::2]), "matrix"),
+        (lambda a: _native.prune.divprune(a[None, :, ::2], 1), "features"),
+        (lambda a: _native.comm.all_finite(a[0, ::2]), "x"),
+    ],
+)
+def test_every_rank_reports_a_strided_array_with_the_same_wording(call, arg):
+    a = np.ones((3, 4), dtype=np.float32)
+    wording = f"`{arg}` must be contiguous, got a strided array; call .contiguous() or np.asc"
+    with pytest.raises(ValueError, match=re.escape(wording)) as info:
+        call(a)
+    assert "C-contiguous" not in str(info.value)

@@ -209,7 +209,7 @@ def test_seeded_first_picks_binding_equals_the_cpu_first_picks(batch, n, seed):
     # including where `seed + b` wraps past 2**64.
     x = torch.randn(batch, n, 3, generator=torch.Generator().manual_seed(n))
     sel = prune.divprune(x, k=1, seed=seed, order="greedy")
-    picks = _native.prune_seeded_first_picks(seed, batch, n)
+    picks = _native.prune.seeded_first_picks(seed, batch, n)
     assert picks.dtype == np.int64
     assert picks.tolist() == sel.indices[:, 0].tolist()
 

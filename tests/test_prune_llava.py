@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ferrolm import prune
+from ferrolm.testing import prune as testing_prune
 
 transformers = pytest.importorskip("transformers")
 
@@ -16,63 +17,17 @@ VOCAB = 128
 
 
 def tiny_llava() -> Any:
-    torch.manual_seed(0)
-    vision = transformers.CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=32,
-        patch_size=4,
-        projection_dim=32,
-    )
-    text = transformers.LlamaConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=VOCAB,
-        max_position_embeddings=512,
-    )
-    config = transformers.LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=IMAGE,
-        vision_feature_layer=-1,
-        vision_feature_select_strategy="default",
-    )
-    return transformers.LlavaForConditionalGeneration(config).eval()
+    return testing_prune.tiny_llava(vocab=VOCAB, image_token=IMAGE)
 
 
 def tiny_llava_next() -> Any:
-    torch.manual_seed(0)
-    vision = transformers.CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=32,
+    return testing_prune.tiny_llava(
         patch_size=8,
-        projection_dim=32,
+        vocab=VOCAB,
+        image_token=IMAGE,
+        positions=1024,
+        grid_pinpoints=[[32, 32], [32, 64], [64, 32]],
     )
-    text = transformers.LlamaConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=VOCAB,
-        max_position_embeddings=1024,
-    )
-    config = transformers.LlavaNextConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=IMAGE,
-        image_grid_pinpoints=[[32, 32], [32, 64], [64, 32]],
-        vision_feature_layer=-1,
-    )
-    return transformers.LlavaNextForConditionalGeneration(config).eval()
 
 
 TOKENS_PER_IMAGE = 64  # (32 / 4)^2 patches, CLS dropped

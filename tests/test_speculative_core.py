@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from ferrolm import speculative
-from ferrolm.speculative._reference import numpy_sequoia_dp
+from ferrolm.testing.speculative import numpy_sequoia_dp
 
 ACCEPTANCE = speculative.load_acceptance_vector(
     __import__("pathlib").Path(speculative.__file__).with_name("sequoia_acceptance_vector.txt")
@@ -124,6 +124,56 @@ def test_children_table_leaf_paths_and_compaction():
     assert dst.tolist() == [4, 5, 6]
     forest = speculative.forest_children_table(np.array([-1, 0, -1, 0, 0]), np.array([0, 2, 5]))
     np.testing.assert_array_equal(forest, [[1, -1], [-1, -1], [3, 4], [-1, -1], [-1, -1]])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(trees(30), min_size=1, max_size=4), st.integers(0, 2**31))
+def test_subtree_ancestors_and_child_order_match_python_loops(forest, seed):
+    from ferrolm.speculative import tree as tree_mod
+
+    rng = np.random.default_rng(seed)
+    for parents in forest:
+        n = len(parents)
+        keep = rng.random(n) < 0.7
+        closed = keep.copy()
+        closed[0] = True
+        for i in range(1, n):
+            closed[i] = closed[i] and closed[parents[i]]
+        old, sub = tree_mod.restrict(parents, keep)
+        np.testing.assert_array_equal(old, np.flatnonzero(closed))
+        new_of = {int(o): k for k, o in enumerate(old)}
+        assert sub.tolist() == [-1] + [new_of[int(parents[o])] for o in old[1:]]
+        t = speculative.Tree.from_parents(parents, tokens=np.arange(n) + 100)
+        small, old64 = tree_mod.subtree(t, keep)
+        np.testing.assert_array_equal(small.tokens, t.tokens[old64])
+        np.testing.assert_array_equal(small.rank, t.rank[old64])
+        assert tree_mod.subtree(t, np.ones(n, bool))[0] is t
+
+        nodes = rng.integers(0, n, 5).astype(np.int32)
+        offsets, anc = tree_mod.ancestors(parents, nodes)
+        for k, node in enumerate(nodes):
+            want, p = [], int(parents[node])
+            while p >= 0:
+                want.append(p)
+                p = int(parents[p])
+            assert anc[offsets[k] : offsets[k + 1]].tolist() == want
+
+        rank = rng.integers(0, 4, n).astype(np.int32)
+        offsets, kids = tree_mod.children_by_rank(parents, rank)
+        for i in range(n):
+            want = sorted((c for c in range(1, n) if parents[c] == i), key=lambda c: rank[c])
+            assert kids[offsets[i] : offsets[i + 1]].tolist() == want
+
+    flat = np.concatenate(forest)
+    offsets = np.cumsum([0] + [len(t) for t in forest])
+    table = speculative.forest_children_table(flat, offsets)
+    width = max(max(np.bincount(t[1:], minlength=len(t)).max(initial=0), 1) for t in forest)
+    assert table.shape == (len(flat), width)
+    for b, t in enumerate(forest):
+        one = speculative.children_table(t)
+        block = table[offsets[b] : offsets[b + 1], : one.shape[1]]
+        np.testing.assert_array_equal(block, np.where(one >= 0, one + offsets[b], -1))
+        assert (table[offsets[b] : offsets[b + 1], one.shape[1] :] == -1).all()
 
 
 @pytest.mark.parametrize(

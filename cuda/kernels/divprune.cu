@@ -8,55 +8,38 @@
 // the chosen set is largest; chosen tokens hold -inf in the running minimum (the mask); ties go
 // to the lowest index; everything is float32.
 
+#include "reduce.cuh"
+
 #define FERROLM_DIVPRUNE_BLOCK 1024
 
-// Best (value, index) of two: larger value, then lower index.
-__device__ __forceinline__ void divprune_better(float& v, long long& i, float v2, long long i2) {
-    if (v2 > v || (v2 == v && i2 < i)) {
-        v = v2;
-        i = i2;
-    }
-}
+// A candidate token and its score.
+struct divprune_pick {
+    float v;
+    long long i;
+};
 
-// Block-wide argmax of (v, i); every thread gets the result. blockDim.x must be a power of two.
-__device__ void divprune_block_argmax(float& v, long long& i, float* sv, long long* si) {
-    sv[threadIdx.x] = v;
-    si[threadIdx.x] = i;
-    __syncthreads();
-    for (unsigned int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) {
-            float a = sv[threadIdx.x];
-            long long ai = si[threadIdx.x];
-            divprune_better(a, ai, sv[threadIdx.x + s], si[threadIdx.x + s]);
-            sv[threadIdx.x] = a;
-            si[threadIdx.x] = ai;
-        }
-        __syncthreads();
+// The better of two candidates: larger score, then lower index.
+struct divprune_better {
+    __device__ divprune_pick operator()(divprune_pick a, divprune_pick b) const {
+        return (b.v > a.v || (b.v == a.v && b.i < a.i)) ? b : a;
     }
-    v = sv[0];
-    i = si[0];
-    __syncthreads();
-}
+};
 
-// nn[b * n + r] = min over j != r of dist[b][r][j] (+inf when n == 1). Grid (n, batch).
+// nn[b * n + r] = min over j != r of dist[b][r][j] (+inf when n == 1). Grid (n, batch) of
+// FERROLM_BLOCK threads.
 extern "C" __global__ void divprune_nearest_f32(const float* __restrict__ dist,
                                                 unsigned int n,
                                                 float* __restrict__ nn) {
-    __shared__ float smin[256];
+    __shared__ float shared[FERROLM_BLOCK];
     unsigned int r = blockIdx.x;
     unsigned long long b = blockIdx.y;
     const float* row = dist + (b * n + r) * (unsigned long long)n;
-    float m = __int_as_float(0x7f800000);
+    float m = ferrolm_inf();
     for (unsigned int j = threadIdx.x; j < n; j += blockDim.x) {
         if (j != r) m = fminf(m, row[j]);
     }
-    smin[threadIdx.x] = m;
-    __syncthreads();
-    for (unsigned int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) smin[threadIdx.x] = fminf(smin[threadIdx.x], smin[threadIdx.x + s]);
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) nn[b * n + r] = smin[0];
+    m = ferrolm_block_reduce(m, shared, ferrolm_min{});
+    if (threadIdx.x == 0) nn[b * n + r] = m;
 }
 
 // The greedy loop for image blockIdx.x. first[b] >= 0 fixes the first pick, otherwise it is the
@@ -70,36 +53,31 @@ extern "C" __global__ void divprune_greedy_f32(const float* __restrict__ dist,
                                                float* __restrict__ mind,
                                                long long* __restrict__ out,
                                                float* __restrict__ objective) {
-    __shared__ float sv[FERROLM_DIVPRUNE_BLOCK];
-    __shared__ long long si[FERROLM_DIVPRUNE_BLOCK];
-    const float inf = __int_as_float(0x7f800000);
-    const float neg_inf = __int_as_float(0xff800000);
+    __shared__ divprune_pick shared[FERROLM_DIVPRUNE_BLOCK];
+    const divprune_pick none = {ferrolm_neg_inf(), 0x7fffffffffffffffLL};
     unsigned long long b = blockIdx.x;
     const float* d = dist + b * n * (unsigned long long)n;
     float* m = mind + b * n;
     long long pick = first[b];
     if (pick < 0) {
-        float v = neg_inf;
-        long long vi = 0x7fffffffffffffffLL;
+        divprune_pick best = none;
         for (unsigned int j = threadIdx.x; j < n; j += blockDim.x) {
-            divprune_better(v, vi, nn[b * n + j], (long long)j);
+            best = divprune_better{}(best, {nn[b * n + j], (long long)j});
         }
-        divprune_block_argmax(v, vi, sv, si);
-        pick = vi;
+        pick = ferrolm_block_reduce(best, shared, divprune_better{}).i;
     }
-    for (unsigned int j = threadIdx.x; j < n; j += blockDim.x) m[j] = inf;
+    for (unsigned int j = threadIdx.x; j < n; j += blockDim.x) m[j] = ferrolm_inf();
     __syncthreads();
-    float obj = inf;
+    float obj = ferrolm_inf();
     for (unsigned int t = 0;; ++t) {
         if (threadIdx.x == 0) {
             out[b * k + t] = pick;
-            m[pick] = neg_inf;
+            m[pick] = ferrolm_neg_inf();
         }
         __syncthreads();
         if (t + 1 == k) break;
         const float* row = d + (unsigned long long)pick * n;
-        float v = neg_inf;
-        long long vi = 0x7fffffffffffffffLL;
+        divprune_pick best = none;
         for (unsigned int j = threadIdx.x; j < n; j += blockDim.x) {
             float cur = m[j];
             float r = row[j];
@@ -107,11 +85,11 @@ extern "C" __global__ void divprune_greedy_f32(const float* __restrict__ dist,
                 cur = r;
                 m[j] = cur;
             }
-            divprune_better(v, vi, cur, (long long)j);
+            best = divprune_better{}(best, {cur, (long long)j});
         }
-        divprune_block_argmax(v, vi, sv, si);
-        obj = fminf(obj, v);
-        pick = vi;
+        best = ferrolm_block_reduce(best, shared, divprune_better{});
+        obj = fminf(obj, best.v);
+        pick = best.i;
     }
     if (threadIdx.x == 0) objective[b] = obj;
 }

@@ -9,68 +9,55 @@
 // The bucket sums are added in a nondeterministic order, so codebook entries can differ from
 // the CPU's in the last bits; codes can differ where a value sits on a bucket edge.
 
-#define FERROLM_BLOCK 256
+#include "reduce.cuh"
+
 #define LEVELS 256
+
+// A sum of squares and 1.0 if a summand was NaN or infinite; the layout of the per-block
+// partials in global memory.
+struct sumsq {
+    double sum;
+    double bad;
+};
+
+struct sumsq_merge {
+    __device__ sumsq operator()(sumsq a, sumsq b) const {
+        return {a.sum + b.sum, fmax(a.bad, b.bad)};
+    }
+};
 
 extern "C" __global__ void sumsq_partial_f64(const float* __restrict__ x,
                                              unsigned long long n,
-                                             double* __restrict__ partial) {
-    __shared__ double ssum[FERROLM_BLOCK];
-    __shared__ double sbad[FERROLM_BLOCK];
-    double acc = 0.0;
-    double bad = 0.0;
-    unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
-    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+                                             sumsq* __restrict__ partial) {
+    __shared__ sumsq shared[FERROLM_BLOCK];
+    sumsq acc = {0.0, 0.0};
+    FERROLM_GRID_STRIDE_LOOP(i, n) {
         float v = x[i];
-        if (!isfinite(v)) bad = 1.0;
-        acc += (double)v * (double)v;
+        if (!isfinite(v)) acc.bad = 1.0;
+        acc.sum += (double)v * (double)v;
     }
-    ssum[threadIdx.x] = acc;
-    sbad[threadIdx.x] = bad;
-    __syncthreads();
-    for (unsigned int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) {
-            ssum[threadIdx.x] += ssum[threadIdx.x + s];
-            sbad[threadIdx.x] = fmax(sbad[threadIdx.x], sbad[threadIdx.x + s]);
-        }
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) {
-        partial[2 * blockIdx.x] = ssum[0];
-        partial[2 * blockIdx.x + 1] = sbad[0];
-    }
+    acc = ferrolm_block_reduce(acc, shared, sumsq_merge{});
+    if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
 
-extern "C" __global__ void intellect_scale_f32(const double* __restrict__ partial,
+extern "C" __global__ void intellect_scale_f32(const sumsq* __restrict__ partial,
                                                unsigned int parts,
                                                unsigned long long n,
                                                float* __restrict__ stats) {
-    __shared__ double ssum[FERROLM_BLOCK];
-    __shared__ double sbad[FERROLM_BLOCK];
-    double acc = 0.0;
-    double bad = 0.0;
+    __shared__ sumsq shared[FERROLM_BLOCK];
+    sumsq acc = {0.0, 0.0};
     for (unsigned int i = threadIdx.x; i < parts; i += blockDim.x) {
-        acc += partial[2 * i];
-        bad = fmax(bad, partial[2 * i + 1]);
+        acc = sumsq_merge{}(acc, partial[i]);
     }
-    ssum[threadIdx.x] = acc;
-    sbad[threadIdx.x] = bad;
-    __syncthreads();
-    for (unsigned int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) {
-            ssum[threadIdx.x] += ssum[threadIdx.x + s];
-            sbad[threadIdx.x] = fmax(sbad[threadIdx.x], sbad[threadIdx.x + s]);
-        }
-        __syncthreads();
-    }
+    acc = ferrolm_block_reduce(acc, shared, sumsq_merge{});
     if (threadIdx.x == 0) {
-        double rms = sqrt(ssum[0] / (double)n);
+        double rms = sqrt(acc.sum / (double)n);
         float scale = (float)(6.0 * rms / 256.0);
         float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
         if (!isfinite(inv)) inv = 0.0f;
         stats[0] = scale;
         stats[1] = inv;
-        stats[2] = (sbad[0] != 0.0 || !isfinite(scale)) ? 1.0f : 0.0f;
+        stats[2] = (acc.bad != 0.0 || !isfinite(scale)) ? 1.0f : 0.0f;
     }
 }
 
@@ -88,8 +75,7 @@ extern "C" __global__ void quantize_intellect_f32(const float* __restrict__ x,
     }
     __syncthreads();
     float inv = stats[1];
-    unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
-    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+    FERROLM_GRID_STRIDE_LOOP(i, n) {
         float v = x[i];
         float t = v * inv + 128.5f;
         t = fminf(fmaxf(t, 0.0f), 255.0f);
@@ -126,13 +112,5 @@ extern "C" __global__ void dequantize_intellect_f32(const unsigned char* __restr
     __shared__ float table[LEVELS];
     for (unsigned int c = threadIdx.x; c < LEVELS; c += blockDim.x) table[c] = codebook[c];
     __syncthreads();
-    unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
-    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        float v = table[q[i]];
-        if (accumulate) {
-            out[i] += v;
-        } else {
-            out[i] = v;
-        }
-    }
+    FERROLM_GRID_STRIDE_LOOP(i, n) ferrolm_store(out, i, table[q[i]], accumulate);
 }

@@ -4,16 +4,16 @@
 //! with cuBLAS, allocates every buffer on `launch.device` and checks sizes and dtypes; work is
 //! queued on the caller's stream and nothing here synchronises.
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
 use ferrolm_core::{Error, Result};
 
 use crate::kernels::DIVPRUNE;
-use crate::runtime::{launch_failed, Launch};
+use crate::launch::{config, Launch, BLOCK};
 
 /// Threads per block of the greedy kernel; must match `FERROLM_DIVPRUNE_BLOCK`.
 pub const GREEDY_BLOCK: u32 = 1024;
-/// Threads per block of the nearest-neighbour kernel (its shared array holds 256 floats).
-pub const NEAREST_BLOCK: u32 = 256;
+/// Threads per block of the nearest-neighbour kernel (its shared array holds `FERROLM_BLOCK`
+/// floats).
+pub const NEAREST_BLOCK: u32 = BLOCK;
 
 fn check(batch: u32, n: u32, k: u32) -> Result<()> {
     if batch == 0 || n == 0 {
@@ -57,40 +57,17 @@ pub fn divprune_f32(
     needs_nearest: bool,
 ) -> Result<()> {
     check(batch, n, k)?;
-    let (stream, nearest) = launch.function(&DIVPRUNE, "divprune_nearest_f32")?;
-    let (_, greedy) = launch.function(&DIVPRUNE, "divprune_greedy_f32")?;
+    let nearest = launch.kernel(&DIVPRUNE, "divprune_nearest_f32")?;
+    let greedy = launch.kernel(&DIVPRUNE, "divprune_greedy_f32")?;
     // SAFETY: argument lists match the kernel signatures (pointers as u64 device addresses,
     // n and k as unsigned int); the caller guarantees the buffers and their sizes.
     unsafe {
         if needs_nearest {
-            stream
-                .launch_builder(&nearest)
-                .arg(&dist)
-                .arg(&n)
-                .arg(&nn)
-                .launch(LaunchConfig {
-                    grid_dim: (n, batch, 1),
-                    block_dim: (NEAREST_BLOCK, 1, 1),
-                    shared_mem_bytes: 0,
-                })
-                .map_err(launch_failed("divprune_nearest_f32"))?;
+            nearest.launch(config((n, batch), NEAREST_BLOCK), &[&dist, &n, &nn])?;
         }
-        stream
-            .launch_builder(&greedy)
-            .arg(&dist)
-            .arg(&nn)
-            .arg(&first)
-            .arg(&n)
-            .arg(&k)
-            .arg(&mind)
-            .arg(&out)
-            .arg(&objective)
-            .launch(LaunchConfig {
-                grid_dim: (batch, 1, 1),
-                block_dim: (GREEDY_BLOCK, 1, 1),
-                shared_mem_bytes: 0,
-            })
-            .map_err(launch_failed("divprune_greedy_f32"))?;
+        greedy.launch(
+            config((batch, 1), GREEDY_BLOCK),
+            &[&dist, &nn, &first, &n, &k, &mind, &out, &objective],
+        )
     }
-    Ok(())
 }

@@ -1,15 +1,25 @@
 """ferrolm: fast, correct building blocks for LLM inference and training.
 
-Rust at the core, torch at the edge. Capabilities live in subpackages that are imported on
-first use, so ``import ferrolm`` stays cheap:
+Rust at the core, torch at the edge. Each capability is a subpackage, imported on first use so
+that ``import ferrolm`` stays cheap:
 
+- ``ferrolm.speculative``: speculative decoding with draft trees (SpecExec, Sequoia), exact
+  verification, and generation over Hugging Face target/draft pairs.
+- ``ferrolm.prune``: DivPrune, visual-token pruning by max-min diversity, and its one-line
+  integration into LLaVA / LLaVA-NeXT models.
+- ``ferrolm.comm``: int8 quantizers, the quantized ring all-reduce over ``torch.distributed``,
+  a DDP communication hook and DiLoCo.
+- ``ferrolm.tokens``: finding under-trained ("glitch") tokens of a tokenizer and model
+  (Magikarp).
 - ``ferrolm.cuda``: CUDA driver / NVRTC discovery and the kernel compile check.
-- ``ferrolm.comm``: int8 quantizers (and the quantized all-reduce).
+
+``ferrolm.testing`` holds the plain references, model loaders and launchers that the tests,
+benches and ``ferrolm demo`` share; the ``ferrolm`` command lives in ``ferrolm.cli``.
 
 Example:
     >>> import ferrolm
-    >>> ferrolm.__version__  # doctest: +SKIP
-    '0.1.0'
+    >>> ferrolm.prune.keep_count(576, 0.098)
+    56
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ from typing import Any
 
 from ferrolm._native import __version__
 
-_SUBMODULES = ("cuda", "comm", "speculative", "prune", "tokens", "cli")
+_SUBMODULES = ("speculative", "prune", "comm", "tokens", "cuda")
 
 __all__ = ["__version__", *_SUBMODULES]
 

@@ -12,7 +12,7 @@ import numpy as np
 
 def _load(path_or_name: str, role: str) -> tuple[Any, Any]:
     """A model directory (save_pretrained layout) or a packaged fixture name."""
-    from ferrolm.speculative.fixtures import FIXTURES, load_pretrained
+    from ferrolm.testing.models import FIXTURES, load_pretrained
 
     if path_or_name in FIXTURES:
         return load_pretrained(path_or_name)
@@ -25,9 +25,10 @@ def _load(path_or_name: str, role: str) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(
+    model: Any = AutoModelForCausalLM.from_pretrained(
         path, dtype=torch.float32, attn_implementation="sdpa"
-    ).eval()
+    )
+    model.eval()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError):
@@ -161,7 +162,7 @@ def run_plan(args: argparse.Namespace) -> int:
         latency = np.array([float(t) for _, t in pairs])
     elif target is not None:
         sizes = np.array(sorted({int(s) for s in args.sizes.split(",")} | {1}))
-        measured = speculative.profile(target, sizes)
+        measured = speculative.profile(target, sizes.tolist())
         sizes, latency = measured.sizes, measured.latency_s
     else:
         raise SystemExit("give --latencies or --target to measure t_verify(n)")
@@ -179,9 +180,11 @@ def run_plan(args: argparse.Namespace) -> int:
     print("| n | t_verify (ms) | best d | tokens/step | ms/token |")
     print("|---|---|---|---|---|")
     for n, t in zip(sizes, latency):
-        best = max(
-            range(args.max_depth + 1), key=lambda d, n=n: table.value(int(n), d) / (d * t_draft + t)
-        )
+
+        def rate(d: int, n: int = int(n), t: float = float(t)) -> float:
+            return table.value(n, d) / (d * t_draft + t)
+
+        best = max(range(args.max_depth + 1), key=rate)
         f = table.value(int(n), best)
         print(f"| {n} | {1e3 * t:.2f} | {best} | {f:.2f} | {1e3 * (best * t_draft + t) / f:.2f} |")
     print(

@@ -8,7 +8,8 @@ import platform
 
 from ferrolm import __version__
 from ferrolm import cuda as _cuda
-from ferrolm._native import cuda_driver_version, cuda_nvrtc_version
+from ferrolm._native.cuda import driver_version as cuda_driver_version
+from ferrolm._native.cuda import nvrtc_version as cuda_nvrtc_version
 from ferrolm._report import Section
 
 

@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def cache_root() -> Path:
@@ -31,7 +32,7 @@ def convert_gguf(gguf: Path, saved: Path) -> None:
 
     saved.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=saved.parent) as tmp:
-        model = AutoModelForCausalLM.from_pretrained(
+        model: Any = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, dtype=torch.float32
         )
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -83,12 +83,12 @@ def nvrtc_path() -> Optional[str]:
 def nvrtc_available() -> bool:
     """Whether NVRTC can be loaded (needed to compile kernels; no GPU needed)."""
     nvrtc_path()
-    return bool(_native.cuda_nvrtc_available())
+    return bool(_native.cuda.nvrtc_available())
 
 
 def driver_available() -> bool:
     """Whether the NVIDIA driver library ``libcuda`` can be loaded."""
-    return bool(_native.cuda_driver_available())
+    return bool(_native.cuda.driver_available())
 
 
 def device_count() -> int:
@@ -96,7 +96,7 @@ def device_count() -> int:
     if not driver_available():
         return 0
     try:
-        return int(_native.cuda_device_count())
+        return int(_native.cuda.device_count())
     except RuntimeError:
         return 0
 
@@ -108,7 +108,7 @@ def is_available() -> bool:
 
 def kernel_names() -> list[str]:
     """The kernel families ferrolm ships."""
-    return list(_native.cuda_kernel_names())
+    return list(_native.cuda.kernel_names())
 
 
 def compile_check(arch: Optional[str] = None) -> list[KernelReport]:
@@ -128,7 +128,7 @@ def compile_check(arch: Optional[str] = None) -> list[KernelReport]:
             "NVRTC (libnvrtc) was not found: install a CUDA build of torch (it brings the "
             "`nvidia-cuda-nvrtc` wheel), or set FERROLM_NVRTC to the path of libnvrtc.so"
         )
-    return [KernelReport(name, size) for name, size in _native.cuda_compile_all(arch)]
+    return [KernelReport(name, size) for name, size in _native.cuda.compile_all(arch)]
 
 
 def require_gpu(arg: str, device_index: int) -> None:

@@ -136,7 +136,7 @@ def _validate(tensor: Any, op: str, scheme: str, block_size: int, timeout: float
 def _is_finite(x: torch.Tensor) -> bool:
     if x.is_cuda:
         return bool(torch.isfinite(x).all())
-    return _native.comm_all_finite(x.numpy())
+    return _native.comm.all_finite(x.numpy())
 
 
 def _bounds(n: int, world: int) -> list[tuple[int, int]]:
@@ -159,7 +159,7 @@ def _quantize_into(x: torch.Tensor, scheme: str, block: int) -> torch.Tensor:
     if x.is_cuda:
         return quantize(x, scheme, block).data
     out = torch.empty(packed_len(scheme, block, x.numel()), dtype=torch.uint8)
-    _native.comm_quantize_packed(scheme, block, x.numpy(), out.numpy())
+    _native.comm.quantize_packed(scheme, block, x.numpy(), out.numpy())
     return out
 
 
@@ -188,7 +188,7 @@ def _decode_into(data: torch.Tensor, scheme: str, block: int, out: torch.Tensor,
         q = QuantizedTensor(data, scheme, torch.Size([out.numel()]), torch.float32, block)
         _decode(q, out, accumulate=acc)
         return
-    _native.comm_dequantize_packed(scheme, block, data.numpy(), out.numpy(), acc)
+    _native.comm.dequantize_packed(scheme, block, data.numpy(), out.numpy(), acc)
 
 
 def _exchange_headers(
@@ -281,8 +281,15 @@ def all_reduce(
         RuntimeError: no initialised process group.
 
     Example:
+        Every rank runs the same code (``torchrun`` starts one process per rank); here the group
+        has one rank, so the average is the tensor itself, up to int8 rounding:
+
+        >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
         >>> grad = torch.randn(1_000_000)
-        >>> ferrolm.comm.all_reduce(grad, op="avg", scheme="blockwise", timeout=30.0)
+        >>> avg = all_reduce(grad, op="avg", scheme="blockwise", timeout=30.0)
+        >>> avg is grad
+        True
+        >>> dist.destroy_process_group()
     """
     _validate(tensor, op, scheme, block_size, timeout)
     if not isinstance(piece_size, int) or piece_size < 1 or piece_size >= 1 << 40:

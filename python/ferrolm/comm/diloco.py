@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch._C._distributed_c10d import GradBucket
 
 from ferrolm.comm.allreduce import all_reduce
 from ferrolm.comm.quantize import DEFAULT_BLOCK_SIZE, SCHEMES
@@ -39,11 +40,18 @@ class DiLoCo:
         broadcast_initial: Copy rank 0's parameters to every rank first (ranks must start equal).
 
     Example:
+        Every rank runs the same loop (here a group of one rank, see :func:`all_reduce`):
+
+        >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        >>> model = torch.nn.Linear(4, 1)
         >>> diloco = DiLoCo(model, torch.optim.AdamW(model.parameters(), 1e-3), sync_every=50)
-        >>> for x, y in batches:
-        ...     loss_fn(model(x), y).backward()
-        ...     diloco.step()          # inner step; every 50th also syncs all ranks
+        >>> for _ in range(100):
+        ...     model(torch.randn(8, 4)).square().mean().backward()
+        ...     synced = diloco.step()  # inner step; True when it also synced all ranks
         ...     diloco.zero_grad()
+        >>> diloco.outer_steps
+        2
+        >>> dist.destroy_process_group()
     """
 
     def __init__(
@@ -157,15 +165,18 @@ class Int8HookState:
 
 
 def int8_allreduce_hook(
-    state: Int8HookState, bucket: dist.GradBucket
+    state: Int8HookState, bucket: GradBucket
 ) -> torch.futures.Future[torch.Tensor]:
     """DDP communication hook: averages each gradient bucket with the int8 ring all-reduce.
 
     The reduction runs synchronously inside the hook (no overlap with the rest of backward).
 
     Example:
-        >>> ddp = torch.nn.parallel.DistributedDataParallel(model)
+        >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        >>> ddp = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 1))
         >>> ddp.register_comm_hook(Int8HookState(), int8_allreduce_hook)
+        >>> ddp(torch.randn(8, 4)).sum().backward()  # the gradients were all-reduced in int8
+        >>> dist.destroy_process_group()
     """
     buf = bucket.buffer()
     all_reduce(
@@ -184,5 +195,5 @@ def int8_allreduce_hook(
 # DDP checks the hook's annotations as objects; `from __future__ import annotations` made
 # them strings, so put the real ones back.
 int8_allreduce_hook.__annotations__.update(
-    {"bucket": dist.GradBucket, "return": torch.futures.Future[torch.Tensor]}
+    {"bucket": GradBucket, "return": torch.futures.Future[torch.Tensor]}
 )

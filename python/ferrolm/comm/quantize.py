@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 #: The scheme names, in the order of their codes in wire headers (from the core).
-SCHEMES: tuple[str, ...] = tuple(_native.comm_scheme_names())
+SCHEMES: tuple[str, ...] = tuple(_native.comm.scheme_names())
 #: Values per block of the ``"blockwise"`` scheme. Relative L2 error on 1M values: Gaussian
 #: 0.64 % (256) vs 0.74 % (1024); Student-t with 2 dof 1.75 % (256) vs 3.4 % (1024) vs 41 % for
 #: one global min-max. 256 costs 3 % extra bytes on the wire and halves the heavy-tail error.
@@ -43,12 +43,12 @@ def check_scheme(scheme: str, block_size: int) -> int:
     Raises:
         ValueError: An unknown scheme, or a bad ``"blockwise"`` block size.
     """
-    return _native.comm_scheme_code(scheme, block_size)
+    return _native.comm.scheme_code(scheme, block_size)
 
 
 def packed_len(scheme: str, block_size: int, n: int) -> int:
     """Bytes of the packed form of ``n`` values."""
-    return _native.comm_packed_len(scheme, block_size, n)
+    return _native.comm.packed_len(scheme, block_size, n)
 
 
 @dataclass(frozen=True)
@@ -151,14 +151,14 @@ def _flat_float32(t: torch.Tensor, arg: str) -> torch.Tensor:
 
 def quantize_flat_into(x: torch.Tensor, scheme: str, block_size: int, out: torch.Tensor) -> None:
     """Packs the flat contiguous float32 CPU tensor ``x`` into ``out`` (no validation)."""
-    _native.comm_quantize_packed(scheme, block_size, x.numpy(), out.numpy())
+    _native.comm.quantize_packed(scheme, block_size, x.numpy(), out.numpy())
 
 
 def dequantize_flat_into(
     data: torch.Tensor, scheme: str, block_size: int, out: torch.Tensor, accumulate: bool
 ) -> None:
     """Decodes packed CPU bytes into the flat float32 ``out`` (no validation)."""
-    _native.comm_dequantize_packed(scheme, block_size, data.numpy(), out.numpy(), accumulate)
+    _native.comm.dequantize_packed(scheme, block_size, data.numpy(), out.numpy(), accumulate)
 
 
 def quantize(
@@ -206,30 +206,37 @@ def _check_quantized(q: QuantizedTensor) -> None:
 def _decode(q: QuantizedTensor, flat: torch.Tensor, accumulate: bool) -> None:
     if flat.is_cuda and q.scheme == "minmax":
         kernel = (
-            _native.cuda_dequantize_accumulate_minmax_f32
+            _native.cuda.dequantize_accumulate_minmax_f32
             if accumulate
-            else _native.cuda_dequantize_minmax_f32
+            else _native.cuda.dequantize_minmax_f32
         )
         _launch_cuda(kernel, q, flat)
     elif flat.is_cuda:
         index = _device_index(flat.device)
         _cuda.require_gpu("q", index)
-        n, head = q.numel, q.header_bytes
-        kernel = (
-            _native.cuda_dequantize_blockwise_f32
-            if q.scheme == "blockwise"
-            else _native.cuda_dequantize_intellect_f32
-        )
-        args = (q.data[head:].data_ptr(), n)
+        stream = _stream(flat.device)
+        codes, params, out = q.data[q.header_bytes :].data_ptr(), q.data.data_ptr(), flat.data_ptr()
         if q.scheme == "blockwise":
-            args += (q.block_size,)
-        kernel(index, _stream(flat.device), *args, q.data.data_ptr(), flat.data_ptr(), accumulate)  # type: ignore[operator]
+            _native.cuda.dequantize_blockwise_f32(
+                index, stream, codes, q.numel, q.block_size, params, out, accumulate
+            )
+        else:
+            _native.cuda.dequantize_intellect_f32(
+                index, stream, codes, q.numel, params, out, accumulate
+            )
     else:
         dequantize_flat_into(q.data, q.scheme, q.block_size, flat, accumulate)
 
 
 def dequantize(q: QuantizedTensor) -> torch.Tensor:
-    """Decodes ``q`` to a float32 tensor of the original shape, on ``q``'s device."""
+    """Decodes ``q`` to a float32 tensor of the original shape, on ``q``'s device.
+
+    Example:
+        >>> x = torch.linspace(-1.0, 1.0, 512).reshape(2, 256)
+        >>> y = dequantize(quantize(x, scheme="minmax"))
+        >>> y.shape, y.dtype, bool((y - x).abs().max() <= 1.0 / 255)
+        (torch.Size([2, 256]), torch.float32, True)
+    """
     _check_quantized(q)
     out = torch.empty(q.numel, dtype=torch.float32, device=q.data.device)
     _decode(q, out, accumulate=False)
@@ -243,6 +250,12 @@ def dequantize_accumulate(q: QuantizedTensor, acc: torch.Tensor) -> torch.Tensor
         q: Codes from :func:`quantize`.
         acc: A contiguous float32 tensor with ``q``'s element count, on ``q``'s device.
             It is the only argument this function writes.
+
+    Example:
+        >>> acc = torch.ones(256)
+        >>> _ = dequantize_accumulate(quantize(torch.full((256,), 0.5)), acc)
+        >>> acc[:3]
+        tensor([1.5000, 1.5000, 1.5000])
     """
     _check_quantized(q)
     if not isinstance(acc, torch.Tensor) or acc.dtype != torch.float32:
@@ -277,7 +290,7 @@ def _quantize_cuda(x: torch.Tensor, scheme: str, block_size: int, data: torch.Te
     stream = _stream(x.device)
     if scheme == "blockwise":
         bad = torch.zeros(1, dtype=torch.int32, device=x.device)
-        _native.cuda_quantize_blockwise_f32(
+        _native.cuda.quantize_blockwise_f32(
             index,
             stream,
             x.data_ptr(),
@@ -290,9 +303,9 @@ def _quantize_cuda(x: torch.Tensor, scheme: str, block_size: int, data: torch.Te
         flag = bad
     else:
         scratch = torch.zeros(
-            _native.cuda_intellect_scratch_bytes(n), dtype=torch.uint8, device=x.device
+            _native.cuda.intellect_scratch_bytes(n), dtype=torch.uint8, device=x.device
         )
-        _native.cuda_quantize_intellect_f32(
+        _native.cuda.quantize_intellect_f32(
             index,
             stream,
             x.data_ptr(),
@@ -312,8 +325,8 @@ def _quantize_minmax_cuda(x: torch.Tensor, data: torch.Tensor) -> None:
     _cuda.require_gpu("t", index)
     n = x.numel()
     params = torch.empty(4, dtype=torch.float32, device=x.device)
-    partial = torch.empty(3 * _native.cuda_minmax_blocks(n), dtype=torch.float32, device=x.device)
-    _native.cuda_quantize_minmax_f32(
+    partial = torch.empty(3 * _native.cuda.minmax_blocks(n), dtype=torch.float32, device=x.device)
+    _native.cuda.quantize_minmax_f32(
         index,
         _stream(x.device),
         x.data_ptr(),

@@ -13,8 +13,8 @@ and ``generate`` call (see :func:`apply_to_llava`)::
     handle = prune.apply_to_llava(model, keep=0.098)   # handle.remove() turns it off
 """
 
-from ferrolm.prune._llava import PruneHandle, apply_to_llava
-from ferrolm.prune._select import (
+from ferrolm.prune.llava import PruneHandle, PruneStats, apply_to_llava
+from ferrolm.prune.select import (
     DEFAULT_KEEP,
     METHODS,
     Selection,
@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_KEEP",
     "METHODS",
     "PruneHandle",
+    "PruneStats",
     "Selection",
     "apply_to_llava",
     "divprune",

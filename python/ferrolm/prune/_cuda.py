@@ -72,7 +72,7 @@ def divprune_cuda(
     dist = distance_matrices(x).contiguous()
     if first is None and seed is not None:
         # The CPU path's own rule, so that both devices start from the same token.
-        first_t = torch.from_numpy(_native.prune_seeded_first_picks(seed, batch, n)).to(device)
+        first_t = torch.from_numpy(_native.prune.seeded_first_picks(seed, batch, n)).to(device)
     else:
         fill = -1 if first is None else first
         first_t = torch.full((batch,), fill, dtype=torch.int64, device=device)
@@ -80,7 +80,7 @@ def divprune_cuda(
     mind = torch.empty(batch, n, dtype=torch.float32, device=device)
     out = torch.empty(batch, k, dtype=torch.int64, device=device)
     obj = torch.empty(batch, dtype=torch.float32, device=device)
-    _native.prune_cuda_divprune_f32(
+    _native.prune.cuda_divprune_f32(
         index,
         int(torch.cuda.current_stream(device).cuda_stream),
         dist.data_ptr(),

@@ -12,6 +12,9 @@ Example:
 """
 
 from ferrolm.speculative.builder import BatchTreeBuilder, TreeBuilder
+from ferrolm.speculative.generator import DEFAULT_ACCEPTANCE, SpeculativeGenerator
+from ferrolm.speculative.profile import LatencyProfile, estimate_acceptance, profile
+from ferrolm.speculative.sampling import sampling_probs
 from ferrolm.speculative.sequoia import (
     Plan,
     SequoiaTable,
@@ -22,11 +25,13 @@ from ferrolm.speculative.sequoia import (
     sequoia_heap,
     tree_value,
 )
+from ferrolm.speculative.stats import GenerationStats, SpeculativeOutput
 from ferrolm.speculative.tree import (
     Tree,
     ancestor_mask,
     ancestor_mask_batch,
     children_table,
+    forest_children_table,
     kv_compaction,
     leaf_paths,
     position_ids,
@@ -35,17 +40,17 @@ from ferrolm.speculative.tree import (
     walk,
     walk_batch,
 )
-from ferrolm.speculative.verify import (
-    choose_greedy,
-    choose_sample,
-    choose_sequoia,
-    forest_children_table,
-)
+from ferrolm.speculative.verify import choose_greedy, choose_sample, choose_sequoia
 
 __all__ = [
+    "DEFAULT_ACCEPTANCE",
     "BatchTreeBuilder",
+    "GenerationStats",
+    "LatencyProfile",
     "Plan",
     "SequoiaTable",
+    "SpeculativeGenerator",
+    "SpeculativeOutput",
     "Tree",
     "TreeBuilder",
     "acceptance_vector",
@@ -55,38 +60,20 @@ __all__ = [
     "choose_greedy",
     "choose_sample",
     "choose_sequoia",
+    "estimate_acceptance",
     "forest_children_table",
     "kv_compaction",
     "leaf_paths",
     "load_acceptance_vector",
     "plan",
     "position_ids",
+    "profile",
     "remap_compaction",
+    "sampling_probs",
     "sequoia_dp",
     "sequoia_heap",
     "tree_value",
     "validate_parents",
     "walk",
     "walk_batch",
-]
-
-# --- spec-generate: the generation loop over Hugging Face models ---
-from ferrolm.speculative.generate import (
-    DEFAULT_ACCEPTANCE,
-    GenerationStats,
-    SpeculativeGenerator,
-    SpeculativeOutput,
-    sampling_probs,
-)
-from ferrolm.speculative.profile import LatencyProfile, estimate_acceptance, profile
-
-__all__ += [
-    "DEFAULT_ACCEPTANCE",
-    "GenerationStats",
-    "LatencyProfile",
-    "SpeculativeGenerator",
-    "SpeculativeOutput",
-    "estimate_acceptance",
-    "profile",
-    "sampling_probs",
 ]

@@ -17,14 +17,14 @@ __all__ = ["BatchTreeBuilder", "TreeBuilder"]
 
 def _check_limits(
     budget: int, max_depth: int, max_width: int, log_decay: float, min_logprob: float
-):
-    check_int(budget, "budget", 1)
-    check_int(max_depth, "max_depth", 0)
-    check_int(max_width, "max_width", 1)
-    if not isinstance(log_decay, (int, float)) or not log_decay <= 0 or math.isinf(log_decay):
-        raise ValueError(f"`log_decay` must be a finite float <= 0, got {log_decay!r}")
-    if not isinstance(min_logprob, (int, float)) or math.isnan(min_logprob) or min_logprob > 0:
-        raise ValueError(f"`min_logprob` must be <= 0 or -inf, got {min_logprob!r}")
+) -> None:
+    """Checks only the types here; the Rust core checks the ranges, in one wording."""
+    check_int(budget, "budget")
+    check_int(max_depth, "max_depth")
+    check_int(max_width, "max_width")
+    for value, arg in ((log_decay, "log_decay"), (min_logprob, "min_logprob")):
+        if not isinstance(value, (int, float)):
+            raise ValueError(f"`{arg}` must be a float, got {type(value).__name__}")
 
 
 def _children(child_tokens: Any, child_logprobs: Any, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -78,9 +78,9 @@ class TreeBuilder:
         log_decay: float = 0.0,
         min_logprob: float = -math.inf,
     ) -> None:
-        check_int(root_token, "root_token", 0)
+        check_int(root_token, "root_token")
         _check_limits(budget, max_depth, max_width, log_decay, min_logprob)
-        self._inner = _native.SpeculativeTreeBuilder(
+        self._inner = _native.speculative.TreeBuilder(
             int(root_token),
             int(budget),
             int(max_depth),
@@ -164,7 +164,7 @@ class BatchTreeBuilder:
         if roots.min() < 0:
             raise ValueError(f"`root_tokens` must be token ids >= 0, got {roots.min()}")
         _check_limits(budget, max_depth, max_width, log_decay, min_logprob)
-        self._inner = _native.SpeculativeBatchTreeBuilder(
+        self._inner = _native.speculative.BatchTreeBuilder(
             roots, int(budget), int(max_depth), int(max_width), float(log_decay), float(min_logprob)
         )
 

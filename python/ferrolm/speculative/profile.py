@@ -19,7 +19,13 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from ferrolm.speculative.generate import _KV, GenerationStats, _spec, _vocab_size, sampling_probs
+from ferrolm.speculative.hf import vocab_size
+from ferrolm.speculative.kv_cache import RaggedKVCache
+from ferrolm.speculative.sampling import gumbel_order, sampling_probs
+from ferrolm.speculative.sequoia import acceptance_vector
+from ferrolm.speculative.stats import GenerationStats
+from ferrolm.speculative.tree import ancestor_mask, position_ids
+from ferrolm.speculative.verify import choose_sequoia
 
 __all__ = ["LatencyProfile", "estimate_acceptance", "profile"]
 
@@ -63,11 +69,10 @@ def profile(
         raise ValueError(f"`context` must be >= 1, got {context}")
     if repeats < 1:
         raise ValueError(f"`repeats` must be >= 1, got {repeats}")
-    spec = _spec()
     sizes_sorted = sorted({int(s) for s in sizes})
-    vocab = _vocab_size(model)
+    vocab = vocab_size(model)
     gen = torch.Generator().manual_seed(0)
-    kv = _KV(model, 1, GenerationStats())
+    kv = RaggedKVCache(model, 1, GenerationStats())
     prefix = torch.randint(0, vocab, (1, context), generator=gen).numpy()
     attend = torch.ones(1, context, context, dtype=torch.bool).tril()
     kv.forward(prefix, np.arange(context)[None], attend, keep_last=1)
@@ -76,8 +81,8 @@ def profile(
     for n in sizes_sorted:
         parents = np.concatenate([[-1], np.arange(n - 1) // 2]).astype(np.int32)
         tokens = torch.randint(0, vocab, (1, n), generator=gen).numpy()
-        positions = np.asarray(spec.position_ids(parents, context), dtype=np.int64)[None]
-        block = torch.from_numpy(np.asarray(spec.ancestor_mask(parents), dtype=bool))
+        positions = np.asarray(position_ids(parents, context), dtype=np.int64)[None]
+        block = torch.from_numpy(np.asarray(ancestor_mask(parents), dtype=bool))
         times = []
         for i in range(repeats + 1):
             attend = torch.ones(1, n, context + n, dtype=torch.bool)
@@ -125,8 +130,8 @@ def estimate_acceptance(
     each position of the continuation a star tree of `width` draft candidates is verified the way
     generation will verify it: greedy takes the draft's top-`width` tokens and accepts the one
     equal to the target's argmax; sampling draws them without replacement from the draft and
-    applies Sequoia's rule (``spec.choose_sequoia``). ``p[k-1]`` is the fraction of positions
-    where the k-th candidate was accepted (``spec.acceptance_vector``).
+    applies Sequoia's rule (``choose_sequoia``). ``p[k-1]`` is the fraction of positions
+    where the k-th candidate was accepted (``acceptance_vector``).
 
     Args:
         target, draft: Hugging Face causal LMs sharing a vocabulary.
@@ -143,12 +148,11 @@ def estimate_acceptance(
         raise ValueError(f"`width` must be >= 1, got {width}")
     if max_new_tokens < 1:
         raise ValueError(f"`max_new_tokens` must be >= 1, got {max_new_tokens}")
-    if _vocab_size(target) != _vocab_size(draft):
+    if vocab_size(target) != vocab_size(draft):
         raise ValueError(
-            f"target and draft must share one vocabulary: {_vocab_size(target)} vs "
-            f"{_vocab_size(draft)} output tokens"
+            f"target and draft must share one vocabulary: {vocab_size(target)} vs "
+            f"{vocab_size(draft)} output tokens"
         )
-    spec = _spec()
     generator = generator or torch.Generator().manual_seed(0)
     target_device = next(target.parameters()).device
     draft_device = next(draft.parameters()).device
@@ -181,21 +185,15 @@ def estimate_acceptance(
         q = sampling_probs(d_logits, temperature, top_k, top_p)
         parents = np.concatenate([[-1], np.zeros(width, dtype=np.int32)]).astype(np.int32)
         for i in range(len(p)):
-            u = torch.rand(q[i].shape, generator=generator).clamp_(min=1e-20)
-            keys = q[i].log() - (-u.log()).log()
             k = min(width, int((q[i] > 0).sum()))
-            children = torch.topk(keys, k).indices
+            children = gumbel_order(q[i], k, generator)
             tokens = np.concatenate([[0], children.numpy()]).astype(np.int32)
             star = parents[: k + 1]
             target_probs = torch.zeros(k + 1, p.shape[-1])
             draft_probs = torch.zeros(k + 1, p.shape[-1])
             target_probs[:] = p[i]
             draft_probs[:] = q[i]
-            choice = np.asarray(
-                spec.choose_sequoia(star, tokens, target_probs, draft_probs, generator)
-            )
+            choice = np.asarray(choose_sequoia(star, tokens, target_probs, draft_probs, generator))
             accepted = np.flatnonzero(tokens[1:] == choice[0])
             ranks.append(int(accepted[0]) if len(accepted) else -1)
-    return np.asarray(
-        spec.acceptance_vector(np.asarray(ranks, dtype=np.int64), width), dtype=np.float64
-    )
+    return np.asarray(acceptance_vector(np.asarray(ranks, dtype=np.int64), width), dtype=np.float64)

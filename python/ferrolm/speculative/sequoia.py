@@ -48,7 +48,7 @@ class SequoiaTable:
     Made by :func:`sequoia_dp`.
     """
 
-    def __init__(self, inner: _native.SpeculativeSequoiaTable) -> None:
+    def __init__(self, inner: _native.speculative.SequoiaTable) -> None:
         self._inner = inner
 
     @property
@@ -102,7 +102,7 @@ def sequoia_dp(p: Any, max_nodes: int, max_depth: int) -> SequoiaTable:
     """
     arr = _p(p)
     return SequoiaTable(
-        _native.speculative_sequoia_dp(
+        _native.speculative.sequoia_dp(
             arr, check_int(max_nodes, "max_nodes", 1), check_int(max_depth, "max_depth", 0)
         )
     )
@@ -118,7 +118,7 @@ def sequoia_heap(p: Any, n: int, d: int) -> tuple[Tree, npt.NDArray[np.float64]]
         ValueError: ``p`` increases somewhere (use :func:`sequoia_dp`).
     """
     arr = _p(p)
-    parents, depth, rank, values = _native.speculative_sequoia_heap(
+    parents, depth, rank, values = _native.speculative.sequoia_heap(
         arr, check_int(n, "n", 1), check_int(d, "d", 0)
     )
     return _shape_tree(parents, depth, rank), values
@@ -126,7 +126,7 @@ def sequoia_heap(p: Any, n: int, d: int) -> tuple[Tree, npt.NDArray[np.float64]]
 
 def tree_value(p: Any, parents: Any) -> float:
     """Expected accepted tokens per step of any tree under ``p`` (sum of path products)."""
-    return _native.speculative_tree_value(_p(p), int_array(parents, "parents"))
+    return _native.speculative.tree_value(_p(p), int_array(parents, "parents"))
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ def plan(
     tv = float_array(t_verify_s, "t_verify_s")
     if len(tv) != len(s):
         raise ValueError(f"`t_verify_s` must have {len(s)} entries like `sizes`, got {len(tv)}")
-    n, d, tokens, spt, speedup = _native.speculative_plan(
+    n, d, tokens, spt, speedup = _native.speculative.plan(
         table._inner,
         s,
         tv,
@@ -191,7 +191,7 @@ def acceptance_vector(accepted_ranks: Any, width: int) -> npt.NDArray[np.float64
         [0.5, 0.25]
     """
     r = int_array(accepted_ranks, "accepted_ranks", dtype=np.int64)
-    return _native.speculative_acceptance_from_ranks(r, check_int(width, "width", 1))
+    return _native.speculative.acceptance_from_ranks(r, check_int(width, "width", 1))
 
 
 def load_acceptance_vector(path: str | Path) -> npt.NDArray[np.float64]:

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ferrolm import _native
 from ferrolm.speculative._arrays import int_array
+from ferrolm.speculative.tree import forest_children_table
 
-__all__ = ["choose_greedy", "choose_sample", "choose_sequoia", "forest_children_table"]
+__all__ = ["choose_greedy", "choose_sample", "choose_sequoia"]
 
 
 def _matrix(x: Any, arg: str) -> torch.Tensor:
@@ -74,28 +74,6 @@ def choose_sample(
     p = _probs(target_probs, "target_probs")
     g = _generator(generator, p.device)
     return torch.multinomial(p, 1, generator=g).squeeze(1).to("cpu", torch.int64)
-
-
-def forest_children_table(parents: Any, offsets: Any | None = None) -> np.ndarray:
-    """``int32 [n, k]`` children (global ids, rank order, -1 padded) of one tree or a CSR batch."""
-    p = int_array(parents, "parents")
-    if offsets is None:
-        return _native.speculative_children_table(p)
-    off = int_array(offsets, "offsets", dtype=np.int64)
-    _native.speculative_validate_batch(p, off)
-    sizes = np.diff(off)
-    base = np.repeat(off[:-1], sizes)
-    glob = np.where(p >= 0, p.astype(np.int64) + base, -1)
-    kids = np.nonzero(glob >= 0)[0]
-    par = glob[kids]
-    order = np.argsort(par, kind="stable")
-    par_s, kids_s = par[order], kids[order]
-    counts = np.bincount(par_s, minlength=len(p))
-    starts = np.cumsum(counts) - counts
-    rank = np.arange(len(par_s)) - starts[par_s]
-    table = np.full((len(p), max(int(counts.max(initial=0)), 1)), -1, dtype=np.int32)
-    table[par_s, rank] = kids_s
-    return table
 
 
 def choose_sequoia(

@@ -1,11 +1,22 @@
 """Under-trained ("glitch") token detection, after "Fishing for Magikarp" (Land & Bartolo 2024).
 
 Example:
+    A toy BPE vocabulary whose token ``"ba"`` no text encodes to (no merge makes it):
+
+    >>> from tokenizers import Tokenizer, models
     >>> from ferrolm import tokens
-    >>> r = tokens.scan("path/to/tokenizer.json")  # doctest: +SKIP
-    >>> r.counts()  # doctest: +SKIP
-    >>> ind = tokens.indicators("path/to/model", scan=r)  # doctest: +SKIP
-    >>> ind.candidates[:20]  # doctest: +SKIP
+    >>> bpe = models.BPE(vocab={"a": 0, "b": 1, "ab": 2, "ba": 3}, merges=[("a", "b")])
+    >>> r = tokens.scan(Tokenizer(bpe))
+    >>> r.counts()["unreachable_multi"], r.decoded[3]
+    (1, 'ba')
+
+    On a real model: scan the tokenizer, rank tokens by weight indicators, then ask the model
+    to repeat the best candidates::
+
+        r = tokens.scan("path/to/model")
+        ind = tokens.indicators("path/to/model", scan=r)
+        model, tokenizer = tokens.load_model("path/to/model")
+        v = tokens.verify(model, tokenizer, ind.candidates[:20])
 """
 
 from ferrolm.tokens.indicators import Indicators, find_reference, indicators

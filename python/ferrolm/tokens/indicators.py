@@ -73,10 +73,18 @@ def find_reference(
 
     Returns:
         ``(ids, description)``; ``ids`` may be empty.
+
+    Example:
+        >>> from tokenizers import Tokenizer, models
+        >>> from ferrolm import tokens
+        >>> bpe = models.BPE(vocab={"a": 0, "b": 1, "ab": 2, "ba": 3}, merges=[("a", "b")])
+        >>> ids, why = tokens.find_reference(tokens.scan(Tokenizer(bpe)))
+        >>> ids.tolist(), why
+        ([3], '1 unreachable tokens')
     """
     named = np.zeros(result.vocab_size, dtype=bool)
     for i in np.flatnonzero(result.special):
-        named[i] = bool(UNUSED_NAME.match(result.tokens[i]))
+        named[i] = bool(UNUSED_NAME.match(result.tokens[int(i)]))
     unreachable = result.unreachable & ~result.special
     impossible = result.impossible_bytes & ~result.special
     parts = [
@@ -145,9 +153,19 @@ def indicators(
             ``fallback="error"``), or bad arguments.
 
     Example:
+        A toy vocabulary (its unreachable token ``"ba"`` is the reference set) with random
+        weights; pass a model directory or file instead of ``mats`` for a real model:
+
+        >>> from tokenizers import Tokenizer, models
         >>> from ferrolm import tokens
-        >>> ind = tokens.indicators("path/to/model")  # doctest: +SKIP
-        >>> ind.candidates[:10]  # doctest: +SKIP
+        >>> bpe = models.BPE(vocab={"a": 0, "b": 1, "ab": 2, "ba": 3}, merges=[("a", "b")])
+        >>> emb = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+        >>> mats = tokens.EmbeddingMatrices(emb, None, "embed.weight", None, "in memory")
+        >>> ind = tokens.indicators(mats, scan=tokens.scan(Tokenizer(bpe)), percentile=50)
+        >>> ind.reference_ids.tolist(), ind.reference_source
+        ([3], '1 unreachable tokens')
+        >>> ind.candidates.tolist()
+        [0]
     """
     if not 0.0 < float(percentile) < 100.0:
         raise ValueError(f"`percentile` must be in (0, 100), got {percentile!r}")
@@ -170,13 +188,13 @@ def indicators(
     norm = None
     if not tied:
         emb = _fit_rows(mats.embedding_name, mats.embedding, vocab, notes)
-        norm = _native.tokens_row_norms(emb)
-    identical = _native.tokens_identical_row_counts(unemb)
+        norm = _native.tokens.row_norms(emb)
+    identical = _native.tokens.identical_row_counts(unemb)
     if reference_ids is not None:
-        ref = np.asarray(reference_ids, dtype=np.int64)
-        if ref.size == 0 or ref.min() < 0 or ref.max() >= vocab:
+        given = np.asarray(reference_ids, dtype=np.int64)
+        if given.size == 0 or given.min() < 0 or given.max() >= vocab:
             raise ValueError(f"`reference_ids` must be non-empty ids in [0, {vocab})")
-        ref = ref.astype(np.uint32)
+        ref = given.astype(np.uint32)
         source = f"{ref.size} ids given by the caller"
     else:
         ref, source = find_reference(scan, identical)
@@ -186,13 +204,13 @@ def indicators(
                 "no reference set of unused tokens found (no unreachable, unused-named or "
                 "identical-row tokens); pass `reference_ids=` or `fallback='lowest_norm'`"
             )
-        norms = _native.tokens_row_norms(unemb)
+        norms = _native.tokens.row_norms(unemb)
         k = max(1, vocab // 200)
         ref = np.argsort(norms, kind="stable")[:k].astype(np.uint32)
         source = f"fallback: the {k} tokens with the smallest unembedding norm"
         notes.append(f"no reference set of unused tokens found; {source}")
-    direction = _native.tokens_dominant_direction(unemb) if remove_dominant else None
-    distance = _native.tokens_cosine_distance(unemb, ref, remove=direction)
+    direction = _native.tokens.dominant_direction(unemb) if remove_dominant else None
+    distance = _native.tokens.cosine_distance(unemb, ref, remove=direction)
     reachable = (scan.category == 0) & ~scan.single_byte
     pool = distance[reachable] if reachable.any() else distance
     threshold = float(np.percentile(pool, percentile))

@@ -160,12 +160,16 @@ class ScanResult:
     @property
     def special(self) -> npt.NDArray[np.bool_]:
         """Mask of special tokens."""
-        return self.category == SPECIAL
+        mask: npt.NDArray[np.bool_] = self.category == SPECIAL
+        return mask
 
     @property
     def unreachable(self) -> npt.NDArray[np.bool_]:
         """Mask of tokens whose decoded text never encodes to them (single or multi)."""
-        return (self.category == UNREACHABLE_SINGLE) | (self.category == UNREACHABLE_MULTI)
+        mask: npt.NDArray[np.bool_] = (self.category == UNREACHABLE_SINGLE) | (
+            self.category == UNREACHABLE_MULTI
+        )
+        return mask
 
     @property
     def never_produced(self) -> npt.NDArray[np.bool_]:
@@ -238,17 +242,19 @@ class Scanner:
     scans skip loading.
 
     Example:
-        >>> s = tokens.Scanner("model.gguf")  # doctest: +SKIP
-        >>> s.scan().counts()  # doctest: +SKIP
+        >>> from tokenizers import Tokenizer, models
+        >>> s = Scanner(Tokenizer(models.BPE(vocab={"a": 0, "b": 1, "ab": 2}, merges=[("a", "b")])))
+        >>> s.vocab_size, s.scan().counts()["ok"]
+        (3, 3)
     """
 
     def __init__(self, source: TokenizerSource) -> None:
         if isinstance(source, (str, os.PathLike)):
             path = _resolve_path(Path(source))
-            self._native = _native.TokensScanner.from_file(path)
+            self._native = _native.tokens.Scanner.from_file(path)
             self.source = str(path)
         else:
-            self._native = _native.TokensScanner.from_json(_object_json(source))
+            self._native = _native.tokens.Scanner.from_json(_object_json(source))
             self.source = type(source).__name__
 
     @property
@@ -293,9 +299,15 @@ def tokenizer_json(source: TokenizerSource) -> str:
 
     GGUF and tiktoken vocabularies are converted (see :func:`scan`); load the result with
     ``tokenizers.Tokenizer.from_str``.
+
+    Example:
+        >>> from tokenizers import Tokenizer, models
+        >>> text = tokenizer_json(Tokenizer(models.BPE(vocab={"a": 0, "b": 1}, merges=[])))
+        >>> Tokenizer.from_str(text).get_vocab_size()
+        2
     """
     if isinstance(source, (str, os.PathLike)):
-        text, _ = _native.tokens_tokenizer_json(_resolve_path(Path(source)))
+        text, _ = _native.tokens.tokenizer_json(_resolve_path(Path(source)))
         return text
     return _object_json(source)
 
@@ -328,10 +340,14 @@ def scan(
         TypeError: ``source`` is of an unsupported type.
 
     Example:
-        >>> from ferrolm import tokens
-        >>> r = tokens.scan("gpt2.tiktoken")  # doctest: +SKIP
-        >>> r.counts()["single_byte"], r.counts()["undecodable"]  # doctest: +SKIP
-        (256, 216)
+        A toy BPE vocabulary; GPT-2's ``gpt2.tiktoken``, for comparison, has 256 single-byte
+        and 216 undecodable tokens.
+
+        >>> from tokenizers import Tokenizer, models
+        >>> bpe = models.BPE(vocab={"a": 0, "b": 1, "ab": 2, "ba": 3}, merges=[("a", "b")])
+        >>> r = scan(Tokenizer(bpe))
+        >>> [r.decoded[i] for i in np.flatnonzero(r.unreachable)]
+        ['ba']
     """
     if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 0:
         raise ValueError(f"`max_examples` must be a non-negative int, got {max_examples!r}")

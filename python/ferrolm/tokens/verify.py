@@ -220,7 +220,7 @@ def load_model(path: str | Path) -> tuple[Any, Any]:
     if path.is_dir():
         ggufs = sorted(path.glob("*.gguf"))
         if (path / "config.json").is_file() or not ggufs:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+            model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
             return model.eval(), AutoTokenizer.from_pretrained(path)
         path = ggufs[0]
     stat = path.stat()

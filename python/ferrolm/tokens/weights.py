@@ -106,6 +106,20 @@ def read_embeddings(model_path: str | Path) -> EmbeddingMatrices:
     Raises:
         FileNotFoundError: nothing readable at ``model_path``.
         ValueError: no embedding tensor, or a malformed file.
+
+    Example:
+        >>> import tempfile
+        >>> import torch
+        >>> from safetensors.torch import save_file
+        >>> weights = {
+        ...     "model.embed_tokens.weight": torch.ones(4, 8),
+        ...     "lm_head.weight": torch.eye(4, 8),
+        ... }
+        >>> with tempfile.TemporaryDirectory() as model_dir:
+        ...     save_file(weights, f"{model_dir}/model.safetensors")
+        ...     mats = read_embeddings(model_dir)
+        >>> mats.embedding.shape, mats.unembedding_name, mats.unembedding[1, 1]
+        ((4, 8), 'lm_head.weight', np.float32(1.0))
     """
     path = Path(model_path)
     if not path.exists():

@@ -1,224 +1,208 @@
-//! Bindings of `ferrolm_cuda` (Python: `ferrolm.cuda`). Pointers arrive as integers from
-//! `tensor.data_ptr()` and streams from `torch.cuda.current_stream().cuda_stream`; the Python
-//! layer checks devices, dtypes, sizes and contiguity before calling these.
+//! Bindings of `ferrolm_cuda` (Python: `ferrolm._native.cuda`, wrapped by `ferrolm.cuda`).
+//! Pointers arrive as integers from `tensor.data_ptr()` and streams from
+//! `torch.cuda.current_stream().cuda_stream`; the Python layer checks devices, dtypes, sizes and
+//! contiguity before calling these.
 
-use ferrolm_cuda::{comm, quantize, Launch};
 use pyo3::prelude::*;
 
-use crate::errors::detach;
+/// NVRTC kernels and their launchers (wrapped by `ferrolm.cuda`).
+#[pymodule(submodule, module = "ferrolm._native")]
+pub mod cuda {
+    use ferrolm_cuda::{quantize, Launch};
+    use pyo3::prelude::*;
 
-/// Whether libnvrtc can be loaded.
-#[pyfunction]
-pub fn cuda_nvrtc_available() -> bool {
-    ferrolm_cuda::nvrtc_available()
-}
+    use crate::errors::detach;
 
-/// Whether the CUDA driver library can be loaded.
-#[pyfunction]
-pub fn cuda_driver_available() -> bool {
-    ferrolm_cuda::driver_available()
-}
+    /// Whether libnvrtc can be loaded.
+    #[pyfunction]
+    fn nvrtc_available() -> bool {
+        ferrolm_cuda::nvrtc_available()
+    }
 
-/// Number of CUDA devices (RuntimeError without a driver).
-#[pyfunction]
-pub fn cuda_device_count(py: Python<'_>) -> PyResult<usize> {
-    detach(py, ferrolm_cuda::device_count)
-}
+    /// Whether the CUDA driver library can be loaded.
+    #[pyfunction]
+    fn driver_available() -> bool {
+        ferrolm_cuda::driver_available()
+    }
 
-/// NVRTC's (major, minor) version.
-#[pyfunction]
-pub fn cuda_nvrtc_version(py: Python<'_>) -> PyResult<(i32, i32)> {
-    detach(py, ferrolm_cuda::nvrtc_version)
-}
+    /// Number of CUDA devices (RuntimeError without a driver).
+    #[pyfunction]
+    fn device_count(py: Python<'_>) -> PyResult<usize> {
+        detach(py, ferrolm_cuda::device_count)
+    }
 
-/// The CUDA (major, minor) version the driver supports.
-#[pyfunction]
-pub fn cuda_driver_version(py: Python<'_>) -> PyResult<(i32, i32)> {
-    detach(py, ferrolm_cuda::driver_version)
-}
+    /// NVRTC's (major, minor) version.
+    #[pyfunction]
+    fn nvrtc_version(py: Python<'_>) -> PyResult<(i32, i32)> {
+        detach(py, ferrolm_cuda::nvrtc_version)
+    }
 
-/// Names of the kernel families shipped in `cuda/kernels/`.
-#[pyfunction]
-pub fn cuda_kernel_names() -> Vec<&'static str> {
-    ferrolm_cuda::kernel_sources()
-        .iter()
-        .map(|k| k.name)
-        .collect()
-}
+    /// The CUDA (major, minor) version the driver supports.
+    #[pyfunction]
+    fn driver_version(py: Python<'_>) -> PyResult<(i32, i32)> {
+        detach(py, ferrolm_cuda::driver_version)
+    }
 
-/// Compiles every kernel family with NVRTC; returns `(name, ptx_bytes)` pairs.
-#[pyfunction]
-#[pyo3(signature = (arch=None))]
-pub fn cuda_compile_all(
-    py: Python<'_>,
-    arch: Option<String>,
-) -> PyResult<Vec<(&'static str, usize)>> {
-    let compiled = detach(py, || ferrolm_cuda::compile_all(arch.as_deref()))?;
-    Ok(compiled
-        .into_iter()
-        .map(|k| (k.name, k.ptx_bytes))
-        .collect())
-}
+    /// Names of the kernel families shipped in `cuda/kernels/`.
+    #[pyfunction]
+    fn kernel_names() -> Vec<&'static str> {
+        ferrolm_cuda::kernel_sources()
+            .iter()
+            .map(|k| k.name)
+            .collect()
+    }
 
-/// Number of blocks (and partial triples) the min-max reduction uses for `n` elements.
-#[pyfunction]
-pub fn cuda_minmax_blocks(n: u64) -> u32 {
-    quantize::blocks_for(n)
-}
+    /// Compiles every kernel family with NVRTC; returns `(name, ptx_bytes)` pairs.
+    #[pyfunction]
+    #[pyo3(signature = (arch=None))]
+    fn compile_all(py: Python<'_>, arch: Option<String>) -> PyResult<Vec<(&'static str, usize)>> {
+        let compiled = detach(py, || ferrolm_cuda::compile_all(arch.as_deref()))?;
+        Ok(compiled
+            .into_iter()
+            .map(|k| (k.name, k.ptx_bytes))
+            .collect())
+    }
 
-/// Queues min-max quantization of `n` floats on `stream` of `device`.
-#[pyfunction]
-#[allow(clippy::too_many_arguments)]
-pub fn cuda_quantize_minmax_f32(
-    py: Python<'_>,
-    device: usize,
-    stream: usize,
-    x: u64,
-    q: u64,
-    params: u64,
-    partial: u64,
-    n: u64,
-) -> PyResult<()> {
-    let launch = Launch { device, stream };
-    detach(py, || {
-        quantize::quantize_minmax_f32(launch, x, q, params, partial, n)
-    })
-}
+    /// Number of blocks (and partial triples) the min-max reduction uses for `n` elements.
+    #[pyfunction]
+    fn minmax_blocks(n: u64) -> u32 {
+        quantize::blocks_for(n)
+    }
 
-/// Queues `out = min + q * scale` on `stream` of `device`.
-#[pyfunction]
-pub fn cuda_dequantize_minmax_f32(
-    py: Python<'_>,
-    device: usize,
-    stream: usize,
-    q: u64,
-    params: u64,
-    out: u64,
-    n: u64,
-) -> PyResult<()> {
-    let launch = Launch { device, stream };
-    detach(py, || {
-        quantize::dequantize_minmax_f32(launch, q, params, out, n)
-    })
-}
+    /// Queues min-max quantization of `n` floats on `stream` of `device`.
+    #[pyfunction]
+    #[allow(clippy::too_many_arguments)]
+    fn quantize_minmax_f32(
+        py: Python<'_>,
+        device: usize,
+        stream: usize,
+        x: u64,
+        q: u64,
+        params: u64,
+        partial: u64,
+        n: u64,
+    ) -> PyResult<()> {
+        let launch = Launch { device, stream };
+        detach(py, || {
+            quantize::quantize_minmax_f32(launch, x, q, params, partial, n)
+        })
+    }
 
-/// Queues `acc += min + q * scale` on `stream` of `device`.
-#[pyfunction]
-pub fn cuda_dequantize_accumulate_minmax_f32(
-    py: Python<'_>,
-    device: usize,
-    stream: usize,
-    q: u64,
-    params: u64,
-    acc: u64,
-    n: u64,
-) -> PyResult<()> {
-    let launch = Launch { device, stream };
-    detach(py, || {
-        quantize::dequantize_accumulate_minmax_f32(launch, q, params, acc, n)
-    })
-}
+    /// Queues `out = min + q * scale` on `stream` of `device`.
+    #[pyfunction]
+    fn dequantize_minmax_f32(
+        py: Python<'_>,
+        device: usize,
+        stream: usize,
+        q: u64,
+        params: u64,
+        out: u64,
+        n: u64,
+    ) -> PyResult<()> {
+        let launch = Launch { device, stream };
+        detach(py, || {
+            quantize::dequantize_minmax_f32(launch, q, params, out, n)
+        })
+    }
 
-/// Queues block-wise quantization (see `ferrolm_cuda::comm::quantize_blockwise_f32`).
-#[pyfunction]
-#[allow(clippy::too_many_arguments)]
-pub fn cuda_quantize_blockwise_f32(
-    py: Python<'_>,
-    device: usize,
-    stream: usize,
-    x: u64,
-    n: u64,
-    block: u32,
-    params: u64,
-    q: u64,
-    bad: u64,
-) -> PyResult<()> {
-    let launch = Launch { device, stream };
-    detach(py, || {
-        comm::quantize_blockwise_f32(launch, x, n, block, params, q, bad)
-    })
-}
+    /// Queues `acc += min + q * scale` on `stream` of `device`.
+    #[pyfunction]
+    fn dequantize_accumulate_minmax_f32(
+        py: Python<'_>,
+        device: usize,
+        stream: usize,
+        q: u64,
+        params: u64,
+        acc: u64,
+        n: u64,
+    ) -> PyResult<()> {
+        let launch = Launch { device, stream };
+        detach(py, || {
+            quantize::dequantize_accumulate_minmax_f32(launch, q, params, acc, n)
+        })
+    }
 
-/// Queues block-wise decoding (adding into `out` when `accumulate`).
-#[pyfunction]
-#[allow(clippy::too_many_arguments)]
-pub fn cuda_dequantize_blockwise_f32(
-    py: Python<'_>,
-    device: usize,
-    stream: usize,
-    q: u64,
-    n: u64,
-    block: u32,
-    params: u64,
-    out: u64,
-    accumulate: bool,
-) -> PyResult<()> {
-    let launch = Launch { device, stream };
-    detach(py, || {
-        comm::dequantize_blockwise_f32(launch, q, n, block, params, out, accumulate)
-    })
-}
+    /// Queues block-wise quantization (see `ferrolm_cuda::quantize::quantize_blockwise_f32`).
+    #[pyfunction]
+    #[allow(clippy::too_many_arguments)]
+    fn quantize_blockwise_f32(
+        py: Python<'_>,
+        device: usize,
+        stream: usize,
+        x: u64,
+        n: u64,
+        block: u32,
+        params: u64,
+        q: u64,
+        bad: u64,
+    ) -> PyResult<()> {
+        let launch = Launch { device, stream };
+        detach(py, || {
+            quantize::quantize_blockwise_f32(launch, x, n, block, params, q, bad)
+        })
+    }
 
-/// Bytes of zeroed scratch `cuda_quantize_intellect_f32` needs for `n` values.
-#[pyfunction]
-pub fn cuda_intellect_scratch_bytes(n: u64) -> u64 {
-    comm::intellect_scratch_bytes(n)
-}
+    /// Queues block-wise decoding (adding into `out` when `accumulate`).
+    #[pyfunction]
+    #[allow(clippy::too_many_arguments)]
+    fn dequantize_blockwise_f32(
+        py: Python<'_>,
+        device: usize,
+        stream: usize,
+        q: u64,
+        n: u64,
+        block: u32,
+        params: u64,
+        out: u64,
+        accumulate: bool,
+    ) -> PyResult<()> {
+        let launch = Launch { device, stream };
+        detach(py, || {
+            quantize::dequantize_blockwise_f32(launch, q, n, block, params, out, accumulate)
+        })
+    }
 
-/// Queues INTELLECT-1 quantization (codebook + codes; stats in the last 16 scratch bytes).
-#[pyfunction]
-#[allow(clippy::too_many_arguments)]
-pub fn cuda_quantize_intellect_f32(
-    py: Python<'_>,
-    device: usize,
-    stream: usize,
-    x: u64,
-    n: u64,
-    codebook: u64,
-    q: u64,
-    scratch: u64,
-) -> PyResult<()> {
-    let launch = Launch { device, stream };
-    detach(py, || {
-        comm::quantize_intellect_f32(launch, x, n, codebook, q, scratch)
-    })
-}
+    /// Bytes of zeroed scratch `quantize_intellect_f32` needs for `n` values.
+    #[pyfunction]
+    fn intellect_scratch_bytes(n: u64) -> u64 {
+        quantize::intellect_scratch_bytes(n)
+    }
 
-/// Queues INTELLECT-1 decoding through the codebook (adding when `accumulate`).
-#[pyfunction]
-#[allow(clippy::too_many_arguments)]
-pub fn cuda_dequantize_intellect_f32(
-    py: Python<'_>,
-    device: usize,
-    stream: usize,
-    q: u64,
-    n: u64,
-    codebook: u64,
-    out: u64,
-    accumulate: bool,
-) -> PyResult<()> {
-    let launch = Launch { device, stream };
-    detach(py, || {
-        comm::dequantize_intellect_f32(launch, q, n, codebook, out, accumulate)
-    })
-}
+    /// Queues INTELLECT-1 quantization (codebook + codes; stats in the last 16 scratch bytes).
+    #[pyfunction]
+    #[allow(clippy::too_many_arguments)]
+    fn quantize_intellect_f32(
+        py: Python<'_>,
+        device: usize,
+        stream: usize,
+        x: u64,
+        n: u64,
+        codebook: u64,
+        q: u64,
+        scratch: u64,
+    ) -> PyResult<()> {
+        let launch = Launch { device, stream };
+        detach(py, || {
+            quantize::quantize_intellect_f32(launch, x, n, codebook, q, scratch)
+        })
+    }
 
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(cuda_nvrtc_available, m)?)?;
-    m.add_function(wrap_pyfunction!(cuda_driver_available, m)?)?;
-    m.add_function(wrap_pyfunction!(cuda_device_count, m)?)?;
-    m.add_function(wrap_pyfunction!(cuda_nvrtc_version, m)?)?;
-    m.add_function(wrap_pyfunction!(cuda_driver_version, m)?)?;
-    m.add_function(wrap_pyfunction!(cuda_kernel_names, m)?)?;
-    m.add_function(wrap_pyfunction!(cuda_compile_all, m)?)?;
-    m.add_function(wrap_pyfunction!(cuda_minmax_blocks, m)?)?;
-    m.add_function(wrap_pyfunction!(cuda_quantize_minmax_f32, m)?)?;
-    m.add_function(wrap_pyfunction!(cuda_dequantize_minmax_f32, m)?)?;
-    m.add_function(wrap_pyfunction!(cuda_dequantize_accumulate_minmax_f32, m)?)?;
-    m.add_function(wrap_pyfunction!(cuda_quantize_blockwise_f32, m)?)?;
-    m.add_function(wrap_pyfunction!(cuda_dequantize_blockwise_f32, m)?)?;
-    m.add_function(wrap_pyfunction!(cuda_intellect_scratch_bytes, m)?)?;
-    m.add_function(wrap_pyfunction!(cuda_quantize_intellect_f32, m)?)?;
-    m.add_function(wrap_pyfunction!(cuda_dequantize_intellect_f32, m)?)?;
-    Ok(())
+    /// Queues INTELLECT-1 decoding through the codebook (adding when `accumulate`).
+    #[pyfunction]
+    #[allow(clippy::too_many_arguments)]
+    fn dequantize_intellect_f32(
+        py: Python<'_>,
+        device: usize,
+        stream: usize,
+        q: u64,
+        n: u64,
+        codebook: u64,
+        out: u64,
+        accumulate: bool,
+    ) -> PyResult<()> {
+        let launch = Launch { device, stream };
+        detach(py, || {
+            quantize::dequantize_intellect_f32(launch, q, n, codebook, out, accumulate)
+        })
+    }
 }

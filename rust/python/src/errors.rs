@@ -3,6 +3,7 @@
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ferrolm_core::Error;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError};
@@ -30,9 +31,32 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
+/// Guarded calls left before an armed test panic fires; 0 = disarmed (see `_debug_panic_next`).
+static PANIC_COUNTDOWN: AtomicUsize = AtomicUsize::new(0);
+
+/// The message of a panic armed by `_debug_panic_next`.
+pub const ARMED_PANIC: &str = "panic armed by _debug_panic_next";
+
+#[cold]
+fn countdown_armed_panic() {
+    let before = PANIC_COUNTDOWN.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+        left.checked_sub(1)
+    });
+    if before == Ok(1) {
+        panic!("{ARMED_PANIC}");
+    }
+}
+
 /// Runs `work`, turning a panic inside it into [`Error::Internal`].
 pub fn guard<T>(work: impl FnOnce() -> ferrolm_core::Result<T>) -> ferrolm_core::Result<T> {
-    match catch_unwind(AssertUnwindSafe(work)) {
+    let guarded = || {
+        // Disarmed (the normal case) this is one relaxed load: the test hook costs nothing else.
+        if PANIC_COUNTDOWN.load(Ordering::Relaxed) != 0 {
+            countdown_armed_panic();
+        }
+        work()
+    };
+    match catch_unwind(AssertUnwindSafe(guarded)) {
         Ok(result) => result,
         Err(payload) => Err(Error::Internal(panic_message(payload.as_ref()))),
     }
@@ -55,6 +79,14 @@ pub fn _debug_panic(py: Python<'_>, message: String) -> PyResult<()> {
     })
 }
 
+/// Arms a test panic: the `calls`-th guarded call from now (1 = the next one) panics inside the
+/// guard, before its core work starts, with the message "panic armed by _debug_panic_next";
+/// 0 disarms. Lets tests reach the guard of every binding without a real bug.
+#[pyfunction]
+pub fn _debug_panic_next(calls: usize) {
+    PANIC_COUNTDOWN.store(calls, Ordering::Relaxed);
+}
+
 /// Raises the Python exception that a core error of `kind` maps to (for tests of the mapping).
 #[pyfunction]
 pub fn _debug_raise(kind: &str) -> PyResult<()> {
@@ -72,15 +104,11 @@ pub fn _debug_raise(kind: &str) -> PyResult<()> {
             during: "waiting for rank 1".into(),
         },
         "internal" => Error::Internal("broken invariant".into()),
-        other => return Err(PyValueError::new_err(format!(
-            "`kind` must be one of value, type, malformed, io, device, timeout, internal; got {other:?}"
-        ))),
+        other => Error::value(
+            "kind",
+            "one of value, type, malformed, io, device, timeout, internal",
+            format!("{other:?}"),
+        ),
     };
     Err(to_py(error))
-}
-
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(_debug_panic, m)?)?;
-    m.add_function(wrap_pyfunction!(_debug_raise, m)?)?;
-    Ok(())
 }

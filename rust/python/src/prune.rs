@@ -1,174 +1,157 @@
-//! Bindings of `ferrolm_core::prune` (Python: `ferrolm.prune`).
+//! Bindings of `ferrolm_core::prune` (Python: `ferrolm._native.prune`, wrapped by
+//! `ferrolm.prune`).
 
-use ferrolm_core::prune::{self, FirstPick, Method, Options, Order};
-use ferrolm_core::Error;
-use numpy::{
-    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray3, PyUntypedArrayMethods,
-};
 use pyo3::prelude::*;
 
-use crate::errors::{detach, to_py};
+/// DivPrune visual-token selection (wrapped by `ferrolm.prune`).
+#[pymodule(submodule, module = "ferrolm._native")]
+pub mod prune {
+    use ferrolm_core::prune::{self as core, FirstPick, Method, Options, Order};
+    use ferrolm_core::Error;
+    use numpy::{PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray3, PyUntypedArrayMethods};
+    use pyo3::prelude::*;
 
-fn options(
-    first: Option<usize>,
-    seed: Option<u64>,
-    greedy_order: bool,
-    method: &str,
-) -> PyResult<Options> {
-    let first = match (first, seed) {
-        (Some(_), Some(_)) => {
-            return Err(to_py(Error::value(
-                "first",
-                "None when `seed` is given (they are two ways to choose the first token)",
-                "both",
-            )))
-        }
-        (Some(i), None) => FirstPick::Index(i),
-        (None, Some(s)) => FirstPick::Seed(s),
-        (None, None) => FirstPick::MostIsolated,
-    };
-    let method: Method = method.parse().map_err(to_py)?;
-    let order = if greedy_order {
-        Order::Greedy
-    } else {
-        Order::Sorted
-    };
-    Ok(Options {
-        first,
-        order,
-        method,
-    })
-}
+    use crate::arrays::{slice, to_2d, unsigned};
+    use crate::errors::{detach, to_py};
 
-/// Keeps `k` tokens of each image of `features` (`[batch, n, d]` float32, C-contiguous);
-/// returns `(indices int64 [batch, k], objective float32 [batch])`.
-#[pyfunction]
-#[pyo3(signature = (features, k, *, first=None, seed=None, greedy_order=false, method="auto"))]
-#[allow(clippy::type_complexity)]
-pub fn prune_divprune<'py>(
-    py: Python<'py>,
-    features: PyReadonlyArray3<'py, f32>,
-    k: usize,
-    first: Option<usize>,
-    seed: Option<u64>,
-    greedy_order: bool,
-    method: &str,
-) -> PyResult<(Bound<'py, PyArray2<i64>>, Bound<'py, PyArray1<f32>>)> {
-    let opts = options(first, seed, greedy_order, method)?;
-    let shape = features.shape();
-    let (batch, n, d) = (shape[0], shape[1], shape[2]);
-    let x = features.as_slice().map_err(|_| {
-        to_py(Error::value(
-            "features",
-            "C-contiguous",
-            "a strided array; call .contiguous()",
-        ))
-    })?;
-    let selections = detach(py, || prune::select_batch(x, batch, n, d, k, &opts))?;
-    let mut indices = Vec::with_capacity(batch * k);
-    let mut objective = Vec::with_capacity(batch);
-    for s in selections {
-        indices.extend(s.indices.iter().map(|&i| i as i64));
-        objective.push(s.objective);
-    }
-    let indices = PyArray1::from_vec(py, indices).reshape([batch, k])?;
-    Ok((indices, PyArray1::from_vec(py, objective)))
-}
-
-/// The minimum cosine distance between two of the tokens `indices` of `features`
-/// (`[n, d]` float32 given as `[1, n, d]`); `inf` for fewer than two.
-#[pyfunction]
-pub fn prune_objective(
-    py: Python<'_>,
-    features: PyReadonlyArray3<'_, f32>,
-    indices: PyReadonlyArray1<'_, i64>,
-) -> PyResult<f32> {
-    let shape = features.shape();
-    let (n, d) = (shape[1], shape[2]);
-    if shape[0] != 1 {
-        return Err(to_py(Error::value(
-            "features",
-            "one image",
-            format!("{} images", shape[0]),
-        )));
-    }
-    let x = features.as_slice().map_err(|_| {
-        to_py(Error::value(
-            "features",
-            "C-contiguous",
-            "a strided array; call .contiguous()",
-        ))
-    })?;
-    let idx = crate::arrays::slice("indices", &indices)?;
-    let idx: Vec<usize> = idx
-        .iter()
-        .map(|&i| usize::try_from(i).map_err(|_| to_py(Error::value("indices", "non-negative", i))))
-        .collect::<PyResult<_>>()?;
-    detach(py, || prune::objective(x, n, d, &idx))
-}
-
-/// Queues the CUDA selection (`ferrolm_cuda::divprune`) on `stream` of `device`; pointers are
-/// device addresses of tensors the Python layer allocated and checked.
-#[pyfunction]
-#[allow(clippy::too_many_arguments)]
-pub fn prune_cuda_divprune_f32(
-    py: Python<'_>,
-    device: usize,
-    stream: usize,
-    dist: u64,
-    nn: u64,
-    first: u64,
-    mind: u64,
-    out: u64,
-    objective: u64,
-    batch: u32,
-    n: u32,
-    k: u32,
-    needs_nearest: bool,
-) -> PyResult<()> {
-    let launch = ferrolm_cuda::Launch { device, stream };
-    detach(py, || {
-        ferrolm_cuda::divprune::divprune_f32(
-            launch,
-            dist,
-            nn,
+    fn options(
+        first: Option<usize>,
+        seed: Option<u64>,
+        greedy_order: bool,
+        method: &str,
+    ) -> PyResult<Options> {
+        let first = match (first, seed) {
+            (Some(_), Some(_)) => {
+                return Err(to_py(Error::value(
+                    "first",
+                    "None when `seed` is given (they are two ways to choose the first token)",
+                    "both",
+                )))
+            }
+            (Some(i), None) => FirstPick::Index(i),
+            (None, Some(s)) => FirstPick::Seed(s),
+            (None, None) => FirstPick::MostIsolated,
+        };
+        let method: Method = method.parse().map_err(to_py)?;
+        let order = if greedy_order {
+            Order::Greedy
+        } else {
+            Order::Sorted
+        };
+        Ok(Options {
             first,
-            mind,
-            out,
-            objective,
-            batch,
-            n,
-            k,
-            needs_nearest,
-        )
-    })
-}
+            order,
+            method,
+        })
+    }
 
-/// The first token the CPU selection picks in each of `batch` images of `n` tokens when
-/// seeded with `seed` (int64 `[batch]`); the CUDA path launches with these.
-#[pyfunction]
-pub fn prune_seeded_first_picks(
-    py: Python<'_>,
-    seed: u64,
-    batch: usize,
-    n: usize,
-) -> PyResult<Bound<'_, PyArray1<i64>>> {
-    let picks = detach(py, || prune::seeded_first_picks(seed, batch, n))?;
-    let picks: Vec<i64> = picks.into_iter().map(|i| i as i64).collect();
-    Ok(PyArray1::from_vec(py, picks))
-}
+    /// Keeps `k` tokens of each image of `features` (`[batch, n, d]` float32, C-contiguous);
+    /// returns `(indices int64 [batch, k], objective float32 [batch])`.
+    #[pyfunction]
+    #[pyo3(signature = (features, k, *, first=None, seed=None, greedy_order=false, method="auto"))]
+    #[allow(clippy::type_complexity)]
+    fn divprune<'py>(
+        py: Python<'py>,
+        features: PyReadonlyArray3<'py, f32>,
+        k: usize,
+        first: Option<usize>,
+        seed: Option<u64>,
+        greedy_order: bool,
+        method: &str,
+    ) -> PyResult<(Bound<'py, PyArray2<i64>>, Bound<'py, PyArray1<f32>>)> {
+        let opts = options(first, seed, greedy_order, method)?;
+        let shape = features.shape();
+        let (batch, n, d) = (shape[0], shape[1], shape[2]);
+        let x = slice("features", &features)?;
+        let selections = detach(py, || core::select_batch(x, batch, n, d, k, &opts))?;
+        let mut indices = Vec::with_capacity(batch * k);
+        let mut objective = Vec::with_capacity(batch);
+        for s in selections {
+            indices.extend(s.indices.iter().map(|&i| i as i64));
+            objective.push(s.objective);
+        }
+        Ok((
+            to_2d(py, indices, batch, k)?,
+            PyArray1::from_vec(py, objective),
+        ))
+    }
 
-/// Whether the CPU Gram algorithm runs on Intel AMX tiles in this process.
-#[pyfunction]
-pub fn prune_amx_enabled() -> bool {
-    prune::amx_enabled()
-}
+    /// The minimum cosine distance between two of the tokens `indices` of `features`
+    /// (`[n, d]` float32 given as `[1, n, d]`); `inf` for fewer than two.
+    #[pyfunction]
+    fn objective(
+        py: Python<'_>,
+        features: PyReadonlyArray3<'_, f32>,
+        indices: PyReadonlyArray1<'_, i64>,
+    ) -> PyResult<f32> {
+        let shape = features.shape();
+        let (n, d) = (shape[1], shape[2]);
+        if shape[0] != 1 {
+            return Err(to_py(Error::value(
+                "features",
+                "one image",
+                format!("{} images", shape[0]),
+            )));
+        }
+        let x = slice("features", &features)?;
+        let idx = unsigned("indices", slice("indices", &indices)?)?;
+        detach(py, || core::objective(x, n, d, &idx))
+    }
 
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(prune_amx_enabled, m)?)?;
-    m.add_function(wrap_pyfunction!(prune_divprune, m)?)?;
-    m.add_function(wrap_pyfunction!(prune_cuda_divprune_f32, m)?)?;
-    m.add_function(wrap_pyfunction!(prune_objective, m)?)?;
-    m.add_function(wrap_pyfunction!(prune_seeded_first_picks, m)?)?;
-    Ok(())
+    /// Queues the CUDA selection (`ferrolm_cuda::divprune`) on `stream` of `device`; pointers
+    /// are device addresses of tensors the Python layer allocated and checked.
+    #[pyfunction]
+    #[allow(clippy::too_many_arguments)]
+    fn cuda_divprune_f32(
+        py: Python<'_>,
+        device: usize,
+        stream: usize,
+        dist: u64,
+        nn: u64,
+        first: u64,
+        mind: u64,
+        out: u64,
+        objective: u64,
+        batch: u32,
+        n: u32,
+        k: u32,
+        needs_nearest: bool,
+    ) -> PyResult<()> {
+        let launch = ferrolm_cuda::Launch { device, stream };
+        detach(py, || {
+            ferrolm_cuda::divprune::divprune_f32(
+                launch,
+                dist,
+                nn,
+                first,
+                mind,
+                out,
+                objective,
+                batch,
+                n,
+                k,
+                needs_nearest,
+            )
+        })
+    }
+
+    /// The first token the CPU selection picks in each of `batch` images of `n` tokens when
+    /// seeded with `seed` (int64 `[batch]`); the CUDA path launches with these.
+    #[pyfunction]
+    fn seeded_first_picks(
+        py: Python<'_>,
+        seed: u64,
+        batch: usize,
+        n: usize,
+    ) -> PyResult<Bound<'_, PyArray1<i64>>> {
+        let picks = detach(py, || core::seeded_first_picks(seed, batch, n))?;
+        let picks: Vec<i64> = picks.into_iter().map(|i| i as i64).collect();
+        Ok(PyArray1::from_vec(py, picks))
+    }
+
+    /// Whether the CPU Gram algorithm runs on Intel AMX tiles in this process.
+    #[pyfunction]
+    fn amx_enabled() -> bool {
+        core::amx_enabled()
+    }
 }

@@ -1,207 +1,189 @@
-//! Bindings of `ferrolm_core::tokens` (Python: `ferrolm.tokens`).
+//! Bindings of `ferrolm_core::tokens` (Python: `ferrolm._native.tokens`, wrapped by
+//! `ferrolm.tokens`).
 
-use std::path::PathBuf;
-
-use ferrolm_core::tokens::{
-    indicators, sources, PackedStrings, PreparedTokenizer, ScanOptions, ScanReport,
-};
-use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
 
-use crate::errors::detach;
+/// Tokenizer scans and embedding indicators (wrapped by `ferrolm.tokens`).
+#[pymodule(submodule, module = "ferrolm._native")]
+pub mod tokens {
+    use std::path::PathBuf;
 
-/// `(uint8 UTF-8 array, uint32 offsets)`, both moved into NumPy without a copy: Python wraps
-/// the pair in a lazy sequence of `str` (`ferrolm.tokens.scan.PackedStrings`) instead of
-/// building one object per string here.
-fn packed_to_tuple<'py>(py: Python<'py>, p: PackedStrings) -> PyResult<Bound<'py, PyTuple>> {
-    let text = p.text.into_bytes().into_pyarray(py);
-    PyTuple::new(py, [text.into_any(), p.offsets.into_pyarray(py).into_any()])
-}
-
-fn report_to_dict<'py>(py: Python<'py>, r: ScanReport) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    let category: Vec<u8> = r.category.iter().map(|&c| c as u8).collect();
-    d.set_item("tokens", packed_to_tuple(py, r.tokens)?)?;
-    d.set_item("decoded", packed_to_tuple(py, r.decoded)?)?;
-    d.set_item("category", category.into_pyarray(py))?;
-    d.set_item("single_byte", r.single_byte.into_pyarray(py))?;
-    d.set_item("continuation", r.continuation.into_pyarray(py))?;
-    d.set_item("impossible_bytes", r.impossible_bytes.into_pyarray(py))?;
-    d.set_item("reencoded_offsets", r.reencoded_offsets.into_pyarray(py))?;
-    d.set_item("reencoded", r.reencoded.into_pyarray(py))?;
-    match r.containment {
-        Some(c) => {
-            d.set_item("contained_count", c.count.into_pyarray(py))?;
-            d.set_item("contained_offsets", c.offsets.into_pyarray(py))?;
-            d.set_item("contained_examples", c.examples.into_pyarray(py))?;
-        }
-        None => {
-            d.set_item("contained_count", py.None())?;
-            d.set_item("contained_offsets", py.None())?;
-            d.set_item("contained_examples", py.None())?;
-        }
-    }
-    d.set_item("notes", r.notes)?;
-    Ok(d)
-}
-
-fn options(containment: bool, max_examples: usize) -> ScanOptions {
-    ScanOptions {
-        containment,
-        max_examples,
-        ..ScanOptions::default()
-    }
-}
-
-/// A tokenizer loaded once and scanned on demand (Python: `ferrolm.tokens.Scanner`).
-#[pyclass(frozen)]
-pub struct TokensScanner {
-    inner: PreparedTokenizer,
-}
-
-#[pymethods]
-impl TokensScanner {
-    /// Loads a tokenizer.json, GGUF or tiktoken file.
-    #[staticmethod]
-    fn from_file(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let inner = detach(py, || PreparedTokenizer::from_file(&path))?;
-        Ok(TokensScanner { inner })
-    }
-
-    /// Parses `tokenizer.json` text.
-    #[staticmethod]
-    fn from_json(py: Python<'_>, json: String) -> PyResult<Self> {
-        let inner = detach(py, || PreparedTokenizer::from_json(&json))?;
-        Ok(TokensScanner { inner })
-    }
-
-    /// Whether the exact fast re-encoding path applies to this tokenizer.
-    #[getter]
-    fn has_fast_path(&self) -> bool {
-        self.inner.has_fast_path()
-    }
-
-    /// Number of ids, added tokens included.
-    #[getter]
-    fn vocab_size(&self) -> usize {
-        self.inner.tokenizer.get_vocab_size(true)
-    }
-
-    /// Notes on approximations made while loading.
-    #[getter]
-    fn notes(&self) -> Vec<String> {
-        self.inner.notes.clone()
-    }
-
-    /// The tokenizer as `tokenizer.json` text.
-    fn to_json(&self, py: Python<'_>) -> PyResult<String> {
-        detach(py, || {
-            self.inner.tokenizer.to_string(false).map_err(|e| {
-                ferrolm_core::Error::Internal(format!("cannot serialise the tokenizer: {e}"))
-            })
-        })
-    }
-
-    /// Scans every token; returns a dict of per-token arrays.
-    #[pyo3(signature = (*, containment = true, max_examples = 5, fast = true))]
-    fn scan<'py>(
-        &self,
-        py: Python<'py>,
-        containment: bool,
-        max_examples: usize,
-        fast: bool,
-    ) -> PyResult<Bound<'py, PyDict>> {
-        let opts = options(containment, max_examples);
-        let report = detach(py, || self.inner.scan(&opts, fast))?;
-        report_to_dict(py, report)
-    }
-}
-
-/// The `tokenizer.json` text for a tokenizer.json, GGUF or tiktoken file, and notes on any
-/// approximation made while converting it.
-#[pyfunction]
-pub fn tokens_tokenizer_json(py: Python<'_>, path: PathBuf) -> PyResult<(String, Vec<String>)> {
-    detach(py, || sources::tokenizer_json(&path))
-}
-
-fn matrix<'a>(arg: &str, m: &'a PyReadonlyArray2<'_, f32>) -> PyResult<(&'a [f32], usize, usize)> {
-    let shape = m.shape();
-    let (rows, dim) = (shape[0], shape[1]);
-    let data = m.as_slice().map_err(|_| {
-        PyValueError::new_err(format!(
-            "`{arg}` must be C-contiguous, got a strided array; call np.ascontiguousarray"
-        ))
-    })?;
-    Ok((data, rows, dim))
-}
-
-/// The L2 norm of every row of a float32 matrix.
-#[pyfunction]
-pub fn tokens_row_norms<'py>(
-    py: Python<'py>,
-    matrix: PyReadonlyArray2<'py, f32>,
-) -> PyResult<Bound<'py, PyArray1<f32>>> {
-    let (m, rows, dim) = self::matrix("matrix", &matrix)?;
-    let out = detach(py, || indicators::row_norms(m, rows, dim))?;
-    Ok(out.into_pyarray(py))
-}
-
-/// The dominant right singular vector (unit norm) of a float32 matrix, by power iteration.
-#[pyfunction]
-#[pyo3(signature = (matrix, *, iterations = 30))]
-pub fn tokens_dominant_direction<'py>(
-    py: Python<'py>,
-    matrix: PyReadonlyArray2<'py, f32>,
-    iterations: usize,
-) -> PyResult<Bound<'py, PyArray1<f32>>> {
-    let (m, rows, dim) = self::matrix("matrix", &matrix)?;
-    let out = detach(py, || {
-        indicators::dominant_direction(m, rows, dim, iterations)
-    })?;
-    Ok(out.into_pyarray(py))
-}
-
-/// Cosine distance of every row to the mean of the `reference` rows, after projecting out
-/// `remove` (a unit vector) if given.
-#[pyfunction]
-#[pyo3(signature = (matrix, reference, *, remove = None))]
-pub fn tokens_cosine_distance<'py>(
-    py: Python<'py>,
-    matrix: PyReadonlyArray2<'py, f32>,
-    reference: PyReadonlyArray1<'py, u32>,
-    remove: Option<PyReadonlyArray1<'py, f32>>,
-) -> PyResult<Bound<'py, PyArray1<f32>>> {
-    let (m, rows, dim) = self::matrix("matrix", &matrix)?;
-    let reference = crate::arrays::slice("reference", &reference)?;
-    let remove = match &remove {
-        Some(r) => Some(crate::arrays::slice("remove", r)?),
-        None => None,
+    use ferrolm_core::tokens::{
+        indicators, sources, PackedStrings, PreparedTokenizer, ScanOptions, ScanReport,
     };
-    let out = detach(py, || {
-        indicators::cosine_distance_to_reference(m, rows, dim, reference, remove)
-    })?;
-    Ok(out.into_pyarray(py))
-}
+    use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2};
+    use pyo3::prelude::*;
+    use pyo3::types::{PyDict, PyTuple};
 
-/// For every row, how many rows (itself included) are exactly equal to it.
-#[pyfunction]
-pub fn tokens_identical_row_counts<'py>(
-    py: Python<'py>,
-    matrix: PyReadonlyArray2<'py, f32>,
-) -> PyResult<Bound<'py, PyArray1<u32>>> {
-    let (m, rows, dim) = self::matrix("matrix", &matrix)?;
-    let out = detach(py, || indicators::identical_row_counts(m, rows, dim))?;
-    Ok(out.into_pyarray(py))
-}
+    use crate::arrays::{slice, slice2};
+    use crate::errors::detach;
 
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<TokensScanner>()?;
-    m.add_function(wrap_pyfunction!(tokens_tokenizer_json, m)?)?;
-    m.add_function(wrap_pyfunction!(tokens_row_norms, m)?)?;
-    m.add_function(wrap_pyfunction!(tokens_dominant_direction, m)?)?;
-    m.add_function(wrap_pyfunction!(tokens_cosine_distance, m)?)?;
-    m.add_function(wrap_pyfunction!(tokens_identical_row_counts, m)?)?;
-    Ok(())
+    /// `(uint8 UTF-8 array, uint32 offsets)`, both moved into NumPy without a copy: Python
+    /// wraps the pair in a lazy sequence of `str` (`ferrolm.tokens.scan.PackedStrings`) instead
+    /// of building one object per string here.
+    fn packed_to_tuple<'py>(py: Python<'py>, p: PackedStrings) -> PyResult<Bound<'py, PyTuple>> {
+        let text = p.text.into_bytes().into_pyarray(py);
+        PyTuple::new(py, [text.into_any(), p.offsets.into_pyarray(py).into_any()])
+    }
+
+    fn report_to_dict<'py>(py: Python<'py>, r: ScanReport) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        let category: Vec<u8> = r.category.iter().map(|&c| c as u8).collect();
+        d.set_item("tokens", packed_to_tuple(py, r.tokens)?)?;
+        d.set_item("decoded", packed_to_tuple(py, r.decoded)?)?;
+        d.set_item("category", category.into_pyarray(py))?;
+        d.set_item("single_byte", r.single_byte.into_pyarray(py))?;
+        d.set_item("continuation", r.continuation.into_pyarray(py))?;
+        d.set_item("impossible_bytes", r.impossible_bytes.into_pyarray(py))?;
+        d.set_item("reencoded_offsets", r.reencoded_offsets.into_pyarray(py))?;
+        d.set_item("reencoded", r.reencoded.into_pyarray(py))?;
+        match r.containment {
+            Some(c) => {
+                d.set_item("contained_count", c.count.into_pyarray(py))?;
+                d.set_item("contained_offsets", c.offsets.into_pyarray(py))?;
+                d.set_item("contained_examples", c.examples.into_pyarray(py))?;
+            }
+            None => {
+                d.set_item("contained_count", py.None())?;
+                d.set_item("contained_offsets", py.None())?;
+                d.set_item("contained_examples", py.None())?;
+            }
+        }
+        d.set_item("notes", r.notes)?;
+        Ok(d)
+    }
+
+    /// A tokenizer loaded once and scanned on demand (Python: `ferrolm.tokens.Scanner`).
+    #[pyclass(name = "Scanner", frozen)]
+    struct PyScanner {
+        inner: PreparedTokenizer,
+    }
+
+    #[pymethods]
+    impl PyScanner {
+        /// Loads a tokenizer.json, GGUF or tiktoken file.
+        #[staticmethod]
+        fn from_file(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+            let inner = detach(py, || PreparedTokenizer::from_file(&path))?;
+            Ok(PyScanner { inner })
+        }
+
+        /// Parses `tokenizer.json` text.
+        #[staticmethod]
+        fn from_json(py: Python<'_>, json: String) -> PyResult<Self> {
+            let inner = detach(py, || PreparedTokenizer::from_json(&json))?;
+            Ok(PyScanner { inner })
+        }
+
+        /// Whether the exact fast re-encoding path applies to this tokenizer.
+        #[getter]
+        fn has_fast_path(&self) -> bool {
+            self.inner.has_fast_path()
+        }
+
+        /// Number of ids, added tokens included.
+        #[getter]
+        fn vocab_size(&self) -> usize {
+            self.inner.tokenizer.get_vocab_size(true)
+        }
+
+        /// Notes on approximations made while loading.
+        #[getter]
+        fn notes(&self) -> Vec<String> {
+            self.inner.notes.clone()
+        }
+
+        /// The tokenizer as `tokenizer.json` text.
+        fn to_json(&self, py: Python<'_>) -> PyResult<String> {
+            detach(py, || {
+                self.inner.tokenizer.to_string(false).map_err(|e| {
+                    ferrolm_core::Error::Internal(format!("cannot serialise the tokenizer: {e}"))
+                })
+            })
+        }
+
+        /// Scans every token; returns a dict of per-token arrays.
+        #[pyo3(signature = (*, containment = true, max_examples = 5, fast = true))]
+        fn scan<'py>(
+            &self,
+            py: Python<'py>,
+            containment: bool,
+            max_examples: usize,
+            fast: bool,
+        ) -> PyResult<Bound<'py, PyDict>> {
+            let opts = ScanOptions {
+                containment,
+                max_examples,
+                ..ScanOptions::default()
+            };
+            let report = detach(py, || self.inner.scan(&opts, fast))?;
+            report_to_dict(py, report)
+        }
+    }
+
+    /// The `tokenizer.json` text for a tokenizer.json, GGUF or tiktoken file, and notes on any
+    /// approximation made while converting it.
+    #[pyfunction]
+    fn tokenizer_json(py: Python<'_>, path: PathBuf) -> PyResult<(String, Vec<String>)> {
+        detach(py, || sources::tokenizer_json(&path))
+    }
+
+    /// The L2 norm of every row of a float32 matrix.
+    #[pyfunction]
+    fn row_norms<'py>(
+        py: Python<'py>,
+        matrix: PyReadonlyArray2<'py, f32>,
+    ) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        let (m, rows, dim) = slice2("matrix", &matrix)?;
+        let out = detach(py, || indicators::row_norms(m, rows, dim))?;
+        Ok(out.into_pyarray(py))
+    }
+
+    /// The dominant right singular vector (unit norm) of a float32 matrix, by power iteration.
+    #[pyfunction]
+    #[pyo3(signature = (matrix, *, iterations = 30))]
+    fn dominant_direction<'py>(
+        py: Python<'py>,
+        matrix: PyReadonlyArray2<'py, f32>,
+        iterations: usize,
+    ) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        let (m, rows, dim) = slice2("matrix", &matrix)?;
+        let out = detach(py, || {
+            indicators::dominant_direction(m, rows, dim, iterations)
+        })?;
+        Ok(out.into_pyarray(py))
+    }
+
+    /// Cosine distance of every row to the mean of the `reference` rows, after projecting out
+    /// `remove` (a unit vector) if given.
+    #[pyfunction]
+    #[pyo3(signature = (matrix, reference, *, remove = None))]
+    fn cosine_distance<'py>(
+        py: Python<'py>,
+        matrix: PyReadonlyArray2<'py, f32>,
+        reference: PyReadonlyArray1<'py, u32>,
+        remove: Option<PyReadonlyArray1<'py, f32>>,
+    ) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        let (m, rows, dim) = slice2("matrix", &matrix)?;
+        let reference = slice("reference", &reference)?;
+        let remove = match &remove {
+            Some(r) => Some(slice("remove", r)?),
+            None => None,
+        };
+        let out = detach(py, || {
+            indicators::cosine_distance_to_reference(m, rows, dim, reference, remove)
+        })?;
+        Ok(out.into_pyarray(py))
+    }
+
+    /// For every row, how many rows (itself included) are exactly equal to it.
+    #[pyfunction]
+    fn identical_row_counts<'py>(
+        py: Python<'py>,
+        matrix: PyReadonlyArray2<'py, f32>,
+    ) -> PyResult<Bound<'py, PyArray1<u32>>> {
+        let (m, rows, dim) = slice2("matrix", &matrix)?;
+        let out = detach(py, || indicators::identical_row_counts(m, rows, dim))?;
+        Ok(out.into_pyarray(py))
+    }
 }

@@ -182,21 +182,92 @@ pub(crate) fn children_csr_unchecked(parents: &[i32]) -> (Vec<u32>, Vec<u32>) {
 /// `(table, width)` with `width` = the largest number of children (at least 1).
 pub fn children_table(parents: &[i32]) -> Result<(Vec<i32>, usize)> {
     validate_parents(parents)?;
-    let (offsets, children) = children_csr_unchecked(parents);
-    let n = parents.len();
-    let width = (0..n)
-        .map(|i| (offsets[i + 1] - offsets[i]) as usize)
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    let mut table = vec![-1i32; n * width];
-    for i in 0..n {
-        let kids = &children[offsets[i] as usize..offsets[i + 1] as usize];
-        for (k, &c) in kids.iter().enumerate() {
-            table[i * width + k] = c as i32;
+    let whole = [0, parents.len() as i64];
+    Ok(children_table_unchecked(parents, &whole))
+}
+
+/// [`children_table`] of a CSR batch: one `[total, width]` table with global node ids, `width`
+/// the most children of any node of any tree (at least 1).
+pub fn children_table_batch(parents: &[i32], offsets: &[i64]) -> Result<(Vec<i32>, usize)> {
+    validate_batch(parents, offsets)?;
+    Ok(children_table_unchecked(parents, offsets))
+}
+
+fn children_table_unchecked(parents: &[i32], offsets: &[i64]) -> (Vec<i32>, usize) {
+    // Global parent ids; children then arrive in index order, which is rank order per tree.
+    let mut global = vec![-1i64; parents.len()];
+    for w in offsets.windows(2) {
+        for i in (w[0] as usize..w[1] as usize).filter(|&i| parents[i] >= 0) {
+            global[i] = w[0] + parents[i] as i64;
         }
     }
-    Ok((table, width))
+    let mut count = vec![0usize; parents.len()];
+    global
+        .iter()
+        .filter(|&&g| g >= 0)
+        .for_each(|&g| count[g as usize] += 1);
+    let width = count.iter().copied().max().unwrap_or(0).max(1);
+    let mut table = vec![-1i32; parents.len() * width];
+    count.fill(0);
+    for (i, &g) in global.iter().enumerate().filter(|(_, &g)| g >= 0) {
+        table[g as usize * width + count[g as usize]] = i as i32;
+        count[g as usize] += 1;
+    }
+    (table, width)
+}
+
+/// Children of every node ordered by `rank` (ties keep index order), as CSR
+/// `(offsets [n + 1], children [n - 1])`; for trees whose ids are not in rank order.
+pub fn children_by_rank(parents: &[i32], rank: &[i32]) -> Result<(Vec<i64>, Vec<i32>)> {
+    validate_parents(parents)?;
+    crate::error::check_len("rank", rank.len(), parents.len())?;
+    let (offsets, children) = children_csr_unchecked(parents);
+    let mut children: Vec<i32> = children.into_iter().map(|c| c as i32).collect();
+    for w in offsets.windows(2) {
+        children[w[0] as usize..w[1] as usize].sort_by_key(|&c| rank[c as usize]);
+    }
+    Ok((offsets.into_iter().map(i64::from).collect(), children))
+}
+
+/// Proper ancestors of every node of `nodes`, nearest first (the root last), as CSR
+/// `(offsets [k + 1], ancestors)`.
+pub fn ancestors(parents: &[i32], nodes: &[i32]) -> Result<(Vec<i64>, Vec<i32>)> {
+    validate_parents(parents)?;
+    let n = parents.len();
+    let (mut offsets, mut out) = (vec![0i64], Vec::new());
+    for (k, &node) in nodes.iter().enumerate() {
+        if node < 0 || node as usize >= n {
+            let got = format!("nodes[{k}] = {node}");
+            return Err(Error::value("nodes", format!("node ids in [0, {n})"), got));
+        }
+        let mut cur = parents[node as usize];
+        while cur >= 0 {
+            out.push(cur);
+            cur = parents[cur as usize];
+        }
+        offsets.push(out.len() as i64);
+    }
+    Ok((offsets, out))
+}
+
+/// The subtree of the root and the nodes whose `keep` flag is set and whose ancestors are all
+/// kept: `(old, parents)`, the kept node ids in index order (node `k` of the subtree is node
+/// `old[k]`) and the subtree's parents, renumbered; siblings keep their relative order.
+pub fn restrict(parents: &[i32], keep: &[bool]) -> Result<(Vec<i32>, Vec<i32>)> {
+    validate_parents(parents)?;
+    crate::error::check_len("keep", keep.len(), parents.len())?;
+    let mut new_of = vec![-1i32; parents.len()];
+    new_of[0] = 0;
+    let (mut old, mut renumbered) = (vec![0i32], vec![-1i32]);
+    for i in 1..parents.len() {
+        let p = new_of[parents[i] as usize];
+        if keep[i] && p >= 0 {
+            new_of[i] = old.len() as i32;
+            old.push(i as i32);
+            renumbered.push(p);
+        }
+    }
+    Ok((old, renumbered))
 }
 
 /// Sets one byte per bit: `SPREAD[b]` holds byte `k` = bit `k` of `b`.
@@ -613,7 +684,91 @@ mod tests {
         assert!(validate_batch(&parents, &[0, 3, 3, 7]).is_err());
     }
 
+    #[test]
+    fn subtree_helpers_on_a_small_tree() {
+        // 0 -> 1, 2; 1 -> 3; 2 -> 4; 3 -> 5
+        let parents = [-1, 0, 0, 1, 2, 3];
+        let keep = [true, true, true, false, true, true];
+        assert_eq!(
+            restrict(&parents, &keep).unwrap(),
+            (vec![0, 1, 2, 4], vec![-1, 0, 0, 2])
+        );
+        assert_eq!(
+            restrict(&parents, &[false; 6]).unwrap(),
+            (vec![0], vec![-1])
+        );
+        assert!(restrict(&parents, &[true; 5]).is_err());
+        let (off, anc) = ancestors(&parents, &[5, 0, 4]).unwrap();
+        assert_eq!((off, anc), (vec![0, 3, 3, 5], vec![3, 1, 0, 2, 0]));
+        assert!(ancestors(&parents, &[6]).is_err());
+        let (off, kids) = children_by_rank(&[-1, 0, 0, 0], &[0, 2, 0, 1]).unwrap();
+        assert_eq!((off, kids), (vec![0, 3, 3, 3, 3], vec![2, 3, 1]));
+        let (table, width) = children_table_batch(&[-1, 0, -1, 0, 0], &[0, 2, 5]).unwrap();
+        assert_eq!(width, 2);
+        assert_eq!(table, vec![1, -1, -1, -1, 3, 4, -1, -1, -1, -1]);
+        assert!(children_table_batch(&[-1, 0, 0], &[0, 2]).is_err());
+    }
+
     proptest! {
+        #[test]
+        fn restrict_keeps_exactly_the_ancestor_closed_nodes(
+            parents in arb_tree(80),
+            seed in any::<u64>(),
+        ) {
+            let n = parents.len();
+            let keep: Vec<bool> = (0..n).map(|i| i == 0 || (seed >> (i % 64)) & 1 == 1).collect();
+            let (old, sub) = restrict(&parents, &keep).unwrap();
+            let closed = |i: usize| {
+                let mut cur = i as i32;
+                while cur >= 0 {
+                    if !keep[cur as usize] {
+                        return false;
+                    }
+                    cur = parents[cur as usize];
+                }
+                true
+            };
+            let want: Vec<i32> = (0..n).filter(|&i| closed(i)).map(|i| i as i32).collect();
+            prop_assert_eq!(&old, &want);
+            validate_parents(&sub).unwrap();
+            for k in 1..old.len() {
+                prop_assert_eq!(old[sub[k] as usize], parents[old[k] as usize]);
+            }
+        }
+
+        #[test]
+        fn ancestors_and_children_match_naive_versions(parents in arb_tree(80)) {
+            let n = parents.len();
+            let nodes: Vec<i32> = (0..n as i32).rev().collect();
+            let (off, anc) = ancestors(&parents, &nodes).unwrap();
+            for (k, &node) in nodes.iter().enumerate() {
+                let got = &anc[off[k] as usize..off[k + 1] as usize];
+                let mask = &reference_mask(&parents)[node as usize * n..(node as usize + 1) * n];
+                let mut want: Vec<i32> =
+                    (0..node).filter(|&j| mask[j as usize]).collect();
+                want.reverse();
+                prop_assert_eq!(got, &want[..]);
+            }
+            let rank: Vec<i32> = (0..n as i32).map(|i| (i * 7) % 5).collect();
+            let (off, kids) = children_by_rank(&parents, &rank).unwrap();
+            let (table, width) = children_table(&parents).unwrap();
+            for p in 0..n {
+                let mut want: Vec<i32> =
+                    (1..n as i32).filter(|&c| parents[c as usize] == p as i32).collect();
+                let by_index: Vec<i32> = table[p * width..(p + 1) * width]
+                    .iter().copied().filter(|&c| c >= 0).collect();
+                prop_assert_eq!(&by_index, &want);
+                want.sort_by_key(|&c| rank[c as usize]);
+                prop_assert_eq!(&kids[off[p] as usize..off[p + 1] as usize], &want[..]);
+            }
+            let twice: Vec<i32> = parents.iter().chain(&parents).copied().collect();
+            let (batch, bw) = children_table_batch(&twice, &[0, n as i64, 2 * n as i64]).unwrap();
+            prop_assert_eq!(bw, width);
+            for (j, &c) in batch[n * width..].iter().enumerate() {
+                prop_assert_eq!(c, if table[j] < 0 { -1 } else { table[j] + n as i32 });
+            }
+        }
+
         #[test]
         fn mask_equals_reference(parents in arb_tree(300)) {
             prop_assert_eq!(ancestor_mask(&parents).unwrap(), reference_mask(&parents));

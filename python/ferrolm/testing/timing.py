@@ -1,4 +1,5 @@
-"""Small timing helpers for the demo (benchmarks use pytest-benchmark instead)."""
+"""Best-of-N wall-clock timing, for the demo and for the baselines the benches time in the same
+run as pytest-benchmark's own rounds."""
 
 from __future__ import annotations
 

@@ -9,21 +9,17 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from ferrolm._demo import comm, generate, prune, speculative, tokens
 from ferrolm._doctor import doctor_section
 from ferrolm._report import Report, Section
-from ferrolm.comm._demo import demo_section as comm_section
-from ferrolm.prune._demo import demo_section as prune_section
-from ferrolm.speculative._demo import demo_section as spec_section
-from ferrolm.speculative._generate_demo import demo_section as spec_generate_section
-from ferrolm.tokens._demo import demo_section as tokens_section
 
 SECTIONS: list[Callable[[], Section]] = [
     doctor_section,
-    comm_section,
-    spec_section,
-    spec_generate_section,
-    prune_section,
-    tokens_section,
+    comm.demo_section,
+    speculative.demo_section,
+    generate.demo_section,
+    prune.demo_section,
+    tokens.demo_section,
 ]
 
 

@@ -12,7 +12,7 @@ does it once, saves the model and tokenizer with ``save_pretrained`` under
 ``$FERROLM_CACHE`` (default ``~/.cache/ferrolm``) and reloads that copy afterwards (1-10 s).
 
 Example:
-    >>> from ferrolm.speculative.fixtures import load_pretrained
+    >>> from ferrolm.testing.models import load_pretrained
     >>> model, tokenizer = load_pretrained("smollm2-135m")  # doctest: +SKIP
 """
 
@@ -151,4 +151,5 @@ def load_pretrained(name: str, *, attn_implementation: str = "sdpa") -> tuple[An
         saved, dtype=torch.float32, attn_implementation=attn_implementation
     )
     tokenizer = AutoTokenizer.from_pretrained(saved)
-    return model.eval(), tokenizer
+    # transformers leaves PreTrainedModel.eval unannotated
+    return model.eval(), tokenizer  # type: ignore[no-untyped-call]

@@ -15,6 +15,9 @@ def tiny_pair(layers: int = 4, positions: int = 512, noise: float = 0.2) -> tupl
     weight noise. Deterministic; greedy generation never stops early (no EOS)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    # PretrainedConfig takes the attention backend as an extra keyword that LlamaConfig's own
+    # typed signature does not list.
+    backend: dict[str, Any] = {"attn_implementation": "sdpa"}
     config = LlamaConfig(
         vocab_size=256,
         hidden_size=64,
@@ -24,11 +27,13 @@ def tiny_pair(layers: int = 4, positions: int = 512, noise: float = 0.2) -> tupl
         num_key_value_heads=2,
         max_position_embeddings=positions,
         initializer_range=0.3,
-        attn_implementation="sdpa",
+        **backend,
     )
     torch.manual_seed(0)
-    target = LlamaForCausalLM(config).eval()
-    draft = LlamaForCausalLM(config).eval()
+    target: Any = LlamaForCausalLM(config)
+    draft: Any = LlamaForCausalLM(config)
+    target.eval()
+    draft.eval()
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for d, t in zip(draft.parameters(), target.parameters()):
@@ -40,7 +45,7 @@ def tiny_pair(layers: int = 4, positions: int = 512, noise: float = 0.2) -> tupl
 
 
 def _smollm2() -> Any:
-    from ferrolm.speculative.fixtures import fixture_available, load_pretrained
+    from ferrolm.testing.models import fixture_available, load_pretrained
 
     if not fixture_available("smollm2-135m"):
         return None

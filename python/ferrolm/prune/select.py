@@ -11,7 +11,15 @@ import torch
 
 from ferrolm import _native
 
-__all__ = ["DEFAULT_KEEP", "METHODS", "Selection", "divprune", "keep_count", "objective"]
+__all__ = [
+    "DEFAULT_KEEP",
+    "METHODS",
+    "Selection",
+    "divprune",
+    "keep_count",
+    "objective",
+    "uses_amx",
+]
 
 DEFAULT_KEEP = 0.098
 """DivPrune's default keep ratio for LLaVA 1.5 (56 of 576 image tokens)."""
@@ -41,6 +49,10 @@ def keep_count(n: int, keep: float) -> int:
 
     Raises:
         ValueError: ``keep`` is not in (0, 1] or ``n < 1``.
+
+    Example:
+        >>> keep_count(576, DEFAULT_KEEP), keep_count(10, 0.25), keep_count(3, 0.01)
+        (56, 3, 1)
     """
     if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0.0 < keep <= 1.0:
         raise ValueError(f"`keep` must be a ratio in (0, 1], got {keep!r}")
@@ -75,7 +87,7 @@ def uses_amx() -> bool:
     variable ``FERROLM_NO_AMX`` is set to a non-empty value other than ``0`` before the first
     selection; then the float32 SGEMM path runs instead.
     """
-    return bool(_native.prune_amx_enabled())
+    return bool(_native.prune.amx_enabled())
 
 
 def divprune(
@@ -166,7 +178,7 @@ def divprune(
         indices, obj = divprune_cuda(x, k, first=first, seed=seed, greedy_order=order == "greedy")
     else:
         x32 = x.to(torch.float32).contiguous()
-        idx_np, obj_np = _native.prune_divprune(
+        idx_np, obj_np = _native.prune.divprune(
             x32.numpy(), k, first=first, seed=seed, greedy_order=order == "greedy", method=method
         )
         indices, obj = torch.from_numpy(idx_np), torch.from_numpy(obj_np)
@@ -199,4 +211,4 @@ def objective(features: torch.Tensor, indices: torch.Tensor) -> float:
         raise TypeError("`indices` must be a 1-D integer torch.Tensor")
     x = features.detach().to("cpu", torch.float32).contiguous().unsqueeze(0)
     idx = np.ascontiguousarray(indices.detach().cpu().numpy().astype(np.int64))
-    return float(_native.prune_objective(x.numpy(), idx))
+    return float(_native.prune.objective(x.numpy(), idx))

@@ -1,4 +1,4 @@
-"""Demo section for ``ferrolm demo``: Sequoia's DP and planner on the bundled acceptance vector."""
+"""The ``ferrolm demo`` section of Sequoia's DP and planner on the bundled acceptance vector."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ferrolm import speculative
 from ferrolm._report import Section
-from ferrolm._timing import best_of
-from ferrolm.speculative._reference import numpy_sequoia_dp
-from ferrolm.speculative.sequoia import load_acceptance_vector, plan, sequoia_dp, sequoia_heap
+from ferrolm.speculative import load_acceptance_vector, plan, sequoia_dp, sequoia_heap
+from ferrolm.testing.speculative import numpy_sequoia_dp
+from ferrolm.testing.timing import best_of
 
-ACCEPTANCE_FILE = Path(__file__).with_name("sequoia_acceptance_vector.txt")
+ACCEPTANCE_FILE = Path(speculative.__file__).with_name("sequoia_acceptance_vector.txt")
 
 
 def demo_section() -> Section:

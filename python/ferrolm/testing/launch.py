@@ -1,5 +1,5 @@
-"""Run a function on N local processes joined by a gloo (or NCCL) group on 127.0.0.1 (tests,
-demo, bench)."""
+"""Run a function on N local processes joined by a gloo (or NCCL) group on 127.0.0.1 (for the
+tests, the demo and the benches)."""
 
 from __future__ import annotations
 

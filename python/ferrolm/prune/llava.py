@@ -31,7 +31,7 @@ from typing import Any, Callable, Literal, Optional
 import torch
 
 from ferrolm import cuda as _cuda
-from ferrolm.prune._select import DEFAULT_KEEP, divprune, keep_count
+from ferrolm.prune.select import DEFAULT_KEEP, divprune, keep_count
 
 __all__ = ["PruneHandle", "PruneStats", "apply_to_llava"]
 
@@ -362,9 +362,18 @@ def apply_to_llava(
         RuntimeError: DivPrune is already applied to this model.
 
     Example:
+        A tiny random LLaVA (64 image tokens per 32 x 32 image, image token id 127) stands in
+        for ``LlavaForConditionalGeneration.from_pretrained(...)``:
+
         >>> from ferrolm import prune
-        >>> handle = prune.apply_to_llava(model, keep=0.098)  # doctest: +SKIP
-        >>> out = model.generate(**inputs, max_new_tokens=32)  # doctest: +SKIP
-        >>> handle.remove()  # doctest: +SKIP
+        >>> from ferrolm.testing.prune import tiny_llava
+        >>> model = tiny_llava()
+        >>> ids = torch.tensor([[1, 2] + [127] * 64 + [3]])
+        >>> pixels = torch.randn(1, 3, 32, 32)
+        >>> handle = prune.apply_to_llava(model, keep=0.098)
+        >>> out = model.generate(input_ids=ids, pixel_values=pixels, max_new_tokens=4)
+        >>> handle.last.image_tokens, handle.last.kept_image_tokens
+        ((64,), (6,))
+        >>> handle.remove()
     """
     return PruneHandle(model, keep, positions, method)

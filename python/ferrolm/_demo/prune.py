@@ -9,24 +9,11 @@ import torch
 
 from ferrolm import cuda as _cuda
 from ferrolm._report import Section
-from ferrolm._timing import best_of
-from ferrolm.prune._select import DEFAULT_KEEP, divprune, keep_count
+from ferrolm.prune import DEFAULT_KEEP, apply_to_llava, divprune, keep_count
+from ferrolm.testing.prune import tiny_llava, torch_divprune
+from ferrolm.testing.timing import best_of
 
-__all__ = ["demo_section", "torch_divprune"]
-
-
-def torch_divprune(x: torch.Tensor, k: int) -> torch.Tensor:
-    """The DivPrune reference routine re-expressed in torch (greedy order), the baseline."""
-    xn = x / x.norm(dim=1, keepdim=True)
-    cosine = 1.0 - torch.mm(xn, xn.t())
-    picks = torch.empty(k, dtype=torch.long, device=x.device)
-    for i in range(k):
-        if i == 0:
-            scores = torch.topk(cosine, 2, dim=0, largest=False).values[1, :]
-        else:
-            scores = torch.min(torch.index_select(cosine, 0, picks[:i]), dim=0).values
-        picks[i] = torch.argmax(scores)
-    return picks
+__all__ = ["demo_section"]
 
 
 def _single_thread(fn: Any) -> Any:
@@ -39,39 +26,6 @@ def _single_thread(fn: Any) -> Any:
             torch.set_num_threads(threads)
 
     return run
-
-
-def _tiny_llava() -> Any:
-    import transformers
-
-    torch.manual_seed(0)
-    vision = transformers.CLIPVisionConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        image_size=96,
-        patch_size=4,  # 24 x 24 = 576 image tokens, as LLaVA 1.5
-        projection_dim=64,
-    )
-    text = transformers.LlamaConfig(
-        hidden_size=512,
-        intermediate_size=1536,
-        num_hidden_layers=4,
-        num_attention_heads=8,
-        num_key_value_heads=8,
-        vocab_size=1000,
-        max_position_embeddings=2048,
-    )
-    config = transformers.LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=999,
-        vision_feature_layer=-1,
-        vision_feature_select_strategy="default",
-    )
-    model: Any = transformers.LlavaForConditionalGeneration(config)
-    return model.eval()
 
 
 def demo_section() -> Section:
@@ -107,12 +61,22 @@ def demo_section() -> Section:
     else:
         s.add("ferrolm GPU", None, None, None, "skipped: no CUDA GPU")
     try:
-        model = _tiny_llava()
+        model = tiny_llava(
+            image_size=96,
+            vision_hidden=64,
+            vision_layers=1,
+            text_hidden=512,
+            text_intermediate=1536,
+            text_layers=4,
+            text_heads=8,
+            kv_heads=8,
+            vocab=1000,
+            image_token=999,
+            positions=2048,
+        )
     except ImportError:
         s.notes.append("LLaVA prefill skipped: transformers is not installed")
         return s
-    from ferrolm.prune._llava import apply_to_llava
-
     ids = torch.tensor([[1, 2, 3] + [999] * 576 + [4, 5, 6, 7]])
     pix = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(1))
 

@@ -1,0 +1,87 @@
+"""The sampling warp shared by the target (what is reproduced) and the draft (what proposes).
+
+Logits are warped in the order Hugging Face ``generate`` applies them: temperature, then top-k,
+then top-p.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+__all__ = ["Warp", "draft_logprobs", "gumbel_order", "sampling_probs"]
+
+
+def sampling_probs(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: Optional[int] = None,
+    top_p: Optional[float] = None,
+) -> torch.Tensor:
+    """Warps logits into sampling probabilities: temperature, then top-k, then top-p (HF's order).
+
+    Args:
+        logits: float tensor ``[..., V]``.
+        temperature: strictly positive divisor of the logits.
+        top_k: keep the ``top_k`` largest logits (ties at the boundary are kept), or None.
+        top_p: keep the smallest set of tokens whose probability reaches ``top_p`` (at least one),
+            or None.
+
+    Returns:
+        float32 probabilities ``[..., V]`` summing to one.
+
+    Example:
+        >>> sampling_probs(torch.tensor([2.0, 1.0, 0.0]), temperature=1.0, top_k=2).tolist()[2]
+        0.0
+    """
+    if not temperature > 0:
+        raise ValueError(f"`temperature` must be > 0 for sampling, got {temperature}")
+    scores = logits.float() / temperature
+    if top_k is not None and 0 < top_k < scores.shape[-1]:
+        kth = torch.topk(scores, top_k, dim=-1).values[..., -1:]
+        scores = scores.masked_fill(scores < kth, -math.inf)
+    if top_p is not None and top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, dim=-1, descending=False)
+        cumulative = sorted_scores.softmax(-1).cumsum(-1)
+        remove = cumulative <= (1.0 - top_p)
+        remove[..., -1] = False
+        scores = scores.masked_fill(remove.scatter(-1, order, remove), -math.inf)
+    return scores.softmax(-1)
+
+
+@dataclass(frozen=True)
+class Warp:
+    """One sampling setting (``temperature`` > 0) of :func:`sampling_probs`.
+
+    Example:
+        >>> Warp(1.0, top_k=1).probs(torch.tensor([0.0, 3.0])).tolist()
+        [0.0, 1.0]
+    """
+
+    temperature: float
+    top_k: Optional[int] = None
+    top_p: Optional[float] = None
+
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """:func:`sampling_probs` of ``logits`` under this setting."""
+        return sampling_probs(logits, self.temperature, self.top_k, self.top_p)
+
+
+def draft_logprobs(logits: torch.Tensor, warp: Optional[Warp]) -> torch.Tensor:
+    """Log-probabilities the draft ranks candidates by: plain softmax when greedy, else warped."""
+    if warp is None:
+        return torch.log_softmax(logits, dim=-1)
+    return warp.probs(logits).log()
+
+
+def gumbel_order(q: torch.Tensor, k: int, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """An ordered sample of ``k`` tokens without replacement from ``q`` ``[V]`` (Gumbel-top-k).
+
+    Tokens with zero probability come last, so only the first ``(q > 0).sum()`` are samples.
+    """
+    u = torch.rand(q.shape, generator=generator).clamp_(min=1e-20)
+    keys = q.log() - (-u.log()).log()
+    return torch.topk(keys, k).indices
