@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ferrolm.cuda
-from ferrolm import prune
+from ferrolm import _native, prune
 
 TOL = 1e-5  # float32 rounding of 1 - x.y between two implementations' dot products
 
@@ -200,6 +200,18 @@ def test_first_pick_by_index_and_seed():
     a = prune.divprune(x, k=5, seed=7, order="greedy")
     b = prune.divprune(x, k=5, seed=7, order="greedy")
     assert torch.equal(a.indices, b.indices)
+
+
+@settings(max_examples=25, deadline=None)
+@given(batch=st.integers(1, 4), n=st.integers(1, 30), seed=st.integers(0, 2**64 - 1))
+def test_seeded_first_picks_binding_equals_the_cpu_first_picks(batch, n, seed):
+    # The CUDA path launches with these picks: they must be the CPU selection's first tokens,
+    # including where `seed + b` wraps past 2**64.
+    x = torch.randn(batch, n, 3, generator=torch.Generator().manual_seed(n))
+    sel = prune.divprune(x, k=1, seed=seed, order="greedy")
+    picks = _native.prune.seeded_first_picks(seed, batch, n)
+    assert picks.dtype == np.int64
+    assert picks.tolist() == sel.indices[:, 0].tolist()
 
 
 def test_keep_ratio_rounds_half_up_and_keeps_at_least_one():

@@ -13,15 +13,6 @@ from ferrolm import cuda as _cuda
 
 __all__ = ["distance_matrices", "divprune_cuda"]
 
-_SPLITMIX_MASK = (1 << 64) - 1
-
-
-def _splitmix64(seed: int) -> int:
-    z = (seed + 0x9E3779B97F4A7C15) & _SPLITMIX_MASK
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _SPLITMIX_MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _SPLITMIX_MASK
-    return z ^ (z >> 31)
-
 
 def distance_matrices(x: torch.Tensor) -> torch.Tensor:
     """``1 - Xn Xn^T`` per image of ``x`` (``[B, N, d]``), float32, on ``x``'s device.
@@ -79,13 +70,12 @@ def divprune_cuda(
     _cuda.require_gpu("features", index)
     batch, n, _ = x.shape
     dist = distance_matrices(x).contiguous()
-    if first is not None:
-        firsts = [first] * batch
-    elif seed is not None:
-        firsts = [_splitmix64((seed + b) & _SPLITMIX_MASK) % n for b in range(batch)]
+    if first is None and seed is not None:
+        # The CPU path's own rule, so that both devices start from the same token.
+        first_t = torch.from_numpy(_native.prune.seeded_first_picks(seed, batch, n)).to(device)
     else:
-        firsts = [-1] * batch
-    first_t = torch.tensor(firsts, dtype=torch.int64, device=device)
+        fill = -1 if first is None else first
+        first_t = torch.full((batch,), fill, dtype=torch.int64, device=device)
     nn = torch.empty(batch, n, dtype=torch.float32, device=device)
     mind = torch.empty(batch, n, dtype=torch.float32, device=device)
     out = torch.empty(batch, k, dtype=torch.int64, device=device)

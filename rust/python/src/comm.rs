@@ -8,6 +8,7 @@ pub mod comm {
     use ferrolm_core::comm::{self as core, MinMax, Scheme};
     use numpy::{PyReadonlyArray1, PyReadwriteArray1};
     use pyo3::prelude::*;
+    use pyo3::types::PyBool;
 
     use crate::arrays::{slice, slice_mut};
     use crate::errors::{detach, to_py};
@@ -46,6 +47,31 @@ pub mod comm {
                 core::dequantize_minmax(q, code, out)
             }
         })
+    }
+
+    /// The names of the schemes, in the order of their wire codes.
+    #[pyfunction]
+    fn scheme_names() -> Vec<&'static str> {
+        Scheme::NAMES.to_vec()
+    }
+
+    /// Validates `scheme` and `block_size` (any Python objects: the core's message shows the
+    /// ones of the wrong kind) and returns the scheme's wire code.
+    #[pyfunction]
+    fn scheme_code(scheme: &Bound<'_, PyAny>, block_size: &Bound<'_, PyAny>) -> PyResult<u8> {
+        let scheme_repr = scheme.repr()?.to_string();
+        let block_repr = block_size.repr()?.to_string();
+        let name = scheme.extract::<String>();
+        let name = name.as_deref().map_err(|_| scheme_repr.as_str());
+        // `bool` is an `int` subclass in Python, but `True` is no block size.
+        let block = match block_size.is_instance_of::<PyBool>() {
+            true => Err(block_repr.as_str()),
+            false => block_size
+                .extract::<usize>()
+                .map_err(|_| block_repr.as_str()),
+        };
+        let scheme = Scheme::select(name, block).map_err(to_py)?;
+        Ok(scheme.code())
     }
 
     /// Bytes of the packed (wire) form of `n` values under `scheme` (`block` for "blockwise").

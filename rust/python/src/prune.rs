@@ -33,18 +33,7 @@ pub mod prune {
             (None, Some(s)) => FirstPick::Seed(s),
             (None, None) => FirstPick::MostIsolated,
         };
-        let method = match method {
-            "auto" => Method::Auto,
-            "gram" => Method::Gram,
-            "matrix_free" => Method::MatrixFree,
-            other => {
-                return Err(to_py(Error::value(
-                    "method",
-                    "one of 'auto', 'gram', 'matrix_free'",
-                    format!("{other:?}"),
-                )))
-            }
-        };
+        let method: Method = method.parse().map_err(to_py)?;
         let order = if greedy_order {
             Order::Greedy
         } else {
@@ -141,6 +130,20 @@ pub mod prune {
         detach(py, || {
             divprune_f32(launch, buffers, batch, n, k, needs_nearest)
         })
+    }
+
+    /// The first token the CPU selection picks in each of `batch` images of `n` tokens when
+    /// seeded with `seed` (int64 `[batch]`); the CUDA path launches with these.
+    #[pyfunction]
+    fn seeded_first_picks(
+        py: Python<'_>,
+        seed: u64,
+        batch: usize,
+        n: usize,
+    ) -> PyResult<Bound<'_, PyArray1<i64>>> {
+        let picks = detach(py, || core::seeded_first_picks(seed, batch, n))?;
+        let picks: Vec<i64> = picks.into_iter().map(|i| i as i64).collect();
+        Ok(PyArray1::from_vec(py, picks))
     }
 
     /// Whether the CPU Gram algorithm runs on Intel AMX tiles in this process.

@@ -21,16 +21,21 @@ pub fn num_blocks(n: usize, block: usize) -> usize {
     n.div_ceil(block.max(1))
 }
 
-/// Checks a block size: at least 2 and a multiple of 16 (so blocks keep SIMD alignment).
+/// Checks a block size: a multiple of 16 (so blocks keep SIMD alignment) in `16..=2^24`.
 pub fn check_block(block: usize) -> Result<()> {
     if block < 16 || block % 16 != 0 || block > (1 << 24) {
-        return Err(Error::value(
-            "block_size",
-            "a multiple of 16 between 16 and 16777216",
-            block,
-        ));
+        return Err(bad_block(block));
     }
     Ok(())
+}
+
+/// The error for a block size `got` (also for one that is not a non-negative integer at all).
+pub(super) fn bad_block(got: impl std::fmt::Display) -> Error {
+    Error::value(
+        "block_size",
+        "a multiple of 16 between 16 and 16777216",
+        got,
+    )
 }
 
 fn work_items(block: usize) -> usize {

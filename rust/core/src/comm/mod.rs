@@ -19,7 +19,7 @@ pub use intellect::{dequantize_accumulate_intellect, dequantize_intellect, quant
 pub use minmax::{
     dequantize_accumulate_minmax, dequantize_minmax, minmax_params, quantize_minmax, MinMax,
 };
-pub use packed::{all_finite, dequantize_packed, quantize_packed, Scheme};
+pub use packed::{all_finite, dequantize_packed, quantize_packed, Given, Scheme};
 
 /// Elements per parallel work item: large enough to amortise scheduling, small enough to
 /// balance load across threads and stay inside L2.

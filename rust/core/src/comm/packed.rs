@@ -26,21 +26,49 @@ pub enum Scheme {
     Intellect,
 }
 
+/// An argument as the caller gave it: its value, or how it prints when it is not of the
+/// expected kind (a scheme name that is not a string, a block size that is not a non-negative
+/// integer), so that the error can show it.
+pub type Given<'a, T> = std::result::Result<T, &'a str>;
+
 impl Scheme {
+    /// Every scheme's name, in the order of the wire code: `NAMES[s.code()] == s.name()`.
+    pub const NAMES: [&'static str; 3] = ["minmax", "blockwise", "intellect"];
+
     /// Parses `"minmax"`, `"blockwise"` (with `block`) or `"intellect"`.
     pub fn parse(name: &str, block: usize) -> Result<Self> {
+        Self::select(Ok(name), Ok(block))
+    }
+
+    /// The one place a scheme is validated and chosen, for the CPU and the GPU paths alike:
+    /// `name` must be one of [`Scheme::NAMES`], and `block` is checked only for `"blockwise"`
+    /// (the other schemes ignore it, whatever it is).
+    pub fn select(name: Given<'_, &str>, block: Given<'_, usize>) -> Result<Self> {
+        let expected = "one of minmax, blockwise, intellect";
         match name {
-            "minmax" => Ok(Scheme::MinMax),
-            "blockwise" => {
+            Ok("minmax") => Ok(Scheme::MinMax),
+            Ok("blockwise") => {
+                let block = block.map_err(blockwise::bad_block)?;
                 blockwise::check_block(block)?;
                 Ok(Scheme::Blockwise { block })
             }
-            "intellect" => Ok(Scheme::Intellect),
-            other => Err(Error::value(
-                "scheme",
-                "one of minmax, blockwise, intellect",
-                format!("{other:?}"),
-            )),
+            Ok("intellect") => Ok(Scheme::Intellect),
+            Ok(other) => Err(Error::value("scheme", expected, format!("{other:?}"))),
+            Err(shown) => Err(Error::value("scheme", expected, shown)),
+        }
+    }
+
+    /// The scheme's name, as [`Scheme::parse`] takes it.
+    pub fn name(&self) -> &'static str {
+        Self::NAMES[self.code() as usize]
+    }
+
+    /// The scheme's code in wire headers: its index in [`Scheme::NAMES`].
+    pub fn code(&self) -> u8 {
+        match self {
+            Scheme::MinMax => 0,
+            Scheme::Blockwise { .. } => 1,
+            Scheme::Intellect => 2,
         }
     }
 
@@ -194,6 +222,36 @@ mod tests {
         assert_eq!(Scheme::parse("intellect", 0).unwrap().packed_len(1), 1025);
         assert!(Scheme::parse("blockwise", 10).is_err());
         assert!(Scheme::parse("int4", 16).is_err());
+    }
+
+    #[test]
+    fn names_and_codes_agree() {
+        for (code, name) in Scheme::NAMES.iter().enumerate() {
+            let s = Scheme::parse(name, 64).unwrap();
+            assert_eq!((s.code() as usize, s.name()), (code, *name));
+        }
+        assert_eq!(
+            Scheme::parse("blockwise", 64).unwrap(),
+            Scheme::Blockwise { block: 64 }
+        );
+    }
+
+    #[test]
+    fn select_shows_arguments_of_the_wrong_kind() {
+        // A block size that is not an integer only matters to the blockwise scheme.
+        assert_eq!(Scheme::select(Ok("minmax"), Err("2.0")), Ok(Scheme::MinMax));
+        let e = Scheme::select(Ok("blockwise"), Err("2.0")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`block_size` must be a multiple of 16 between 16 and 16777216, got 2.0"
+        );
+        let e = Scheme::select(Err("None"), Ok(256)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`scheme` must be one of minmax, blockwise, intellect, got None"
+        );
+        let e = Scheme::parse("int4", 256).unwrap_err().to_string();
+        assert!(e.ends_with("got \"int4\""), "{e}");
     }
 
     #[test]

@@ -287,10 +287,9 @@ mod imp {
     use super::Packed;
 
     /// `ARCH_REQ_XCOMP_PERM`: ask the kernel for an extended state component.
-    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
     /// The AMX tile data state component.
-    const XFEATURE_XTILEDATA: i64 = 18;
-    const SYS_ARCH_PRCTL: i64 = 158;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
 
     /// True when the CPU has AMX-TILE and AMX-BF16 and the kernel grants this process the
     /// tile state.
@@ -305,20 +304,15 @@ mod imp {
         if !(amx_bf16 && amx_tile) {
             return false;
         }
-        let ret: i64;
-        // SAFETY: arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA) only changes which state
-        // components this process may use; the syscall clobbers rcx and r11.
-        unsafe {
-            asm!(
-                "syscall",
-                inlateout("rax") SYS_ARCH_PRCTL => ret,
-                in("rdi") ARCH_REQ_XCOMP_PERM,
-                in("rsi") XFEATURE_XTILEDATA,
-                lateout("rcx") _,
-                lateout("r11") _,
-                options(nostack),
-            );
-        }
+        // SAFETY: arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA) takes two integers, touches no
+        // memory of ours and only changes which state components this process may use.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_arch_prctl,
+                ARCH_REQ_XCOMP_PERM,
+                XFEATURE_XTILEDATA,
+            )
+        };
         ret == 0
     }
 

@@ -1,6 +1,6 @@
 //! DivPrune: visual token pruning as a Max-Min Diversity Problem.
 //!
-//! Given `n` token features (`[n, d]`, row-major `f32`), [`select`] keeps `k` of them so that
+//! Given `n` token features (`[n, d]`, row-major `f32`), [`select()`] keeps `k` of them so that
 //! the kept set is as diverse as the greedy max-min heuristic can make it, measured by the
 //! cosine distance `D(i, j) = 1 - x_i . x_j` of L2-normalised rows:
 //!
@@ -71,7 +71,25 @@ pub enum Method {
     MatrixFree,
 }
 
-/// Options of [`select`] and [`select_batch`].
+impl std::str::FromStr for Method {
+    type Err = Error;
+
+    /// Parses the method names the Python API takes: `"auto"`, `"gram"` or `"matrix_free"`.
+    fn from_str(name: &str) -> Result<Self> {
+        match name {
+            "auto" => Ok(Method::Auto),
+            "gram" => Ok(Method::Gram),
+            "matrix_free" => Ok(Method::MatrixFree),
+            other => Err(Error::value(
+                "method",
+                "one of 'auto', 'gram', 'matrix_free'",
+                format!("{other:?}"),
+            )),
+        }
+    }
+}
+
+/// Options of [`select()`] and [`select_batch`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Options {
     /// How the first token is chosen.
@@ -136,7 +154,7 @@ fn resolve_first(first: FirstPick, n: usize) -> Result<FirstChoice> {
         FirstPick::Index(i) => {
             return Err(Error::value("first", format!("a token index below {n}"), i))
         }
-        FirstPick::Seed(seed) => FirstChoice::Token((splitmix64(seed) % n as u64) as usize),
+        FirstPick::Seed(seed) => FirstChoice::Token(seeded_index(seed, n)),
     })
 }
 
@@ -153,6 +171,35 @@ pub fn splitmix64(seed: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// The token among `n` that `seed` draws as the first pick.
+fn seeded_index(seed: u64, n: usize) -> usize {
+    (splitmix64(seed) % n as u64) as usize
+}
+
+/// The seed image `b` of a batch draws its first token from.
+fn image_seed(seed: u64, b: usize) -> u64 {
+    seed.wrapping_add(b as u64)
+}
+
+/// The first token [`select_batch`] picks in each of `batch` images of `n` tokens under
+/// [`FirstPick::Seed`]`(seed)`: image `b` draws from `seed + b` (wrapping). The CUDA path takes
+/// its first picks from here, so that CPU and GPU pick the same tokens.
+///
+/// # Errors
+/// [`Error::InvalidValue`] when `n` is 0.
+pub fn seeded_first_picks(seed: u64, batch: usize, n: usize) -> Result<Vec<usize>> {
+    if n == 0 {
+        return Err(Error::value(
+            "features",
+            "at least one token per image",
+            "0 tokens",
+        ));
+    }
+    Ok((0..batch)
+        .map(|b| seeded_index(image_seed(seed, b), n))
+        .collect())
 }
 
 fn uses_gram(method: Method, n: usize) -> bool {
@@ -207,11 +254,11 @@ pub fn select(
     Ok(Selection { indices, objective })
 }
 
-/// [`select`] for `batch` images at once: `features` is `[batch, n, d]` and every image keeps
+/// [`select()`] for `batch` images at once: `features` is `[batch, n, d]` and every image keeps
 /// `k` tokens. Images run in parallel; a [`FirstPick::Seed`] seeds image `b` with `seed + b`.
 ///
 /// # Errors
-/// As [`select`]; `batch == 0` is an error. An error in one image names it.
+/// As [`select()`]; `batch == 0` is an error. An error in one image names it.
 pub fn select_batch(
     features: &[f32],
     batch: usize,
@@ -241,7 +288,7 @@ pub fn select_batch(
         .map(|(b, image)| {
             let mut opts = *options;
             if let FirstPick::Seed(seed) = opts.first {
-                opts.first = FirstPick::Seed(seed.wrapping_add(b as u64));
+                opts.first = FirstPick::Seed(image_seed(seed, b));
             }
             select(image, n, d, k, &opts).map_err(|e| match e {
                 Error::InvalidValue { arg, expected, got } => Error::InvalidValue {
@@ -256,10 +303,10 @@ pub fn select_batch(
 }
 
 /// The objective of any kept set: the minimum cosine distance between two of `indices`
-/// (`+inf` for fewer than two), with the same normalisation and `f32` arithmetic as [`select`].
+/// (`+inf` for fewer than two), with the same normalisation and `f32` arithmetic as [`select()`].
 ///
 /// # Errors
-/// As [`select`] for `features`; an index `>= n` is an error. Repeated indices give 0.
+/// As [`select()`] for `features`; an index `>= n` is an error. Repeated indices give 0.
 pub fn objective(features: &[f32], n: usize, d: usize, indices: &[usize]) -> Result<f32> {
     check_shape(n, d, 1, features.len(), "")?;
     if let Some(&bad) = indices.iter().find(|&&i| i >= n) {

@@ -147,6 +147,45 @@ fn first_pick_by_index_and_by_seed() {
 }
 
 #[test]
+fn seeded_first_picks_are_the_first_tokens_select_batch_picks() {
+    let (b, n, d, k) = (4, 50, 5, 3);
+    let x = features(b * n, d, 21);
+    for seed in [0, 42, u64::MAX - 1] {
+        let picks = seeded_first_picks(seed, b, n).unwrap();
+        let opts = Options {
+            first: FirstPick::Seed(seed),
+            order: Order::Greedy,
+            method: Method::Auto,
+        };
+        let firsts: Vec<usize> = select_batch(&x, b, n, d, k, &opts)
+            .unwrap()
+            .iter()
+            .map(|s| s.indices[0])
+            .collect();
+        assert_eq!(picks, firsts, "seed {seed}");
+    }
+    // Image 1 of a batch seeded with u64::MAX draws from seed 0 (the seed wraps).
+    assert_eq!(
+        seeded_first_picks(u64::MAX, 2, 77).unwrap()[1],
+        (splitmix64(0) % 77) as usize
+    );
+    assert!(seeded_first_picks(1, 2, 0).is_err());
+    assert!(seeded_first_picks(1, 0, 5).unwrap().is_empty());
+}
+
+#[test]
+fn method_names_parse_with_the_core_wording() {
+    assert_eq!("auto".parse::<Method>().unwrap(), Method::Auto);
+    assert_eq!("gram".parse::<Method>().unwrap(), Method::Gram);
+    assert_eq!("matrix_free".parse::<Method>().unwrap(), Method::MatrixFree);
+    let e = "fast".parse::<Method>().unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "`method` must be one of 'auto', 'gram', 'matrix_free', got \"fast\""
+    );
+}
+
+#[test]
 fn batch_equals_images_one_by_one() {
     let (b, n, d, k) = (3, 64, 8, 7);
     let x = features(b * n, d, 13);

@@ -440,7 +440,7 @@ impl FastPath {
         }
         let added_in_text = AddedTokenSearch::new(&in_text)?;
         let added_in_normalized = AddedTokenSearch::new(&in_normalized)?;
-        let n_ids = super::id_space(tok);
+        let n_ids = super::scan::id_space(tok);
         let mut tokens = PackedStrings::with_capacity(n_ids, 8 * n_ids);
         let mut has_token = vec![false; n_ids];
         for (id, has) in has_token.iter_mut().enumerate() {
@@ -507,7 +507,7 @@ impl FastPath {
             }
             Decoder::SentencePiece { strip } => {
                 let start = out.len();
-                if let Some(b) = super::byte_fallback_value(token) {
+                if let Some(b) = super::classify::byte_fallback_value(token) {
                     out.push(if b < 0x80 { char::from(b) } else { '\u{fffd}' });
                 } else {
                     push_replaced(out, token, '\u{2581}', ' ');

@@ -489,7 +489,7 @@ pub fn gguf_tokenizer_with_merges(meta: &GgufMetadata, what: &str) -> Result<Loa
 /// Builds a byte-level BPE tokenizer (GPT-2 style) from a tiktoken rank file.
 ///
 /// Each line is `base64(token bytes) rank`. Ranks become ids; merges are derived from the
-/// ranks (see [`merges_from_priorities`]); GPT-2's pre-tokenizer splits the text, and the id
+/// ranks (see `merges_from_priorities`); GPT-2's pre-tokenizer splits the text, and the id
 /// after the last rank is `<|endoftext|>`, a special token, as in GPT-2.
 pub fn tiktoken_tokenizer(text: &str, what: &str) -> Result<Tokenizer> {
     Ok(tiktoken_tokenizer_with_merges(text, what)?.tokenizer)

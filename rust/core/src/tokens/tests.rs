@@ -11,6 +11,8 @@ use super::sources::{
     byte_to_char, gguf_tokenizer, load_tokenizer, tiktoken_tokenizer, tokenizer_from_json,
 };
 use super::*;
+use crate::Error;
+use tokenizers::Tokenizer;
 
 fn from_value(v: serde_json::Value) -> Tokenizer {
     tokenizer_from_json(&v.to_string(), "test").unwrap()

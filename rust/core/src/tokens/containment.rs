@@ -1,0 +1,87 @@
+//! For every token, the longer tokens that contain it.
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
+use rayon::prelude::*;
+
+use super::Containment;
+use crate::{Error, Result};
+
+/// Every token's byte string (the containment report's input).
+pub(super) struct Surfaces {
+    pub(super) bytes: Vec<u8>,
+    /// `bytes[offsets[i]..offsets[i + 1]]` is the surface of the `i`-th token (empty: none).
+    pub(super) offsets: Vec<u32>,
+}
+
+impl Surfaces {
+    pub(super) fn get(&self, i: usize) -> &[u8] {
+        &self.bytes[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+}
+
+/// For every token, the longer tokens whose byte string contains its byte string.
+///
+/// Instead of comparing all pairs (quadratic in the vocabulary), one Aho-Corasick automaton
+/// over all token strings finds, in a single pass over each token, every shorter token inside
+/// it: the work is linear in the total length of the vocabulary plus the number of matches.
+pub(super) fn containment(
+    surfaces: &Surfaces,
+    max_examples: usize,
+    max_bytes: usize,
+) -> Result<Containment> {
+    let n = surfaces.offsets.len() - 1;
+    let mut pattern_ids: Vec<u32> = Vec::with_capacity(n);
+    let mut patterns: Vec<&[u8]> = Vec::with_capacity(n);
+    for id in 0..n {
+        let s = surfaces.get(id);
+        if !s.is_empty() {
+            pattern_ids.push(id as u32);
+            patterns.push(s);
+        }
+    }
+    let automaton = AhoCorasick::builder()
+        .kind(Some(AhoCorasickKind::ContiguousNFA))
+        .build(&patterns)
+        .map_err(|e| Error::Internal(format!("cannot index the vocabulary: {e}")))?;
+    let mut pairs: Vec<(u32, u32, u32)> = (0..n)
+        .into_par_iter()
+        .with_min_len(256)
+        .flat_map_iter(|outer| {
+            let mut found: Vec<(u32, u32, u32)> = Vec::new();
+            let s = surfaces.get(outer);
+            if s.len() <= max_bytes {
+                let len = s.len() as u32;
+                for m in automaton.find_overlapping_iter(s) {
+                    if m.len() < s.len() {
+                        let inner = pattern_ids[m.pattern().as_usize()];
+                        found.push((inner, len, outer as u32));
+                    }
+                }
+            }
+            found.sort_unstable();
+            found.dedup();
+            found
+        })
+        .collect();
+    pairs.par_sort_unstable();
+    let mut out = Containment {
+        count: vec![0; n],
+        offsets: Vec::with_capacity(n + 1),
+        examples: Vec::new(),
+    };
+    out.offsets.push(0);
+    let mut i = 0;
+    for id in 0..n as u32 {
+        let mut kept = 0;
+        while i < pairs.len() && pairs[i].0 == id {
+            out.count[id as usize] += 1;
+            if kept < max_examples {
+                out.examples.push(pairs[i].2);
+                kept += 1;
+            }
+            i += 1;
+        }
+        out.offsets.push(out.examples.len() as u32);
+    }
+    Ok(out)
+}
