@@ -12,6 +12,7 @@ per row: the tree and the draft-cache slot of every node it ran.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -50,7 +51,7 @@ class Draft:
 
 
 @dataclass
-class Drafter:
+class Drafter(ABC):
     """What both drafters share: the depth cap, the pending chain, and one block of nodes.
 
     Attributes:
@@ -65,11 +66,11 @@ class Drafter:
     warp: Optional[Warp]
     generator: Optional[torch.Generator]
 
+    @abstractmethod
     def draft(
         self, rows: list[Row], kv: RaggedKVCache, pad: int, stats: GenerationStats
     ) -> list[Draft]:
         """Grows one tree per row on the draft cache ``kv``."""
-        raise NotImplementedError
 
     def depth_cap(self, row: Row) -> int:
         """Deepest useful draft token for ``row``.
