@@ -59,18 +59,24 @@ pub mod comm {
     /// ones of the wrong kind) and returns the scheme's wire code.
     #[pyfunction]
     fn scheme_code(scheme: &Bound<'_, PyAny>, block_size: &Bound<'_, PyAny>) -> PyResult<u8> {
-        let scheme_repr = scheme.repr()?.to_string();
-        let block_repr = block_size.repr()?.to_string();
-        let name = scheme.extract::<String>();
-        let name = name.as_deref().map_err(|_| scheme_repr.as_str());
-        // `bool` is an `int` subclass in Python, but `True` is no block size.
-        let block = match block_size.is_instance_of::<PyBool>() {
-            true => Err(block_repr.as_str()),
-            false => block_size
-                .extract::<usize>()
-                .map_err(|_| block_repr.as_str()),
+        // The reprs are only built for an argument of the wrong kind (this runs on every call).
+        let (scheme_repr, block_repr);
+        let name = match scheme.extract::<String>() {
+            Ok(name) => Ok(name),
+            Err(_) => {
+                scheme_repr = scheme.repr()?.to_string();
+                Err(scheme_repr.as_str())
+            }
         };
-        let scheme = Scheme::select(name, block).map_err(to_py)?;
+        // `bool` is an `int` subclass in Python, but `True` is no block size.
+        let block = match block_size.extract::<usize>() {
+            Ok(block) if !block_size.is_instance_of::<PyBool>() => Ok(block),
+            _ => {
+                block_repr = block_size.repr()?.to_string();
+                Err(block_repr.as_str())
+            }
+        };
+        let scheme = Scheme::select(name.as_deref().map_err(|e| *e), block).map_err(to_py)?;
         Ok(scheme.code())
     }
 
