@@ -198,6 +198,7 @@ def _tiny_model_dirs(root: Path) -> tuple[Path, Path, Any]:
     return dirs[0], dirs[1], target
 
 
+@pytest.mark.slow  # loads torch and transformers in a subprocess, and two models
 def test_generate_json_on_stdout_is_lossless_against_greedy_generate(tmp_path):
     import torch
 

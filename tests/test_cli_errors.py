@@ -233,6 +233,7 @@ def test_debug_flag_shows_the_traceback_before_or_after_the_command(tmp_path: Pa
         assert stderr.splitlines()[-1].startswith("ferrolm: error: ")
 
 
+@pytest.mark.slow  # the demo's first section (doctor) runs until the interrupt is handled
 def test_ctrl_c_is_one_line_and_exit_130(tmp_path: Path) -> None:
     proc = _ferrolm("demo", cwd=tmp_path)
     assert proc.stderr is not None

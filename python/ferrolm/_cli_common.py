@@ -99,6 +99,18 @@ def common_parent() -> OneLineParser:
     return parent
 
 
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (not at set-up), so a
+    replaced stderr (pytest's capture, a redirect) never receives stale writes."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:  # a logging failure must not become the command's failure
+            self.handleError(record)
+
+
 class _Formatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
@@ -110,11 +122,10 @@ class _Formatter(logging.Formatter):
 def setup_logging(verbose: int, quiet: bool) -> None:
     """Sends the ``ferrolm`` logger to stderr: INFO by default, DEBUG with -vv, WARNING with -q."""
     level = logging.WARNING if quiet else logging.DEBUG if verbose >= 2 else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(_Formatter())
-    for old in [h for h in logger.handlers if getattr(h, "_ferrolm_cli", False)]:
+    for old in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
         logger.removeHandler(old)
-    handler._ferrolm_cli = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False

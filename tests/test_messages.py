@@ -1,0 +1,74 @@
+"""Library code speaks through the `ferrolm` logger and draws progress only on a terminal.
+
+``print`` belongs to the command line (``ferrolm.cli``, ``ferrolm._cli_*``), which owns stdout;
+everywhere else a message is a log record, so that ``--json -`` keeps stdout clean and a user
+of the library chooses what to see. ``tqdm`` is only created by ``ferrolm._progress``, which
+disables it when stderr is not a terminal.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "python" / "ferrolm"
+
+
+def _is_cli(path: Path) -> bool:
+    return path.name == "cli.py" or path.name.startswith("_cli")
+
+
+def offending_calls(package: Path) -> list[str]:
+    """``path:line: name`` for each ``print(...)`` outside the CLI and each ``tqdm`` use
+    outside ``_progress.py``."""
+    bad = []
+    for path in sorted(package.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        rel = path.relative_to(package.parent)
+        for node in ast.walk(tree):
+            call = isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            if call and node.func.id == "print" and not _is_cli(path):  # type: ignore[attr-defined]
+                bad.append(f"{rel}:{node.lineno}: print")
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and path.name != "_progress.py":
+                names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+                if any(n.split(".")[0] == "tqdm" for n in names):
+                    bad.append(f"{rel}:{node.lineno}: tqdm")
+    return bad
+
+
+def test_library_code_neither_prints_nor_draws_its_own_progress_bars() -> None:
+    assert offending_calls(PACKAGE) == []
+
+
+def test_the_check_finds_print_and_tqdm(tmp_path: Path) -> None:
+    pkg = tmp_path / "ferrolm"
+    (pkg / "tokens").mkdir(parents=True)
+    (pkg / "tokens" / "a.py").write_text("def f():\n    print('x')\n")
+    (pkg / "tokens" / "b.py").write_text("from tqdm.auto import tqdm\n")
+    (pkg / "cli.py").write_text("print('ok')\n")
+    (pkg / "_progress.py").write_text("import tqdm\n")
+    assert offending_calls(pkg) == ["ferrolm/tokens/a.py:2: print", "ferrolm/tokens/b.py:1: tqdm"]
+
+
+def test_library_log_records_reach_the_cli_handler(capsys: pytest.CaptureFixture[str]) -> None:
+    from ferrolm._cli_common import setup_logging
+
+    try:
+        setup_logging(verbose=0, quiet=False)
+        logging.getLogger("ferrolm._gguf_cache").info("converting x")
+        logging.getLogger("ferrolm.tokens").debug("hidden at the default level")
+        logging.getLogger("ferrolm").warning("careful")
+        err = capsys.readouterr().err
+        assert err.splitlines() == ["converting x", "ferrolm: warning: careful"]
+        setup_logging(verbose=0, quiet=True)
+        logging.getLogger("ferrolm").info("hidden with -q")
+        assert capsys.readouterr().err == ""
+    finally:
+        logger = logging.getLogger("ferrolm")
+        for h in list(logger.handlers):
+            logger.removeHandler(h)
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True
