@@ -9,7 +9,9 @@ starting Python, so together they take about as long as the slowest one.
 from __future__ import annotations
 
 import os
+import random
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -42,6 +44,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("undertrained-garbage-json", ["undertrained", "tok/tokenizer.json"], INPUT, "tokenizer.json"),
     ("undertrained-truncated-gguf", ["undertrained", "trunc.gguf"], INPUT, "trunc.gguf"),
     ("undertrained-empty-file", ["undertrained", "empty.gguf"], INPUT, "empty.gguf"),
+    ("undertrained-forged-count", ["undertrained", "huge.gguf"], INPUT, "huge.gguf"),
     ("undertrained-percentile-nan", ["undertrained", "x", "--percentile", "nan"], USAGE, "nan"),
     ("undertrained-percentile-0", ["undertrained", "x", "--percentile", "0"], USAGE, "(0, 100]"),
     ("undertrained-percentile-abc", ["undertrained", "x", "--percentile", "abc"], USAGE, "abc"),
@@ -168,13 +171,15 @@ CASES: list[tuple[str, list[str], int, str]] = [
 
 def _inputs(root: Path) -> None:
     """The bad files the cases name: random bytes, a header cut short, an empty file..."""
-    rng = __import__("random").Random(0)
+    rng = random.Random(0)
     (root / "emptydir").mkdir()
     (root / "tok").mkdir()
     (root / "garbage.gguf").write_bytes(bytes(rng.randrange(256) for _ in range(4096)))
     (root / "tok" / "tokenizer.json").write_bytes(bytes(rng.randrange(256) for _ in range(4096)))
     (root / "trunc.gguf").write_bytes(b"GGUF\x03\x00\x00\x00")
     (root / "empty.gguf").write_bytes(b"")
+    # a header that claims 2**39 metadata entries in a 92-byte file
+    (root / "huge.gguf").write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 2**39) + bytes(64))
     (root / "acc.txt").write_text("0.5 0.2 0.1 0.05\n")
     (root / "sum2.txt").write_text("0.9 0.8 0.7\n")
 
