@@ -65,6 +65,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ),
     ("doctor-json-is-dir", ["doctor", "--json", "emptydir"], USAGE, "directory"),
     ("plan-nothing", ["speculative", "plan"], USAGE, "--latencies"),
+    ("speculative-no-subcommand", ["speculative"], USAGE, "subcommand is required"),
     (
         "plan-acceptance-missing",
         [

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -14,7 +13,6 @@ import numpy as np
 from ferrolm._cli_common import (
     EXIT_CODES_HELP,
     EXIT_OK,
-    EXIT_USAGE,
     UsageError,
     bounded_float,
     bounded_int,
@@ -203,8 +201,9 @@ def add_speculative_parser(sub: Any, parents: Sequence[argparse.ArgumentParser])
     plan.set_defaults(func=run_plan)
 
     def no_subcommand(args: argparse.Namespace) -> int:
-        p.print_help(sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(
+            "speculative: a subcommand is required: plan (see `ferrolm speculative --help`)"
+        )
 
     p.set_defaults(func=no_subcommand)
 

@@ -10,6 +10,7 @@ from ferrolm import __version__
 from ferrolm._cli_common import (
     EXIT_CODES_HELP,
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
     OneLineParser,
@@ -176,11 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the `ferrolm` console script: returns the exit code (see `--help`)."""
-    parser = build_parser()
     try:
+        parser = build_parser()
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version and usage errors: argparse has printed them
         return e.code if isinstance(e.code, int) else EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write("ferrolm: interrupted\n")
+        return EXIT_INTERRUPTED
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
