@@ -72,3 +72,20 @@ def test_library_log_records_reach_the_cli_handler(capsys: pytest.CaptureFixture
             logger.removeHandler(h)
         logger.setLevel(logging.NOTSET)
         logger.propagate = True
+
+
+def test_third_party_bars_are_off_while_a_command_runs_off_a_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    from ferrolm._cli_common import progress_only_on_a_terminal
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")  # the user's explicit choice wins
+    with progress_only_on_a_terminal():  # pytest's stderr is no terminal
+        from tqdm.auto import tqdm
+
+        assert tqdm(total=1).disable
+        assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "0"
+    assert "TQDM_DISABLE" not in os.environ

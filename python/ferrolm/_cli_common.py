@@ -10,12 +10,14 @@ left out, so ``ferrolm ... --json - | jq`` sees exactly one JSON document.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
 import os
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional
 
@@ -129,6 +131,24 @@ def setup_logging(verbose: int, quiet: bool) -> None:
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
+
+
+@contextlib.contextmanager
+def progress_only_on_a_terminal() -> Iterator[None]:
+    """Keeps third-party progress bars (tqdm, Hugging Face downloads and GGUF conversion) off a
+    stderr that is not a terminal while a command runs, as ferrolm's own are; a setting already
+    in the environment wins, and the environment is restored afterwards."""
+    from ferrolm._progress import stderr_is_terminal
+
+    names = ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS")
+    added = [] if stderr_is_terminal() else [n for n in names if n not in os.environ]
+    for name in added:
+        os.environ[name] = "1"
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
 
 
 def _one_line(text: str) -> str:

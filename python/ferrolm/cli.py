@@ -21,6 +21,7 @@ from ferrolm._cli_common import (
     check_stdout_once,
     common_parent,
     logger,
+    progress_only_on_a_terminal,
     run_command,
     setup_logging,
     write_output,
@@ -189,7 +190,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     setup_logging(args.verbose, args.quiet)
-    return run_command(args.func, args)
+    with progress_only_on_a_terminal():
+        return run_command(args.func, args)
 
 
 if __name__ == "__main__":
