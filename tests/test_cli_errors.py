@@ -320,3 +320,12 @@ def test_exit_codes_are_documented_in_help(capsys: pytest.CaptureFixture[str]) -
         assert code in " ".join(out.split()), out
     assert main(["undertrained", "--help"]) == 0
     assert "130" in capsys.readouterr().out
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # `ferrolm ... --json - | head -c 10`: writing to the closed pipe raises BrokenPipeError
+    args = build_parser().parse_args(["doctor"])
+    assert run_command(_raising(BrokenPipeError(32, "Broken pipe")), args) == EXIT_FAILED
+    assert capsys.readouterr().err == ""

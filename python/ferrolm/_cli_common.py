@@ -189,7 +189,7 @@ def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
         return int(func(args))
     except BrokenPipeError:
         # the reader of our stdout went away (`| head`): stop quietly, as Unix tools do
-        _silence_stdout()
+        silence_stdout()
         return EXIT_FAILED
     except KeyboardInterrupt:
         if debug:
@@ -206,7 +206,9 @@ def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
         return code
 
 
-def _silence_stdout() -> None:
+def silence_stdout() -> None:
+    """Points stdout's file descriptor at /dev/null, so that the interpreter's final flush
+    after a closed pipe neither fails nor prints "Exception ignored"."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -24,6 +24,7 @@ from ferrolm._cli_common import (
     progress_only_on_a_terminal,
     run_command,
     setup_logging,
+    silence_stdout,
     write_output,
 )
 
@@ -178,6 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the `ferrolm` console script: returns the exit code (see `--help`)."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `ferrolm --help | head -1`: the reader left, stop quietly
+        silence_stdout()
+        return EXIT_FAILED
+
+
+def _main(argv: Optional[list[str]]) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
