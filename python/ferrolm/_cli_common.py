@@ -137,7 +137,11 @@ def setup_logging(verbose: int, quiet: bool) -> None:
 def progress_only_on_a_terminal() -> Iterator[None]:
     """Keeps third-party progress bars (tqdm, Hugging Face downloads and GGUF conversion) off a
     stderr that is not a terminal while a command runs, as ferrolm's own are; a setting already
-    in the environment wins, and the environment is restored afterwards."""
+    in the environment wins, and the environment is restored afterwards.
+
+    tqdm and huggingface_hub read these variables when they are first imported, so this must be
+    entered before the command imports them (the CLI imports neither before its commands run).
+    """
     from ferrolm._progress import stderr_is_terminal
 
     names = ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS")
