@@ -5,13 +5,16 @@ Two modes:
 * **Smoke** (default, what CI runs with ``--benchmark-disable``): tiny in-process Llama target and
   a noisy copy as draft, a few short prompts; checks the machinery end to end in seconds.
 * **Real** (``FERROLM_BENCH_REAL=1``): Qwen2.5-Coder-1.5B-Instruct (target) and -0.5B (draft) from
-  the packages listed in ``MODELS.md`` (sha256-checked, converted once to ``~/.cache/ferrolm``;
-  ~9 GB RAM in float32), one Spec-Bench prompt per category (13), 48 greedy new tokens each.
+  the packages listed in ``docs/fixtures.md`` (sha256-checked, converted once to
+  ``~/.cache/ferrolm``; ~9 GB RAM in float32), one Spec-Bench prompt per category (13), 48
+  greedy new tokens each.
   Measures tau (new tokens / target forward calls, counted with a forward hook on the target) for
   SpecExec and Sequoia at budgets 64 and 128, Sequoia at the planner's (n, d), and HF assisted
   generation (``assistant_model=``, its defaults), plus wall-clock vs plain ``generate``.
-  ``python benches/bench_speculative_generate.py --real`` runs the same suite without pytest and
-  prints a Markdown table (per category too).
+  The prompts come from ``$FERROLM_SPEC_BENCH`` (Spec-Bench's ``question.jsonl``, not shipped:
+  see ``docs/fixtures.md``; the real mode skips without it).
+  ``python benches/bench_speculative_generate.py --real [--spec-bench PATH]`` runs the same suite
+  without pytest and prints a Markdown table (per category too).
 
 Every row's output is checked token for token against plain greedy ``generate``.
 """
@@ -34,16 +37,15 @@ from ferrolm import speculative
 from ferrolm._demo import generate as _generate_demo
 
 REAL = os.environ.get("FERROLM_BENCH_REAL", "") not in ("", "0")
-_ROOT = Path(__file__).resolve().parents[1]
-_CANDIDATES = [
-    base / "shared" / "data" / "spec-bench" / "question.jsonl"
-    for base in (_ROOT, _ROOT.parent, _ROOT.parent.parent)
-]
-SPEC_BENCH = Path(
-    os.environ.get(
-        "FERROLM_SPEC_BENCH", next((c for c in _CANDIDATES if c.is_file()), _CANDIDATES[1])
-    )
+# Spec-Bench's prompts are not shipped with ferrolm (see docs/fixtures.md): the real mode reads
+# them from $FERROLM_SPEC_BENCH (or `--spec-bench PATH` when run as a script) and skips without.
+SPEC_BENCH_SOURCE = (
+    "data/spec_bench/question.jsonl of the Spec-Bench repository "
+    "(github.com/hemingkx/Spec-Bench, Apache-2.0; 480 prompts, sha256 "
+    "4b6d33e79484f9841c487ee87d1cf6aa8c6066f61d5d482ff09e5a007fafdf04)"
 )
+_SPEC_BENCH_ENV = os.environ.get("FERROLM_SPEC_BENCH", "")
+SPEC_BENCH: Optional[Path] = Path(_SPEC_BENCH_ENV) if _SPEC_BENCH_ENV else None
 NEW_TOKENS = int(os.environ.get("FERROLM_BENCH_NEW_TOKENS", "48"))
 
 
@@ -117,8 +119,12 @@ def qwen_pair() -> tuple[Any, Any, Any]:
 
 
 def spec_bench_prompts(tokenizer: Any, per_category: int = 1, skip: int = 0) -> list[Any]:
-    if not SPEC_BENCH.is_file():
-        pytest.skip(f"Spec-Bench prompts not found at {SPEC_BENCH} (set FERROLM_SPEC_BENCH)")
+    if SPEC_BENCH is None or not SPEC_BENCH.is_file():
+        where = "FERROLM_SPEC_BENCH is not set" if SPEC_BENCH is None else f"no file {SPEC_BENCH}"
+        pytest.skip(
+            f"needs the Spec-Bench prompts ({where}): download {SPEC_BENCH_SOURCE} and set "
+            "FERROLM_SPEC_BENCH to its path"
+        )
     seen: dict[str, int] = defaultdict(int)
     out = []
     for line in SPEC_BENCH.read_text().splitlines():
@@ -346,6 +352,8 @@ if __name__ == "__main__":
     if "--real" in sys.argv:
         os.environ["FERROLM_BENCH_REAL"] = "1"
         REAL = True
+    if "--spec-bench" in sys.argv[:-1]:
+        SPEC_BENCH = Path(sys.argv[sys.argv.index("--spec-bench") + 1])
     torch.set_num_threads(int(os.environ.get("FERROLM_BENCH_THREADS", "2")))
     if REAL:
         t, d, tok = qwen_pair()

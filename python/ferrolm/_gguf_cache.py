@@ -7,11 +7,14 @@ in seconds.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 def cache_root() -> Path:
@@ -30,6 +33,7 @@ def convert_gguf(gguf: Path, saved: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    logger.info("converting %s to a float32 checkpoint in %s (once; tens of seconds)", gguf, saved)
     saved.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=saved.parent) as tmp:
         model: Any = AutoModelForCausalLM.from_pretrained(

