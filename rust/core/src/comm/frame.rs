@@ -205,7 +205,8 @@ pub fn parse_frame(buf: &[u8]) -> Result<Frame> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::comm::quantize_packed;
+    use crate::comm::{dequantize_packed, quantize_packed};
+    use proptest::prelude::*;
 
     fn frame(scheme: &str, shape: &[u64]) -> Vec<u8> {
         let n: u64 = shape.iter().product();
@@ -283,6 +284,60 @@ mod tests {
             b[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
             let e = err(&b);
             assert!(e.starts_with("`packed"), "{scheme}: {e}");
+        }
+    }
+
+    /// Decodes an accepted frame and checks that no value is NaN or infinite.
+    fn decodes_finite(buf: &[u8]) -> std::result::Result<(), TestCaseError> {
+        if let Ok(f) = parse_frame(buf) {
+            let mut out = vec![0f32; f.numel];
+            dequantize_packed(f.scheme, &buf[f.data_offset..], &mut out, false).unwrap();
+            prop_assert!(
+                out.iter().all(|v| v.is_finite()),
+                "accepted but decodes non-finite"
+            );
+        }
+        Ok(())
+    }
+
+    proptest! {
+        // The wire format fuzzed: random bytes and random overwrites of valid frames are either
+        // refused or decode to finite values; nothing panics and nothing allocates from a count
+        // that the bytes present do not back (an accepted frame holds at least `numel` bytes).
+        #[test]
+        fn random_bytes_are_refused_or_decode_finite(
+            buf in proptest::collection::vec(any::<u8>(), 0..700),
+        ) {
+            decodes_finite(&buf)?;
+        }
+
+        #[test]
+        fn mutated_frames_are_refused_or_decode_finite(
+            scheme in 0usize..3,
+            rows in 1u64..6,
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+        ) {
+            let mut buf = frame(Scheme::NAMES[scheme], &[rows, 40]);
+            for (at, byte) in edits {
+                let at = at % buf.len();
+                buf[at] = byte;
+            }
+            decodes_finite(&buf)?;
+        }
+
+        #[test]
+        fn random_packed_pieces_are_refused_or_decode_finite(
+            scheme in 0usize..3,
+            n in 1usize..300,
+            seed in proptest::collection::vec(any::<u8>(), 1..64),
+        ) {
+            let s = Scheme::parse(Scheme::NAMES[scheme], 16).unwrap();
+            let packed: Vec<u8> = (0..s.packed_len(n)).map(|i| seed[i % seed.len()] ^ i as u8).collect();
+            let mut out = vec![1f32; n];
+            match dequantize_packed(s, &packed, &mut out, true) {
+                Ok(()) => prop_assert!(out.iter().all(|v| v.is_finite())),
+                Err(_) => prop_assert!(out.iter().all(|&v| v == 1.0), "untouched on error"),
+            }
         }
     }
 }
