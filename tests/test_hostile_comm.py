@@ -332,3 +332,10 @@ def test_different_counts_name_both_shapes():
         ValueError, match=r"element count 10, rank 1 has 6 \(shapes \(10,\) and \(2, 3\)\)"
     ):
         _header.check_headers([a, b], ar._DTYPES, comm.SCHEMES, comm.OPS)
+
+
+def test_to_bytes_of_forged_fields_is_a_clear_error():
+    with pytest.raises(ValueError, match="`block_size` must be below 2\\*\\*32"):
+        _q(scheme="minmax", data=comm.quantize(torch.randn(64)).data, block_size=2**40).to_bytes()
+    with pytest.raises(ValueError, match=r"`self\.shape`"):
+        _q(shape=(-64,)).to_bytes()
