@@ -175,6 +175,14 @@ def test_huge_integers_name_the_argument():
         comm.all_reduce(torch.ones(16), piece_size=2**70)
     with pytest.raises(ValueError, match="`shape`"):
         _native.comm.frame_header("minmax", 256, "float32", [2**64])
+    codes, y = np.zeros(8, dtype=np.uint8), np.ones(8, dtype=np.float32)
+    with pytest.raises(ValueError, match="`min`"):
+        _native.comm.dequantize_minmax(codes, 10**400, 1.0, y)
+    with pytest.raises(ValueError, match="`min, scale`"):
+        _native.comm.dequantize_minmax(codes, 0.0, float("nan"), y, accumulate=True)
+    with pytest.raises(ValueError, match="`min, scale`"):
+        _native.comm.dequantize_minmax(codes, 2**200, 1.0, y)  # beyond float32: inf
+    assert (y == 1).all()
 
 
 # --- a group of one rank behaves like a larger one -----------------------------------------

@@ -33,11 +33,12 @@ pub mod comm {
     fn dequantize_minmax(
         py: Python<'_>,
         q: PyReadonlyArray1<'_, u8>,
-        min: f32,
-        scale: f32,
+        min: &Bound<'_, PyAny>,
+        scale: &Bound<'_, PyAny>,
         mut out: PyReadwriteArray1<'_, f32>,
         accumulate: bool,
     ) -> PyResult<()> {
+        let (min, scale) = (float_arg("min", min)?, float_arg("scale", scale)?);
         let q = slice("q", &q)?;
         let out = slice_mut("out", &mut out)?;
         let code = MinMax { min, scale };
@@ -97,6 +98,27 @@ pub mod comm {
                 shown,
             ))
         })
+    }
+
+    /// A float32 parameter: a Python number, or an error naming `arg` (an int too large for a
+    /// double is a `ValueError`, not a bare `OverflowError`; the core checks the value).
+    fn float_arg(arg: &str, value: &Bound<'_, PyAny>) -> PyResult<f32> {
+        if value.is_instance_of::<PyBool>() {
+            return Err(to_py(Error::dtype(arg, "a float", "bool")));
+        }
+        match value.extract::<f64>() {
+            // Out-of-range doubles become +-inf here and are refused by the core's check.
+            Ok(v) => Ok(v as f32),
+            Err(_) if value.is_instance_of::<PyInt>() => Err(to_py(Error::value(
+                arg,
+                "a finite float32 value",
+                "an integer too large for a float",
+            ))),
+            Err(_) => {
+                let got = value.get_type().name()?.to_string();
+                Err(to_py(Error::dtype(arg, "a float", got)))
+            }
+        }
     }
 
     /// Validates `scheme` and `block_size` and returns the scheme's wire code.
