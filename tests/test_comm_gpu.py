@@ -58,3 +58,23 @@ def test_gpu_rejects_non_finite(scheme):
     x[1234] = float("inf")
     with pytest.raises(ValueError, match="finite"):
         comm.quantize(x, scheme=scheme)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("scheme", "param"), [("minmax", 1), ("blockwise", 7), ("intellect", 99)])
+def test_gpu_refuses_forged_parameters_like_the_cpu(scheme, param):
+    # The same core check as the CPU path, on a host copy of the parameters: a forged NaN in
+    # any parameter is a ValueError and the accumulator is left as it was.
+    q = comm.quantize(torch.randn(4096, device="cuda"), scheme=scheme, block_size=256)
+    data = q.data.clone()
+    data[4 * param : 4 * param + 4] = torch.tensor([float("nan")], device="cuda").view(torch.uint8)
+    forged = comm.QuantizedTensor(data, q.scheme, q.shape, q.dtype, q.block_size)
+    acc = torch.ones(4096, device="cuda")
+    with pytest.raises(ValueError, match="`packed"):
+        comm.dequantize_accumulate(forged, acc)
+    assert bool((acc == 1).all())
+    with pytest.raises(ValueError, match="`packed"):
+        comm.dequantize(forged)
+    cpu = comm.QuantizedTensor(data.cpu(), q.scheme, q.shape, q.dtype, q.block_size)
+    with pytest.raises(ValueError, match="`packed"):
+        comm.dequantize(cpu)

@@ -7,6 +7,11 @@
 //! All pointers are device addresses of buffers the caller allocated on `launch.device` with
 //! the sizes documented per function; the caller also checks lengths and dtypes. Work is
 //! queued on the caller's stream and nothing here synchronises.
+//!
+//! The decoders trust the parameters they read: parameters that came from outside (a peer, a
+//! caller) must first pass `ferrolm_core::comm::check_params` on a host copy (the Python
+//! wrapper does this), the same check the CPU decoders run, so a forged NaN or negative scale
+//! is refused the same way on both paths.
 
 use ferrolm_core::{Error, Result};
 
@@ -108,15 +113,10 @@ pub fn dequantize_minmax_f32(
     unsafe { decode(launch, &QUANTIZE_MINMAX, name, n, &args) }
 }
 
+/// The block size rule of the CPU twin (a multiple of 16 in `16..=2^24`), so both paths accept
+/// exactly the same wire format.
 fn check_block(block: u32) -> Result<()> {
-    if block < 16 || block % 16 != 0 {
-        return Err(Error::value(
-            "block_size",
-            "a multiple of 16, at least 16",
-            block,
-        ));
-    }
-    Ok(())
+    ferrolm_core::comm::blockwise::check_block(block as usize)
 }
 
 /// Quantizes `n` floats at `x` in blocks of `block` into `into` (`2 * ceil(n / block)`

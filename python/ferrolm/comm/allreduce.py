@@ -2,9 +2,9 @@
 
 Algorithm (world size ``W``, the flat tensor cut into ``W`` chunks, each chunk into pieces):
 
-* header: every rank passes a 64-byte header around the ring, so each rank sees everyone's
-  element count, dtype, scheme, block size, op and a "finite" flag, and all ranks raise the
-  same clear error on a mismatch or a NaN/inf before any data moves;
+* header: every rank passes a small header around the ring, so each rank sees everyone's
+  shape, dtype, scheme, block size, op and a "finite" flag, and all ranks raise the same clear
+  error on a mismatch or a NaN/inf before any data moves (``_header.py``);
 * reduce-scatter (``W - 1`` steps): rank ``r`` sends chunk ``r - s`` and receives chunk
   ``r - s - 1``; every outgoing partial sum is quantized, every incoming one is
   dequantize-accumulated in fp32 onto the local values;
@@ -12,6 +12,11 @@ Algorithm (world size ``W``, the flat tensor cut into ``W`` chunks, each chunk i
   adopts the dequantized value;
 * all-gather (``W - 1`` steps): the owner's bytes are forwarded verbatim around the ring, and
   every rank dequantizes the same bytes, so all ranks end bit-identical.
+
+Every received piece is checked completely (length and every float parameter, in the core)
+before it is decoded. A piece that cannot be quantized (NaN/inf, a float32 overflow) or that
+arrives malformed is replaced by a "poisoned" piece, which travels on to every rank, so every
+rank raises and none decodes garbage.
 
 Everything is streamed per piece: a received piece is accumulated, quantized and sent on
 while the next pieces are still in flight (receives are posted ahead: double buffering), so
@@ -32,6 +37,7 @@ import torch
 import torch.distributed as dist
 
 from ferrolm import _native
+from ferrolm.comm._header import STATUS_TAG, build_header, check_headers, exchange_headers
 from ferrolm.comm.quantize import (
     DEFAULT_BLOCK_SIZE,
     SCHEMES,
@@ -44,8 +50,8 @@ __all__ = ["OPS", "CommTimeoutError", "all_reduce"]
 
 OPS = ("avg", "sum")
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_HEADER_WORDS = 8
-_MAGIC = 0x46524C4D  # "FRLM"
+#: Longest wait handed to one ``Work.wait`` (seconds): gloo converts it to milliseconds.
+_MAX_WAIT = 1e8
 #: Values per streamed piece: big enough that per-message overhead is small, small enough
 #: that several pieces are in flight while one is being (de)quantized.
 DEFAULT_PIECE = 1 << 20
@@ -94,8 +100,17 @@ class _Deadline:
                 return
             raise self._timeout(what, None)
         try:
-            work.wait(timedelta(seconds=left))
+            work.wait(timedelta(seconds=min(left, _MAX_WAIT)))
         except RuntimeError as e:  # gloo: "Timed out waiting ..." or "Connection closed by peer"
+            raise self._timeout(what, e) from e
+
+    def start(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Posts a send or receive. Our arguments are valid, so a ``RuntimeError`` here is the
+        transport's: gloo raises "Connection closed by peer" at once when the peer has already
+        exited, which is the same failure as a peer that dies during the wait."""
+        try:
+            return fn(*args, **kwargs)
+        except RuntimeError as e:
             raise self._timeout(what, e) from e
 
     def _timeout(self, what: str, cause: Exception | None) -> CommTimeoutError:
@@ -109,7 +124,9 @@ class _Deadline:
         )
 
 
-def _validate(tensor: Any, op: str, scheme: str, block_size: int, timeout: float) -> None:
+def _validate(
+    tensor: Any, op: str, scheme: str, block_size: int, timeout: float, piece_size: int
+) -> None:
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"`tensor` must be a torch.Tensor, got {type(tensor).__name__}")
     if tensor.dtype not in _DTYPES:
@@ -126,6 +143,8 @@ def _validate(tensor: Any, op: str, scheme: str, block_size: int, timeout: float
     check_scheme(scheme, block_size)
     if not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
         raise ValueError(f"`timeout` must be a positive number of seconds, got {timeout!r}")
+    if not isinstance(piece_size, int) or piece_size < 1 or piece_size >= 1 << 40:
+        raise ValueError(f"`piece_size` must be a positive int below 2**40, got {piece_size!r}")
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError(
             "`all_reduce` needs an initialised torch.distributed process group "
@@ -169,7 +188,22 @@ def _poison(n: int, device: torch.device) -> torch.Tensor:
 
 
 def _is_poison(data: torch.Tensor) -> bool:
-    return bool(torch.isnan(data[:4].view(torch.float32)).item())
+    if data.is_cuda:
+        return bool((data[:4] == 0xFF).all())
+    return _native.comm.is_poison(data.numpy())
+
+
+def _malformed(data: torch.Tensor, scheme: str, block: int, n: int) -> str | None:
+    """Why a received (non-poisoned) piece of ``n`` values must not be decoded, or ``None``.
+    Pieces come from a peer: its length and every float parameter are checked by the core."""
+    if data.numel() != packed_len(scheme, block, n):
+        return f"{data.numel()} bytes for {n} values"
+    head = data[: data.numel() - n]
+    try:
+        _native.comm.check_params(scheme, block, head.cpu().numpy(), n)
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 def _quantize_or_poison(x: torch.Tensor, scheme: str, block: int) -> tuple[torch.Tensor, bool]:
@@ -189,58 +223,6 @@ def _decode_into(data: torch.Tensor, scheme: str, block: int, out: torch.Tensor,
         _decode(q, out, accumulate=acc)
         return
     _native.comm.dequantize_packed(scheme, block, data.numpy(), out.numpy(), acc)
-
-
-def _exchange_headers(
-    header: torch.Tensor, rank: int, world: int, group: Any, dl: _Deadline
-) -> list[list[int]]:
-    """Ring all-gather of the tiny headers (``world - 1`` hops)."""
-    prev, nxt = (rank - 1) % world, (rank + 1) % world
-    gprev = dist.get_global_rank(group, prev) if group is not None else prev
-    gnext = dist.get_global_rank(group, nxt) if group is not None else nxt
-    headers: dict[int, list[int]] = {rank: header.tolist()}
-    current = header
-    for step in range(world - 1):
-        incoming = torch.empty_like(header)
-        tag = (1 << 30) + step
-        recv = dist.irecv(incoming, src=gprev, group=group, tag=tag)
-        send = dist.isend(current, dst=gnext, group=group, tag=tag)
-        dl.wait(recv, f"exchanging headers with rank {prev}")
-        dl.wait(send, f"exchanging headers with rank {nxt}")
-        headers[(rank - step - 1) % world] = incoming.tolist()
-        current = incoming
-    return [headers[r] for r in range(world)]
-
-
-def _check_headers(headers: list[list[int]]) -> None:
-    names = ["magic", "element count", "dtype", "scheme", "block_size", "op", "finite", "piece"]
-    first = headers[0]
-    for r, h in enumerate(headers):
-        for i, name in enumerate(names):
-            if name == "finite":
-                continue
-            if h[i] != first[i]:
-
-                def show(v: int, i: int = i) -> str:
-                    if names[i] == "dtype":
-                        return str(_DTYPES[v]) if 0 <= v < len(_DTYPES) else str(v)
-                    if names[i] == "scheme":
-                        return SCHEMES[v] if 0 <= v < len(SCHEMES) else str(v)
-                    if names[i] == "op":
-                        return OPS[v] if 0 <= v < len(OPS) else str(v)
-                    return str(v)
-
-                raise ValueError(
-                    f"all_reduce arguments differ across ranks: rank 0 has {name} "
-                    f"{show(first[i])}, rank {r} has {show(h[i])}; every rank must pass a "
-                    "tensor of the same shape and dtype with the same op/scheme/block_size"
-                )
-    bad = [r for r, h in enumerate(headers) if h[6] == 0]
-    if bad:
-        raise ValueError(
-            f"`tensor` must be finite on every rank, but rank(s) {bad} hold NaN or infinite "
-            "values (int8 codes cannot carry them); nothing was reduced"
-        )
 
 
 def all_reduce(
@@ -272,11 +254,16 @@ def all_reduce(
     Raises:
         TypeError: not a tensor / unsupported dtype.
         ValueError: empty, non-contiguous, bad op/scheme/timeout, arguments that differ across
-            ranks, or NaN/inf on any rank. NaN/inf policy: int8 codes cannot carry non-finite
-            values, so EVERY rank raises ``ValueError`` and no tensor is changed. On CPU the
-            check costs no extra pass: the quantizer detects them and the ring carries a
-            "poisoned" piece (first parameter NaN) to every rank; on CUDA a finiteness flag
-            rides in the header exchange.
+            ranks (shape, dtype, op, scheme, block or piece size), NaN/inf on any rank, a
+            result that overflows ``tensor``'s dtype, or a malformed piece from a peer.
+            NaN/inf policy: int8 codes cannot carry non-finite values, so EVERY rank raises
+            ``ValueError`` and no tensor is changed; a group of one rank behaves the same. On
+            CPU the check costs no extra pass: the quantizer detects them and the ring carries
+            a "poisoned" piece to every rank; on CUDA a finiteness flag rides in the header
+            exchange. Overflow policy: the sum is accumulated in float32; when the result
+            does not fit a float16/bfloat16 ``tensor`` (``op="sum"`` of large values), every
+            rank raises (they all hold the same bytes) and ``tensor`` is left unchanged rather
+            than silently holding infinities.
         CommTimeoutError: a peer did not answer in time (the tensor is unchanged).
         RuntimeError: no initialised process group.
 
@@ -291,9 +278,7 @@ def all_reduce(
         True
         >>> dist.destroy_process_group()
     """
-    _validate(tensor, op, scheme, block_size, timeout)
-    if not isinstance(piece_size, int) or piece_size < 1 or piece_size >= 1 << 40:
-        raise ValueError(f"`piece_size` must be a positive int, got {piece_size!r}")
+    _validate(tensor, op, scheme, block_size, timeout, piece_size)
     world = dist.get_world_size(group)
     rank = dist.get_rank(group)
     nccl = dist.get_backend(group) == "nccl"
@@ -305,44 +290,65 @@ def all_reduce(
     x = tensor.detach().reshape(-1)
     if x.dtype != torch.float32:
         x = x.float()
-    n = x.numel()
     # CUDA: one cheap device reduction up front. CPU: no extra pass over memory; a non-finite
     # value is caught by the quantizer and travels the ring as a poisoned piece instead.
     finite = _is_finite(x) if x.is_cuda else True
-    header = torch.tensor(
-        [
-            _MAGIC,
-            n,
-            _DTYPES.index(tensor.dtype),
-            SCHEMES.index(scheme),
-            block_size if scheme == "blockwise" else 0,
-            OPS.index(op),
-            int(finite),
-            piece_size,
-        ],
-        dtype=torch.int64,
-        device=tensor.device,
+    header = build_header(
+        tuple(tensor.shape),
+        _DTYPES.index(tensor.dtype),
+        SCHEMES.index(scheme),
+        block_size if scheme == "blockwise" else 0,
+        OPS.index(op),
+        finite,
+        piece_size,
+        tensor.device,
     )
+    headers = [header.tolist()]
+    if world > 1:
+        headers = exchange_headers(header, rank, world, group, dl)
+    check_headers(headers, _DTYPES, SCHEMES, OPS)
     if world == 1:
-        if not finite:
-            _check_headers([header.tolist()])
-        return tensor
-    _check_headers(_exchange_headers(header, rank, world, group, dl))
-    final = _ring(x, rank, world, group, op, scheme, block_size, piece_size, dl)
-    # Success: every piece's final bytes are here. Decode them straight into the caller's
-    # tensor (through one float32 buffer when it is half precision).
+        # The same pipeline as a larger group, without peers: the owner of each finished piece
+        # quantizes it once and adopts its decoded value (int8 rounding, NaN/inf refused).
+        pieces = [
+            ((a, b), *_quantize_or_poison(x[a:b], scheme, block_size))
+            for a, b in _pieces(0, x.numel(), piece_size)
+        ]
+        bad = any(p[2] for p in pieces)
+        final = None if bad else [(ab, data) for ab, data, _ in pieces]
+        reason = None
+    else:
+        final, reason = _ring(x, rank, world, group, op, scheme, block_size, piece_size, dl)
     if final is None:
         raise ValueError(
             "`tensor` must be finite on every rank, but some rank holds NaN or infinite values "
-            "(or the sum overflows float32); int8 codes cannot carry them. Nothing was changed."
+            "(or the sum overflows float32, or a rank received a malformed piece); int8 codes "
+            "cannot carry them. Nothing was changed."
+            if reason is None
+            else f"all_reduce: {reason}; every rank raises and nothing was changed"
         )
+    # Success: every piece's final bytes are here. Decode them straight into the caller's
+    # tensor (through one float32 buffer when it is half precision).
     # detach(): the result is data, not part of any autograd graph (parameters work too).
     target = tensor.detach()
-    out = target.view(-1) if tensor.dtype == torch.float32 else torch.empty_like(x)
+    if tensor.dtype == torch.float32:
+        out = target.view(-1)
+        for (a, b), data in final:
+            _decode_into(data, scheme, block_size, out[a:b], acc=False)
+        return tensor
+    out = torch.empty_like(x)
     for (a, b), data in final:
         _decode_into(data, scheme, block_size, out[a:b], acc=False)
-    if out.data_ptr() != target.data_ptr():
-        target.copy_(out.view(tensor.shape))
+    narrow = out.to(tensor.dtype)
+    # Every rank decodes the same bytes, so every rank agrees on whether this overflows.
+    if not bool(torch.isfinite(narrow).all()):
+        big = float(out.abs().max())
+        raise ValueError(
+            f"`tensor` ({tensor.dtype}): the {op} over {world} rank(s) reaches {big:.6g}, "
+            f"beyond the largest finite {tensor.dtype} ({torch.finfo(tensor.dtype).max:.6g}); "
+            'use op="avg" or reduce a float32 copy. Nothing was changed.'
+        )
+    target.copy_(narrow.view(tensor.shape))
     return tensor
 
 
@@ -356,7 +362,9 @@ def _ring(
     block: int,
     piece: int,
     dl: _Deadline,
-) -> list[tuple[tuple[int, int], torch.Tensor]] | None:
+) -> tuple[list[tuple[tuple[int, int], torch.Tensor]] | None, str | None]:
+    """The final bytes of every piece, or ``None`` and why (``None``: a poisoned piece, i.e.
+    NaN/inf somewhere; a text: this rank received a malformed piece)."""
     bounds = _bounds(x.numel(), world)
     prev, nxt = (rank - 1) % world, (rank + 1) % world
     gprev = dist.get_global_rank(group, prev) if group is not None else prev
@@ -383,7 +391,8 @@ def _ring(
         # Never block here: a gloo send completes only once the peer posted the matching
         # receive, and the peer posts receives only as it consumes. Completed sends are
         # released as we go; the rest are awaited at the end.
-        work = dist.isend(data, dst=gnext, group=group, tag=msg.tag(world))
+        what = f"sending to rank {nxt}"
+        work = dl.start(what, dist.isend, data, dst=gnext, group=group, tag=msg.tag(world))
         sends.append((work, data))
         while sends and sends[0][0].is_completed():
             sends.popleft()[0].wait()
@@ -397,12 +406,14 @@ def _ring(
             m = expected[next_post]
             size = packed_len(scheme, block, m.stop - m.start)
             buf = torch.empty(size, dtype=torch.uint8, device=x.device)
-            work = dist.irecv(buf, src=gprev, group=group, tag=m.tag(world))
+            what = f"receiving from rank {prev}"
+            work = dl.start(what, dist.irecv, buf, src=gprev, group=group, tag=m.tag(world))
             posted.append((m, work, buf))
             next_post += 1
 
     post_more()
     poisoned = False
+    reason: str | None = None
     # Step 0 of the reduce-scatter: this rank's own chunk, straight from the input.
     for p, (a, b) in enumerate(_pieces(*bounds[rank], piece)):
         data, bad = _quantize_or_poison(x[a:b], scheme, block)
@@ -420,12 +431,19 @@ def _ring(
                 # Partial sum of this piece = own values + decoded incoming partial sum (fp32).
                 seg = scratch[: m.stop - m.start]
                 seg.copy_(x[m.start : m.stop])
-                _decode_into(buf, scheme, block, seg, acc=True)
-                if last and op == "avg":
-                    seg.div_(world)
-                # On the last step this rank owns the finished piece: it quantizes it once and
-                # everyone (this rank included) adopts the decoded value of exactly these bytes.
-                data, bad = _quantize_or_poison(seg, scheme, block)
+                try:
+                    # The core checks the whole piece (length, every parameter) first.
+                    _decode_into(buf, scheme, block, seg, acc=True)
+                except ValueError as e:
+                    # Forged or corrupted: poison it so that every rank fails, none decodes it.
+                    reason = reason or f"rank {prev} sent a malformed piece ({e})"
+                    data, bad = _poison(buf.numel(), buf.device), True
+                else:
+                    if last and op == "avg":
+                        seg.div_(world)
+                    # On the last step this rank owns the finished piece: it quantizes it once
+                    # and everyone (this rank included) adopts the decoded value of these bytes.
+                    data, bad = _quantize_or_poison(seg, scheme, block)
                 poisoned |= bad
             if last:
                 final.append(((m.start, m.stop), data))
@@ -433,11 +451,24 @@ def _ring(
             else:
                 send(_Msg(0, m.step + 1, m.piece, m.start, m.stop), data)
         else:
-            poisoned |= _is_poison(buf)
+            if _is_poison(buf):
+                poisoned = True
+            else:
+                why = _malformed(buf, scheme, block, m.stop - m.start)
+                if why is not None:
+                    reason = reason or f"rank {prev} sent a malformed piece ({why})"
+                    poisoned, buf = True, _poison(buf.numel(), buf.device)
             final.append(((m.start, m.stop), buf))
             if m.step < world - 2:
                 send(_Msg(1, m.step + 1, m.piece, m.start, m.stop), buf)
     while sends:
         w, _ = sends.popleft()
         dl.wait(w, f"sending to rank {nxt}")
-    return None if poisoned else final
+    # A malformed piece in the all-gather reaches only the ranks after the one that detected
+    # it; one tiny exchange of every rank's status makes all ranks fail (or succeed) together.
+    status = torch.tensor([int(poisoned)], dtype=torch.int64, device=x.device)
+    flags = exchange_headers(status, rank, world, group, dl, STATUS_TAG, "agreeing on the result")
+    failed = [r for r, f in enumerate(flags) if f != [0]]
+    if failed and reason is None and not poisoned:
+        reason = f"rank(s) {failed} received a malformed or poisoned piece"
+    return (None, reason) if failed else (final, None)

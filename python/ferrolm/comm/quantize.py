@@ -6,9 +6,9 @@ first (little-endian), then one code per value. That buffer is what the all-redu
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ferrolm import _native
@@ -31,7 +31,8 @@ SCHEMES: tuple[str, ...] = tuple(_native.comm.scheme_names())
 DEFAULT_BLOCK_SIZE = 256
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-_MAGIC = b"FLQ1"
+_DTYPE_NAMES = {d: str(d).removeprefix("torch.") for d in _DTYPES}
+_BY_NAME = {name: d for d, name in _DTYPE_NAMES.items()}
 
 
 def check_scheme(scheme: str, block_size: int) -> int:
@@ -100,40 +101,29 @@ class QuantizedTensor:
 
     def to_bytes(self) -> bytes:
         """Serialises to a self-describing byte string (:meth:`from_bytes` reverses it)."""
-        dtype_code = _DTYPES.index(self.dtype)
-        head = struct.pack(
-            f"<4sBBIB{len(self.shape)}q",
-            _MAGIC,
-            check_scheme(self.scheme, self.block_size),
-            dtype_code,
-            self.block_size,
-            len(self.shape),
-            *self.shape,
+        _check_quantized(self, "self")
+        head = _native.comm.frame_header(
+            self.scheme, self.block_size, _DTYPE_NAMES[self.dtype], [int(d) for d in self.shape]
         )
         return head + self.data.cpu().numpy().tobytes()
 
     @classmethod
-    def from_bytes(cls, buf: bytes) -> QuantizedTensor:
-        """Rebuilds a CPU :class:`QuantizedTensor` from :meth:`to_bytes` output."""
+    def from_bytes(cls, buf: bytes | bytearray | memoryview) -> QuantizedTensor:
+        """Rebuilds a CPU :class:`QuantizedTensor` from :meth:`to_bytes` output.
+
+        The bytes may come from anywhere: every header field, the shape, the length and every
+        float parameter are checked (in the core) before anything is allocated or decoded.
+
+        Raises:
+            TypeError: ``buf`` is not a bytes-like object.
+            ValueError: a malformed buffer; the message names the field.
+        """
         if not isinstance(buf, (bytes, bytearray, memoryview)):
             raise TypeError(f"`buf` must be bytes, got {type(buf).__name__}")
-        buf = bytes(buf)
-        if len(buf) < 11 or buf[:4] != _MAGIC:
-            raise ValueError("`buf` must start with a ferrolm quantized-tensor header")
-        _, scheme, dtype_code, block, ndim = struct.unpack_from("<4sBBIB", buf)
-        offset = struct.calcsize("<4sBBIB")
-        if scheme >= len(SCHEMES) or dtype_code >= len(_DTYPES):
-            raise ValueError("`buf` has an unknown scheme or dtype code")
-        shape = struct.unpack_from(f"<{ndim}q", buf, offset)
-        offset += 8 * ndim
-        n = 1
-        for d in shape:
-            n *= d
-        expected = packed_len(SCHEMES[scheme], block, n)
-        if len(buf) - offset != expected:
-            raise ValueError(f"`buf` must hold {expected} data bytes, got {len(buf) - offset}")
-        data = torch.frombuffer(bytearray(buf[offset:]), dtype=torch.uint8)
-        return cls(data, SCHEMES[scheme], torch.Size(shape), _DTYPES[dtype_code], block)
+        raw = np.frombuffer(buf, dtype=np.uint8)
+        scheme, block, dtype, shape, offset = _native.comm.parse_frame(raw)
+        data = torch.from_numpy(raw[offset:].copy())
+        return cls(data, scheme, torch.Size(shape), _BY_NAME[dtype], block)
 
 
 def _flat_float32(t: torch.Tensor, arg: str) -> torch.Tensor:
@@ -197,16 +187,53 @@ def quantize(
     return QuantizedTensor(data, scheme, t.shape, t.dtype, block_size)
 
 
-def _check_quantized(q: QuantizedTensor) -> None:
+def _check_quantized(q: object, arg: str = "q") -> int:
+    """Checks every field of a :class:`QuantizedTensor` (it may have been built by hand or
+    from foreign bytes) and returns its element count; the parameters' values are checked by
+    the core when decoding."""
     if not isinstance(q, QuantizedTensor):
-        raise TypeError(f"`q` must be a QuantizedTensor, got {type(q).__name__}")
+        raise TypeError(f"`{arg}` must be a QuantizedTensor, got {type(q).__name__}")
     check_scheme(q.scheme, q.block_size)
+    data = q.data
+    if not isinstance(data, torch.Tensor) or data.dtype != torch.uint8:
+        got = data.dtype if isinstance(data, torch.Tensor) else type(data).__name__
+        raise TypeError(f"`{arg}.data` must be a uint8 torch.Tensor, got {got}")
+    if data.dim() != 1 or not data.is_contiguous():
+        raise ValueError(
+            f"`{arg}.data` must be flat and contiguous, got shape {tuple(data.shape)} "
+            f"(contiguous: {data.is_contiguous()})"
+        )
+    if q.dtype not in _DTYPES:
+        raise TypeError(f"`{arg}.dtype` must be one of {', '.join(_BY_NAME)}, got {q.dtype!r}")
+    shape = q.shape
+    if not isinstance(shape, (tuple, list)) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise ValueError(f"`{arg}.shape` must be a tuple of non-negative ints, got {shape!r}")
+    n = 1
+    for d in shape:
+        n *= d
+    if n == 0 or n >= 1 << 62:
+        raise ValueError(
+            f"`{arg}.shape` must hold between 1 and 2**62 values, got {tuple(shape)} ({n})"
+        )
+    expected = packed_len(q.scheme, q.block_size, n)
+    if data.numel() != expected:
+        raise ValueError(
+            f"`{arg}.data` must hold {expected} bytes for shape {tuple(shape)} under scheme "
+            f"{q.scheme!r}, got {data.numel()}"
+        )
+    return n
 
 
 def _decode(q: QuantizedTensor, flat: torch.Tensor, accumulate: bool) -> None:
     if not flat.is_cuda:
         dequantize_flat_into(q.data, q.scheme, q.block_size, flat, accumulate)
         return
+    # The parameters are checked on the host (the same core check as the CPU path) before a
+    # kernel reads them: a forged NaN or negative scale must not decode into the output.
+    head = q.data[: q.header_bytes].cpu().numpy()
+    _native.comm.check_params(q.scheme, q.block_size, head, q.numel)
     index = _device_index(flat.device)
     _cuda.require_gpu("q", index)
     stream = _stream(flat.device)
@@ -233,8 +260,8 @@ def dequantize(q: QuantizedTensor) -> torch.Tensor:
         >>> y.shape, y.dtype, bool((y - x).abs().max() <= 1.0 / 255)
         (torch.Size([2, 256]), torch.float32, True)
     """
-    _check_quantized(q)
-    out = torch.empty(q.numel, dtype=torch.float32, device=q.data.device)
+    n = _check_quantized(q)
+    out = torch.empty(n, dtype=torch.float32, device=q.data.device)
     _decode(q, out, accumulate=False)
     return out.reshape(q.shape)
 
@@ -253,12 +280,12 @@ def dequantize_accumulate(q: QuantizedTensor, acc: torch.Tensor) -> torch.Tensor
         >>> acc[:3]
         tensor([1.5000, 1.5000, 1.5000])
     """
-    _check_quantized(q)
+    n = _check_quantized(q)
     if not isinstance(acc, torch.Tensor) or acc.dtype != torch.float32:
         got = acc.dtype if isinstance(acc, torch.Tensor) else type(acc).__name__
         raise TypeError(f"`acc` must be a float32 tensor, got {got}; call .float()")
-    if acc.numel() != q.numel:
-        raise ValueError(f"`acc` must have {q.numel} elements like `q`, got {acc.numel()}")
+    if acc.numel() != n:
+        raise ValueError(f"`acc` must have {n} elements like `q`, got {acc.numel()}")
     if not acc.is_contiguous():
         raise ValueError("`acc` must be contiguous; call .contiguous() and accumulate into that")
     if acc.device != q.data.device:

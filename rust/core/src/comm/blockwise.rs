@@ -105,7 +105,36 @@ pub fn quantize_blockwise(
 fn check_decode(codes: &[u8], block: usize, params: &[f32], out: usize) -> Result<()> {
     check_block(block)?;
     check_len("params", params.len(), 2 * num_blocks(codes.len(), block))?;
-    check_len("out", out, codes.len())
+    check_len("out", out, codes.len())?;
+    check_params(params)
+}
+
+/// Checks every block's `(min, scale)` as [`MinMax::check`](super::MinMax::check) does, naming
+/// the first bad block: parameters from outside must never decode to NaN or infinity.
+pub fn check_params(params: &[f32]) -> Result<()> {
+    // One branch-free pass over the pairs, then the error path only when something is wrong.
+    let ok = params.chunks_exact(2).fold(true, |ok, p| {
+        let top = p[0] + 255.0 * p[1];
+        ok & p[0].is_finite() & p[1].is_finite() & (p[1] >= 0.0) & top.is_finite()
+    });
+    if ok && params.len() % 2 == 0 {
+        return Ok(());
+    }
+    if params.len() % 2 != 0 {
+        return Err(Error::value(
+            "params",
+            "(min, scale) pairs",
+            format!("{} floats", params.len()),
+        ));
+    }
+    for (b, p) in params.chunks_exact(2).enumerate() {
+        super::MinMax {
+            min: p[0],
+            scale: p[1],
+        }
+        .check(&format!("params of block {b}"))?;
+    }
+    Ok(())
 }
 
 /// Writes `min_b + q * scale_b` into `out`.

@@ -164,9 +164,24 @@ pub fn quantize_intellect(x: &[f32], codes: &mut [u8], codebook: &mut [f32]) -> 
 }
 
 fn check_codebook(codebook: &[f32]) -> Result<&[f32; LEVELS]> {
-    codebook
+    let table: &[f32; LEVELS] = codebook
         .try_into()
-        .map_err(|_| Error::value("codebook", "256 float32 values", codebook.len()))
+        .map_err(|_| Error::value("codebook", "256 float32 values", codebook.len()))?;
+    check_entries(table)?;
+    Ok(table)
+}
+
+/// Checks that every codebook entry is finite (a codebook from outside must never decode to
+/// NaN or infinity), naming the first bad entry.
+pub fn check_entries(codebook: &[f32]) -> Result<()> {
+    match codebook.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Error::value(
+            format!("codebook[{i}]"),
+            "finite",
+            format!("{:?}", codebook[i]),
+        )),
+    }
 }
 
 /// Writes `codebook[q]` into `out`.

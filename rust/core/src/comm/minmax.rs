@@ -21,6 +21,22 @@ impl MinMax {
         MinMax { min, scale }
     }
 
+    /// Checks a code that came from outside (a peer, a caller): `min` and `scale` finite,
+    /// `scale` not negative, and the largest value it stands for (`min + 255 * scale`) finite,
+    /// so that no code decodes to NaN or infinity. `what` names the parameters in the error,
+    /// e.g. "`packed` block 3".
+    pub fn check(&self, what: &str) -> Result<()> {
+        let top = self.min + 255.0 * self.scale;
+        if self.min.is_finite() && self.scale.is_finite() && self.scale >= 0.0 && top.is_finite() {
+            return Ok(());
+        }
+        Err(Error::value(
+            what,
+            "a finite min and a finite, non-negative scale whose codes decode to finite values",
+            format!("min {:?} and scale {:?}", self.min, self.scale),
+        ))
+    }
+
     /// `1 / scale`, or 0 when the range is empty (every value then maps to code 0).
     pub fn inverse_scale(&self) -> f32 {
         if self.scale > 0.0 {
@@ -86,8 +102,11 @@ pub fn quantize_minmax(x: &[f32], out: &mut [u8]) -> Result<MinMax> {
 }
 
 /// Writes `min + q * scale` into `out`.
+///
+/// Fails when `params` could decode to NaN or infinity (see [`MinMax::check`]).
 pub fn dequantize_minmax(q: &[u8], params: MinMax, out: &mut [f32]) -> Result<()> {
     check_len("out", out.len(), q.len())?;
+    params.check("min, scale")?;
     out.par_chunks_mut(CHUNK)
         .zip(q.par_chunks(CHUNK))
         .for_each(|(o, q)| {
@@ -97,8 +116,11 @@ pub fn dequantize_minmax(q: &[u8], params: MinMax, out: &mut [f32]) -> Result<()
 }
 
 /// Adds `min + q * scale` into the fp32 accumulator `acc`.
+///
+/// Fails when `params` could decode to NaN or infinity (see [`MinMax::check`]).
 pub fn dequantize_accumulate_minmax(q: &[u8], params: MinMax, acc: &mut [f32]) -> Result<()> {
     check_len("acc", acc.len(), q.len())?;
+    params.check("min, scale")?;
     acc.par_chunks_mut(CHUNK)
         .zip(q.par_chunks(CHUNK))
         .for_each(|(a, q)| {

@@ -76,15 +76,100 @@ impl Scheme {
     pub fn num_params(&self, n: usize) -> usize {
         match self {
             Scheme::MinMax => 2,
-            Scheme::Blockwise { block } => 2 * blockwise::num_blocks(n, *block),
+            Scheme::Blockwise { block } => blockwise::num_blocks(n, *block).saturating_mul(2),
             Scheme::Intellect => intellect::LEVELS,
         }
     }
 
-    /// Total bytes of the packed form of `n` values.
+    /// Total bytes of the packed form of `n` values (saturating: a count so large that its
+    /// packed form cannot exist gives `usize::MAX`, which no real buffer matches).
     pub fn packed_len(&self, n: usize) -> usize {
-        4 * self.num_params(n) + n
+        self.try_packed_len(n).unwrap_or(usize::MAX)
     }
+
+    /// Total bytes of the packed form of `n` values, or an error naming `n` when that size
+    /// does not fit in memory at all.
+    pub fn try_packed_len(&self, n: usize) -> Result<usize> {
+        self.num_params(n)
+            .checked_mul(4)
+            .and_then(|head| head.checked_add(n))
+            .filter(|&len| len <= isize::MAX as usize)
+            .ok_or_else(|| {
+                Error::value(
+                    "n",
+                    format!("a count whose packed {} form fits in memory", self.name()),
+                    n,
+                )
+            })
+    }
+}
+
+/// The byte every position of a "poisoned" piece holds: a rank that cannot quantize a piece (a
+/// NaN or infinite value, or a sum that overflows float32) sends this instead, so that every
+/// rank learns that the call failed. Its first parameter reads as NaN, which
+/// [`check_params`] never accepts, so a poisoned piece is never decoded by mistake.
+pub const POISON: u8 = 0xFF;
+
+/// Whether `packed` is a poisoned piece (see [`POISON`]): its first parameter's bytes are all
+/// [`POISON`].
+pub fn is_poison(packed: &[u8]) -> bool {
+    packed.len() >= 4 && packed[..4].iter().all(|&b| b == POISON)
+}
+
+/// Checks the float32 parameters `head` of a packed piece of `n` values (the bytes in front of
+/// the codes) before anything decodes them: the length must be the scheme's, and every value
+/// must be one that decodes to finite values (min-max and block-wise: finite `min`, finite
+/// non-negative `scale`, finite `min + 255 * scale`; INTELLECT-1: every codebook entry finite).
+/// The bytes come from a peer or a caller, so nothing here trusts them.
+pub fn check_params(scheme: Scheme, head: &[u8], n: usize) -> Result<()> {
+    let expected = 4 * scheme.num_params(n);
+    if head.len() != expected {
+        return Err(Error::value(
+            "packed",
+            format!("{expected} parameter bytes for {n} values"),
+            format!("{} bytes", head.len()),
+        ));
+    }
+    if is_poison(head) {
+        return Err(Error::value(
+            "packed",
+            "a quantized piece",
+            "a poisoned piece (a rank could not quantize NaN, infinite or overflowing values)",
+        ));
+    }
+    let params = read_params(head);
+    match scheme {
+        Scheme::MinMax => minmax_of(&params).check("packed min, scale"),
+        Scheme::Blockwise { .. } => blockwise::check_params(&params).map_err(in_packed),
+        Scheme::Intellect => intellect::check_entries(&params).map_err(in_packed),
+    }
+}
+
+/// Puts a parameter error in terms of the packed buffer it came from.
+fn in_packed(e: Error) -> Error {
+    match e {
+        Error::InvalidValue { arg, expected, got } => Error::InvalidValue {
+            arg: format!("packed {arg}"),
+            expected,
+            got,
+        },
+        other => other,
+    }
+}
+
+/// Checks a whole packed piece of `n` values: its total length against the scheme's (with
+/// checked arithmetic) and its parameters with [`check_params`]. [`dequantize_packed`] runs
+/// this first; the GPU path runs it on a host copy of the parameters.
+pub fn check_packed(scheme: Scheme, packed: &[u8], n: usize) -> Result<()> {
+    let len = scheme.try_packed_len(n)?;
+    if packed.len() != len {
+        return Err(Error::value(
+            "packed",
+            format!("{len} bytes for {n} values under scheme {}", scheme.name()),
+            format!("{} bytes", packed.len()),
+        ));
+    }
+    check_params(scheme, &packed[..len - n], n)
 }
 
 fn write_params(params: &[f32], out: &mut [u8]) {
@@ -125,6 +210,9 @@ pub fn quantize_packed(scheme: Scheme, x: &[f32], out: &mut [u8]) -> Result<()> 
 }
 
 /// Decodes a packed buffer into `out`, overwriting it or (with `accumulate`) adding into it.
+///
+/// The buffer is checked completely first ([`check_packed`]): a forged or poisoned piece is an
+/// error and `out` is left untouched.
 pub fn dequantize_packed(
     scheme: Scheme,
     packed: &[u8],
@@ -132,13 +220,7 @@ pub fn dequantize_packed(
     accumulate: bool,
 ) -> Result<()> {
     let n = out.len();
-    if packed.len() != scheme.packed_len(n) {
-        return Err(Error::value(
-            "packed",
-            format!("{} bytes for {n} values", scheme.packed_len(n)),
-            format!("{} bytes", packed.len()),
-        ));
-    }
+    check_packed(scheme, packed, n)?;
     let (head, codes) = packed.split_at(4 * scheme.num_params(n));
     let params = read_params(head);
     match (scheme, accumulate) {
@@ -252,6 +334,57 @@ mod tests {
         );
         let e = Scheme::parse("int4", 256).unwrap_err().to_string();
         assert!(e.ends_with("got \"int4\""), "{e}");
+    }
+
+    #[test]
+    fn forged_parameters_are_refused_before_decoding() {
+        let x: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.1).cos()).collect();
+        for scheme in [
+            Scheme::MinMax,
+            Scheme::Blockwise { block: 16 },
+            Scheme::Intellect,
+        ] {
+            let mut good = vec![0u8; scheme.packed_len(x.len())];
+            quantize_packed(scheme, &x, &mut good).unwrap();
+            let head = 4 * scheme.num_params(x.len());
+            // Every parameter position, poisoned with NaN, +inf or a negative scale.
+            for p in 0..head / 4 {
+                for bad in [f32::NAN, f32::INFINITY, -1.0, 3e38] {
+                    let mut b = good.clone();
+                    b[4 * p..4 * p + 4].copy_from_slice(&bad.to_le_bytes());
+                    let mut out = vec![7.0f32; x.len()];
+                    let r = dequantize_packed(scheme, &b, &mut out, true);
+                    if bad == -1.0 && (scheme == Scheme::Intellect || p % 2 == 0) {
+                        // A negative min or codebook entry is a legitimate value.
+                        assert!(r.is_ok(), "{scheme:?} {p}");
+                        continue;
+                    }
+                    if bad == 3e38 && (scheme == Scheme::Intellect || p % 2 == 0) {
+                        assert!(r.is_ok(), "{scheme:?} {p}");
+                        continue;
+                    }
+                    assert!(r.is_err(), "{scheme:?} param {p} = {bad}");
+                    assert!(out.iter().all(|&v| v == 7.0), "out untouched");
+                }
+            }
+            let poison = vec![POISON; good.len()];
+            assert!(is_poison(&poison) && !is_poison(&good));
+            let e = check_packed(scheme, &poison, x.len()).unwrap_err();
+            assert!(e.to_string().contains("poisoned"), "{e}");
+        }
+    }
+
+    #[test]
+    fn lengths_are_checked_arithmetic() {
+        for scheme in [
+            Scheme::MinMax,
+            Scheme::Blockwise { block: 16 },
+            Scheme::Intellect,
+        ] {
+            assert!(scheme.try_packed_len(usize::MAX).is_err());
+            assert_eq!(scheme.packed_len(usize::MAX), usize::MAX);
+            assert!(check_packed(scheme, &[0u8; 64], usize::MAX - 3).is_err());
+        }
     }
 
     #[test]
