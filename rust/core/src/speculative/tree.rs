@@ -5,6 +5,7 @@
 //! (best first). Batches of trees are concatenated with CSR `offsets` (`offsets[0] = 0`,
 //! `offsets[b + 1] - offsets[b]` = size of tree `b`), each tree keeping local parent indices.
 
+use crate::buffer::{try_vec, try_with_capacity};
 use crate::{Error, Result};
 
 /// Checks that `parents` is a valid tree: non-empty, `parents[0] == -1`, `0 <= parents[i] < i`.
@@ -183,17 +184,17 @@ pub(crate) fn children_csr_unchecked(parents: &[i32]) -> (Vec<u32>, Vec<u32>) {
 pub fn children_table(parents: &[i32]) -> Result<(Vec<i32>, usize)> {
     validate_parents(parents)?;
     let whole = [0, parents.len() as i64];
-    Ok(children_table_unchecked(parents, &whole))
+    children_table_unchecked(parents, &whole)
 }
 
 /// [`children_table`] of a CSR batch: one `[total, width]` table with global node ids, `width`
 /// the most children of any node of any tree (at least 1).
 pub fn children_table_batch(parents: &[i32], offsets: &[i64]) -> Result<(Vec<i32>, usize)> {
     validate_batch(parents, offsets)?;
-    Ok(children_table_unchecked(parents, offsets))
+    children_table_unchecked(parents, offsets)
 }
 
-fn children_table_unchecked(parents: &[i32], offsets: &[i64]) -> (Vec<i32>, usize) {
+fn children_table_unchecked(parents: &[i32], offsets: &[i64]) -> Result<(Vec<i32>, usize)> {
     // Global parent ids; children then arrive in index order, which is rank order per tree.
     let mut global = vec![-1i64; parents.len()];
     for w in offsets.windows(2) {
@@ -207,13 +208,19 @@ fn children_table_unchecked(parents: &[i32], offsets: &[i64]) -> (Vec<i32>, usiz
         .filter(|&&g| g >= 0)
         .for_each(|&g| count[g as usize] += 1);
     let width = count.iter().copied().max().unwrap_or(0).max(1);
-    let mut table = vec![-1i32; parents.len() * width];
+    // A star tree makes this quadratic in the input: n nodes x (n - 1) columns.
+    let mut table = try_vec(
+        "parents",
+        &format!("the {} x {width} children table", parents.len()),
+        parents.len().saturating_mul(width),
+        -1i32,
+    )?;
     count.fill(0);
     for (i, &g) in global.iter().enumerate().filter(|(_, &g)| g >= 0) {
         table[g as usize * width + count[g as usize]] = i as i32;
         count[g as usize] += 1;
     }
-    (table, width)
+    Ok((table, width))
 }
 
 /// Children of every node ordered by `rank` (ties keep index order), as CSR
@@ -297,7 +304,12 @@ pub fn ancestor_bitsets(parents: &[i32]) -> Result<(Vec<u64>, usize)> {
     validate_parents(parents)?;
     let n = parents.len();
     let words = n.div_ceil(64);
-    let mut bits = vec![0u64; n * words];
+    let mut bits = try_vec(
+        "parents",
+        &format!("the ancestor bitsets of {n} nodes"),
+        n.saturating_mul(words),
+        0u64,
+    )?;
     for i in 0..n {
         let used = i / 64 + 1;
         if i > 0 {
@@ -401,12 +413,40 @@ fn spread_word(word: u64, out: &mut [u8]) {
     }
 }
 
-/// The `[n, n]` ancestor mask as a fresh `Vec<bool>` (row-major).
+/// A bool buffer seen as the bytes the mask writers fill.
+fn bool_bytes(values: &mut [bool]) -> &mut [u8] {
+    // SAFETY: bool and u8 have the same size and alignment, and the writers only store 0 or 1,
+    // the two valid bool bit patterns.
+    unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), values.len()) }
+}
+
+/// The `[n, n]` ancestor mask as a fresh `Vec<bool>` (row-major). The tree is validated before
+/// the `n^2` bytes are allocated, and the allocation is fallible (see [`crate::alloc_limit`]).
 pub fn ancestor_mask(parents: &[i32]) -> Result<Vec<bool>> {
+    validate_parents(parents)?;
     let n = parents.len();
-    let mut bytes = vec![1u8; n * n];
-    ancestor_mask_into(parents, &mut bytes)?;
-    Ok(bytes.into_iter().map(|b| b != 0).collect())
+    let mut mask = try_vec(
+        "parents",
+        &format!("the {n} x {n} ancestor mask"),
+        n.saturating_mul(n),
+        false,
+    )?;
+    ancestor_mask_into(parents, bool_bytes(&mut mask))?;
+    Ok(mask)
+}
+
+/// The ancestor masks of a CSR batch as one fresh `[B, m, m]` `Vec<bool>`, with `(B, m)`.
+pub fn ancestor_mask_batch(parents: &[i32], offsets: &[i64]) -> Result<(Vec<bool>, usize, usize)> {
+    let b = validate_batch(parents, offsets)?;
+    let m = max_tree_size(offsets);
+    let mut mask = try_vec(
+        "parents",
+        &format!("the {b} x {m} x {m} ancestor masks"),
+        b.saturating_mul(m).saturating_mul(m),
+        false,
+    )?;
+    ancestor_mask_batch_into(parents, offsets, bool_bytes(&mut mask))?;
+    Ok((mask, b, m))
 }
 
 /// Ancestor masks of a CSR batch, padded to `[B, m, m]` with `m` = the largest tree (padding
@@ -418,7 +458,12 @@ pub fn ancestor_mask_batch_into(parents: &[i32], offsets: &[i64], out: &mut [u8]
     for t in 0..b {
         let tree = &parents[offsets[t] as usize..offsets[t + 1] as usize];
         let n = tree.len();
-        let mut local = vec![0u8; n * n];
+        let mut local = try_vec(
+            "parents",
+            &format!("the ancestor mask of tree {t}"),
+            n * n,
+            0u8,
+        )?;
         ancestor_mask_into(tree, &mut local)?;
         let block = &mut out[t * m * m..(t + 1) * m * m];
         for i in 0..n {
@@ -443,7 +488,24 @@ pub fn position_ids(parents: &[i32], past_len: i64) -> Result<Vec<i64>> {
         return Err(Error::value("past_len", "non-negative", past_len));
     }
     let depth = depths(parents)?;
+    let deepest = depth.iter().copied().max().unwrap_or(0);
+    check_positions(past_len, i64::from(deepest), "the deepest node's depth")?;
     Ok(depth.into_iter().map(|d| past_len + d as i64).collect())
+}
+
+/// Checks that `past_len + largest` fits in `int64`, so that no position wraps negative.
+fn check_positions(past_len: i64, largest: i64, what: &str) -> Result<()> {
+    if past_len.checked_add(largest).is_none() {
+        return Err(Error::value(
+            "past_len",
+            format!(
+                "at most {} ({what} is {largest}; positions must fit in int64)",
+                i64::MAX - largest
+            ),
+            past_len,
+        ));
+    }
+    Ok(())
 }
 
 /// The accepted path of one verification step.
@@ -525,6 +587,8 @@ pub fn kv_compaction(path: &[i32], past_len: i64) -> Result<(Vec<i64>, Vec<i64>)
             ));
         }
     }
+    let last = path.last().map_or(0, |&v| i64::from(v));
+    check_positions(past_len, last, "the last node of the path")?;
     let mut src = Vec::new();
     let mut dst = Vec::new();
     for (k, &node) in path.iter().enumerate() {
@@ -544,6 +608,7 @@ pub fn remap_compaction(old_to_new: &[i32], past_len: i64) -> Result<(Vec<i64>, 
         return Err(Error::value("past_len", "non-negative", past_len));
     }
     let kept = old_to_new.iter().filter(|&&v| v >= 0).count();
+    check_positions(past_len, old_to_new.len() as i64, "the number of old ids")?;
     let mut src = vec![-1i64; kept];
     for (old, &new) in old_to_new.iter().enumerate() {
         if new < 0 {
@@ -577,7 +642,13 @@ pub fn leaf_paths(parents: &[i32]) -> Result<(Vec<i32>, usize)> {
     for &p in &parents[1..] {
         has_child[p as usize] = true;
     }
-    let mut rows = Vec::new();
+    // A broom (a long handle, then many leaves) makes this quadratic in the input.
+    let leaves = has_child.iter().filter(|&&h| !h).count();
+    let mut rows = try_with_capacity(
+        "parents",
+        &format!("the {leaves} x {width} leaf paths"),
+        leaves.saturating_mul(width),
+    )?;
     for leaf in (0..n).filter(|&i| !has_child[i]) {
         let start = rows.len();
         rows.resize(start + width, -1);
@@ -599,6 +670,46 @@ pub fn leaf_paths(parents: &[i32]) -> Result<(Vec<i32>, usize)> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn quadratic_outputs_are_refused_before_they_are_allocated() {
+        // A 200 000-node chain: a 40 GB mask, over the default limit; an error, not an abort.
+        let chain: Vec<i32> = (-1..199_999).collect();
+        let e = ancestor_mask(&chain).unwrap_err();
+        assert!(
+            matches!(&e, Error::OutOfMemory { arg, bytes, .. } if arg == "parents" && *bytes == 40_000_000_000),
+            "{e}"
+        );
+        let (mask, b, m) = ancestor_mask_batch(&[-1, 0, -1], &[0, 2, 3]).unwrap();
+        assert_eq!((b, m), (2, 2));
+        assert_eq!(
+            mask,
+            vec![true, false, true, true, true, false, false, false]
+        );
+        // A star tree's children table is n x (n - 1).
+        let star: Vec<i32> = std::iter::once(-1)
+            .chain(std::iter::repeat_n(0, 150_000))
+            .collect();
+        assert!(matches!(
+            children_table(&star),
+            Err(Error::OutOfMemory { .. })
+        ));
+    }
+
+    #[test]
+    fn positions_never_wrap_past_int64() {
+        let max = i64::MAX;
+        assert_eq!(position_ids(&[-1, 0], max - 1).unwrap(), vec![max - 1, max]);
+        let e = position_ids(&[-1, 0], max).unwrap_err();
+        assert!(e.to_string().contains("`past_len` must be at most"), "{e}");
+        assert!(kv_compaction(&[0, 2], max - 1).is_err());
+        assert_eq!(
+            kv_compaction(&[0, 2], max - 2).unwrap(),
+            (vec![max], vec![max - 1])
+        );
+        assert!(remap_compaction(&[0, 1], max - 1).is_err());
+        assert!(remap_compaction(&[0, 1], max - 2).is_ok());
+    }
 
     fn reference_mask(parents: &[i32]) -> Vec<bool> {
         let n = parents.len();
