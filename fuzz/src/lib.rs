@@ -119,6 +119,10 @@ pub fn crash_path(dir: &Path, target: &str, seed: u64) -> PathBuf {
 
 /// Runs `input` once through `target` under the cap and the panic guard.
 fn run_case(target: &Target, input: &[u8], seed: u64, case: u64) -> Option<String> {
+    // A panic that the code under test caught itself leaves a message behind: not this case's.
+    if let Ok(mut slot) = PANIC_MESSAGE.lock() {
+        *slot = None;
+    }
     alloc::arm(input, seed, case);
     CASE_STARTED_MS.store(now_ms(), Ordering::Relaxed);
     let outcome = catch_unwind(AssertUnwindSafe(|| (target.run)(input)));
@@ -217,38 +221,6 @@ pub fn replay(target: &Target, input: &[u8], cap_bytes: usize) -> Option<String>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Every target, about two seconds each, as CI's longer run does.
-    #[test]
-    fn every_target_survives_two_seconds() {
-        let dir = std::env::temp_dir().join(format!("ferrolm-fuzz-test-{}", std::process::id()));
-        let mut failures = Vec::new();
-        for target in &targets::TARGETS {
-            let config = Config {
-                duration: Duration::from_secs(2),
-                seed: 0x00f0_55ed,
-                cap_bytes: 256 << 20,
-                crash_dir: dir.clone(),
-                case_timeout: Duration::from_secs(20),
-            };
-            let report = run(target, &config).expect("crash dir");
-            assert!(report.cases > 0, "{} ran no case", target.name);
-            if let Some(f) = report.failure {
-                failures.push(format!(
-                    "{}: case {}: {} ({})",
-                    f.target,
-                    f.case,
-                    f.what,
-                    f.saved.display()
-                ));
-            }
-        }
-        assert!(
-            failures.is_empty(),
-            "fuzz failures:\n{}",
-            failures.join("\n")
-        );
-    }
 
     #[test]
     fn over_cap_allocations_are_refused_and_reported() {
