@@ -76,3 +76,43 @@ fn every_target_has_a_test_here() {
         ]
     );
 }
+
+/// Every input in `fuzz/regressions` (named `TARGET-what.bin`) once found a failure; each must
+/// now run cleanly.
+#[test]
+fn saved_failures_run_cleanly() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions");
+    let mut failures = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("fuzz/regressions") {
+        let path = entry.expect("a directory entry").path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let Some(target) = [
+            "gguf-file",
+            "gguf-vocab",
+            "gguf",
+            "tokenizer-json",
+            "tiktoken",
+            "wire",
+        ]
+        .into_iter()
+        .find(|t| name.starts_with(&format!("{t}-"))) else {
+            continue;
+        };
+        let output = Command::new(env!("CARGO_BIN_EXE_ferrolm-fuzz"))
+            .args([target, "--replay"])
+            .arg(&path)
+            .output()
+            .expect("the fuzz binary runs");
+        if !output.status.success() {
+            failures.push(format!(
+                "{name}: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
