@@ -13,6 +13,10 @@ that ``import ferrolm`` stays cheap:
   (Magikarp).
 - ``ferrolm.cuda``: CUDA driver / NVRTC discovery and the kernel compile check.
 
+Every native buffer sized by the input is checked against :func:`alloc_limit` (16 GiB unless
+:func:`set_alloc_limit` changes it) and allocated fallibly: an impossible size is a
+``MemoryError`` naming the argument, never an abort.
+
 ``ferrolm.testing`` holds the plain references, model loaders and launchers that the tests,
 benches and ``ferrolm demo`` share; the ``ferrolm`` command lives in ``ferrolm.cli``.
 
@@ -27,11 +31,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ferrolm._native import __version__
+from ferrolm._native import __version__, alloc_limit, set_alloc_limit
 
 _SUBMODULES = ("speculative", "prune", "comm", "tokens", "cuda")
 
-__all__ = ["__version__", *_SUBMODULES]
+__all__ = ["__version__", "alloc_limit", "set_alloc_limit", *_SUBMODULES]
 
 
 def __getattr__(name: str) -> Any:

@@ -60,8 +60,8 @@ class TreeBuilder:
         cls,
         root_token: int,
         budget: int,
-        max_depth: int = 16,
-        max_width: int = 8,
+        max_depth: int | None = None,
+        max_width: int | None = None,
         log_decay: float = 0.0,
         min_logprob: float = ...,
     ) -> TreeBuilder: ...
@@ -85,8 +85,8 @@ class BatchTreeBuilder:
         cls,
         root_tokens: npt.NDArray[np.int32],
         budget: int,
-        max_depth: int = 16,
-        max_width: int = 8,
+        max_depth: int | None = None,
+        max_width: int | None = None,
         log_decay: float = 0.0,
         min_logprob: float = ...,
     ) -> BatchTreeBuilder: ...
@@ -116,7 +116,9 @@ class SequoiaTable:
         self, n: int, d: int
     ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.int32]]: ...
 
-def sequoia_dp(p: npt.NDArray[np.float64], max_nodes: int, max_depth: int) -> SequoiaTable: ...
+def sequoia_dp(
+    p: npt.NDArray[np.float64], max_nodes: int, max_depth: int, max_work: int | None = None
+) -> SequoiaTable: ...
 def sequoia_heap(
     p: npt.NDArray[np.float64], n: int, d: int
 ) -> tuple[

@@ -52,11 +52,41 @@ def float_array(x: Any, arg: str, ndim: int = 1, dtype: type = np.float64) -> np
     return np.ascontiguousarray(a, dtype=dtype)
 
 
-def check_int(x: Any, arg: str, minimum: int | None = None) -> int:
-    """``x`` as a Python int, at least ``minimum``."""
+#: The largest integer any argument takes (the native layer's int64).
+INT_MAX = 2**63 - 1
+
+
+def check_int(x: Any, arg: str, minimum: int | None = None, maximum: int = INT_MAX) -> int:
+    """``x`` as a Python int in ``[minimum, maximum]`` (a ``ValueError`` naming ``arg``, the
+    range and the value otherwise, never a bare ``OverflowError``)."""
     if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
         raise TypeError(f"`{arg}` must be an int, got {type(x).__name__}")
     v = int(x)
     if minimum is not None and v < minimum:
         raise ValueError(f"`{arg}` must be >= {minimum}, got {v}")
+    if v > maximum:
+        low = "" if minimum is None else f"in [{minimum}, {maximum}], i.e. "
+        raise ValueError(f"`{arg}` must be an int {low}at most {maximum}, got {v}")
     return v
+
+
+def check_optional_int(x: Any, arg: str, minimum: int) -> int | None:
+    """``x`` as :func:`check_int` does, or ``None``."""
+    return None if x is None else check_int(x, arg, minimum)
+
+
+def check_acceptance(x: Any, arg: str) -> npt.NDArray[np.float64]:
+    """``x`` as an acceptance vector: a non-empty 1-D float64 array of finite, non-negative
+    probabilities summing to at most 1."""
+    arr = float_array(x, arg)
+    if arr.size == 0:
+        raise ValueError(f"`{arg}` must be a non-empty acceptance vector, got an empty array")
+    if not np.isfinite(arr).all():
+        bad = int(np.flatnonzero(~np.isfinite(arr))[0])
+        raise ValueError(f"`{arg}` must hold finite probabilities, got {arg}[{bad}] = {arr[bad]}")
+    if (arr < 0).any():
+        bad = int(np.flatnonzero(arr < 0)[0])
+        raise ValueError(f"`{arg}` must be non-negative, got {arg}[{bad}] = {arr[bad]}")
+    if arr.sum() > 1 + 1e-6:
+        raise ValueError(f"`{arg}` must sum to at most 1, got sum {arr.sum()}")
+    return arr

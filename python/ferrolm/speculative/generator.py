@@ -47,6 +47,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from ferrolm.speculative._arrays import check_acceptance, check_int, check_optional_int
 from ferrolm.speculative.drafters import Draft, Drafter, SpecExecDrafter, StaticDrafter
 from ferrolm.speculative.hf import check_causal_lm, context_length, vocab_size
 from ferrolm.speculative.kv_cache import RaggedKVCache, attend_prefix, chain_block, probe_tree_mask
@@ -137,6 +138,17 @@ class SpeculativeGenerator:
             raise ValueError(f"`max_depth` must be an int >= 1, got {max_depth!r}")
         if not isinstance(max_width, int) or max_width < 1:
             raise ValueError(f"`max_width` must be an int >= 1, got {max_width!r}")
+        # Every plain argument is checked before the models are probed.
+        expand = check_optional_int(expand_per_step, "expand_per_step", 1)
+        steps = check_optional_int(max_draft_steps, "max_draft_steps", 1)
+        p = check_acceptance(DEFAULT_ACCEPTANCE if acceptance is None else acceptance, "acceptance")
+        if tree_shape is not None:
+            if not isinstance(tree_shape, (tuple, list)) or len(tree_shape) != 2:
+                raise TypeError(f"`tree_shape` must be a pair (n, d), got {tree_shape!r}")
+            tree_shape = (
+                check_int(tree_shape[0], "tree_shape[0]", 1),
+                check_int(tree_shape[1], "tree_shape[1]", 0),
+            )
         check_causal_lm(target, "target")
         check_causal_lm(draft, "draft")
         v_target, v_draft = vocab_size(target), vocab_size(draft)
@@ -157,17 +169,11 @@ class SpeculativeGenerator:
         self.target, self.draft = target, draft
         self.method, self.budget = method, budget
         self.max_depth, self.max_width = max_depth, max_width
-        self.expand_per_step = expand_per_step or max(1, budget // 8)
-        self.max_draft_steps = max_draft_steps or max_depth
+        self.expand_per_step = expand or max(1, budget // 8)
+        self.max_draft_steps = steps or max_depth
         self.vocab_size = v_target
         self.tokenizer = tokenizer
-        self.acceptance = np.asarray(
-            DEFAULT_ACCEPTANCE if acceptance is None else acceptance, dtype=np.float64
-        )
-        if self.acceptance.ndim != 1 or len(self.acceptance) == 0:
-            raise ValueError(
-                f"`acceptance` must be a non-empty 1-D sequence, got shape {self.acceptance.shape}"
-            )
+        self.acceptance = p
         self.tree_shape = tree_shape
         self._static_shape: Optional[Tree] = None
         self.context_length = context_length(target)

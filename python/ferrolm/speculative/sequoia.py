@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ferrolm import _native
-from ferrolm.speculative._arrays import check_int, float_array, int_array
+from ferrolm.speculative._arrays import check_acceptance, check_int, float_array, int_array
 from ferrolm.speculative.tree import Tree
 
 __all__ = [
@@ -26,16 +26,7 @@ __all__ = [
 
 
 def _p(p: Any) -> npt.NDArray[np.float64]:
-    arr = float_array(p, "p")
-    if arr.size == 0:
-        raise ValueError("`p` must be a non-empty acceptance vector, got an empty array")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"`p` must hold finite probabilities, got {arr[~np.isfinite(arr)][0]}")
-    if (arr < 0).any():
-        raise ValueError(f"`p` must be non-negative, got {arr[arr < 0][0]}")
-    if arr.sum() > 1 + 1e-6:
-        raise ValueError(f"`p` must sum to at most 1, got sum {arr.sum()}")
-    return arr
+    return check_acceptance(p, "p")
 
 
 def _shape_tree(parents: np.ndarray, depth: np.ndarray, rank: np.ndarray) -> Tree:
@@ -85,15 +76,26 @@ class SequoiaTable:
         return _shape_tree(parents, depth, rank)
 
 
-def sequoia_dp(p: Any, max_nodes: int, max_depth: int) -> SequoiaTable:
+#: Most DP cell steps :func:`sequoia_dp` takes on by default (a few seconds on two cores).
+DEFAULT_MAX_WORK = 2**37
+
+
+def sequoia_dp(
+    p: Any, max_nodes: int, max_depth: int, *, max_work: int = DEFAULT_MAX_WORK
+) -> SequoiaTable:
     """Solves Sequoia's dynamic program for every size up to ``max_nodes`` and depth up to
     ``max_depth``.
+
+    The solve releases the GIL and stops with ``KeyboardInterrupt`` on Ctrl-C.
 
     Args:
         p: ``p[k-1]`` = probability that the ``k``-th ranked child is the accepted one.
             Non-negative, summing to at most 1; its length bounds the branching.
-        max_nodes: Largest tree size.
+        max_nodes: Largest tree size (at most 65536).
         max_depth: Largest depth (root = 0).
+        max_work: Refuse problems whose work estimate
+            ``max_nodes**2 * min(max_depth, max_nodes) * len(p)`` exceeds this (``ValueError``);
+            raise it to solve larger tables on purpose.
 
     Example:
         >>> t = sequoia_dp([0.6, 0.2, 0.1], max_nodes=16, max_depth=4)
@@ -103,7 +105,10 @@ def sequoia_dp(p: Any, max_nodes: int, max_depth: int) -> SequoiaTable:
     arr = _p(p)
     return SequoiaTable(
         _native.speculative.sequoia_dp(
-            arr, check_int(max_nodes, "max_nodes", 1), check_int(max_depth, "max_depth", 0)
+            arr,
+            check_int(max_nodes, "max_nodes", 1),
+            check_int(max_depth, "max_depth", 0),
+            check_int(max_work, "max_work", 0),
         )
     )
 

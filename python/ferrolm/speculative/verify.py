@@ -56,11 +56,20 @@ def _generator(generator: Any, device: torch.device) -> torch.Generator | None:
 def choose_greedy(target_logits: torch.Tensor) -> torch.Tensor:
     """Greedy verification: the target's argmax after every node (``int64 [n]``, CPU).
 
+    Raises:
+        ValueError: a row holds NaN.
+
     Example:
         >>> choose_greedy(torch.tensor([[0.1, 2.0], [3.0, 0.0]])).tolist()
         [1, 0]
     """
-    return _matrix(target_logits, "target_logits").argmax(-1).to("cpu", torch.int64)
+    logits = _matrix(target_logits, "target_logits")
+    nan_rows = logits.isnan().any(-1)
+    # argmax would pick the NaN: a broken forward pass must not pass for a confident choice.
+    if bool(nan_rows.any()):
+        row = int(nan_rows.nonzero()[0, 0])
+        raise ValueError(f"`target_logits` must hold no NaN, got one in row {row}")
+    return logits.argmax(-1).to("cpu", torch.int64)
 
 
 def choose_sample(

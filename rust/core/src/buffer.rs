@@ -1,4 +1,11 @@
-//! Large scratch buffers that do not page-fault on every call.
+//! Allocations sized by the input, and large scratch buffers that do not page-fault on every
+//! call.
+//!
+//! Every buffer whose length comes from the caller's data goes through [`try_vec`],
+//! [`try_with_capacity`] or [`Scratch::new`]: the size is computed with checked arithmetic,
+//! compared with the process-wide allocation limit ([`alloc_limit`], 16 GiB unless
+//! [`set_alloc_limit`] changes it) and reserved with the fallible `try_reserve`, so that an
+//! impossible request is an [`Error::OutOfMemory`] naming the argument, never an abort.
 //!
 //! A fresh 100 MB allocation costs a page fault per 4 KiB on first touch, 65-110 ms here,
 //! which was a third of the AMX distance matrix's time. On Linux, [`Scratch`] takes its memory
@@ -11,6 +18,73 @@
 //! valid values of `T`): callers write every element they later read.
 
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::{Error, Result};
+
+/// The allocation limit a process starts with: 16 GiB per buffer.
+pub const DEFAULT_ALLOC_LIMIT: u64 = 16 << 30;
+
+static ALLOC_LIMIT: AtomicU64 = AtomicU64::new(DEFAULT_ALLOC_LIMIT);
+
+/// The largest single buffer, in bytes, that a core function sized by its input may allocate.
+pub fn alloc_limit() -> u64 {
+    ALLOC_LIMIT.load(Ordering::Relaxed)
+}
+
+/// Sets the allocation limit (see [`alloc_limit`]) and returns the previous one. Raising it lets
+/// a caller with the memory ask for larger outputs (an ancestor mask of 100 000 nodes is
+/// 10 GB); a request the system cannot serve is still an [`Error::OutOfMemory`].
+pub fn set_alloc_limit(bytes: u64) -> u64 {
+    ALLOC_LIMIT.swap(bytes, Ordering::Relaxed)
+}
+
+/// The bytes of `len` values of `T`, or an [`Error::OutOfMemory`] naming `arg` when the
+/// product overflows or exceeds the allocation limit.
+pub(crate) fn check_bytes<T>(arg: &str, what: &str, len: usize) -> Result<usize> {
+    let limit = alloc_limit();
+    let bytes = len.checked_mul(std::mem::size_of::<T>());
+    match bytes {
+        Some(b) if b as u64 <= limit => Ok(b),
+        _ => Err(Error::OutOfMemory {
+            arg: arg.into(),
+            what: what.into(),
+            bytes: bytes.map_or(u64::MAX, |b| b as u64),
+            why: format!(
+                "more than the allocation limit of {limit} bytes \
+                 (ferrolm.set_alloc_limit raises it)"
+            ),
+        }),
+    }
+}
+
+/// The error of a `try_reserve` that failed although the request was within the limit.
+fn unavailable(arg: &str, what: &str, bytes: usize) -> Error {
+    Error::OutOfMemory {
+        arg: arg.into(),
+        what: what.into(),
+        bytes: bytes as u64,
+        why: "which the system could not provide".into(),
+    }
+}
+
+/// An empty vector with room for `len` values, reserved fallibly after the limit check
+/// (`arg` and `what` name the request in the error).
+pub fn try_with_capacity<T>(arg: &str, what: &str, len: usize) -> Result<Vec<T>> {
+    let bytes = check_bytes::<T>(arg, what, len)?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|_| unavailable(arg, what, bytes))?;
+    Ok(v)
+}
+
+/// `len` copies of `value`, allocated fallibly after the limit check (see
+/// [`try_with_capacity`]).
+pub fn try_vec<T: Clone>(arg: &str, what: &str, len: usize, value: T) -> Result<Vec<T>> {
+    let mut v = try_with_capacity(arg, what, len)?;
+    v.resize(len, value);
+    Ok(v)
+}
 
 /// Plain-data element types: every bit pattern is a valid value.
 ///
@@ -44,20 +118,22 @@ enum Storage<T> {
 }
 
 impl<T: Plain> Scratch<T> {
-    pub(crate) fn new(len: usize) -> Self {
-        let bytes = len.saturating_mul(std::mem::size_of::<T>());
+    /// `len` values, within the allocation limit; `arg` and `what` name the request in the
+    /// [`Error::OutOfMemory`] of a refused size.
+    pub(crate) fn new(arg: &str, what: &str, len: usize) -> Result<Self> {
+        let bytes = check_bytes::<T>(arg, what, len)?;
         #[cfg(target_os = "linux")]
         if bytes >= MAP_THRESHOLD {
             if let Some(region) = pool::take(bytes) {
-                return Scratch {
+                return Ok(Scratch {
                     storage: Storage::Mapped { region, len },
-                };
+                });
             }
         }
         let _ = bytes;
-        Scratch {
-            storage: Storage::Heap(vec![T::default(); len]),
-        }
+        Ok(Scratch {
+            storage: Storage::Heap(try_vec(arg, what, len, T::default())?),
+        })
     }
 }
 
@@ -207,7 +283,7 @@ mod tests {
     #[test]
     fn buffers_of_every_size_hold_their_writes() {
         for len in [0usize, 10, 3 << 20] {
-            let mut b = Scratch::<f32>::new(len);
+            let mut b = Scratch::<f32>::new("x", "a test", len).unwrap();
             assert_eq!(b.len(), len);
             for (i, v) in b.iter_mut().enumerate() {
                 *v = i as f32;
@@ -219,16 +295,35 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn released_mappings_are_reused_and_the_pool_is_bounded() {
-        let a = Scratch::<u16>::new(5 << 20);
+        let a = Scratch::<u16>::new("x", "a test", 5 << 20).unwrap();
         let first = a.as_ptr();
         assert_eq!(first as usize % 4096, 0, "a mapping is page-aligned");
         drop(a);
         // Same size again (other tests may race for it, so allow a fresh mapping too).
-        let b = Scratch::<u16>::new(5 << 20);
+        let b = Scratch::<u16>::new("x", "a test", 5 << 20).unwrap();
         assert!(b.as_ptr() == first || pool::pooled_bytes() <= POOL_BYTES);
         drop(b);
         // A buffer larger than the whole pool is unmapped, not kept.
-        drop(Scratch::<u16>::new(POOL_BYTES));
+        drop(Scratch::<u16>::new("x", "a test", POOL_BYTES).unwrap());
         assert!(pool::pooled_bytes() <= POOL_BYTES);
+    }
+
+    #[test]
+    fn impossible_sizes_are_errors_naming_the_argument() {
+        let e = try_vec::<u64>("width", "the acceptance vector", 1 << 40, 0).unwrap_err();
+        assert!(
+            matches!(&e, Error::OutOfMemory { arg, bytes, .. } if arg == "width" && *bytes == 8 << 40)
+        );
+        assert!(e.to_string().contains("allocation limit"), "{e}");
+        let e = try_with_capacity::<u64>("n", "x", usize::MAX).unwrap_err();
+        assert!(matches!(
+            e,
+            Error::OutOfMemory {
+                bytes: u64::MAX,
+                ..
+            }
+        ));
+        assert!(Scratch::<f32>::new("features", "a matrix", usize::MAX / 2).is_err());
+        assert_eq!(try_vec("n", "x", 3, 7u8).unwrap(), vec![7, 7, 7]);
     }
 }

@@ -10,7 +10,9 @@ use std::fmt::Display;
 /// The bindings map each variant to one Python exception class:
 /// [`Error::InvalidValue`] and [`Error::Malformed`] to `ValueError`, [`Error::InvalidType`] to
 /// `TypeError`, [`Error::Io`] to `OSError`, [`Error::Timeout`] to `TimeoutError` and
-/// [`Error::Device`] / [`Error::Internal`] to `RuntimeError`.
+/// [`Error::Device`] / [`Error::Internal`] to `RuntimeError`, [`Error::OutOfMemory`] to
+/// `MemoryError` and [`Error::Interrupted`] to `KeyboardInterrupt` (or to whatever exception
+/// the interpreter's signal handler raised).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
     /// An argument has the wrong value or shape.
@@ -60,6 +62,22 @@ pub enum Error {
         /// What was being waited for.
         during: String,
     },
+    /// An allocation sized by the input is over the allocation limit
+    /// ([`crate::set_alloc_limit`]) or could not be made: refused before anything was written.
+    #[error("`{arg}` needs {bytes} bytes for {what}, {why}")]
+    OutOfMemory {
+        /// The argument whose size asked for the memory.
+        arg: String,
+        /// What the memory was for, e.g. "the 100000 x 100000 distance matrix".
+        what: String,
+        /// The bytes requested (saturated at `u64::MAX` when the size overflows).
+        bytes: u64,
+        /// Why it was refused: over the limit (naming it) or not available.
+        why: String,
+    },
+    /// A long computation stopped because its cancellation check asked it to (Ctrl-C).
+    #[error("interrupted while {0}")]
+    Interrupted(String),
     /// A broken internal invariant: a bug in ferrolm, never the user's fault.
     #[error("internal error in ferrolm (please report it): {0}")]
     Internal(String),

@@ -6,10 +6,13 @@
 #![deny(missing_docs)]
 
 mod buffer;
+pub mod cancel;
 pub mod comm;
 pub mod error;
 pub mod prune;
 pub mod speculative;
 pub mod tokens;
 
+pub use buffer::{alloc_limit, set_alloc_limit, try_vec, try_with_capacity, DEFAULT_ALLOC_LIMIT};
+pub use cancel::Cancel;
 pub use error::{Error, Result};

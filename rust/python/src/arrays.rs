@@ -63,11 +63,55 @@ pub fn to_1d_pair<A: Element, B: Element>(
     (PyArray1::from_vec(py, a), PyArray1::from_vec(py, b))
 }
 
-/// A bool buffer seen as the bytes the core writes masks into.
-pub fn bool_bytes(values: &mut [bool]) -> &mut [u8] {
-    // SAFETY: bool and u8 have the same size and alignment, and the core only writes 0 or 1,
-    // the two valid bool bit patterns.
-    unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), values.len()) }
+/// An integer type a binding takes from Python, with its accepted range.
+pub trait IntArg: TryFrom<i128> + Copy {
+    /// The smallest accepted value.
+    const LO: i128;
+    /// The largest accepted value.
+    const HI: i128;
+}
+
+macro_rules! int_arg_types {
+    ($($t:ty),*) => {$(
+        impl IntArg for $t {
+            const LO: i128 = <$t>::MIN as i128;
+            const HI: i128 = <$t>::MAX as i128;
+        }
+    )*};
+}
+int_arg_types!(i32, u32, i64, u64, usize);
+
+/// A Python integer argument as `T`: a `TypeError` for a non-integer and a `ValueError` for one
+/// out of `T`'s range, both naming `arg`, the accepted range and the value. (pyo3's own
+/// conversion raises a bare `OverflowError` that names neither.)
+pub fn int_arg<T: IntArg>(arg: &str, value: &Bound<'_, PyAny>) -> PyResult<T> {
+    if value.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(to_py(Error::dtype(arg, "an int", "a bool")));
+    }
+    let Ok(index) = value.call_method0("__index__") else {
+        let kind = value.get_type().name()?;
+        return Err(to_py(Error::dtype(arg, "an int", kind)));
+    };
+    let out_of_range = || {
+        let shown = index
+            .str()
+            .map_or_else(|_| "an integer".to_owned(), |s| s.to_string());
+        to_py(Error::value(
+            arg,
+            format!("an integer in [{}, {}]", T::LO, T::HI),
+            shown,
+        ))
+    };
+    let wide: i128 = index.extract().map_err(|_| out_of_range())?;
+    T::try_from(wide).map_err(|_| out_of_range())
+}
+
+/// [`int_arg`] for an optional argument (`None` passes through).
+pub fn opt_int_arg<T: IntArg>(arg: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<T>> {
+    match value {
+        Some(v) if !v.is_none() => int_arg(arg, v).map(Some),
+        _ => Ok(None),
+    }
 }
 
 /// A Python int as `usize`, or a `ValueError` (not pyo3's `OverflowError`) when negative; any
@@ -76,19 +120,14 @@ pub fn non_negative(arg: &str, value: i64) -> PyResult<usize> {
     usize::try_from(value).map_err(|_| to_py(Error::value(arg, "non-negative", value)))
 }
 
-/// Signed sizes or indices from NumPy as `usize`, or a `ValueError` naming the first negative.
-pub fn unsigned(arg: &str, values: &[i64]) -> PyResult<Vec<usize>> {
-    values
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            usize::try_from(v).map_err(|_| {
-                to_py(Error::value(
-                    arg,
-                    "non-negative",
-                    format!("{arg}[{i}] = {v}"),
-                ))
-            })
-        })
-        .collect()
+/// Signed sizes or indices from NumPy as `usize`, or a `ValueError` naming the first negative;
+/// allocated fallibly, so it can run inside the panic guard.
+pub fn unsigned(arg: &str, values: &[i64]) -> ferrolm_core::Result<Vec<usize>> {
+    let mut out = ferrolm_core::try_with_capacity(arg, "the indices as usize", values.len())?;
+    for (i, &v) in values.iter().enumerate() {
+        let u = usize::try_from(v)
+            .map_err(|_| Error::value(arg, "non-negative", format!("{arg}[{i}] = {v}")))?;
+        out.push(u);
+    }
+    Ok(out)
 }

@@ -4,9 +4,13 @@
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
-use ferrolm_core::Error;
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError};
+use ferrolm_core::{Cancel, Error};
+use pyo3::exceptions::{
+    PyKeyboardInterrupt, PyMemoryError, PyOSError, PyRuntimeError, PyTimeoutError, PyTypeError,
+    PyValueError,
+};
 use pyo3::prelude::*;
 
 /// Maps a core error to the Python exception class documented on [`Error`].
@@ -18,6 +22,8 @@ pub fn to_py(error: Error) -> PyErr {
         Error::Io { .. } => PyOSError::new_err(message),
         Error::Timeout { .. } => PyTimeoutError::new_err(message),
         Error::Device(_) | Error::Internal(_) => PyRuntimeError::new_err(message),
+        Error::OutOfMemory { .. } => PyMemoryError::new_err(message),
+        Error::Interrupted(_) => PyKeyboardInterrupt::new_err(message),
     }
 }
 
@@ -71,6 +77,41 @@ where
     py.detach(|| guard(work)).map_err(to_py)
 }
 
+/// [`detach`] for long work that takes a [`Cancel`]: the core's checks poll
+/// `Python::check_signals` (reacquiring the GIL for that moment, at most every 50 ms, on this
+/// thread only), so Ctrl-C stops the work and raises the exception the signal handler raised
+/// (`KeyboardInterrupt` by default) instead of waiting for the end.
+pub fn detach_cancellable<T, F>(py: Python<'_>, during: &'static str, work: F) -> PyResult<T>
+where
+    T: Send,
+    F: FnOnce(&Cancel<'_>) -> ferrolm_core::Result<T> + Send,
+{
+    let raised: Mutex<Option<PyErr>> = Mutex::new(None);
+    let poll = || {
+        Python::attach(|py| match py.check_signals() {
+            Ok(()) => false,
+            Err(e) => {
+                if let Ok(mut slot) = raised.lock() {
+                    *slot = Some(e);
+                }
+                true
+            }
+        })
+    };
+    let result = py.detach(|| {
+        let cancel = Cancel::new(&poll, during);
+        guard(|| work(&cancel))
+    });
+    match result {
+        Ok(v) => Ok(v),
+        Err(e @ Error::Interrupted(_)) => {
+            let pending = raised.lock().ok().and_then(|mut slot| slot.take());
+            Err(pending.unwrap_or_else(|| to_py(e)))
+        }
+        Err(e) => Err(to_py(e)),
+    }
+}
+
 /// Panics inside the guard on purpose, so tests can prove no `PanicException` escapes.
 #[pyfunction]
 pub fn _debug_panic(py: Python<'_>, message: String) -> PyResult<()> {
@@ -104,9 +145,15 @@ pub fn _debug_raise(kind: &str) -> PyResult<()> {
             during: "waiting for rank 1".into(),
         },
         "internal" => Error::Internal("broken invariant".into()),
+        "memory" => Error::OutOfMemory {
+            arg: "arg".into(),
+            what: "a buffer".into(),
+            bytes: 1 << 40,
+            why: "more than the limit".into(),
+        },
         other => Error::value(
             "kind",
-            "one of value, type, malformed, io, device, timeout, internal",
+            "one of value, type, malformed, io, device, timeout, internal, memory",
             format!("{other:?}"),
         ),
     };

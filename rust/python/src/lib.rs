@@ -39,6 +39,22 @@ mod _native {
     #[pymodule_export]
     use crate::tokens::tokens;
 
+    /// The largest single buffer, in bytes, that a native call sized by its input may allocate
+    /// (16 GiB unless `set_alloc_limit` changed it). Larger requests raise `MemoryError`.
+    #[pyfunction]
+    fn alloc_limit() -> u64 {
+        ferrolm_core::alloc_limit()
+    }
+
+    /// Sets the allocation limit (see `alloc_limit`) to `bytes` and returns the previous one.
+    /// Raise it to ask for outputs larger than 16 GiB on a machine that has the memory; lower it
+    /// to make oversized requests fail fast.
+    #[pyfunction]
+    fn set_alloc_limit(bytes: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let bytes: u64 = crate::arrays::int_arg("bytes", bytes)?;
+        Ok(ferrolm_core::set_alloc_limit(bytes))
+    }
+
     /// The package version (`ferrolm.__version__`); Python's dunder name, hence lower case.
     #[allow(non_upper_case_globals)]
     #[pymodule_export]

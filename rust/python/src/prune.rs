@@ -12,15 +12,17 @@ pub mod prune {
     use numpy::{PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray3, PyUntypedArrayMethods};
     use pyo3::prelude::*;
 
-    use crate::arrays::{slice, to_2d, unsigned};
+    use crate::arrays::{int_arg, opt_int_arg, slice, to_2d, unsigned};
     use crate::errors::{detach, to_py};
 
     fn options(
-        first: Option<usize>,
-        seed: Option<u64>,
+        first: Option<&Bound<'_, PyAny>>,
+        seed: Option<&Bound<'_, PyAny>>,
         greedy_order: bool,
         method: &str,
     ) -> PyResult<Options> {
+        let first: Option<usize> = opt_int_arg("first", first)?;
+        let seed: Option<u64> = opt_int_arg("seed", seed)?;
         let first = match (first, seed) {
             (Some(_), Some(_)) => {
                 return Err(to_py(Error::value(
@@ -54,23 +56,27 @@ pub mod prune {
     fn divprune<'py>(
         py: Python<'py>,
         features: PyReadonlyArray3<'py, f32>,
-        k: usize,
-        first: Option<usize>,
-        seed: Option<u64>,
+        k: &Bound<'py, PyAny>,
+        first: Option<&Bound<'py, PyAny>>,
+        seed: Option<&Bound<'py, PyAny>>,
         greedy_order: bool,
         method: &str,
     ) -> PyResult<(Bound<'py, PyArray2<i64>>, Bound<'py, PyArray1<f32>>)> {
+        let k: usize = int_arg("k", k)?;
         let opts = options(first, seed, greedy_order, method)?;
         let shape = features.shape();
         let (batch, n, d) = (shape[0], shape[1], shape[2]);
         let x = slice("features", &features)?;
-        let selections = detach(py, || core::select_batch(x, batch, n, d, k, &opts))?;
-        let mut indices = Vec::with_capacity(batch * k);
-        let mut objective = Vec::with_capacity(batch);
-        for s in selections {
-            indices.extend(s.indices.iter().map(|&i| i as i64));
-            objective.push(s.objective);
-        }
+        let (indices, objective) = detach(py, || {
+            let selections = core::select_batch(x, batch, n, d, k, &opts)?;
+            let mut indices = Vec::with_capacity(batch * k);
+            let mut objective = Vec::with_capacity(batch);
+            for s in selections {
+                indices.extend(s.indices.iter().map(|&i| i as i64));
+                objective.push(s.objective);
+            }
+            Ok((indices, objective))
+        })?;
         Ok((
             to_2d(py, indices, batch, k)?,
             PyArray1::from_vec(py, objective),
@@ -95,8 +101,8 @@ pub mod prune {
             )));
         }
         let x = slice("features", &features)?;
-        let idx = unsigned("indices", slice("indices", &indices)?)?;
-        detach(py, || core::objective(x, n, d, &idx))
+        let idx = slice("indices", &indices)?;
+        detach(py, || core::objective(x, n, d, &unsigned("indices", idx)?))
     }
 
     /// Queues the CUDA selection (`ferrolm_cuda::divprune`) on `stream` of `device`; pointers
@@ -135,14 +141,18 @@ pub mod prune {
     /// The first token the CPU selection picks in each of `batch` images of `n` tokens when
     /// seeded with `seed` (int64 `[batch]`); the CUDA path launches with these.
     #[pyfunction]
-    fn seeded_first_picks(
-        py: Python<'_>,
-        seed: u64,
-        batch: usize,
-        n: usize,
-    ) -> PyResult<Bound<'_, PyArray1<i64>>> {
-        let picks = detach(py, || core::seeded_first_picks(seed, batch, n))?;
-        let picks: Vec<i64> = picks.into_iter().map(|i| i as i64).collect();
+    fn seeded_first_picks<'py>(
+        py: Python<'py>,
+        seed: &Bound<'py, PyAny>,
+        batch: &Bound<'py, PyAny>,
+        n: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        let seed: u64 = int_arg("seed", seed)?;
+        let (batch, n): (usize, usize) = (int_arg("batch", batch)?, int_arg("n", n)?);
+        let picks = detach(py, || {
+            let picks = core::seeded_first_picks(seed, batch, n)?;
+            Ok(picks.into_iter().map(|i| i as i64).collect::<Vec<i64>>())
+        })?;
         Ok(PyArray1::from_vec(py, picks))
     }
 

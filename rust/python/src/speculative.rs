@@ -10,8 +10,10 @@ pub mod speculative {
     use numpy::{PyArray1, PyArray2, PyArray3, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2};
     use pyo3::prelude::*;
 
-    use crate::arrays::{bool_bytes, non_negative, slice, slice2, to_1d_pair, to_2d, unsigned};
-    use crate::errors::detach;
+    use crate::arrays::{
+        int_arg, non_negative, opt_int_arg, slice, slice2, to_1d_pair, to_2d, unsigned,
+    };
+    use crate::errors::{detach, detach_cancellable};
 
     type I32Array<'py> = Bound<'py, PyArray1<i32>>;
     type I64Array<'py> = Bound<'py, PyArray1<i64>>;
@@ -62,13 +64,8 @@ pub mod speculative {
     ) -> PyResult<Bound<'py, PyArray2<bool>>> {
         let parents = slice("parents", &parents)?;
         let n = parents.len();
-        let mask = detach(py, || {
-            // Validated before the n * n allocation, so a bad tree costs no memory.
-            tree::validate_parents(parents)?;
-            let mut mask = vec![false; n * n];
-            tree::ancestor_mask_into(parents, bool_bytes(&mut mask))?;
-            Ok(mask)
-        })?;
+        // The core validates the tree before the fallible n * n allocation.
+        let mask = detach(py, || tree::ancestor_mask(parents))?;
         to_2d(py, mask, n, n)
     }
 
@@ -81,13 +78,7 @@ pub mod speculative {
     ) -> PyResult<Bound<'py, PyArray3<bool>>> {
         let parents = slice("parents", &parents)?;
         let offsets = slice("offsets", &offsets)?;
-        let (mask, b, m) = detach(py, || {
-            let b = tree::validate_batch(parents, offsets)?;
-            let m = tree::max_tree_size(offsets);
-            let mut mask = vec![false; b * m * m];
-            tree::ancestor_mask_batch_into(parents, offsets, bool_bytes(&mut mask))?;
-            Ok((mask, b, m))
-        })?;
+        let (mask, b, m) = detach(py, || tree::ancestor_mask_batch(parents, offsets))?;
         PyArray1::from_vec(py, mask).reshape([b, m, m])
     }
 
@@ -96,9 +87,10 @@ pub mod speculative {
     fn position_ids<'py>(
         py: Python<'py>,
         parents: PyReadonlyArray1<'py, i32>,
-        past_len: i64,
+        past_len: &Bound<'py, PyAny>,
     ) -> PyResult<I64Array<'py>> {
         let parents = slice("parents", &parents)?;
+        let past_len: i64 = int_arg("past_len", past_len)?;
         let v = detach(py, || tree::position_ids(parents, past_len))?;
         Ok(PyArray1::from_vec(py, v))
     }
@@ -156,9 +148,10 @@ pub mod speculative {
     fn kv_compaction<'py>(
         py: Python<'py>,
         path: PyReadonlyArray1<'py, i32>,
-        past_len: i64,
+        past_len: &Bound<'py, PyAny>,
     ) -> PyResult<(I64Array<'py>, I64Array<'py>)> {
         let path = slice("path", &path)?;
+        let past_len: i64 = int_arg("past_len", past_len)?;
         Ok(to_1d_pair(
             py,
             detach(py, || tree::kv_compaction(path, past_len))?,
@@ -170,9 +163,10 @@ pub mod speculative {
     fn remap_compaction<'py>(
         py: Python<'py>,
         old_to_new: PyReadonlyArray1<'py, i32>,
-        past_len: i64,
+        past_len: &Bound<'py, PyAny>,
     ) -> PyResult<(I64Array<'py>, I64Array<'py>)> {
         let map = slice("old_to_new", &old_to_new)?;
+        let past_len: i64 = int_arg("past_len", past_len)?;
         Ok(to_1d_pair(
             py,
             detach(py, || tree::remap_compaction(map, past_len))?,
@@ -273,17 +267,23 @@ pub mod speculative {
     }
 
     /// The builder limits as the core takes them; the core checks their ranges (one wording).
+    /// `max_depth` and `max_width` default to 16 and 8 (`None` in the signature, so that every
+    /// integer goes through `int_arg`).
     fn config(
-        budget: i64,
-        max_depth: i64,
-        max_width: i64,
+        budget: &Bound<'_, PyAny>,
+        max_depth: Option<&Bound<'_, PyAny>>,
+        max_width: Option<&Bound<'_, PyAny>>,
         log_decay: f32,
         min_logprob: f32,
     ) -> PyResult<BuilderConfig> {
+        let limit = |arg: &str, v: &Bound<'_, PyAny>| non_negative(arg, int_arg(arg, v)?);
+        let or = |arg: &str, v: Option<&Bound<'_, PyAny>>, default: usize| {
+            opt_int_arg::<i64>(arg, v)?.map_or(Ok(default), |v| non_negative(arg, v))
+        };
         Ok(BuilderConfig {
-            budget: non_negative("budget", budget)?,
-            max_depth: non_negative("max_depth", max_depth)?,
-            max_width: non_negative("max_width", max_width)?,
+            budget: limit("budget", budget)?,
+            max_depth: or("max_depth", max_depth, 16)?,
+            max_width: or("max_width", max_width, 8)?,
             log_decay,
             min_logprob,
         })
@@ -298,16 +298,17 @@ pub mod speculative {
     #[pymethods]
     impl PyTreeBuilder {
         #[new]
-        #[pyo3(signature = (root_token, budget, max_depth=16, max_width=8, log_decay=0.0, min_logprob=f32::NEG_INFINITY))]
+        #[pyo3(signature = (root_token, budget, max_depth=None, max_width=None, log_decay=0.0, min_logprob=f32::NEG_INFINITY))]
         fn new(
             py: Python<'_>,
-            root_token: i32,
-            budget: i64,
-            max_depth: i64,
-            max_width: i64,
+            root_token: &Bound<'_, PyAny>,
+            budget: &Bound<'_, PyAny>,
+            max_depth: Option<&Bound<'_, PyAny>>,
+            max_width: Option<&Bound<'_, PyAny>>,
             log_decay: f32,
             min_logprob: f32,
         ) -> PyResult<Self> {
+            let root_token: i32 = int_arg("root_token", root_token)?;
             let cfg = config(budget, max_depth, max_width, log_decay, min_logprob)?;
             let inner = detach(py, || core::TreeBuilder::new(root_token, cfg))?;
             Ok(PyTreeBuilder { inner })
@@ -332,7 +333,12 @@ pub mod speculative {
         }
 
         /// Up to `k` best expandable nodes.
-        fn frontier<'py>(&mut self, py: Python<'py>, k: usize) -> PyResult<I32Array<'py>> {
+        fn frontier<'py>(
+            &mut self,
+            py: Python<'py>,
+            k: &Bound<'py, PyAny>,
+        ) -> PyResult<I32Array<'py>> {
+            let k: usize = int_arg("k", k)?;
             let inner = &mut self.inner;
             let ids = detach(py, || Ok(inner.frontier(k)))?;
             Ok(PyArray1::from_vec(py, ids))
@@ -371,13 +377,13 @@ pub mod speculative {
     #[pymethods]
     impl PyBatchTreeBuilder {
         #[new]
-        #[pyo3(signature = (root_tokens, budget, max_depth=16, max_width=8, log_decay=0.0, min_logprob=f32::NEG_INFINITY))]
+        #[pyo3(signature = (root_tokens, budget, max_depth=None, max_width=None, log_decay=0.0, min_logprob=f32::NEG_INFINITY))]
         fn new(
             py: Python<'_>,
             root_tokens: PyReadonlyArray1<'_, i32>,
-            budget: i64,
-            max_depth: i64,
-            max_width: i64,
+            budget: &Bound<'_, PyAny>,
+            max_depth: Option<&Bound<'_, PyAny>>,
+            max_width: Option<&Bound<'_, PyAny>>,
             log_decay: f32,
             min_logprob: f32,
         ) -> PyResult<Self> {
@@ -403,8 +409,9 @@ pub mod speculative {
         fn frontier<'py>(
             &mut self,
             py: Python<'py>,
-            k: usize,
+            k: &Bound<'py, PyAny>,
         ) -> PyResult<(I32Array<'py>, I32Array<'py>)> {
+            let k: usize = int_arg("k", k)?;
             let inner = &mut self.inner;
             Ok(to_1d_pair(py, detach(py, || Ok(inner.frontier(k)))?))
         }
@@ -461,7 +468,13 @@ pub mod speculative {
         }
 
         /// `F[n][d]`.
-        fn value(&self, py: Python<'_>, n: usize, d: usize) -> PyResult<f64> {
+        fn value(
+            &self,
+            py: Python<'_>,
+            n: &Bound<'_, PyAny>,
+            d: &Bound<'_, PyAny>,
+        ) -> PyResult<f64> {
+            let (n, d): (usize, usize) = (int_arg("n", n)?, int_arg("d", d)?);
             let inner = &self.inner;
             detach(py, || inner.value(n, d))
         }
@@ -477,9 +490,10 @@ pub mod speculative {
         fn tree<'py>(
             &self,
             py: Python<'py>,
-            n: usize,
-            d: usize,
+            n: &Bound<'py, PyAny>,
+            d: &Bound<'py, PyAny>,
         ) -> PyResult<(I32Array<'py>, I32Array<'py>, I32Array<'py>)> {
+            let (n, d): (usize, usize) = (int_arg("n", n)?, int_arg("d", d)?);
             let inner = &self.inner;
             let t = detach(py, || inner.tree(n, d))?;
             Ok((
@@ -490,16 +504,23 @@ pub mod speculative {
         }
     }
 
-    /// Solves the Sequoia DP.
+    /// Solves the Sequoia DP; refuses more than `max_work` cell steps, stops on Ctrl-C.
     #[pyfunction]
+    #[pyo3(signature = (p, max_nodes, max_depth, max_work=None))]
     fn sequoia_dp(
         py: Python<'_>,
         p: PyReadonlyArray1<'_, f64>,
-        max_nodes: usize,
-        max_depth: usize,
+        max_nodes: &Bound<'_, PyAny>,
+        max_depth: &Bound<'_, PyAny>,
+        max_work: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PySequoiaTable> {
         let p = slice("p", &p)?;
-        let inner = detach(py, || sequoia::sequoia_dp(p, max_nodes, max_depth))?;
+        let max_nodes: usize = int_arg("max_nodes", max_nodes)?;
+        let max_depth: usize = int_arg("max_depth", max_depth)?;
+        let max_work = opt_int_arg("max_work", max_work)?.unwrap_or(sequoia::DEFAULT_MAX_WORK);
+        let inner = detach_cancellable(py, "solving the Sequoia DP", |cancel| {
+            sequoia::sequoia_dp_bounded(p, max_nodes, max_depth, max_work, cancel)
+        })?;
         Ok(PySequoiaTable { inner })
     }
 
@@ -509,8 +530,8 @@ pub mod speculative {
     fn sequoia_heap<'py>(
         py: Python<'py>,
         p: PyReadonlyArray1<'py, f64>,
-        n: usize,
-        d: usize,
+        n: &Bound<'py, PyAny>,
+        d: &Bound<'py, PyAny>,
     ) -> PyResult<(
         I32Array<'py>,
         I32Array<'py>,
@@ -518,6 +539,7 @@ pub mod speculative {
         Bound<'py, PyArray1<f64>>,
     )> {
         let p = slice("p", &p)?;
+        let (n, d): (usize, usize) = (int_arg("n", n)?, int_arg("d", d)?);
         let (t, values) = detach(py, || sequoia::sequoia_heap(p, n, d))?;
         Ok((
             PyArray1::from_vec(py, t.parents),
@@ -550,10 +572,11 @@ pub mod speculative {
         t_draft_s: f64,
         t_autoregressive_s: Option<f64>,
     ) -> PyResult<(usize, usize, f64, f64, f64)> {
-        let sizes = unsigned("sizes", slice("sizes", &sizes)?)?;
+        let sizes = slice("sizes", &sizes)?;
         let tv = slice("t_verify_s", &t_verify_s)?;
         let inner = &table.inner;
         let p = detach(py, || {
+            let sizes = unsigned("sizes", sizes)?;
             sequoia::plan(inner, &sizes, tv, t_draft_s, t_autoregressive_s)
         })?;
         Ok((p.n, p.d, p.tokens_per_step, p.s_per_token, p.speedup))
@@ -564,9 +587,10 @@ pub mod speculative {
     fn acceptance_from_ranks<'py>(
         py: Python<'py>,
         accepted_ranks: PyReadonlyArray1<'py, i64>,
-        width: usize,
+        width: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<f64>>> {
         let r = slice("accepted_ranks", &accepted_ranks)?;
+        let width: usize = int_arg("width", width)?;
         let p = detach(py, || sequoia::acceptance_from_ranks(r, width))?;
         Ok(PyArray1::from_vec(py, p))
     }

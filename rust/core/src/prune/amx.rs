@@ -61,8 +61,12 @@ unsafe impl Plain for Line {}
 struct Panel(Scratch<Line>);
 
 impl Panel {
-    fn new(len: usize) -> Self {
-        Panel(Scratch::new(len / 32))
+    fn new(len: usize) -> Result<Self> {
+        Ok(Panel(Scratch::new(
+            "features",
+            "the bf16 copy of the features",
+            len / 32,
+        )?))
     }
 
     fn as_mut(&mut self) -> &mut [u16] {
@@ -125,16 +129,16 @@ impl Packed {
 }
 
 /// Packs the two bf16 terms of `features[i] / norms[i]`.
-fn pack(x: &[f32], norms: &[f32], n: usize, d: usize) -> Packed {
+fn pack(x: &[f32], norms: &[f32], n: usize, d: usize) -> Result<Packed> {
     let rows = n.div_ceil(32) * 32;
     let depth = d.div_ceil(32) * 32;
     let mut p = Packed {
         rows,
         depth,
-        a_hi: Panel::new(rows * depth),
-        a_lo: Panel::new(rows * depth),
-        b_hi: Panel::new(rows * depth),
-        b_lo: Panel::new(rows * depth),
+        a_hi: Panel::new(rows.saturating_mul(depth))?,
+        a_lo: Panel::new(rows.saturating_mul(depth))?,
+        b_hi: Panel::new(rows.saturating_mul(depth))?,
+        b_lo: Panel::new(rows.saturating_mul(depth))?,
     };
     let chunks = p.chunks();
     let mut tasks = Vec::with_capacity(chunks);
@@ -189,7 +193,7 @@ fn pack(x: &[f32], norms: &[f32], n: usize, d: usize) -> Packed {
                 }
             }
         });
-    p
+    Ok(p)
 }
 
 /// Writes the two bf16 terms of `src / norm` (multiplied by the reciprocal: the terms keep 17
@@ -247,8 +251,8 @@ pub(crate) fn distance_matrix(
             norms.len()
         )));
     }
-    let packed = pack(features, norms, n, d);
-    let mut dist = Scratch::new(len);
+    let mut dist = Scratch::new("features", &super::gram::matrix_what(n), len)?;
+    let packed = pack(features, norms, n, d)?;
     let blocks = packed.rows.div_ceil(TILE);
     let pairs: Vec<(usize, usize)> = (0..blocks)
         .flat_map(|i| (i..blocks).map(move |j| (i, j)))

@@ -70,6 +70,47 @@ pub(crate) fn row_norms(features: &[f32], n: usize, d: usize) -> Result<Vec<f32>
     Ok(norms)
 }
 
+/// Rows whose norm is at most `2^-EXTREME` or at least `2^EXTREME` are rescaled first.
+const EXTREME: i32 = 50;
+
+/// `features` with every row of extreme norm multiplied by a power of two that brings its norm
+/// near 1, or `None` when no row needs it.
+///
+/// Cosine distances do not depend on a row's scale, but the float32 pipeline does: a norm
+/// above `f32::MAX` rounds to infinity (the row normalises to zeros) and a row of denormals
+/// keeps only a few bits of its direction once its norm is rounded to float32. A power of two
+/// is exact in both directions (a denormal scaled up keeps all its bits), so the rescaled row
+/// has the direction of the input, and rows of ordinary norm are left exactly as they are.
+/// Rows with NaN or infinite values are left for [`row_norms`] to reject.
+pub(crate) fn rescale_extreme_rows(
+    features: &[f32],
+    n: usize,
+    d: usize,
+) -> Result<Option<Vec<f32>>> {
+    let low = 2f64.powi(-2 * EXTREME);
+    let high = 2f64.powi(2 * EXTREME);
+    let extreme = |row: &[f32]| {
+        let sum = sum_of_squares(row);
+        sum.is_finite() && sum > 0.0 && !(low..high).contains(&sum)
+    };
+    if !features.par_chunks(d).any(extreme) {
+        return Ok(None);
+    }
+    let mut out = crate::buffer::try_with_capacity("features", "the rescaled features", n * d)?;
+    out.extend_from_slice(features);
+    out.par_chunks_mut(d).for_each(|row| {
+        if extreme(row) {
+            // log2 of the norm, rounded: the row is scaled by 2^-e, exactly.
+            let e = (0.5 * sum_of_squares(row).log2()).round() as i32;
+            let scale = 2f64.powi(-e);
+            for v in row.iter_mut() {
+                *v = (f64::from(*v) * scale) as f32;
+            }
+        }
+    });
+    Ok(Some(out))
+}
+
 /// `sum(v^2)` in `f64`, in 16 independent lanes so that the loop vectorises.
 fn sum_of_squares(row: &[f32]) -> f64 {
     let mut lanes = [0.0f64; 16];
@@ -214,7 +255,7 @@ pub(crate) fn distance_block(
 /// returns a `[rows.len(), n]` row-major block, computed in parallel over row groups.
 pub(crate) fn distance_rows(x: &[f32], n: usize, d: usize, rows: &[usize]) -> Result<Vec<f32>> {
     let m = rows.len();
-    let mut out = vec![0.0f32; m * n];
+    let mut out = crate::buffer::try_vec("features", "distance rows", m.saturating_mul(n), 0.0f32)?;
     if m == 0 {
         return Ok(out);
     }

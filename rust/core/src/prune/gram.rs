@@ -82,12 +82,19 @@ impl SharedMatrix {
     }
 }
 
+/// What the distance matrix is, for the error of a refused size.
+pub(crate) fn matrix_what(n: usize) -> String {
+    format!(
+        "the {n} x {n} float32 distance matrix of method \"gram\" (\"matrix_free\" needs O(n d))"
+    )
+}
+
 /// The symmetric cosine-distance matrix `D = 1 - X X^T` of L2-normalised rows `x` (`[n, d]`).
 pub(crate) fn distance_matrix(x: &[f32], n: usize, d: usize) -> Result<Scratch<f32>> {
     let len = n
         .checked_mul(n)
         .ok_or_else(|| Error::value("features", "fewer tokens", format!("{n} tokens")))?;
-    let mut dist = Scratch::new(len);
+    let mut dist = Scratch::new("features", &matrix_what(n), len)?;
     let blocks = n.div_ceil(TILE);
     let pairs: Vec<(usize, usize)> = (0..blocks)
         .flat_map(|i| (i..blocks).map(move |j| (i, j)))

@@ -197,9 +197,9 @@ pub fn seeded_first_picks(seed: u64, batch: usize, n: usize) -> Result<Vec<usize
             "0 tokens",
         ));
     }
-    Ok((0..batch)
-        .map(|b| seeded_index(image_seed(seed, b), n))
-        .collect())
+    let mut picks = crate::buffer::try_with_capacity("batch", "the first picks", batch)?;
+    picks.extend((0..batch).map(|b| seeded_index(image_seed(seed, b), n)));
+    Ok(picks)
 }
 
 fn uses_gram(method: Method, n: usize) -> bool {
@@ -235,6 +235,8 @@ pub fn select(
 ) -> Result<Selection> {
     check_shape(n, d, k, features.len(), "")?;
     let first = resolve_first(options.first, n)?;
+    let rescaled = dots::rescale_extreme_rows(features, n, d)?;
+    let features = rescaled.as_deref().unwrap_or(features);
     let gram = uses_gram(options.method, n);
     let (mut indices, objective) = if gram && amx::enabled() {
         // The AMX path normalises while it packs: no normalised copy of the features.
@@ -316,26 +318,40 @@ pub fn objective(features: &[f32], n: usize, d: usize, indices: &[usize]) -> Res
             bad,
         ));
     }
-    let x = dots::normalized_rows(features, n, d)?;
-    let kept: Vec<f32> = indices
-        .iter()
-        .flat_map(|&i| x[i * d..(i + 1) * d].iter().copied())
-        .collect();
-    let m = indices.len();
-    if m < 2 {
+    let rescaled = dots::rescale_extreme_rows(features, n, d)?;
+    let x = dots::normalized_rows(rescaled.as_deref().unwrap_or(features), n, d)?;
+    if indices.len() < 2 {
         return Ok(f32::INFINITY);
     }
-    let rows: Vec<usize> = (0..m).collect();
-    let dist = dots::distance_rows(&kept, m, d, &rows)?;
-    let mut best = f32::INFINITY;
-    for a in 0..m {
-        for b in a + 1..m {
-            let v = if indices[a] == indices[b] {
-                0.0
-            } else {
-                dist[a * m + b]
-            };
-            best = best.min(v);
+    // A repeated index is a pair at distance 0; the other pairs are those of the distinct
+    // indices, at most `n` of them, so neither memory nor time grows with repeats.
+    let mut distinct =
+        crate::buffer::try_with_capacity("indices", "the sorted indices", indices.len())?;
+    distinct.extend_from_slice(indices);
+    distinct.sort_unstable();
+    distinct.dedup();
+    let mut best = if distinct.len() < indices.len() {
+        0.0f32
+    } else {
+        f32::INFINITY
+    };
+    let m = distinct.len();
+    if m < 2 {
+        return Ok(best);
+    }
+    let mut kept = crate::buffer::try_with_capacity("indices", "the kept rows", m * d)?;
+    for &i in &distinct {
+        kept.extend_from_slice(&x[i * d..(i + 1) * d]);
+    }
+    // Distance rows in blocks: O(block * m) memory instead of the m x m matrix.
+    const BLOCK: usize = 256;
+    for a0 in (0..m).step_by(BLOCK) {
+        let rows: Vec<usize> = (a0..(a0 + BLOCK).min(m)).collect();
+        let dist = dots::distance_rows(&kept, m, d, &rows)?;
+        for (r, &a) in rows.iter().enumerate() {
+            for &v in &dist[r * m + a + 1..(r + 1) * m] {
+                best = best.min(v);
+            }
         }
     }
     Ok(best)

@@ -451,3 +451,95 @@ fn refined_amx_greedy_makes_float32_decisions() {
         assert!((obj - want_obj).abs() < 1e-6, "{obj} vs {want_obj}");
     }
 }
+
+/// Greedy max-min in f64 with exact cosine distances: the reference for extreme norms.
+fn greedy_f64(x: &[f32], n: usize, d: usize, k: usize, first: usize) -> Vec<usize> {
+    let unit: Vec<Vec<f64>> = (0..n)
+        .map(|i| {
+            let row: Vec<f64> = x[i * d..(i + 1) * d]
+                .iter()
+                .map(|&v| f64::from(v))
+                .collect();
+            // Scaled by the largest magnitude first, so that the f64 norm cannot overflow.
+            let big = row.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            let norm = row.iter().map(|v| (v / big).powi(2)).sum::<f64>().sqrt() * big;
+            row.iter().map(|v| v / norm).collect()
+        })
+        .collect();
+    let dist = |a: usize, b: usize| {
+        1.0 - unit[a]
+            .iter()
+            .zip(&unit[b])
+            .map(|(p, q)| p * q)
+            .sum::<f64>()
+    };
+    let mut chosen = vec![first];
+    let mut min_d: Vec<f64> = (0..n).map(|i| dist(first, i)).collect();
+    while chosen.len() < k {
+        let next = (0..n)
+            .filter(|i| !chosen.contains(i))
+            .max_by(|&a, &b| min_d[a].total_cmp(&min_d[b]).then(b.cmp(&a)))
+            .unwrap();
+        chosen.push(next);
+        for (i, m) in min_d.iter_mut().enumerate() {
+            *m = m.min(dist(next, i));
+        }
+    }
+    chosen
+}
+
+#[test]
+fn rows_of_extreme_norm_pick_as_their_directions_do() {
+    let (n, d, k) = (40, 6, 12);
+    let base = features(n, d, 11);
+    let mut x = base.clone();
+    // Rows scaled far beyond f32's norm range (norm ~1e38 to 3e38 x sqrt(d)) and into
+    // denormals: the directions, and so the picks, must not change.
+    for i in 0..n {
+        let scale = match i % 4 {
+            0 => 6.5e38,
+            1 => 1e-41 / 0.5,
+            2 => 1e-30,
+            _ => 1.0,
+        };
+        for v in &mut x[i * d..(i + 1) * d] {
+            *v = (f64::from(*v) * scale) as f32;
+        }
+    }
+    let opts = Options {
+        first: FirstPick::Index(0),
+        order: Order::Greedy,
+        method: Method::Gram,
+    };
+    let picked = select(&x, n, d, k, &opts).unwrap().indices;
+    assert_eq!(picked, greedy_f64(&x, n, d, k, 0));
+    let free = Options {
+        method: Method::MatrixFree,
+        ..opts
+    };
+    assert_eq!(select(&x, n, d, k, &free).unwrap().indices, picked);
+}
+
+#[test]
+fn objective_of_many_repeated_indices_is_zero_without_an_m_by_m_matrix() {
+    let x = features(20, 8, 3);
+    assert_eq!(objective(&x, 20, 8, &vec![0; 120_000]).unwrap(), 0.0);
+    let distinct: Vec<usize> = (0..20).collect();
+    let with_repeat: Vec<usize> = (0..20).chain([5]).collect();
+    assert!(objective(&x, 20, 8, &distinct).unwrap() > 0.0);
+    assert_eq!(objective(&x, 20, 8, &with_repeat).unwrap().min(0.0), 0.0);
+}
+
+#[test]
+fn an_oversized_gram_matrix_is_a_memory_error_naming_features() {
+    let x = features(100_000, 2, 5);
+    let opts = Options {
+        method: Method::Gram,
+        ..Options::default()
+    };
+    let e = select(&x, 100_000, 2, 2, &opts).unwrap_err();
+    assert!(
+        matches!(&e, Error::OutOfMemory { arg, .. } if arg == "features"),
+        "{e}"
+    );
+}

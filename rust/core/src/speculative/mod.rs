@@ -9,6 +9,7 @@
 //!   hardware-aware planner and the acceptance estimate.
 
 pub mod builder;
+mod masks;
 pub mod sequoia;
 pub mod tree;
 

@@ -5,6 +5,7 @@
 //! (best first). Batches of trees are concatenated with CSR `offsets` (`offsets[0] = 0`,
 //! `offsets[b + 1] - offsets[b]` = size of tree `b`), each tree keeping local parent indices.
 
+use crate::buffer::{try_vec, try_with_capacity};
 use crate::{Error, Result};
 
 /// Checks that `parents` is a valid tree: non-empty, `parents[0] == -1`, `0 <= parents[i] < i`.
@@ -183,17 +184,17 @@ pub(crate) fn children_csr_unchecked(parents: &[i32]) -> (Vec<u32>, Vec<u32>) {
 pub fn children_table(parents: &[i32]) -> Result<(Vec<i32>, usize)> {
     validate_parents(parents)?;
     let whole = [0, parents.len() as i64];
-    Ok(children_table_unchecked(parents, &whole))
+    children_table_unchecked(parents, &whole)
 }
 
 /// [`children_table`] of a CSR batch: one `[total, width]` table with global node ids, `width`
 /// the most children of any node of any tree (at least 1).
 pub fn children_table_batch(parents: &[i32], offsets: &[i64]) -> Result<(Vec<i32>, usize)> {
     validate_batch(parents, offsets)?;
-    Ok(children_table_unchecked(parents, offsets))
+    children_table_unchecked(parents, offsets)
 }
 
-fn children_table_unchecked(parents: &[i32], offsets: &[i64]) -> (Vec<i32>, usize) {
+fn children_table_unchecked(parents: &[i32], offsets: &[i64]) -> Result<(Vec<i32>, usize)> {
     // Global parent ids; children then arrive in index order, which is rank order per tree.
     let mut global = vec![-1i64; parents.len()];
     for w in offsets.windows(2) {
@@ -207,13 +208,19 @@ fn children_table_unchecked(parents: &[i32], offsets: &[i64]) -> (Vec<i32>, usiz
         .filter(|&&g| g >= 0)
         .for_each(|&g| count[g as usize] += 1);
     let width = count.iter().copied().max().unwrap_or(0).max(1);
-    let mut table = vec![-1i32; parents.len() * width];
+    // A star tree makes this quadratic in the input: n nodes x (n - 1) columns.
+    let mut table = try_vec(
+        "parents",
+        &format!("the {} x {width} children table", parents.len()),
+        parents.len().saturating_mul(width),
+        -1i32,
+    )?;
     count.fill(0);
     for (i, &g) in global.iter().enumerate().filter(|(_, &g)| g >= 0) {
         table[g as usize * width + count[g as usize]] = i as i32;
         count[g as usize] += 1;
     }
-    (table, width)
+    Ok((table, width))
 }
 
 /// Children of every node ordered by `rank` (ties keep index order), as CSR
@@ -270,172 +277,10 @@ pub fn restrict(parents: &[i32], keep: &[bool]) -> Result<(Vec<i32>, Vec<i32>)> 
     Ok((old, renumbered))
 }
 
-/// Sets one byte per bit: `SPREAD[b]` holds byte `k` = bit `k` of `b`.
-const SPREAD: [u64; 256] = {
-    let mut table = [0u64; 256];
-    let mut b = 0;
-    while b < 256 {
-        let mut v = 0u64;
-        let mut k = 0;
-        while k < 8 {
-            if b & (1 << k) != 0 {
-                v |= 1u64 << (8 * k);
-            }
-            k += 1;
-        }
-        table[b] = v;
-        b += 1;
-    }
-    table
+pub use super::masks::{
+    ancestor_bitsets, ancestor_mask, ancestor_mask_batch, ancestor_mask_batch_into,
+    ancestor_mask_into, max_tree_size,
 };
-
-/// Ancestor bitsets: `words` u64 per row, row `i` has bit `j` set iff `j` is `i` or an ancestor.
-///
-/// Row `i` is row `parents[i]` plus bit `i`; since parents come first, one pass suffices and a
-/// row only touches the words up to its own index.
-pub fn ancestor_bitsets(parents: &[i32]) -> Result<(Vec<u64>, usize)> {
-    validate_parents(parents)?;
-    let n = parents.len();
-    let words = n.div_ceil(64);
-    let mut bits = vec![0u64; n * words];
-    for i in 0..n {
-        let used = i / 64 + 1;
-        if i > 0 {
-            let p = parents[i] as usize;
-            let (before, row) = bits.split_at_mut(i * words);
-            row[..used].copy_from_slice(&before[p * words..p * words + used]);
-        }
-        bits[i * words + i / 64] |= 1u64 << (i % 64);
-    }
-    Ok((bits, words))
-}
-
-/// Writes the `[n, n]` ancestor mask of `parents` as bytes (1 = attend) into `out` (row-major).
-///
-/// `mask[i][j] = 1` iff `j` is `i` or an ancestor of `i`. Built from bitsets; every byte of
-/// `out` is written (it may arrive uninitialised-but-allocated or dirty).
-pub fn ancestor_mask_into(parents: &[i32], out: &mut [u8]) -> Result<()> {
-    let n = parents.len();
-    let (bits, words) = ancestor_bitsets(parents)?;
-    crate::error::check_len("out", out.len(), n * n)?;
-    let wide = wide_spread_available();
-    for i in 0..n {
-        let row = &mut out[i * n..(i + 1) * n];
-        let used = (i / 64 + 1).min(words);
-        let row_bits = &bits[i * words..i * words + used];
-        let (row, rest) = row.split_at_mut((used * 64).min(n));
-        rest.fill(0);
-        if wide {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `wide_spread_available` checked AVX2 on this CPU.
-            unsafe {
-                spread_row_avx2(row_bits, row)
-            };
-        } else {
-            spread_row(row_bits, row);
-        }
-    }
-    Ok(())
-}
-
-fn wide_spread_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// One mask row from its bitset words: byte `j` of `out` = bit `j`.
-fn spread_row(words: &[u64], out: &mut [u8]) {
-    for (w, &word) in words.iter().enumerate() {
-        let start = w * 64;
-        let end = (start + 64).min(out.len());
-        spread_word(word, &mut out[start..end]);
-    }
-}
-
-/// [`spread_row`] with AVX2: each 32-bit half of a word is broadcast, every byte lane picks
-/// the source byte holding its bit (`vpshufb`), tests its bit and keeps 1 where set.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn spread_row_avx2(words: &[u64], out: &mut [u8]) {
-    use std::arch::x86_64::{
-        _mm256_and_si256, _mm256_cmpeq_epi8, _mm256_set1_epi32, _mm256_set1_epi64x,
-        _mm256_set1_epi8, _mm256_setr_epi8, _mm256_shuffle_epi8, _mm256_storeu_si256,
-    };
-    let pick = _mm256_setr_epi8(
-        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3,
-        3, 3,
-    );
-    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-    let one = _mm256_set1_epi8(1);
-    for (w, &word) in words.iter().enumerate() {
-        let start = w * 64;
-        if out.len() - start >= 64 {
-            for half in 0..2 {
-                let v = _mm256_set1_epi32((word >> (32 * half)) as u32 as i32);
-                let bytes = _mm256_shuffle_epi8(v, pick);
-                let set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
-                let ones = _mm256_and_si256(set, one);
-                // SAFETY: `start + 32 * half + 32 <= start + 64 <= out.len()`; unaligned store.
-                unsafe {
-                    _mm256_storeu_si256(out.as_mut_ptr().add(start + 32 * half).cast(), ones)
-                };
-            }
-        } else {
-            spread_word(word, &mut out[start..]);
-        }
-    }
-}
-
-#[inline]
-fn spread_word(word: u64, out: &mut [u8]) {
-    for (k, chunk) in out.chunks_mut(8).enumerate() {
-        let byte = ((word >> (8 * k)) & 0xff) as usize;
-        let v = SPREAD[byte].to_le_bytes();
-        chunk.copy_from_slice(&v[..chunk.len()]);
-    }
-}
-
-/// The `[n, n]` ancestor mask as a fresh `Vec<bool>` (row-major).
-pub fn ancestor_mask(parents: &[i32]) -> Result<Vec<bool>> {
-    let n = parents.len();
-    let mut bytes = vec![1u8; n * n];
-    ancestor_mask_into(parents, &mut bytes)?;
-    Ok(bytes.into_iter().map(|b| b != 0).collect())
-}
-
-/// Ancestor masks of a CSR batch, padded to `[B, m, m]` with `m` = the largest tree (padding
-/// rows and columns are 0), written into zeroed `out`; returns `m`.
-pub fn ancestor_mask_batch_into(parents: &[i32], offsets: &[i64], out: &mut [u8]) -> Result<usize> {
-    let b = validate_batch(parents, offsets)?;
-    let m = max_tree_size(offsets);
-    crate::error::check_len("out", out.len(), b * m * m)?;
-    for t in 0..b {
-        let tree = &parents[offsets[t] as usize..offsets[t + 1] as usize];
-        let n = tree.len();
-        let mut local = vec![0u8; n * n];
-        ancestor_mask_into(tree, &mut local)?;
-        let block = &mut out[t * m * m..(t + 1) * m * m];
-        for i in 0..n {
-            block[i * m..i * m + n].copy_from_slice(&local[i * n..(i + 1) * n]);
-        }
-    }
-    Ok(m)
-}
-
-/// Largest tree size of valid CSR `offsets`.
-pub fn max_tree_size(offsets: &[i64]) -> usize {
-    offsets
-        .windows(2)
-        .map(|w| (w[1] - w[0]) as usize)
-        .max()
-        .unwrap_or(0)
-}
 
 /// Position ids `past_len + depth` of every node.
 pub fn position_ids(parents: &[i32], past_len: i64) -> Result<Vec<i64>> {
@@ -443,7 +288,24 @@ pub fn position_ids(parents: &[i32], past_len: i64) -> Result<Vec<i64>> {
         return Err(Error::value("past_len", "non-negative", past_len));
     }
     let depth = depths(parents)?;
+    let deepest = depth.iter().copied().max().unwrap_or(0);
+    check_positions(past_len, i64::from(deepest), "the deepest node's depth")?;
     Ok(depth.into_iter().map(|d| past_len + d as i64).collect())
+}
+
+/// Checks that `past_len + largest` fits in `int64`, so that no position wraps negative.
+fn check_positions(past_len: i64, largest: i64, what: &str) -> Result<()> {
+    if past_len.checked_add(largest).is_none() {
+        return Err(Error::value(
+            "past_len",
+            format!(
+                "at most {} ({what} is {largest}; positions must fit in int64)",
+                i64::MAX - largest
+            ),
+            past_len,
+        ));
+    }
+    Ok(())
 }
 
 /// The accepted path of one verification step.
@@ -525,6 +387,8 @@ pub fn kv_compaction(path: &[i32], past_len: i64) -> Result<(Vec<i64>, Vec<i64>)
             ));
         }
     }
+    let last = path.last().map_or(0, |&v| i64::from(v));
+    check_positions(past_len, last, "the last node of the path")?;
     let mut src = Vec::new();
     let mut dst = Vec::new();
     for (k, &node) in path.iter().enumerate() {
@@ -544,6 +408,7 @@ pub fn remap_compaction(old_to_new: &[i32], past_len: i64) -> Result<(Vec<i64>, 
         return Err(Error::value("past_len", "non-negative", past_len));
     }
     let kept = old_to_new.iter().filter(|&&v| v >= 0).count();
+    check_positions(past_len, old_to_new.len() as i64, "the number of old ids")?;
     let mut src = vec![-1i64; kept];
     for (old, &new) in old_to_new.iter().enumerate() {
         if new < 0 {
@@ -577,7 +442,13 @@ pub fn leaf_paths(parents: &[i32]) -> Result<(Vec<i32>, usize)> {
     for &p in &parents[1..] {
         has_child[p as usize] = true;
     }
-    let mut rows = Vec::new();
+    // A broom (a long handle, then many leaves) makes this quadratic in the input.
+    let leaves = has_child.iter().filter(|&&h| !h).count();
+    let mut rows = try_with_capacity(
+        "parents",
+        &format!("the {leaves} x {width} leaf paths"),
+        leaves.saturating_mul(width),
+    )?;
     for leaf in (0..n).filter(|&i| !has_child[i]) {
         let start = rows.len();
         rows.resize(start + width, -1);
@@ -599,6 +470,46 @@ pub fn leaf_paths(parents: &[i32]) -> Result<(Vec<i32>, usize)> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn quadratic_outputs_are_refused_before_they_are_allocated() {
+        // A 200 000-node chain: a 40 GB mask, over the default limit; an error, not an abort.
+        let chain: Vec<i32> = (-1..199_999).collect();
+        let e = ancestor_mask(&chain).unwrap_err();
+        assert!(
+            matches!(&e, Error::OutOfMemory { arg, bytes, .. } if arg == "parents" && *bytes == 40_000_000_000),
+            "{e}"
+        );
+        let (mask, b, m) = ancestor_mask_batch(&[-1, 0, -1], &[0, 2, 3]).unwrap();
+        assert_eq!((b, m), (2, 2));
+        assert_eq!(
+            mask,
+            vec![true, false, true, true, true, false, false, false]
+        );
+        // A star tree's children table is n x (n - 1).
+        let star: Vec<i32> = std::iter::once(-1)
+            .chain(std::iter::repeat_n(0, 150_000))
+            .collect();
+        assert!(matches!(
+            children_table(&star),
+            Err(Error::OutOfMemory { .. })
+        ));
+    }
+
+    #[test]
+    fn positions_never_wrap_past_int64() {
+        let max = i64::MAX;
+        assert_eq!(position_ids(&[-1, 0], max - 1).unwrap(), vec![max - 1, max]);
+        let e = position_ids(&[-1, 0], max).unwrap_err();
+        assert!(e.to_string().contains("`past_len` must be at most"), "{e}");
+        assert!(kv_compaction(&[0, 2], max - 1).is_err());
+        assert_eq!(
+            kv_compaction(&[0, 2], max - 2).unwrap(),
+            (vec![max], vec![max - 1])
+        );
+        assert!(remap_compaction(&[0, 1], max - 1).is_err());
+        assert!(remap_compaction(&[0, 1], max - 2).is_ok());
+    }
 
     fn reference_mask(parents: &[i32]) -> Vec<bool> {
         let n = parents.len();

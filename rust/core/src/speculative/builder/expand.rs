@@ -322,7 +322,7 @@ impl TreeBuilder {
         let cfg = self.cfg;
         let mut kept_keys: Vec<Reverse<u64>> = Vec::new();
         if let Some(threshold) = plan.threshold {
-            kept_keys.reserve(cfg.budget);
+            kept_keys.reserve(self.worst.len().min(cfg.budget));
             for Reverse(k) in std::mem::take(&mut self.worst).into_vec() {
                 if k >= threshold {
                     kept_keys.push(Reverse(k));

@@ -24,6 +24,9 @@ use crate::{Error, Result};
 /// (rounding in a log-softmax can leave them slightly positive).
 pub const LOGPROB_SLACK: f32 = 1e-4;
 
+/// Nodes a new [`TreeBuilder`] reserves room for: budgets up to this allocate once.
+const INITIAL_ROOM: usize = 4096;
+
 /// Growth limits of a [`TreeBuilder`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BuilderConfig {
@@ -114,12 +117,15 @@ impl TreeBuilder {
         if root_token < 0 {
             return Err(Error::value("root_token", "a token id >= 0", root_token));
         }
+        // Room for a typical tree up front; a large budget is only a ceiling, and the buffers
+        // grow with the nodes that `expand` actually inserts (each backed by input rows).
+        let room = cfg.budget.min(INITIAL_ROOM);
         let mut b = TreeBuilder {
             cfg,
-            nodes: Vec::with_capacity(cfg.budget * 2),
+            nodes: Vec::with_capacity(room * 2),
             kept: 0,
-            worst: BinaryHeap::with_capacity(cfg.budget + 1),
-            open: BinaryHeap::with_capacity(cfg.budget + 1),
+            worst: BinaryHeap::with_capacity(room + 1),
+            open: BinaryHeap::with_capacity(room + 1),
         };
         b.insert(-1, root_token, 0.0, 0);
         Ok(b)

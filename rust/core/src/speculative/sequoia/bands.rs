@@ -7,6 +7,8 @@ use super::kernels::{
     detect_simd, fill_layer, window_layer, window_max_layer, Layer, LayerInputs, Simd, WINDOW,
 };
 use super::table::SequoiaTable;
+use crate::buffer::try_vec;
+use crate::{Cancel, Result};
 
 /// Fewest sizes per band: below this, bands cost more in hand-offs than they save.
 pub(super) const MIN_BAND: usize = 96;
@@ -30,6 +32,7 @@ struct Problem<'a> {
     max_nodes: usize,
     max_depth: usize,
     simd: Simd,
+    cancel: &'a Cancel<'a>,
 }
 
 /// Marks a band as finished, also when it unwinds, so that no other band waits forever.
@@ -41,10 +44,14 @@ impl Drop for DoneOnDrop<'_> {
     }
 }
 
-/// Waits until `counter >= target`, spinning briefly and then yielding the core.
-fn wait_for(counter: &AtomicUsize, target: usize) {
+/// Waits until `counter >= target`, spinning briefly and then yielding the core; gives up
+/// (returns false) when the computation is cancelled, so that a waiting thread also polls.
+fn wait_for(counter: &AtomicUsize, target: usize, cancel: &Cancel<'_>) -> bool {
     let mut spins = 0u32;
     while counter.load(AtomicOrdering::Acquire) < target {
+        if cancel.check().is_err() {
+            return false;
+        }
         if spins < 2048 {
             std::hint::spin_loop();
             spins += 1;
@@ -52,6 +59,7 @@ fn wait_for(counter: &AtomicUsize, target: usize) {
             std::thread::yield_now();
         }
     }
+    true
 }
 
 /// Solves sizes `m0..m1` of every row `(l, b)` in order. Cell `m` of a row reads only sizes
@@ -75,6 +83,7 @@ unsafe fn solve_band(
     let (n, width) = (pr.max_nodes, pr.p.len());
     let n1 = n + 1;
     let layer = (width + 1) * n1;
+    // Band buffers are O(max_nodes), which `sequoia_dp` bounds: plain allocations.
     let mut frev = vec![f64::NEG_INFINITY; n1];
     let mut pf = [f64::NEG_INFINITY; WINDOW + 1];
     let mut win = vec![f64::NEG_INFINITY; m1];
@@ -82,8 +91,15 @@ unsafe fn solve_band(
     for l in 1..=pr.max_depth {
         let c = pr.cap[l - 1];
         for b in 1..=width {
+            // A cancelled band stops here; `DoneOnDrop` releases the bands above it, which stop
+            // at their next check. The table is then discarded.
+            if pr.cancel.check().is_err() {
+                return;
+            }
             for d in &done[..band] {
-                wait_for(d, row);
+                if !wait_for(d, row, pr.cancel) {
+                    return;
+                }
             }
             let pb = pr.p[b - 1];
             // SAFETY: sizes below `m1` of `F[l-1]` are finished (own band, or lower bands past
@@ -144,25 +160,37 @@ unsafe fn solve_band(
     }
 }
 
-/// Solves a validated problem with `bands` bands.
+/// Solves a validated problem with `bands` bands; [`crate::Error::Interrupted`] when `cancel`
+/// fires.
 pub(super) fn solve(
     p: &[f64],
     max_nodes: usize,
     max_depth: usize,
     cap: Vec<usize>,
     bands: usize,
-) -> SequoiaTable {
+    cancel: &Cancel<'_>,
+) -> Result<SequoiaTable> {
     let (width, n1) = (p.len(), max_nodes + 1);
     let layer = (width + 1) * n1;
     // Layers with l >= 1 and b >= 1 are written in full by the recurrence, so only the depth-0
     // layer and the b = 0 rows are initialised here (a zeroed allocation costs no extra pass).
-    let mut t = vec![0.0f64; (max_depth + 1) * layer];
+    let mut t = try_vec(
+        "max_depth",
+        "the Sequoia DP table",
+        (max_depth + 1) * layer,
+        0.0f64,
+    )?;
     t[..layer].fill(f64::NEG_INFINITY);
     for l in 0..=max_depth {
         t[l * layer..l * layer + n1].fill(f64::NEG_INFINITY);
         t[l * layer + 1] = 1.0;
     }
-    let mut f = vec![f64::NEG_INFINITY; (max_depth + 1) * n1];
+    let mut f = try_vec(
+        "max_depth",
+        "the Sequoia DP values",
+        (max_depth + 1) * n1,
+        f64::NEG_INFINITY,
+    )?;
     f[1] = 1.0;
     let problem = Problem {
         p,
@@ -170,6 +198,7 @@ pub(super) fn solve(
         max_nodes,
         max_depth,
         simd: detect_simd(),
+        cancel,
     };
     // Larger sizes cost more per cell (longer split ranges): bands get sizes in proportion to
     // about `m^(1/3)`, which measured best at n = 256 and 1024.
@@ -203,12 +232,13 @@ pub(super) fn solve(
             work();
         });
     }
-    SequoiaTable {
+    cancel.check()?;
+    Ok(SequoiaTable {
         p: p.to_vec(),
         max_nodes,
         max_depth,
         cap,
         t,
         f,
-    }
+    })
 }

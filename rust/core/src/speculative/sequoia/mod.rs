@@ -33,7 +33,7 @@ mod table;
 
 pub use heap::sequoia_heap;
 pub use plan::{acceptance_from_ranks, plan, Plan};
-pub use table::{sequoia_dp, SequoiaTable};
+pub use table::{dp_work, sequoia_dp, sequoia_dp_bounded, SequoiaTable};
 
 use crate::{Error, Result};
 
@@ -41,6 +41,10 @@ use crate::{Error, Result};
 pub const MAX_NODES: usize = 1 << 16;
 /// Largest table (`(max_depth + 1) (B + 1) (max_nodes + 1)` entries) accepted by [`sequoia_dp`].
 pub const MAX_TABLE_ENTRIES: usize = 1 << 27;
+/// Most DP cell steps ([`dp_work`]) that [`sequoia_dp`] takes on unless the caller raises it:
+/// 2^37. Measured here (2 shared AMD EPYC cores): `[0.6, 0.2]`, 8192 nodes, depth 600
+/// (work 8.1e10) solved in 3.8 s; the DP prunes most of the estimated steps.
+pub const DEFAULT_MAX_WORK: u64 = 1 << 37;
 
 /// Checks an acceptance vector: non-empty, finite, non-negative, summing to at most 1.
 pub fn validate_acceptance(p: &[f64]) -> Result<()> {

@@ -97,7 +97,7 @@ pub fn acceptance_from_ranks(ranks: &[i64], width: usize) -> Result<Vec<f64>> {
             "none",
         ));
     }
-    let mut counts = vec![0u64; width];
+    let mut counts = crate::buffer::try_vec("width", "the acceptance vector", width, 0u64)?;
     for (i, &r) in ranks.iter().enumerate() {
         if r == -1 {
             continue;

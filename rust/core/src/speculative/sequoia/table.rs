@@ -2,8 +2,8 @@
 //! rebuilds optimal trees from it.
 
 use super::bands::{solve, MIN_BAND};
-use super::{validate_acceptance, ShapeTree, MAX_NODES, MAX_TABLE_ENTRIES};
-use crate::{Error, Result};
+use super::{validate_acceptance, ShapeTree, DEFAULT_MAX_WORK, MAX_NODES, MAX_TABLE_ENTRIES};
+use crate::{Cancel, Error, Result};
 
 /// The solved dynamic program: values for every size and depth, and optimal trees on demand.
 #[derive(Debug, Clone)]
@@ -24,6 +24,28 @@ pub struct SequoiaTable {
 /// every band computes exactly what the sequential recurrence would, so the table does not
 /// depend on the number of threads.
 pub fn sequoia_dp(p: &[f64], max_nodes: usize, max_depth: usize) -> Result<SequoiaTable> {
+    sequoia_dp_bounded(p, max_nodes, max_depth, DEFAULT_MAX_WORK, &Cancel::never())
+}
+
+/// The work estimate of a DP: `max_nodes^2 * min(max_depth, max_nodes) * len(p)` cell steps,
+/// an upper bound of what the pruned scan does (saturating).
+pub fn dp_work(width: usize, max_nodes: usize, max_depth: usize) -> u64 {
+    (max_nodes as u64)
+        .saturating_mul(max_nodes as u64)
+        .saturating_mul(max_depth.min(max_nodes) as u64)
+        .saturating_mul(width as u64)
+}
+
+/// [`sequoia_dp`] refusing more than `max_work` cell steps ([`dp_work`]; the default
+/// [`DEFAULT_MAX_WORK`] is a few seconds) and stopping with [`Error::Interrupted`] when `cancel`
+/// fires, checked once per row of every band.
+pub fn sequoia_dp_bounded(
+    p: &[f64],
+    max_nodes: usize,
+    max_depth: usize,
+    max_work: u64,
+    cancel: &Cancel<'_>,
+) -> Result<SequoiaTable> {
     validate_acceptance(p)?;
     if max_nodes == 0 || max_nodes > MAX_NODES {
         return Err(Error::value(
@@ -43,13 +65,25 @@ pub fn sequoia_dp(p: &[f64], max_nodes: usize, max_depth: usize) -> Result<Sequo
             format!("max_depth {max_depth} with max_nodes {max_nodes} and {width} ranks"),
         ));
     }
+    let work = dp_work(width, max_nodes, max_depth);
+    if work > max_work {
+        return Err(Error::value(
+            "max_work",
+            format!(
+                "at least the DP's work estimate max_nodes^2 * min(max_depth, max_nodes) * len(p) \
+                 = {work} (raise max_work to allow it; the default {DEFAULT_MAX_WORK} takes a \
+                 few seconds)"
+            ),
+            max_work,
+        ));
+    }
     let n1 = max_nodes + 1;
     let mut cap = vec![1usize; max_depth + 1];
     for l in 1..=max_depth {
         cap[l] = (1 + width.saturating_mul(cap[l - 1])).min(max_nodes);
     }
     let bands = rayon::current_num_threads().clamp(1, (n1 / MIN_BAND).max(1));
-    Ok(solve(p, max_nodes, max_depth, cap, bands))
+    solve(p, max_nodes, max_depth, cap, bands, cancel)
 }
 
 impl SequoiaTable {

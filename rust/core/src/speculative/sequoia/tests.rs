@@ -201,10 +201,37 @@ fn bands_and_pruning_reproduce_the_plain_recurrence_bit_for_bit() {
             c
         };
         for bands in [1, 2, 3, 7] {
-            let table = solve(&p, n, d, cap(p.len()), bands);
+            let table = solve(&p, n, d, cap(p.len()), bands, &crate::Cancel::never()).unwrap();
             assert_eq!(table.f, plain, "case {case}, {bands} bands");
         }
     }
+}
+
+#[test]
+fn work_beyond_the_limit_is_refused_and_the_limit_can_be_raised() {
+    use super::{dp_work, sequoia_dp_bounded, DEFAULT_MAX_WORK};
+    let e = sequoia_dp(&[0.6, 0.2], 65536, 600).unwrap_err();
+    assert!(e.to_string().contains("`max_work`"), "{e}");
+    let p = [0.6, 0.2];
+    let work = dp_work(2, 64, 8);
+    assert_eq!(work, 64 * 64 * 8 * 2);
+    assert!(sequoia_dp_bounded(&p, 64, 8, work - 1, &crate::Cancel::never()).is_err());
+    let t = sequoia_dp_bounded(&p, 64, 8, work, &crate::Cancel::never()).unwrap();
+    assert_eq!(t.values(), sequoia_dp(&p, 64, 8).unwrap().values());
+    assert!(DEFAULT_MAX_WORK >= dp_work(2, 8192, 600));
+}
+
+#[test]
+fn a_cancelled_dp_stops_with_interrupted() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let polls = AtomicUsize::new(0);
+    // Stop at the second poll: the solve is well under way by then.
+    let poll = || polls.fetch_add(1, Ordering::Relaxed) >= 1;
+    let cancel = crate::Cancel::new(&poll, "solving the Sequoia DP");
+    let start = std::time::Instant::now();
+    let e = super::sequoia_dp_bounded(&[0.6, 0.2], 8192, 600, u64::MAX, &cancel).unwrap_err();
+    assert_eq!(e, Error::Interrupted("solving the Sequoia DP".into()));
+    assert!(start.elapsed() < std::time::Duration::from_secs(3));
 }
 
 proptest! {
