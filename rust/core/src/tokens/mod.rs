@@ -13,6 +13,7 @@
 
 mod classify;
 mod containment;
+pub mod dequant;
 mod fast;
 pub mod gguf;
 pub mod indicators;
@@ -21,6 +22,7 @@ mod packed;
 mod report;
 mod scan;
 pub mod sources;
+pub mod weights;
 
 pub use packed::PackedStrings;
 pub use report::{Category, Containment, ScanOptions, ScanReport};
