@@ -182,7 +182,16 @@ def test_a_well_formed_model_passes_so_the_harness_can_tell(tmp_path: Path) -> N
     assert code == 0, err[-2000:]
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["vocab_size"] == 258
-    assert "indicators" in data
+    # Readable: every id listed comes with its vocabulary string and decoded text.
+    single = {e["id"]: e for e in data["tokens_by_class"]["single_byte"]}
+    assert len(single) == 256
+    assert single[0x41] == {"id": 0x41, "token": "A", "decoded": "A"}
+    assert single[0x20] == {"id": 0x20, "token": "Ġ", "decoded": " "}
+    ind = data["indicators"]
+    assert all(set(e) == {"id", "token", "decoded"} for e in ind["reference"])
+    for row in ind["candidates"]:
+        assert all(set(e) == {"id", "token", "decoded"} for e in row["contained_in"])
+        assert row["token"] == _byte_level_tokens()[row["id"]]
 
 
 def test_sparse_file_claiming_2_39_entries(tmp_path: Path) -> None:

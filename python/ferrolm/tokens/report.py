@@ -171,6 +171,27 @@ class UndertrainedReport:
         return out
 
 
+class _NoBar:
+    """Stands in for a tqdm bar when progress is off (tqdm's import is then skipped)."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_description(self, desc: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(total: int, desc: str, progress: bool) -> Any:
+    if not progress:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False)
+
+
 def _has_weights(path: Path) -> bool:
     if path.is_dir():
         return any(path.glob("*.safetensors")) or any(path.glob("*.gguf"))
@@ -196,14 +217,12 @@ def undertrained(
     report holds the tokenizer scan alone. With ``run_verify`` the ``verify_top`` best
     candidates are checked with the model (converted and cached on first use).
     """
-    from tqdm.auto import tqdm
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"`path` does not exist: {path}")
     weights = _has_weights(path)
     stages = 1 + int(weights) + int(weights and run_verify)
-    bar = tqdm(total=stages, desc="scan", disable=not progress, leave=False)
+    bar = _bar(stages, "scan", progress)
     timings: dict[str, float] = {}
     notes: list[str] = []
     start = time.perf_counter()
@@ -227,7 +246,7 @@ def undertrained(
             model, tokenizer = load_model(path)
             timings["load_model"] = time.perf_counter() - start
             ids = ind.candidates[:verify_top]
-            inner = tqdm(total=3 * len(ids), desc="verify", disable=not progress, leave=False)
+            inner = _bar(3 * len(ids), "verify", progress)
             last = [0]
 
             def step(done: int) -> None:

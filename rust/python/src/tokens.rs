@@ -192,7 +192,9 @@ pub mod tokens {
     /// float32: `{"embedding": {...}, "unembedding": {...} | None}`, or None for a vocab-only
     /// file. At most `max_rows` rows are read; `max_values` bounds each matrix.
     #[pyfunction]
-    #[pyo3(signature = (path, *, max_rows = None, max_values = weights::DEFAULT_MAX_VALUES))]
+    #[pyo3(signature = (path, *, max_rows = None, max_values = 4294967296))]
+    // The signatures spell the default of `max_values` (weights::DEFAULT_MAX_VALUES, 2^32)
+    // as a literal so the generated text signature, and the stub checked against it, show it.
     fn gguf_embeddings<'py>(
         py: Python<'py>,
         path: PathBuf,
@@ -230,7 +232,7 @@ pub mod tokens {
     /// The first `max_rows` rows (all when None) of a 2-D F32/F16/BF16 safetensors tensor,
     /// as a float32 matrix.
     #[pyfunction]
-    #[pyo3(signature = (path, name, *, max_rows = None, max_values = weights::DEFAULT_MAX_VALUES))]
+    #[pyo3(signature = (path, name, *, max_rows = None, max_values = 4294967296))]
     fn safetensors_rows<'py>(
         py: Python<'py>,
         path: PathBuf,

@@ -78,14 +78,37 @@ fn zeroed<T: Clone + Default>(n: usize, what: &str, during: &str) -> Result<Vec<
     Ok(v)
 }
 
-/// Reads byte range `[offset, offset + raw.len())` of `file` in parallel slices.
-fn read_range(file: &File, raw: &mut [u8], offset: u64, what: &str) -> Result<()> {
-    const PIECE: usize = 8 << 20;
-    raw.par_chunks_mut(PIECE)
+/// Reads `out.len() / dim` rows of `row_bytes` bytes each, starting at byte `offset` of `file`,
+/// and decodes them into `out`.
+///
+/// Rows are read and decoded in parallel pieces of a few hundred rows, each through a small
+/// buffer that stays in cache: no copy of the whole tensor's raw bytes is ever held.
+fn read_rows(
+    file: &File,
+    kind: GgmlType,
+    offset: u64,
+    row_bytes: usize,
+    dim: usize,
+    out: &mut [f32],
+    what: &str,
+) -> Result<()> {
+    const ROWS_PER_PIECE: usize = 256;
+    out.par_chunks_mut(ROWS_PER_PIECE * dim)
         .enumerate()
         .try_for_each(|(k, piece)| {
-            read_at(file, piece, offset + (k * PIECE) as u64)
-                .map_err(|e| Error::malformed(what, format!("tensor data cannot be read: {e}")))
+            let rows = piece.len() / dim;
+            let mut raw: Vec<u8> = zeroed(rows * row_bytes, what, "a piece of rows")?;
+            let at = offset + (k * ROWS_PER_PIECE * row_bytes) as u64;
+            read_at(file, &mut raw, at).map_err(|e| {
+                Error::malformed(
+                    what,
+                    format!("tensor data cannot be read at byte {at}: {e}"),
+                )
+            })?;
+            for (r, o) in raw.chunks_exact(row_bytes).zip(piece.chunks_exact_mut(dim)) {
+                dequantize_row(kind, r, o)?;
+            }
+            Ok(())
         })
 }
 
@@ -165,15 +188,18 @@ fn gguf_rows(
         }
     }
     let n = check_size(rows, dim, max_values, name, what)?;
-    let bytes = (rows * row_bytes) as usize;
-    let mut raw: Vec<u8> = zeroed(bytes, what, name)?;
-    read_range(file, &mut raw, data_start + info.offset, what)?;
     let mut values: Vec<f32> = zeroed(n, what, name)?;
     let dim = dim as usize;
-    raw.par_chunks_exact(row_bytes as usize)
-        .zip(values.par_chunks_exact_mut(dim))
-        .with_min_len(64)
-        .try_for_each(|(r, out)| dequantize_row(kind, r, out))?;
+    let start = data_start + info.offset;
+    read_rows(
+        file,
+        kind,
+        start,
+        row_bytes as usize,
+        dim,
+        &mut values,
+        what,
+    )?;
     Ok(Rows {
         name: name.clone(),
         values,
@@ -372,14 +398,18 @@ pub fn safetensors_rows(
     let rows = max_rows.map_or(total_rows, |m| m.min(total_rows));
     let n = check_size(rows, dim, max_values, name, &what)?;
     let file = File::open(path).map_err(io_error(&what))?;
-    let mut raw: Vec<u8> = zeroed(n * size as usize, &what, name)?;
-    read_range(&file, &mut raw, data_start + entry.offsets.0, &what)?;
     let mut values: Vec<f32> = zeroed(n, &what, name)?;
     let dim = dim as usize;
-    raw.par_chunks_exact(dim * size as usize)
-        .zip(values.par_chunks_exact_mut(dim))
-        .with_min_len(64)
-        .try_for_each(|(r, out)| dequantize_row(kind, r, out))?;
+    let start = data_start + entry.offsets.0;
+    read_rows(
+        &file,
+        kind,
+        start,
+        dim * size as usize,
+        dim,
+        &mut values,
+        &what,
+    )?;
     Ok(Rows {
         name: name.to_owned(),
         values,
