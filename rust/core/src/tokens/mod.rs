@@ -16,6 +16,7 @@ mod containment;
 pub mod dequant;
 mod fast;
 pub mod gguf;
+mod gguf_write;
 pub mod indicators;
 mod own_encoding;
 mod packed;
