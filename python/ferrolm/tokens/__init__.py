@@ -29,7 +29,7 @@ from ferrolm.tokens.scan import (
     tokenizer_json,
 )
 from ferrolm.tokens.verify import DEFAULT_TEMPLATES, Verification, load_model, verify
-from ferrolm.tokens.weights import EmbeddingMatrices, read_embeddings
+from ferrolm.tokens.weights import EmbeddingMatrices, NoWeightsError, read_embeddings
 
 __all__ = [
     "CATEGORY_NAMES",
@@ -37,6 +37,7 @@ __all__ = [
     "SUMMARY_DEFINITIONS",
     "EmbeddingMatrices",
     "Indicators",
+    "NoWeightsError",
     "ScanResult",
     "Scanner",
     "Verification",

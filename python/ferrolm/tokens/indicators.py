@@ -101,14 +101,14 @@ def find_reference(
     return np.flatnonzero(mask).astype(np.uint32), described or "none found"
 
 
-def _as_matrices(model: Union[str, Path, EmbeddingMatrices]) -> EmbeddingMatrices:
-    return model if isinstance(model, EmbeddingMatrices) else read_embeddings(model)
-
-
 def _fit_rows(
-    name: str, matrix: npt.NDArray[np.float32], vocab: int, notes: list[str]
+    name: str,
+    matrix: npt.NDArray[np.float32],
+    vocab: int,
+    notes: list[str],
+    stored: Optional[int] = None,
 ) -> npt.NDArray[np.float32]:
-    rows = matrix.shape[0]
+    rows = matrix.shape[0] if stored is None else stored
     if rows < vocab:
         raise ValueError(
             f"`{name}` has {rows} rows but the tokenizer has {vocab} tokens; the weights and "
@@ -149,8 +149,9 @@ def indicators(
         remove_dominant: project out the dominant direction first (Magikarp's recipe).
 
     Raises:
+        NoWeightsError: ``model`` holds no weights (a vocab-only GGUF file); a ValueError.
         ValueError: row count below the vocabulary size, no reference set (with
-            ``fallback="error"``), or bad arguments.
+            ``fallback="error"``), a malformed model file, or bad arguments.
 
     Example:
         A toy vocabulary (its unreachable token ``"ba"`` is the reference set) with random
@@ -171,12 +172,14 @@ def indicators(
         raise ValueError(f"`percentile` must be in (0, 100), got {percentile!r}")
     if fallback not in ("error", "lowest_norm"):
         raise ValueError(f"`fallback` must be 'error' or 'lowest_norm', got {fallback!r}")
-    mats = _as_matrices(model)
     if scan is None:
         if isinstance(model, EmbeddingMatrices):
             raise ValueError("`scan` is required when `model` is an EmbeddingMatrices")
         scan = scan_tokenizer(model, containment=False)
     vocab = scan.vocab_size
+    # Only the vocabulary's rows are read (and dequantized, in Rust): padding rows never are.
+    mats = model if isinstance(model, EmbeddingMatrices) else read_embeddings(model, max_rows=vocab)
+    stored = mats.stored_rows or (None, None)
     notes: list[str] = []
     tied = mats.unembedding is None
     unemb = _fit_rows(
@@ -184,10 +187,11 @@ def indicators(
         mats.embedding if tied else mats.unembedding,  # type: ignore[arg-type]
         vocab,
         notes,
+        stored[0] if tied else stored[1],
     )
     norm = None
     if not tied:
-        emb = _fit_rows(mats.embedding_name, mats.embedding, vocab, notes)
+        emb = _fit_rows(mats.embedding_name, mats.embedding, vocab, notes, stored[0])
         norm = _native.tokens.row_norms(emb)
     identical = _native.tokens.identical_row_counts(unemb)
     if reference_ids is not None:

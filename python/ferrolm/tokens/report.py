@@ -13,6 +13,7 @@ from ferrolm._report import Report, Section
 from ferrolm.tokens.indicators import Indicators, indicators
 from ferrolm.tokens.scan import CATEGORY_NAMES, SUMMARY_DEFINITIONS, ScanResult, scan
 from ferrolm.tokens.verify import Verification, load_model, verify
+from ferrolm.tokens.weights import NoWeightsError
 
 
 @dataclass
@@ -101,9 +102,18 @@ class UndertrainedReport:
             rep.sections[0].notes += self.notes
         return rep
 
+    def _entry(self, i: int) -> dict[str, Any]:
+        return {"id": i, "token": self.scan.tokens[i], "decoded": self.scan.decoded[i]}
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain data: counts, every candidate with its indicators, verification results."""
+        """Plain data: counts, every candidate with its indicators, verification results.
+
+        Every token id listed comes with its vocabulary string and decoded text, as
+        ``{"id": 17, "token": "Ġthe", "decoded": " the"}``, so the report reads without a
+        tokenizer at hand.
+        """
         r = self.scan
+        entry = self._entry
         out: dict[str, Any] = {
             "path": self.path,
             "vocab_size": r.vocab_size,
@@ -112,7 +122,9 @@ class UndertrainedReport:
             "timings_s": self.timings_s,
             "notes": r.notes + self.notes,
             "tokens_by_class": {
-                name: [int(i) for i in r.ids(name)] for name in SUMMARY_DEFINITIONS if name != "ok"
+                name: [entry(int(i)) for i in r.ids(name)]
+                for name in SUMMARY_DEFINITIONS
+                if name != "ok"
             },
         }
         ind = self.indicators
@@ -132,7 +144,7 @@ class UndertrainedReport:
                 }
                 if r.contained_count is not None:
                     row["contained_in_count"] = int(r.contained_count[i])
-                    row["contained_in"] = r.contained_in(i)
+                    row["contained_in"] = [entry(int(j)) for j in r.contained_in(i)]
                 if ind.embedding_norm is not None:
                     row["embedding_norm"] = float(ind.embedding_norm[i])
                 if i in verified and v is not None:
@@ -141,7 +153,7 @@ class UndertrainedReport:
                 rows.append(row)
             out["indicators"] = {
                 "reference_source": ind.reference_source,
-                "reference_ids": [int(x) for x in ind.reference_ids],
+                "reference": [entry(int(x)) for x in ind.reference_ids],
                 "percentile": ind.percentile,
                 "threshold": ind.threshold,
                 "tied": ind.tied,
@@ -203,10 +215,13 @@ def undertrained(
     if weights:
         bar.set_description("indicators")
         start = time.perf_counter()
-        ind = indicators(path, scan=result, percentile=percentile, fallback="lowest_norm")
+        try:
+            ind = indicators(path, scan=result, percentile=percentile, fallback="lowest_norm")
+        except NoWeightsError:
+            weights = False
         timings["indicators"] = time.perf_counter() - start
         bar.update(1)
-        if run_verify:
+        if ind is not None and run_verify:
             bar.set_description("verify: loading model")
             start = time.perf_counter()
             model, tokenizer = load_model(path)
@@ -225,10 +240,13 @@ def undertrained(
             inner.close()
             timings["verify"] = ver.seconds
             bar.update(1)
-    elif run_verify:
+    if not weights and run_verify:
         notes.append("--verify ignored: no model weights at this path (tokenizer only)")
     if not weights:
-        notes.append("tokenizer only: no weight indicators (pass a model directory or GGUF)")
+        notes.append(
+            "tokenizer only: no weight indicators (this path holds no embedding weights; pass a "
+            "model directory or a GGUF file with weights)"
+        )
     bar.close()
     return UndertrainedReport(str(path), result, ind, ver, timings_s=timings, notes=notes, top=top)
 

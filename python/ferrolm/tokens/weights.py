@@ -10,6 +10,8 @@ from typing import Optional
 import numpy as np
 import numpy.typing as npt
 
+from ferrolm import _native
+
 _EMBEDDING = re.compile(
     r"(^|\.)(embed_tokens|word_embeddings|wte|tok_embeddings|token_embd|embedding)\.weight$"
 )
@@ -29,83 +31,98 @@ class EmbeddingMatrices:
     embedding_name: str
     unembedding_name: Optional[str]
     source: str
+    #: Rows each matrix holds in the file when fewer were read (``max_rows``); None: all read.
+    stored_rows: Optional[tuple[int, Optional[int]]] = None
 
 
-def _gguf_matrix(tensor: object) -> npt.NDArray[np.float32]:
-    from gguf import quants
-
-    # Quantized blocks (Q4_K, Q4_1, ...) and float tensors alike become float32.
-    out = np.asarray(
-        quants.dequantize(tensor.data, tensor.tensor_type),  # type: ignore[attr-defined]
-        dtype=np.float32,
-    )
-    dims = [int(d) for d in tensor.shape]  # type: ignore[attr-defined]
-    # GGUF lists dimensions fastest-first: [dim, vocab] is a row-major [vocab, dim] matrix.
-    return np.ascontiguousarray(out.reshape(dims[::-1]))
+class NoWeightsError(ValueError):
+    """The file holds a tokenizer but no embedding weights (e.g. a vocab-only GGUF file)."""
 
 
-def _read_gguf(path: Path) -> EmbeddingMatrices:
-    try:
-        from gguf import GGUFReader
-    except ImportError as e:  # pragma: no cover - gguf is a declared extra
-        raise ImportError("reading GGUF weights needs the `gguf` package: pip install gguf") from e
-    try:
-        reader = GGUFReader(str(path))
-    except Exception as e:  # the gguf package raises bare ValueErrors and struct errors
-        raise ValueError(f"{path} is not a readable GGUF file: {e}") from e
-    by_name = {t.name: t for t in reader.tensors}
-    if "token_embd.weight" not in by_name:
-        raise ValueError(f"{path} has no `token_embd.weight` tensor (found: {sorted(by_name)[:8]})")
-    emb = _gguf_matrix(by_name["token_embd.weight"])
-    unemb = _gguf_matrix(by_name["output.weight"]) if "output.weight" in by_name else None
+def _read_gguf(path: Path, max_rows: Optional[int], max_values: int) -> Optional[EmbeddingMatrices]:
+    # Parsed, checked and dequantized in Rust (ferrolm_core::tokens::weights); no Python
+    # dequantization and no `gguf` import.
+    found = _native.tokens.gguf_embeddings(path, max_rows=max_rows, max_values=max_values)
+    if found is None:
+        return None
+    emb = found["embedding"]
+    unemb = found["unembedding"]
     return EmbeddingMatrices(
-        emb, unemb, "token_embd.weight", "output.weight" if unemb is not None else None, str(path)
+        emb["matrix"],
+        None if unemb is None else unemb["matrix"],
+        emb["name"],
+        None if unemb is None else unemb["name"],
+        str(path),
+        (int(emb["total_rows"]), None if unemb is None else int(unemb["total_rows"])),
     )
 
 
-def _read_safetensors(files: list[Path]) -> EmbeddingMatrices:
-    from safetensors import safe_open
-
+def _read_safetensors(
+    files: list[Path], max_rows: Optional[int], max_values: int
+) -> EmbeddingMatrices:
+    # Headers are parsed and bounds-checked in Rust, rows read by positioned reads: no torch,
+    # no `safetensors` package, and a forged header is a ValueError naming the file.
     emb_name: Optional[str] = None
     unemb_name: Optional[str] = None
     where: dict[str, Path] = {}
     for f in files:
-        with safe_open(str(f), framework="pt") as st:
-            for key in st.keys():  # noqa: SIM118 - safe_open is not a mapping
-                where[key] = f
-                shorter = emb_name is None or len(key) < len(emb_name)
-                other = "position" in key or "token_type" in key
-                if _EMBEDDING.search(key) and shorter and not other:
-                    emb_name = key
-                if _UNEMBEDDING.search(key):
-                    unemb_name = key
+        for key, _dtype, _shape in _native.tokens.safetensors_tensors(f):
+            where[key] = f
+            shorter = emb_name is None or len(key) < len(emb_name)
+            other = "position" in key or "token_type" in key
+            if _EMBEDDING.search(key) and shorter and not other:
+                emb_name = key
+            if _UNEMBEDDING.search(key):
+                unemb_name = key
     if emb_name is None:
         shown = [str(f) for f in files]
         raise ValueError(f"no token embedding tensor (e.g. `model.embed_tokens.weight`) in {shown}")
 
+    stored: dict[str, int] = {}
+
     def load(name: str) -> npt.NDArray[np.float32]:
-        with safe_open(str(where[name]), framework="pt") as st:
-            t = st.get_tensor(name)
-        return np.ascontiguousarray(t.float().numpy())
+        rows = _native.tokens.safetensors_rows(
+            where[name], name, max_rows=max_rows, max_values=max_values
+        )
+        stored[name] = int(rows["total_rows"])
+        matrix: npt.NDArray[np.float32] = rows["matrix"]
+        return matrix
 
     emb = load(emb_name)
     unemb = load(unemb_name) if unemb_name is not None else None
-    return EmbeddingMatrices(emb, unemb, emb_name, unemb_name, str(files[0].parent))
+    return EmbeddingMatrices(
+        emb,
+        unemb,
+        emb_name,
+        unemb_name,
+        str(files[0].parent),
+        (stored[emb_name], None if unemb_name is None else stored[unemb_name]),
+    )
 
 
-def read_embeddings(model_path: str | Path) -> EmbeddingMatrices:
+def read_embeddings(
+    model_path: str | Path, *, max_rows: Optional[int] = None, max_values: int = 1 << 32
+) -> EmbeddingMatrices:
     """Reads the embedding (and untied unembedding) matrices of a model.
 
-    Only these tensors are read: safetensors files are opened lazily, GGUF files are
-    memory-mapped and the two tensors dequantized.
+    Only these tensors are read, by ferrolm's Rust core: the file's header is parsed and
+    checked against the file's size, then the rows are read and (for GGUF) dequantized from
+    F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K or Q6_K to float32, exactly as
+    ``gguf.quants.dequantize`` does. Neither torch nor ``gguf`` is imported.
 
     Args:
         model_path: a GGUF file, a ``.safetensors`` file, or a directory with
             ``*.safetensors`` shards (a Hugging Face model directory) or one ``*.gguf`` file.
+        max_rows: read at most this many rows of each matrix (e.g. the vocabulary size, so
+            padding rows are never read); all rows when None.
+        max_values: refuse a matrix of more float32 values than this (default 2^32, 16 GiB),
+            before anything is allocated.
 
     Raises:
         FileNotFoundError: nothing readable at ``model_path``.
-        ValueError: no embedding tensor, or a malformed file.
+        NoWeightsError: a GGUF file without ``token_embd.weight`` (vocab-only); a ValueError.
+        ValueError: no embedding tensor, a tensor type that cannot
+            be dequantized, or a malformed file (each naming the file and the field).
 
     Example:
         >>> import tempfile
@@ -122,20 +139,31 @@ def read_embeddings(model_path: str | Path) -> EmbeddingMatrices:
         ((4, 8), 'lm_head.weight', np.float32(1.0))
     """
     path = Path(model_path)
+    if max_rows is not None and (isinstance(max_rows, bool) or int(max_rows) < 1):
+        raise ValueError(f"`max_rows` must be a positive integer or None, got {max_rows!r}")
+    if isinstance(max_values, bool) or int(max_values) < 1:
+        raise ValueError(f"`max_values` must be a positive integer, got {max_values!r}")
     if not path.exists():
         raise FileNotFoundError(f"`model_path` does not exist: {path}")
     if path.is_dir():
         shards = sorted(path.glob("*.safetensors"))
         if shards:
-            return _read_safetensors(shards)
+            return _read_safetensors(shards, max_rows, max_values)
         ggufs = sorted(path.glob("*.gguf"))
         if ggufs:
-            return _read_gguf(ggufs[0])
-        raise FileNotFoundError(f"no *.safetensors or *.gguf file in {path}")
+            path = ggufs[0]
+        else:
+            raise FileNotFoundError(f"no *.safetensors or *.gguf file in {path}")
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic == b"GGUF":
-        return _read_gguf(path)
+        found = _read_gguf(path, max_rows, max_values)
+        if found is None:
+            raise NoWeightsError(
+                f"{path} holds no weights (no `token_embd.weight` tensor): it is a vocab-only "
+                "GGUF file; scan its tokenizer with `ferrolm.tokens.scan` instead"
+            )
+        return found
     if path.suffix == ".safetensors":
-        return _read_safetensors([path])
+        return _read_safetensors([path], max_rows, max_values)
     raise ValueError(f"`model_path` must be a GGUF or safetensors file, got {path.name}")

@@ -9,7 +9,7 @@ pub mod tokens {
     use std::path::PathBuf;
 
     use ferrolm_core::tokens::{
-        indicators, sources, PackedStrings, PreparedTokenizer, ScanOptions, ScanReport,
+        indicators, sources, weights, PackedStrings, PreparedTokenizer, ScanOptions, ScanReport,
     };
     use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2};
     use pyo3::prelude::*;
@@ -174,6 +174,76 @@ pub mod tokens {
             indicators::cosine_distance_to_reference(m, rows, dim, reference, remove)
         })?;
         Ok(out.into_pyarray(py))
+    }
+
+    // ---- Model weights: embedding rows from GGUF and safetensors files (read and
+    // dequantized in the core; Python receives float32 matrices, never raw blocks).
+
+    fn rows_to_dict<'py>(py: Python<'py>, r: weights::Rows) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("name", r.name)?;
+        d.set_item("total_rows", r.total_rows)?;
+        d.set_item("dtype", r.dtype)?;
+        d.set_item("matrix", crate::arrays::to_2d(py, r.values, r.rows, r.dim)?)?;
+        Ok(d)
+    }
+
+    /// `token_embd.weight` and `output.weight` (when untied) of a GGUF file, dequantized to
+    /// float32: `{"embedding": {...}, "unembedding": {...} | None}`, or None for a vocab-only
+    /// file. At most `max_rows` rows are read; `max_values` bounds each matrix.
+    #[pyfunction]
+    #[pyo3(signature = (path, *, max_rows = None, max_values = 4294967296))]
+    // The signatures spell the default of `max_values` (weights::DEFAULT_MAX_VALUES, 2^32)
+    // as a literal so the generated text signature, and the stub checked against it, show it.
+    fn gguf_embeddings<'py>(
+        py: Python<'py>,
+        path: PathBuf,
+        max_rows: Option<u64>,
+        max_values: u64,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let found = detach(py, || {
+            weights::read_gguf_embeddings(&path, max_rows, max_values)
+        })?;
+        let Some(e) = found else {
+            return Ok(None);
+        };
+        let d = PyDict::new(py);
+        d.set_item("embedding", rows_to_dict(py, e.embedding)?)?;
+        match e.unembedding {
+            Some(u) => d.set_item("unembedding", rows_to_dict(py, u)?)?,
+            None => d.set_item("unembedding", py.None())?,
+        }
+        Ok(Some(d))
+    }
+
+    /// The tensors of a safetensors file: `[(name, dtype, shape)]`, from its checked header.
+    #[pyfunction]
+    fn safetensors_tensors(
+        py: Python<'_>,
+        path: PathBuf,
+    ) -> PyResult<Vec<(String, String, Vec<u64>)>> {
+        let (entries, _) = detach(py, || weights::safetensors_header(&path))?;
+        Ok(entries
+            .into_iter()
+            .map(|e| (e.name, e.dtype, e.shape))
+            .collect())
+    }
+
+    /// The first `max_rows` rows (all when None) of a 2-D F32/F16/BF16 safetensors tensor,
+    /// as a float32 matrix.
+    #[pyfunction]
+    #[pyo3(signature = (path, name, *, max_rows = None, max_values = 4294967296))]
+    fn safetensors_rows<'py>(
+        py: Python<'py>,
+        path: PathBuf,
+        name: String,
+        max_rows: Option<u64>,
+        max_values: u64,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let rows = detach(py, || {
+            weights::safetensors_rows(&path, &name, max_rows, max_values)
+        })?;
+        rows_to_dict(py, rows)
     }
 
     /// For every row, how many rows (itself included) are exactly equal to it.

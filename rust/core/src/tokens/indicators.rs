@@ -59,6 +59,10 @@ pub fn row_norms(matrix: &[f32], rows: usize, dim: usize) -> Result<Vec<f32>> {
 
 /// The dominant right singular vector of the matrix (unit norm), by power iteration on
 /// `MᵀM` started from the mean row. The sign is fixed so the mean row projects positively.
+///
+/// Each iteration is one pass over the matrix (`Σ (row·v) row`, accumulated in f64); the
+/// iteration stops early, before `iterations`, once no component of the vector moves by more
+/// than float32 resolution (1e-7), which takes about ten passes on real embeddings.
 pub fn dominant_direction(
     matrix: &[f32],
     rows: usize,
@@ -66,15 +70,14 @@ pub fn dominant_direction(
     iterations: usize,
 ) -> Result<Vec<f32>> {
     check_matrix(matrix, rows, dim)?;
-    let column_sums = |weights: Option<&[f64]>| -> Vec<f64> {
+    let sum_rows = |v: Option<&[f32]>| -> Vec<f64> {
         matrix
             .par_chunks_exact(dim)
-            .enumerate()
             .with_min_len(ROWS_PER_TASK)
             .fold(
                 || vec![0f64; dim],
-                |mut acc, (i, row)| {
-                    let w = weights.map_or(1.0, |w| w[i]);
+                |mut acc, row| {
+                    let w = v.map_or(1.0, |v| dot(row, v));
                     for (a, &x) in acc.iter_mut().zip(row) {
                         *a += w * f64::from(x);
                     }
@@ -95,7 +98,7 @@ pub fn dominant_direction(
         let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
         (n > 0.0 && n.is_finite()).then(|| v.into_iter().map(|x| x / n).collect())
     };
-    let mean = column_sums(None);
+    let mean = sum_rows(None);
     let mut v = match normalize(mean.clone()) {
         Some(v) => v,
         None => {
@@ -106,14 +109,21 @@ pub fn dominant_direction(
     };
     for _ in 0..iterations {
         let v32: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-        let projections: Vec<f64> = matrix
-            .par_chunks_exact(dim)
-            .with_min_len(ROWS_PER_TASK)
-            .map(|r| dot(r, &v32))
-            .collect();
-        match normalize(column_sums(Some(&projections))) {
-            Some(next) => v = next,
-            None => break,
+        let Some(mut next) = normalize(sum_rows(Some(&v32))) else {
+            break;
+        };
+        // Power iteration may flip the sign each step (negative eigenvalues cannot occur for
+        // MᵀM, but rounding at zero can): compare up to sign.
+        if next.iter().zip(&v).map(|(a, b)| a * b).sum::<f64>() < 0.0 {
+            next.iter_mut().for_each(|x| *x = -*x);
+        }
+        let moved = next
+            .iter()
+            .zip(&v)
+            .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+        v = next;
+        if moved < 1e-7 {
+            break;
         }
     }
     let sign: f64 = v.iter().zip(&mean).map(|(a, b)| a * b).sum();

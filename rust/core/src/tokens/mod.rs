@@ -13,14 +13,17 @@
 
 mod classify;
 mod containment;
+pub mod dequant;
 mod fast;
 pub mod gguf;
+mod gguf_write;
 pub mod indicators;
 mod own_encoding;
 mod packed;
 mod report;
 mod scan;
 pub mod sources;
+pub mod weights;
 
 pub use packed::PackedStrings;
 pub use report::{Category, Containment, ScanOptions, ScanReport};
