@@ -573,7 +573,7 @@ mod tests {
         // deepseek-llm letter class lists them explicitly.
         let (pre, _) = PreTokenization::for_label(Some("deepseek-llm"));
         assert!(pre.regexes[1].contains("\u{2126}\u{2128}\u{212a}-\u{212d}"));
-        assert_eq!(PreTokenization::for_label(Some("qwen2")).0.nfc, true);
+        assert!(PreTokenization::for_label(Some("qwen2")).0.nfc);
         assert!(
             PreTokenization::for_label(Some("llama-bpe"))
                 .0
