@@ -15,4 +15,5 @@ fi
 # Dependencies first (torch is several GB; pip caches it), then ferrolm itself.
 .venv/bin/python -m pip install --quiet -e ".[dev]"
 .venv/bin/python -m pip install --quiet --no-deps -r requirements/fixtures.txt
+PYTHON=.venv/bin/python scripts/fetch-fixtures.sh || echo "llama.cpp reference tokenizations unavailable: their tests skip" >&2
 echo "ferrolm is set up in .venv: try '.venv/bin/ferrolm demo'" >&2

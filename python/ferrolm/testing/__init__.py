@@ -6,6 +6,7 @@
 - ``ferrolm.testing.comm``: the int8 quantizers in torch ops, the timed ring all-reduce.
 - ``ferrolm.testing.launch``: run a function on N local processes in one process group.
 - ``ferrolm.testing.timing``: best-of-N wall-clock timing.
+- ``ferrolm.testing.tokenizations``: llama.cpp's reference tokenizations (inputs, expected ids).
 
 The capability packages (``ferrolm.speculative``, ``ferrolm.prune``, ``ferrolm.comm``,
 ``ferrolm.tokens``) never import from here; tests, benches and the demo do.

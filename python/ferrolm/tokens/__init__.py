@@ -19,6 +19,7 @@ Example:
         v = tokens.verify(model, tokenizer, ind.candidates[:20])
 """
 
+from ferrolm.tokens.convert import ENCODING_NAMES, encode, encode_batch
 from ferrolm.tokens.indicators import Indicators, find_reference, indicators
 from ferrolm.tokens.scan import (
     CATEGORY_NAMES,
@@ -34,6 +35,7 @@ from ferrolm.tokens.weights import EmbeddingMatrices, NoWeightsError, read_embed
 __all__ = [
     "CATEGORY_NAMES",
     "DEFAULT_TEMPLATES",
+    "ENCODING_NAMES",
     "SUMMARY_DEFINITIONS",
     "EmbeddingMatrices",
     "Indicators",
@@ -41,6 +43,8 @@ __all__ = [
     "ScanResult",
     "Scanner",
     "Verification",
+    "encode",
+    "encode_batch",
     "find_reference",
     "indicators",
     "load_model",

@@ -42,7 +42,7 @@ class UndertrainedReport:
             s.add(name, counts[name], meaning)
         s.add("total", r.vocab_size, "classes are exclusive: special > single_byte > the rest")
         s.notes.append(f"source: {r.source}; scan took {self.timings_s.get('scan', 0):.2f} s")
-        s.notes += r.notes
+        s.notes += [f"warning: {w}" for w in r.warnings] + r.notes
         sections = [s]
         ind = self.indicators
         if ind is not None:
@@ -121,6 +121,7 @@ class UndertrainedReport:
             "definitions": SUMMARY_DEFINITIONS,
             "timings_s": self.timings_s,
             "notes": r.notes + self.notes,
+            "warnings": list(r.warnings),
             "tokens_by_class": {
                 name: [entry(int(i)) for i in r.ids(name)]
                 for name in SUMMARY_DEFINITIONS

@@ -7,12 +7,19 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union, overload
+from typing import Any, Optional, Union, overload
 
 import numpy as np
 import numpy.typing as npt
 
 from ferrolm import _native
+from ferrolm.tokens.convert import (
+    TokenizerSource,
+    _object_json,
+    is_tiktoken_encoding,
+    load_native,
+    resolve_path,
+)
 
 #: Codes of the per-token ``category`` array, in code order (see :class:`ScanResult`).
 CATEGORY_NAMES = ("ok", "special", "undecodable", "unreachable_single", "unreachable_multi")
@@ -27,8 +34,6 @@ SUMMARY_DEFINITIONS = {
     "unreachable_single": "its text encodes to one other token",
     "unreachable_multi": "its text encodes to several tokens: never produced",
 }
-
-TokenizerSource = Union[str, "os.PathLike[str]", Any]
 
 
 class PackedStrings(Sequence[str]):
@@ -136,6 +141,8 @@ class ScanResult:
         contained_offsets, contained_examples: CSR lists of up to ``max_examples`` of them.
         notes: approximations made while converting or scanning the tokenizer.
         source: where the tokenizer came from.
+        warnings: assumptions that may make the categories wrong for some tokens (an unknown
+            pre-tokenizer label, a tiktoken file without a known encoding).
     """
 
     tokens: Sequence[str]
@@ -151,6 +158,7 @@ class ScanResult:
     contained_examples: npt.NDArray[np.uint32] | None
     notes: list[str] = field(default_factory=list)
     source: str = ""
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def vocab_size(self) -> int:
@@ -219,21 +227,6 @@ class ScanResult:
         return [int(x) for x in self.contained_examples[a:b]]
 
 
-def _resolve_path(path: Path) -> Path:
-    if not path.exists():
-        raise FileNotFoundError(f"`path` does not exist: {path}")
-    if path.is_file():
-        return path
-    for name in ("tokenizer.json",):
-        if (path / name).is_file():
-            return path / name
-    for pattern in ("*.gguf", "*.tiktoken"):
-        found = sorted(path.glob(pattern))
-        if found:
-            return found[0]
-    raise FileNotFoundError(f"no tokenizer.json, *.gguf or *.tiktoken file in the directory {path}")
-
-
 class Scanner:
     """A tokenizer loaded once (in Rust) and scanned on demand.
 
@@ -248,14 +241,23 @@ class Scanner:
         (3, 3)
     """
 
-    def __init__(self, source: TokenizerSource) -> None:
-        if isinstance(source, (str, os.PathLike)):
-            path = _resolve_path(Path(source))
-            self._native = _native.tokens.Scanner.from_file(path)
-            self.source = str(path)
-        else:
-            self._native = _native.tokens.Scanner.from_json(_object_json(source))
-            self.source = type(source).__name__
+    def __init__(self, source: TokenizerSource, *, encoding: Optional[str] = None) -> None:
+        self._native, self.source = load_native(source, encoding)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Assumptions that may make the converted tokenizer differ from the real one.
+
+        An unknown GGUF pre-tokenizer label, a tiktoken rank file with no known encoding:
+        the scan's categories may then be wrong for some tokens.
+        """
+        return list(self._native.warnings)
+
+    def encode(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
+        """Token ids of ``text`` under the converted tokenizer (see :func:`encode`)."""
+        if not isinstance(text, str):
+            raise TypeError(f"`text` must be a str, got {type(text).__name__}")
+        return list(self._native.encode(text, add_special_tokens=bool(add_special_tokens)))
 
     @property
     def vocab_size(self) -> int:
@@ -280,18 +282,7 @@ class Scanner:
         raw = self._native.scan(containment=containment, max_examples=max_examples, fast=fast)
         raw["tokens"] = PackedStrings(*raw["tokens"])
         raw["decoded"] = PackedStrings(*raw["decoded"])
-        return ScanResult(**raw, source=self.source)
-
-
-def _object_json(source: Any) -> str:
-    backend = getattr(source, "backend_tokenizer", source)
-    to_str = getattr(backend, "to_str", None)
-    if to_str is None:
-        raise TypeError(
-            "`source` must be a path, a tokenizers.Tokenizer or a Hugging Face fast tokenizer, "
-            f"got {type(source).__name__}"
-        )
-    return str(to_str())
+        return ScanResult(**raw, source=self.source, warnings=self.warnings)
 
 
 def tokenizer_json(source: TokenizerSource) -> str:
@@ -307,13 +298,19 @@ def tokenizer_json(source: TokenizerSource) -> str:
         2
     """
     if isinstance(source, (str, os.PathLike)):
-        text, _ = _native.tokens.tokenizer_json(_resolve_path(Path(source)))
+        text, _ = _native.tokens.tokenizer_json(resolve_path(Path(source)))
         return text
+    if is_tiktoken_encoding(source):
+        return load_native(source)[0].to_json()
     return _object_json(source)
 
 
 def scan(
-    source: Union[TokenizerSource, Scanner], *, containment: bool = True, max_examples: int = 5
+    source: Union[TokenizerSource, Scanner],
+    *,
+    containment: bool = True,
+    max_examples: int = 5,
+    encoding: Optional[str] = None,
 ) -> ScanResult:
     """Scans every token of a tokenizer (parallel, in Rust).
 
@@ -324,19 +321,26 @@ def scan(
     word context, not as the start of a word.
 
     Args:
-        source: a ``tokenizer.json``, GGUF or tiktoken file (``base64 rank`` lines; a GPT-2
-            style byte-level BPE with ``<|endoftext|>`` after the last rank), a directory
-            holding one, a ``tokenizers.Tokenizer``, a Hugging Face fast tokenizer, or a
-            :class:`Scanner`.
+        source: a ``tokenizer.json``, GGUF or tiktoken file (``base64 rank`` lines), a
+            directory holding one, a ``tokenizers.Tokenizer``, a Hugging Face fast tokenizer,
+            a ``tiktoken.Encoding`` (duck-typed; tiktoken itself is not needed), or a
+            :class:`Scanner`. GGUF vocabularies are split per their ``tokenizer.ggml.pre``
+            label as llama.cpp does; an unknown label is a warning in ``warnings``.
         containment: also compute, for every token, the longer tokens containing it.
         max_examples: how many containing tokens to keep per token.
+        encoding: the encoding of a tiktoken rank file (``gpt2``, ``r50k_base``,
+            ``p50k_base``, ``cl100k_base``, ``o200k_base``): its split pattern and special
+            tokens. Without it, a file named ``NAME.tiktoken`` for one of these gets that
+            encoding, and any other gets GPT-2's pattern with ``<|endoftext|>`` after the last
+            rank, and a warning saying so.
 
     Returns:
         A :class:`ScanResult`.
 
     Raises:
         FileNotFoundError: the path or a tokenizer inside the directory is missing.
-        ValueError: the file is malformed (bad JSON, truncated GGUF, bad tiktoken line).
+        ValueError: the file is malformed (bad JSON, truncated GGUF, bad tiktoken line), or
+            its tokenizer model type is not supported.
         TypeError: ``source`` is of an unsupported type.
 
     Example:
@@ -351,5 +355,10 @@ def scan(
     """
     if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 0:
         raise ValueError(f"`max_examples` must be a non-negative int, got {max_examples!r}")
-    scanner = source if isinstance(source, Scanner) else Scanner(source)
+    if isinstance(source, Scanner):
+        if encoding is not None:
+            raise ValueError("`encoding` goes with a file path, not with a Scanner")
+        scanner = source
+    else:
+        scanner = Scanner(source, encoding=encoding)
     return scanner.scan(containment=containment, max_examples=max_examples)

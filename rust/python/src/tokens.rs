@@ -9,7 +9,8 @@ pub mod tokens {
     use std::path::PathBuf;
 
     use ferrolm_core::tokens::{
-        indicators, sources, weights, PackedStrings, PreparedTokenizer, ScanOptions, ScanReport,
+        indicators, sources, tiktoken, weights, PackedStrings, PreparedTokenizer, ScanOptions,
+        ScanReport,
     };
     use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2};
     use pyo3::prelude::*;
@@ -75,6 +76,65 @@ pub mod tokens {
             Ok(PyScanner { inner })
         }
 
+        // --- Tokenizer loading and encoding (part D1: conversion, tiktoken) ---
+
+        /// Loads a tiktoken rank file; `encoding` names its encoding (`cl100k_base`...).
+        #[staticmethod]
+        #[pyo3(signature = (path, *, encoding = None))]
+        fn from_tiktoken_file(
+            py: Python<'_>,
+            path: PathBuf,
+            encoding: Option<String>,
+        ) -> PyResult<Self> {
+            let inner = detach(py, || {
+                let loaded = sources::load_tiktoken(&path, encoding.as_deref())?;
+                Ok(PreparedTokenizer::from_loaded(loaded))
+            })?;
+            Ok(PyScanner { inner })
+        }
+
+        /// Builds a tiktoken encoding from its ranks, split pattern and special tokens.
+        #[staticmethod]
+        fn from_tiktoken_ranks(
+            py: Python<'_>,
+            ranks: Vec<(Vec<u8>, u32)>,
+            pattern: String,
+            special_tokens: Vec<(String, u32)>,
+            name: String,
+        ) -> PyResult<Self> {
+            let inner = detach(py, || {
+                let loaded = tiktoken::from_ranks(&ranks, &pattern, &special_tokens, &name)?;
+                Ok(PreparedTokenizer::from_loaded(loaded))
+            })?;
+            Ok(PyScanner { inner })
+        }
+
+        /// Assumptions that may make this tokenizer differ from the real one.
+        #[getter]
+        fn warnings(&self) -> Vec<String> {
+            self.inner.warnings.clone()
+        }
+
+        /// The ids of `text`, as the converted tokenizer encodes it.
+        #[pyo3(signature = (text, *, add_special_tokens = false))]
+        fn encode(
+            &self,
+            py: Python<'_>,
+            text: String,
+            add_special_tokens: bool,
+        ) -> PyResult<Vec<u32>> {
+            detach(py, || {
+                let enc = self
+                    .inner
+                    .tokenizer
+                    .encode(text.as_str(), add_special_tokens)
+                    .map_err(|e| ferrolm_core::Error::Internal(format!("cannot encode: {e}")))?;
+                Ok(enc.get_ids().to_vec())
+            })
+        }
+
+        // --- end of part D1 ---
+
         /// Whether the exact fast re-encoding path applies to this tokenizer.
         #[getter]
         fn has_fast_path(&self) -> bool {
@@ -119,6 +179,39 @@ pub mod tokens {
             let report = detach(py, || self.inner.scan(&opts, fast))?;
             report_to_dict(py, report)
         }
+    }
+
+    /// The ids of each text under the tokenizer converted from a tokenizer.json, GGUF or
+    /// tiktoken file (`encoding` names a tiktoken file's encoding), and the conversion's
+    /// warnings. Loads without preparing a scan (no fast path), so it is cheap to call once.
+    #[pyfunction]
+    #[pyo3(signature = (path, texts, *, encoding = None, add_special_tokens = false))]
+    fn encode_file(
+        py: Python<'_>,
+        path: PathBuf,
+        texts: Vec<String>,
+        encoding: Option<String>,
+        add_special_tokens: bool,
+    ) -> PyResult<(Vec<Vec<u32>>, Vec<String>)> {
+        detach(py, || {
+            let loaded = match encoding.as_deref() {
+                Some(name) => sources::load_tiktoken(&path, Some(name))?,
+                None => sources::load(&path)?,
+            };
+            let ids = texts
+                .iter()
+                .map(|t| {
+                    let enc = loaded
+                        .tokenizer
+                        .encode(t.as_str(), add_special_tokens)
+                        .map_err(|e| {
+                            ferrolm_core::Error::Internal(format!("cannot encode: {e}"))
+                        })?;
+                    Ok(enc.get_ids().to_vec())
+                })
+                .collect::<ferrolm_core::Result<Vec<_>>>()?;
+            Ok((ids, loaded.warnings))
+        })
     }
 
     /// The `tokenizer.json` text for a tokenizer.json, GGUF or tiktoken file, and notes on any

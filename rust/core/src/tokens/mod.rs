@@ -6,7 +6,8 @@
 //!   unreachable as one other token or as several), flagging single-byte tokens, and, for every
 //!   token, listing the longer tokens that contain it ([`Containment`]).
 //! - [`sources`]: builds the tokenizer from a `tokenizer.json`, a GGUF file's metadata (with
-//!   the small reader in [`gguf`]) or a tiktoken rank file.
+//!   the small reader in [`gguf`], converted by [`gguf_tokenizer`] with the splitting rules of
+//!   [`pretokenizers`]) or a tiktoken rank file ([`tiktoken`]).
 //! - [`indicators`]: weight-based indicators over an (un)embedding matrix: cosine distance to
 //!   the mean of a reference set of unused tokens after removing the dominant direction, row
 //!   norms, and groups of identical rows.
@@ -16,13 +17,16 @@ mod containment;
 pub mod dequant;
 mod fast;
 pub mod gguf;
+pub mod gguf_tokenizer;
 mod gguf_write;
 pub mod indicators;
 mod own_encoding;
 mod packed;
+pub mod pretokenizers;
 mod report;
 mod scan;
 pub mod sources;
+pub mod tiktoken;
 pub mod weights;
 
 pub use packed::PackedStrings;

@@ -29,6 +29,8 @@ pub struct PreparedTokenizer {
     fast: Option<FastPath>,
     /// Approximations made while building it.
     pub notes: Vec<String>,
+    /// Assumptions that may make it differ from the real tokenizer (see `sources::Loaded`).
+    pub warnings: Vec<String>,
 }
 
 impl PreparedTokenizer {
@@ -44,27 +46,25 @@ impl PreparedTokenizer {
             tokenizer,
             fast,
             notes,
+            warnings: Vec::new(),
         }
     }
 
     /// Loads and prepares a `tokenizer.json`, GGUF or tiktoken file.
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
-        let loaded = sources::load(path)?;
-        Ok(Self::new(
-            loaded.tokenizer,
-            loaded.merges.as_deref(),
-            loaded.notes,
-        ))
+        Ok(Self::from_loaded(sources::load(path)?))
     }
 
     /// Parses and prepares `tokenizer.json` text.
     pub fn from_json(json: &str) -> Result<Self> {
-        let loaded = sources::load_json(json, "tokenizer")?;
-        Ok(Self::new(
-            loaded.tokenizer,
-            loaded.merges.as_deref(),
-            loaded.notes,
-        ))
+        Ok(Self::from_loaded(sources::load_json(json, "tokenizer")?))
+    }
+
+    /// Prepares a tokenizer loaded by [`sources`], keeping its notes and warnings.
+    pub fn from_loaded(loaded: sources::Loaded) -> Self {
+        let mut p = Self::new(loaded.tokenizer, loaded.merges.as_deref(), loaded.notes);
+        p.warnings = loaded.warnings;
+        p
     }
 
     /// Whether the fast re-encoding path is in use.
@@ -89,7 +89,15 @@ pub(crate) fn id_space(tok: &Tokenizer) -> usize {
         .keys()
         .max()
         .map_or(0, |&m| m as usize + 1);
-    let mut size = tok.get_vocab_size(false).max(added_max);
+    use tokenizers::Model;
+    // The largest id, not the count: a vocabulary with holes still has its top ids scanned.
+    let model_max = tok
+        .get_model()
+        .get_vocab()
+        .values()
+        .max()
+        .map_or(0, |&m| m as usize + 1);
+    let mut size = tok.get_vocab_size(false).max(added_max).max(model_max);
     while tok.id_to_token(size as u32).is_some() {
         size += 1;
     }

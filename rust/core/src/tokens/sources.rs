@@ -8,15 +8,14 @@
 use std::path::Path;
 
 use ahash::AHashMap;
-use base64::Engine;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokenizers::models::bpe::BPE;
-use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::{
     AddedToken, DecoderWrapper, ModelWrapper, NormalizerWrapper, PreTokenizerWrapper, Tokenizer,
 };
 
-use super::gguf::{GgufMetadata, GgufValue, GGUF_MAGIC};
+use super::gguf::{GgufMetadata, GGUF_MAGIC};
+pub use super::gguf_tokenizer::gguf_tokenizer_with_merges;
 use crate::{Error, Result};
 
 /// GPT-2's reversible map from bytes to printable characters, used by byte-level BPE.
@@ -76,7 +75,8 @@ pub fn detect_kind(path: &Path) -> Result<SourceKind> {
     }
     let text = head.iter().skip_while(|b| b.is_ascii_whitespace()).copied();
     match text.clone().next() {
-        Some(b'{') => Ok(SourceKind::TokenizerJson),
+        // An array or a string is JSON too: load_json then says it is the wrong shape.
+        Some(b'{' | b'[' | b'"') => Ok(SourceKind::TokenizerJson),
         Some(_) if head.contains(&b' ') => Ok(SourceKind::Tiktoken),
         _ => Err(Error::malformed(
             shown,
@@ -93,30 +93,143 @@ pub struct Loaded {
     pub merges: Option<Vec<(String, String)>>,
     /// Approximations made while converting.
     pub notes: Vec<String>,
+    /// Assumptions that may make the result differ from the real tokenizer (an unknown
+    /// pre-tokenizer label, a tiktoken file without a known encoding): shown to the user.
+    pub warnings: Vec<String>,
+}
+
+/// The largest tokenizer.json or tiktoken file read (real ones are tens of megabytes).
+pub const MAX_TEXT_FILE_BYTES: u64 = 1 << 30;
+
+/// Reads a whole file with a size check first and a fallible allocation.
+pub fn read_bytes(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let shown = path.display().to_string();
+    let io = |e: std::io::Error| Error::Io {
+        path: shown.clone(),
+        message: e.to_string(),
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    if size > limit {
+        return Err(Error::malformed(
+            &shown,
+            format!("{size} bytes is more than the {limit} bytes a tokenizer file may have"),
+        ));
+    }
+    let mut data = Vec::new();
+    data.try_reserve_exact(size as usize)
+        .map_err(|_| Error::malformed(&shown, format!("cannot allocate {size} bytes")))?;
+    file.take(limit + 1).read_to_end(&mut data).map_err(io)?;
+    Ok(data)
+}
+
+/// `data` as UTF-8 text, or a [`Error::Malformed`] naming `what` and the line of the first
+/// byte that is not UTF-8.
+pub fn utf8_text(data: Vec<u8>, what: &str) -> Result<String> {
+    String::from_utf8(data).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = 1 + e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count();
+        Error::malformed(
+            what,
+            format!("line {line}: not UTF-8 text (byte {})", at + 1),
+        )
+    })
 }
 
 /// Loads a tokenizer from a `tokenizer.json`, GGUF or tiktoken file, detecting the format.
 pub fn load(path: &Path) -> Result<Loaded> {
     let shown = path.display().to_string();
-    let read = || {
-        std::fs::read_to_string(path).map_err(|e| Error::Io {
-            path: shown.clone(),
-            message: e.to_string(),
-        })
-    };
     match detect_kind(path)? {
-        SourceKind::TokenizerJson => load_json(&read()?, &shown),
+        SourceKind::TokenizerJson => load_json(
+            &utf8_text(read_bytes(path, MAX_TEXT_FILE_BYTES)?, &shown)?,
+            &shown,
+        ),
         SourceKind::Gguf => gguf_tokenizer_with_merges(&GgufMetadata::read_file(path)?, &shown),
-        SourceKind::Tiktoken => tiktoken_tokenizer_with_merges(&read()?, &shown),
+        SourceKind::Tiktoken => load_tiktoken(path, None),
     }
+}
+
+/// Loads a tiktoken rank file; `encoding` names its encoding (`cl100k_base`...), else the
+/// file's stem is tried, else GPT-2's rules are assumed with a warning.
+pub fn load_tiktoken(path: &Path, encoding: Option<&str>) -> Result<Loaded> {
+    let data = read_bytes(path, MAX_TEXT_FILE_BYTES)?;
+    super::tiktoken::from_rank_file(&data, encoding, &path.display().to_string())
+}
+
+/// The model types a `tokenizer.json` may have.
+const JSON_MODELS: &[&str] = &["BPE", "WordPiece", "WordLevel", "Unigram"];
+
+/// Checks the outline of a `tokenizer.json` (an object whose `model` has a known `type` and
+/// a vocabulary) so that a file of the wrong shape gets one message that says what is wrong.
+fn check_json_shape(value: &Value, what: &str) -> Result<()> {
+    let bad = |detail: String| Error::malformed(what, detail);
+    let obj = value.as_object().ok_or_else(|| {
+        bad(format!(
+            "a tokenizer.json is a JSON object, got {}",
+            kind(value)
+        ))
+    })?;
+    let model = obj
+        .get("model")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("a tokenizer.json needs a `model` object".into()))?;
+    let ty = model.get("type").and_then(Value::as_str);
+    let ty = match ty {
+        Some(t) => t,
+        // Old files leave the type out; the library infers it from the fields.
+        None if model.contains_key("merges") => "BPE",
+        None if model.contains_key("vocab") => "WordPiece",
+        None => return Err(bad("`model` has no `type` and no `vocab`".into())),
+    };
+    if !JSON_MODELS.contains(&ty) {
+        return Err(Error::value(
+            "model.type",
+            format!("one of {}", JSON_MODELS.join(", ")),
+            format!("{ty:?} in {what}"),
+        ));
+    }
+    if model.get("vocab").is_none() {
+        return Err(bad(format!("the {ty} model has no `vocab`")));
+    }
+    Ok(())
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Token ids missing below the largest id: an explicit note (the scan reports them as ids no
+/// text produces) instead of a silent shift.
+fn holes(tok: &Tokenizer) -> Option<String> {
+    let vocab = tok.get_vocab(true);
+    let top = vocab.values().copied().max()?;
+    let missing = (top as usize + 1).saturating_sub(vocab.len());
+    (missing > 0).then(|| {
+        let first = (0..top)
+            .find(|&i| tok.id_to_token(i).is_none())
+            .unwrap_or(top);
+        format!(
+            "{missing} id(s) below {top} have no token (the first is {first}): they are listed \
+             as ids no text produces"
+        )
+    })
 }
 
 /// Parses `tokenizer.json` text, keeping the BPE merges for the fast scan path.
 pub fn load_json(json: &str, what: &str) -> Result<Loaded> {
+    let value: Value = serde_json::from_str(json)
+        .map_err(|e| Error::malformed(what, format!("not a valid tokenizer.json: {e}")))?;
+    check_json_shape(&value, what)?;
     let tokenizer = tokenizer_from_json(json, what)?;
     let merges = if matches!(tokenizer.get_model(), ModelWrapper::BPE(_)) {
-        let value: Value = serde_json::from_str(json)
-            .map_err(|e| Error::malformed(what, format!("not valid JSON: {e}")))?;
         value["model"]["merges"].as_array().and_then(|list| {
             list.iter()
                 .map(|m| match m {
@@ -133,18 +246,22 @@ pub fn load_json(json: &str, what: &str) -> Result<Loaded> {
     } else {
         None
     };
+    let notes = holes(&tokenizer).into_iter().collect();
     Ok(Loaded {
         tokenizer,
         merges,
-        notes: Vec::new(),
+        notes,
+        warnings: Vec::new(),
     })
 }
 
 /// Loads a tokenizer from a `tokenizer.json`, GGUF or tiktoken file, detecting the format;
-/// also returns notes on any approximation made while converting it.
+/// also returns notes on any approximation made while converting it (warnings included).
 pub fn load_tokenizer(path: &Path) -> Result<(Tokenizer, Vec<String>)> {
     let loaded = load(path)?;
-    Ok((loaded.tokenizer, loaded.notes))
+    let mut notes = loaded.notes;
+    notes.extend(loaded.warnings);
+    Ok((loaded.tokenizer, notes))
 }
 
 /// The `tokenizer.json` text for the file at `path`, plus notes on any approximation made.
@@ -163,7 +280,7 @@ pub fn tokenizer_from_json(json: &str, what: &str) -> Result<Tokenizer> {
 }
 
 /// Assembles a tokenizer from a model and (small) JSON descriptions of the other stages.
-fn assemble(
+pub(super) fn assemble(
     model: impl Into<ModelWrapper>,
     normalizer: Value,
     pre_tokenizer: Value,
@@ -198,7 +315,7 @@ fn assemble(
     Ok(tok)
 }
 
-fn bpe(
+pub(super) fn bpe(
     vocab: AHashMap<String, u32>,
     merges: Vec<(String, String)>,
     unk: Option<String>,
@@ -224,7 +341,7 @@ fn bpe(
 /// Every way of splitting a token into two vocabulary tokens becomes a merge, ranked by the
 /// priority of the merged token. Applying these merges lowest-rank-first reproduces the
 /// tiktoken / SentencePiece rule "merge the adjacent pair whose concatenation ranks best".
-fn merges_from_priorities(
+pub(super) fn merges_from_priorities(
     tokens: &[(String, u32)],
     priority: impl Fn(u32) -> f64,
     skip: impl Fn(u32) -> bool,
@@ -257,304 +374,25 @@ fn merges_from_priorities(
         .collect()
 }
 
-const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-
-fn byte_level(use_regex: bool) -> Value {
-    json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex})
-}
-
-fn split_regex(pattern: &str) -> Value {
-    json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false})
-}
-
-/// The pre-tokenizer of a byte-level BPE named by GGUF's `tokenizer.ggml.pre`, with a note when
-/// the name is unknown and GPT-2's rule is used instead.
-fn byte_level_pre_tokenizer(pre: &str) -> (Value, Option<String>) {
-    match pre {
-        "smollm" => (
-            json!({"type": "Sequence", "pretokenizers": [
-                {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
-            None,
-        ),
-        "llama-bpe" | "llama3" | "dbrx" | "smaug-bpe" => (
-            json!({"type": "Sequence", "pretokenizers": [split_regex(LLAMA3_PATTERN), byte_level(false)]}),
-            None,
-        ),
-        "qwen2" | "deepseek-r1-qwen" => (
-            json!({"type": "Sequence", "pretokenizers": [split_regex(QWEN2_PATTERN), byte_level(false)]}),
-            None,
-        ),
-        "gpt-2" | "gpt2" | "default" | "" => (byte_level(true), None),
-        other => (
-            byte_level(true),
-            Some(format!(
-                "unknown pre-tokenizer `{other}`: GPT-2's splitting rule used instead, so a few \
-                 tokens may be misclassified as unreachable"
-            )),
-        ),
-    }
-}
-
-fn strings(meta: &GgufMetadata, key: &str, what: &str) -> Result<Vec<String>> {
-    let arr = meta
-        .get(key)
-        .and_then(GgufValue::as_array)
-        .ok_or_else(|| Error::malformed(what, format!("no string array `{key}`")))?;
-    arr.iter()
-        .map(|v| {
-            v.as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| Error::malformed(what, format!("`{key}` holds a non-string")))
-        })
-        .collect()
-}
-
-fn numbers(meta: &GgufMetadata, key: &str, n: usize, what: &str) -> Result<Option<Vec<f64>>> {
-    let Some(v) = meta.get(key) else {
-        return Ok(None);
-    };
-    let arr = v
-        .as_array()
-        .ok_or_else(|| Error::malformed(what, format!("`{key}` is not an array")))?;
-    if arr.len() != n {
-        return Err(Error::malformed(
-            what,
-            format!("`{key}` has {} entries but there are {n} tokens", arr.len()),
-        ));
-    }
-    arr.iter()
-        .map(|x| {
-            x.as_f64()
-                .ok_or_else(|| Error::malformed(what, format!("`{key}` holds a non-number")))
-        })
-        .collect::<Result<Vec<f64>>>()
-        .map(Some)
-}
-
-/// GGUF token types (`tokenizer.ggml.token_type`).
-const TYPE_UNKNOWN: i64 = 2;
-const TYPE_CONTROL: i64 = 3;
-const TYPE_USER_DEFINED: i64 = 4;
-const TYPE_UNUSED: i64 = 5;
-
-/// Builds the tokenizer described by a GGUF file's tokenizer metadata.
-///
-/// Supported `tokenizer.ggml.model` values: `gpt2` (byte-level BPE with merges), `llama`
-/// (SentencePiece-style BPE with byte fallback, merges derived from the scores) and `bert`
-/// (WordPiece). Control and unused tokens become special added tokens; user-defined tokens
-/// become added tokens.
+/// Builds the tokenizer described by a GGUF file's tokenizer metadata, with notes on any
+/// approximation (warnings included); see [`super::gguf_tokenizer`].
 pub fn gguf_tokenizer(meta: &GgufMetadata, what: &str) -> Result<(Tokenizer, Vec<String>)> {
     let loaded = gguf_tokenizer_with_merges(meta, what)?;
-    Ok((loaded.tokenizer, loaded.notes))
+    let mut notes = loaded.notes;
+    notes.extend(loaded.warnings);
+    Ok((loaded.tokenizer, notes))
 }
 
-/// [`gguf_tokenizer`], keeping the BPE merges.
-pub fn gguf_tokenizer_with_merges(meta: &GgufMetadata, what: &str) -> Result<Loaded> {
-    let model = meta
-        .get("tokenizer.ggml.model")
-        .and_then(GgufValue::as_str)
-        .ok_or_else(|| Error::malformed(what, "no `tokenizer.ggml.model`: no tokenizer inside"))?;
-    let tokens = strings(meta, "tokenizer.ggml.tokens", what)?;
-    let n = tokens.len();
-    let types: Vec<i64> = numbers(meta, "tokenizer.ggml.token_type", n, what)?
-        .map(|v| v.into_iter().map(|x| x as i64).collect())
-        .unwrap_or_else(|| vec![1; n]);
-    let mut notes = Vec::new();
-    let mut added = Vec::new();
-    let mut in_model: Vec<(String, u32)> = Vec::with_capacity(n);
-    let mut seen: AHashMap<&str, u32> = AHashMap::with_capacity(n);
-    for (id, (token, &ty)) in tokens.iter().zip(&types).enumerate() {
-        let id = id as u32;
-        match ty {
-            TYPE_CONTROL | TYPE_UNUSED => added.push((token.clone(), true)),
-            TYPE_USER_DEFINED => added.push((token.clone(), false)),
-            _ => {}
-        }
-        // The model's vocabulary keeps every token (so ids stay dense); a repeated string keeps
-        // its first id, and later copies can never be produced.
-        if seen.insert(token.as_str(), id).is_none() {
-            in_model.push((token.clone(), id));
-        }
-    }
-    let vocab: AHashMap<String, u32> = in_model.iter().cloned().collect();
-    let duplicates = n - in_model.len();
-    if duplicates > 0 {
-        notes.push(format!(
-            "{duplicates} token string(s) appear more than once; only the first id of each can be produced"
-        ));
-    }
-    let is_added = |id: u32| matches!(types[id as usize], TYPE_CONTROL | TYPE_UNUSED);
-    let unk = types
-        .iter()
-        .position(|&t| t == TYPE_UNKNOWN)
-        .map(|i| tokens[i].clone());
-    let mut kept_merges = None;
-    let tokenizer = match model {
-        "gpt2" => {
-            let merges: Vec<(String, String)> = strings(meta, "tokenizer.ggml.merges", what)?
-                .iter()
-                .map(|m| {
-                    let (a, b) = m.split_once(' ').ok_or_else(|| {
-                        Error::malformed(what, format!("merge {m:?} is not two tokens"))
-                    })?;
-                    Ok((a.to_owned(), b.to_owned()))
-                })
-                .collect::<Result<_>>()?;
-            let pre = meta
-                .get("tokenizer.ggml.pre")
-                .and_then(GgufValue::as_str)
-                .unwrap_or("default");
-            let (pre_tokenizer, note) = byte_level_pre_tokenizer(pre);
-            notes.extend(note);
-            let ignore_merges = matches!(pre, "llama-bpe" | "llama3");
-            let model = bpe(vocab, merges.clone(), unk, false, ignore_merges, what)?;
-            kept_merges = Some(merges);
-            assemble(model, Value::Null, pre_tokenizer, byte_level(true), &added)?
-        }
-        "llama" => {
-            let scores = numbers(meta, "tokenizer.ggml.scores", n, what)?.ok_or_else(|| {
-                Error::malformed(
-                    what,
-                    "no `tokenizer.ggml.scores` for a SentencePiece vocabulary",
-                )
-            })?;
-            let add_prefix = meta
-                .get("tokenizer.ggml.add_space_prefix")
-                .and_then(GgufValue::as_bool)
-                .unwrap_or(true);
-            let merges = merges_from_priorities(
-                &in_model,
-                |id| -scores[id as usize],
-                |id| is_added(id) || types[id as usize] == 6,
-            );
-            let mut normalizers = Vec::new();
-            if add_prefix {
-                normalizers.push(json!({"type": "Prepend", "prepend": "\u{2581}"}));
-            }
-            normalizers.push(
-                json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}),
-            );
-            let mut decoders = vec![
-                json!({"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "}),
-                json!({"type": "ByteFallback"}),
-                json!({"type": "Fuse"}),
-            ];
-            if add_prefix {
-                decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
-            }
-            let model = bpe(vocab, merges.clone(), unk, true, false, what)?;
-            kept_merges = Some(merges);
-            assemble(
-                model,
-                json!({"type": "Sequence", "normalizers": normalizers}),
-                Value::Null,
-                json!({"type": "Sequence", "decoders": decoders}),
-                &added,
-            )?
-        }
-        "bert" => {
-            let model = WordPiece::builder()
-                .vocab(vocab)
-                .unk_token(unk.unwrap_or_else(|| "[UNK]".into()))
-                .continuing_subword_prefix("##".into())
-                .build()
-                .map_err(|e| {
-                    Error::malformed(what, format!("invalid WordPiece vocabulary: {e}"))
-                })?;
-            assemble(
-                model,
-                json!({"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
-                    "strip_accents": null, "lowercase": true}),
-                json!({"type": "BertPreTokenizer"}),
-                json!({"type": "WordPiece", "prefix": "##", "cleanup": true}),
-                &added,
-            )?
-        }
-        other => {
-            return Err(Error::value(
-                "tokenizer.ggml.model",
-                "one of gpt2, llama, bert",
-                format!("{other:?}"),
-            ))
-        }
-    };
-    Ok(Loaded {
-        tokenizer,
-        merges: kept_merges,
-        notes,
-    })
-}
-
-/// Builds a byte-level BPE tokenizer (GPT-2 style) from a tiktoken rank file.
-///
-/// Each line is `base64(token bytes) rank`. Ranks become ids; merges are derived from the
-/// ranks (see `merges_from_priorities`); GPT-2's pre-tokenizer splits the text, and the id
-/// after the last rank is `<|endoftext|>`, a special token, as in GPT-2.
+/// Builds a byte-level BPE tokenizer from tiktoken rank file text, as a file whose encoding
+/// is unknown: GPT-2's split and `<|endoftext|>` after the last rank (see
+/// [`super::tiktoken`] for named encodings).
 pub fn tiktoken_tokenizer(text: &str, what: &str) -> Result<Tokenizer> {
     Ok(tiktoken_tokenizer_with_merges(text, what)?.tokenizer)
 }
 
-/// [`tiktoken_tokenizer`], keeping the BPE merges.
+/// [`tiktoken_tokenizer`], keeping the BPE merges and the warning about the assumption.
 pub fn tiktoken_tokenizer_with_merges(text: &str, what: &str) -> Result<Loaded> {
-    let table = byte_to_char();
-    let mut tokens: Vec<(String, u32)> = Vec::new();
-    let engine = base64::engine::general_purpose::STANDARD;
-    for (line_no, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        let bad =
-            |detail: String| Error::malformed(what, format!("line {}: {detail}", line_no + 1));
-        let (b64, rank) = line
-            .split_once(' ')
-            .ok_or_else(|| bad(format!("expected `base64 rank`, got {line:?}")))?;
-        let bytes = engine
-            .decode(b64)
-            .map_err(|e| bad(format!("invalid base64 {b64:?}: {e}")))?;
-        let rank: u32 = rank
-            .trim()
-            .parse()
-            .map_err(|_| bad(format!("invalid rank {rank:?}")))?;
-        if bytes.is_empty() {
-            return Err(bad("empty token".into()));
-        }
-        let token: String = bytes.iter().map(|&b| table[b as usize]).collect();
-        tokens.push((token, rank));
-    }
-    if tokens.is_empty() {
-        return Err(Error::malformed(what, "no ranks in the file"));
-    }
-    let n = tokens.len() as u32;
-    let mut ids: Vec<u32> = tokens.iter().map(|t| t.1).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    if ids.len() as u32 != n || ids.last().copied() != Some(n - 1) {
-        return Err(Error::malformed(
-            what,
-            format!("ranks must be 0..{n} without gaps or repeats"),
-        ));
-    }
-    let merges = merges_from_priorities(&tokens, f64::from, |_| false);
-    let vocab: AHashMap<String, u32> = tokens.iter().cloned().collect();
-    if vocab.len() != tokens.len() {
-        return Err(Error::malformed(what, "the same token appears twice"));
-    }
-    // tiktoken returns a whole pre-token directly when it is in the vocabulary: ignore_merges.
-    let model = bpe(vocab, merges.clone(), None, false, true, what)?;
-    let added = [("<|endoftext|>".to_owned(), true)];
-    Ok(Loaded {
-        tokenizer: assemble(
-            model,
-            Value::Null,
-            byte_level(true),
-            byte_level(true),
-            &added,
-        )?,
-        merges: Some(merges),
-        notes: Vec::new(),
-    })
+    super::tiktoken::from_rank_file(text.as_bytes(), None, what)
 }
 
 #[cfg(test)]
@@ -584,13 +422,5 @@ mod tests {
         let m = merges_from_priorities(&toks, f64::from, |_| false);
         let m: Vec<(&str, &str)> = m.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         assert_eq!(m, vec![("a", "b"), ("b", "c"), ("a", "bc"), ("ab", "c")]);
-    }
-
-    #[test]
-    fn tiktoken_errors_name_the_line() {
-        let e = tiktoken_tokenizer("YQ== 0\nnot-base64! 1\n", "r.tiktoken").unwrap_err();
-        assert!(e.to_string().contains("line 2"), "{e}");
-        let e = tiktoken_tokenizer("YQ== 0\nYg== 5\n", "r.tiktoken").unwrap_err();
-        assert!(e.to_string().contains("without gaps"), "{e}");
     }
 }
