@@ -10,7 +10,8 @@ use std::fmt::Display;
 /// The bindings map each variant to one Python exception class:
 /// [`Error::InvalidValue`] and [`Error::Malformed`] to `ValueError`, [`Error::InvalidType`] to
 /// `TypeError`, [`Error::Io`] to `OSError`, [`Error::Timeout`] to `TimeoutError` and
-/// [`Error::Device`] / [`Error::Internal`] to `RuntimeError`.
+/// [`Error::Device`] / [`Error::Internal`] to `RuntimeError` and [`Error::Interrupted`] to
+/// `KeyboardInterrupt` (or to whatever exception the interpreter's signal handler raised).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
     /// An argument has the wrong value or shape.
@@ -60,6 +61,9 @@ pub enum Error {
         /// What was being waited for.
         during: String,
     },
+    /// A long computation stopped because its cancellation check asked it to (Ctrl-C).
+    #[error("interrupted while {0}")]
+    Interrupted(String),
     /// A broken internal invariant: a bug in ferrolm, never the user's fault.
     #[error("internal error in ferrolm (please report it): {0}")]
     Internal(String),

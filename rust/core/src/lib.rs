@@ -6,10 +6,12 @@
 #![deny(missing_docs)]
 
 mod buffer;
+pub mod cancel;
 pub mod comm;
 pub mod error;
 pub mod prune;
 pub mod speculative;
 pub mod tokens;
 
+pub use cancel::Cancel;
 pub use error::{Error, Result};

@@ -6,7 +6,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ferrolm_core::Error;
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError,
+};
 use pyo3::prelude::*;
 
 /// Maps a core error to the Python exception class documented on [`Error`].
@@ -18,6 +20,7 @@ pub fn to_py(error: Error) -> PyErr {
         Error::Io { .. } => PyOSError::new_err(message),
         Error::Timeout { .. } => PyTimeoutError::new_err(message),
         Error::Device(_) | Error::Internal(_) => PyRuntimeError::new_err(message),
+        Error::Interrupted(_) => PyKeyboardInterrupt::new_err(message),
     }
 }
 

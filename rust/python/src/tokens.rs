@@ -16,7 +16,10 @@ pub mod tokens {
     use pyo3::types::{PyDict, PyTuple};
 
     use crate::arrays::{slice, slice2};
-    use crate::errors::detach;
+    use crate::errors::{detach, guard};
+    use ferrolm_core::cancel::{Cancel, POLL_INTERVAL};
+    use ferrolm_core::Error;
+    use std::sync::Mutex;
 
     /// `(uint8 UTF-8 array, uint32 offsets)`, both moved into NumPy without a copy: Python
     /// wraps the pair in a lazy sequence of `str` (`ferrolm.tokens.scan.PackedStrings`) instead
@@ -116,8 +119,42 @@ pub mod tokens {
                 max_examples,
                 ..ScanOptions::default()
             };
-            let report = detach(py, || self.inner.scan(&opts, fast))?;
-            report_to_dict(py, report)
+            // Python runs signal handlers on its main thread only, and the scan's workers are
+            // rayon's: the calling thread waits for the scan, polling `check_signals` (with
+            // the GIL taken back briefly) until it ends or a handler raises.
+            let raised: Mutex<Option<PyErr>> = Mutex::new(None);
+            let poll = || {
+                Python::attach(|py| py.check_signals()).is_err_and(|e| {
+                    *raised.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    true
+                })
+            };
+            let report = detach(py, || {
+                let cancel = Cancel::new(&poll, "scanning the vocabulary");
+                let caller = std::thread::current();
+                std::thread::scope(|s| {
+                    let worker = s.spawn(|| {
+                        let report = guard(|| self.inner.scan_cancellable(&opts, fast, &cancel));
+                        caller.unpark();
+                        report
+                    });
+                    while !worker.is_finished() {
+                        std::thread::park_timeout(POLL_INTERVAL);
+                        // The worker sees a stop at its next check; the error comes from it.
+                        let _ = cancel.check();
+                    }
+                    worker
+                        .join()
+                        .unwrap_or_else(|_| Err(Error::Internal("the scan thread died".into())))
+                })
+            });
+            let raised = raised.into_inner().unwrap_or_else(|p| p.into_inner());
+            // A handler that raised wins even when the scan finished: the exception was taken
+            // out of the interpreter by `check_signals` and must not be lost.
+            match raised {
+                Some(e) => Err(e),
+                None => report_to_dict(py, report?),
+            }
         }
     }
 

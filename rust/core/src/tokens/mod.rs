@@ -11,8 +11,10 @@
 //!   the mean of a reference set of unused tokens after removing the dominant direction, row
 //!   norms, and groups of identical rows.
 
+mod added_search;
 mod classify;
 mod containment;
+mod context;
 mod fast;
 pub mod gguf;
 pub mod indicators;

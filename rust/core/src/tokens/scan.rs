@@ -6,10 +6,11 @@ use tokenizers::Tokenizer;
 
 use super::classify::{scan_one, Chunk, ScanContext, ScanFacts};
 use super::containment::{containment, Surfaces};
+use super::context::Separator;
 use super::fast::{FastPath, Scratch};
 use super::packed::{concat, concat_offsets, concat_strings, copy_strings};
 use super::{sources, PackedStrings, ScanOptions, ScanReport};
-use crate::{Error, Result};
+use crate::{Cancel, Error, Result};
 
 /// Scans every token of `tok`: decode it alone, encode the text again, and categorise.
 ///
@@ -17,7 +18,13 @@ use crate::{Error, Result};
 /// special. WordPiece continuation pieces (`##x`) are judged in word context: such a piece is
 /// reachable when its text passes the normaliser and pre-tokenizer unchanged as one piece.
 pub fn scan(tok: &Tokenizer, options: &ScanOptions) -> Result<ScanReport> {
-    scan_with(tok, &ScanFacts::new(tok), None, options)
+    scan_with(
+        tok,
+        &ScanFacts::new(tok, None),
+        None,
+        options,
+        &Cancel::never(),
+    )
 }
 
 /// A tokenizer ready to scan: the `tokenizers` tokenizer plus, when its shape is recognised
@@ -40,7 +47,7 @@ impl PreparedTokenizer {
     ) -> Self {
         let fast = merges.and_then(|m| FastPath::new(&tokenizer, m));
         PreparedTokenizer {
-            facts: ScanFacts::new(&tokenizer),
+            facts: ScanFacts::new(&tokenizer, merges),
             tokenizer,
             fast,
             notes,
@@ -74,8 +81,19 @@ impl PreparedTokenizer {
 
     /// Scans every token (see [`scan`]); `use_fast` = false forces the library path.
     pub fn scan(&self, options: &ScanOptions, use_fast: bool) -> Result<ScanReport> {
+        self.scan_cancellable(options, use_fast, &Cancel::never())
+    }
+
+    /// [`Self::scan`], checking `cancel` between runs of ids ([`Error::Interrupted`] once it
+    /// fires).
+    pub fn scan_cancellable(
+        &self,
+        options: &ScanOptions,
+        use_fast: bool,
+        cancel: &Cancel<'_>,
+    ) -> Result<ScanReport> {
         let fast = self.fast.as_ref().filter(|_| use_fast);
-        let mut report = scan_with(&self.tokenizer, &self.facts, fast, options)?;
+        let mut report = scan_with(&self.tokenizer, &self.facts, fast, options, cancel)?;
         report.notes.extend(self.notes.iter().cloned());
         Ok(report)
     }
@@ -101,6 +119,7 @@ fn scan_with(
     facts: &ScanFacts,
     fast: Option<&FastPath>,
     options: &ScanOptions,
+    cancel: &Cancel<'_>,
 ) -> Result<ScanReport> {
     // Padding and truncation settings (common in saved BERT tokenizers) would distort the
     // re-encoding of single tokens: scan a copy without them.
@@ -131,6 +150,9 @@ fn scan_with(
     let chunks: Vec<Chunk> = (0..vocab_size.div_ceil(CHUNK_IDS))
         .into_par_iter()
         .map_init(Scratch::default, |scratch, c| {
+            // A chunk takes milliseconds even on the library path: checking once per chunk
+            // stops the scan promptly and costs nothing measurable.
+            cancel.check()?;
             let ids = c * CHUNK_IDS..((c + 1) * CHUNK_IDS).min(vocab_size);
             let mut out = Chunk::with_capacity(ids.len(), cx.tokens_from_table);
             for id in ids {
@@ -161,6 +183,7 @@ fn scan_with(
         containment: None,
         notes: Vec::new(),
     };
+    report.notes.push(Separator::note(facts.separator.as_ref()));
     let library: usize = chunks.iter().map(|c| c.library).sum();
     if fast.is_some() && library > 0 {
         report.notes.push(format!(
@@ -173,6 +196,7 @@ fn scan_with(
             offsets: concat_offsets(&field(&chunks, |c| &c.surfaces.offsets)),
         };
         drop(chunks);
+        cancel.check()?;
         report.containment = Some(containment(
             &surfaces,
             options.max_examples,
