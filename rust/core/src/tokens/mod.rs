@@ -29,4 +29,6 @@ pub use report::{Category, Containment, ScanOptions, ScanReport};
 pub use scan::{scan, PreparedTokenizer};
 
 #[cfg(test)]
+mod context_tests;
+#[cfg(test)]
 mod tests;
