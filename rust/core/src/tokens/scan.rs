@@ -15,8 +15,11 @@ use crate::{Cancel, Error, Result};
 /// Scans every token of `tok`: decode it alone, encode the text again, and categorise.
 ///
 /// Runs in parallel over token ids (rayon). Special tokens are the added tokens marked
-/// special. WordPiece continuation pieces (`##x`) are judged in word context: such a piece is
-/// reachable when its text passes the normaliser and pre-tokenizer unchanged as one piece.
+/// special. A token is unreachable when none of the contexts it can occur in makes the
+/// tokenizer emit it (see [`super::context`]: alone, and for SentencePiece-style tokenizers
+/// after a separator no merge continues past). WordPiece continuation pieces (`##x`) are
+/// judged in word context: such a piece is reachable when its text passes the normaliser and
+/// pre-tokenizer unchanged as one piece.
 pub fn scan(tok: &Tokenizer, options: &ScanOptions) -> Result<ScanReport> {
     scan_with(
         tok,
