@@ -16,9 +16,8 @@ pub mod tokens {
     use pyo3::types::{PyDict, PyTuple};
 
     use crate::arrays::{slice, slice2};
-    use crate::errors::{detach, guard};
-    use ferrolm_core::cancel::{Cancel, POLL_INTERVAL};
-    use ferrolm_core::Error;
+    use crate::errors::detach;
+    use ferrolm_core::Cancel;
     use std::sync::Mutex;
 
     /// `(uint8 UTF-8 array, uint32 offsets)`, both moved into NumPy without a copy: Python
@@ -119,9 +118,9 @@ pub mod tokens {
                 max_examples,
                 ..ScanOptions::default()
             };
-            // Python runs signal handlers on its main thread only, and the scan's workers are
-            // rayon's: the calling thread waits for the scan, polling `check_signals` (with
-            // the GIL taken back briefly) until it ends or a handler raises.
+            // Python runs signal handlers on its main thread only: the scan checks `cancel` on
+            // the calling thread between rounds of work, taking the GIL back briefly to run
+            // `check_signals`; a handler that raises stops the scan.
             let raised: Mutex<Option<PyErr>> = Mutex::new(None);
             let poll = || {
                 Python::attach(|py| py.check_signals()).is_err_and(|e| {
@@ -131,22 +130,7 @@ pub mod tokens {
             };
             let report = detach(py, || {
                 let cancel = Cancel::new(&poll, "scanning the vocabulary");
-                let caller = std::thread::current();
-                std::thread::scope(|s| {
-                    let worker = s.spawn(|| {
-                        let report = guard(|| self.inner.scan_cancellable(&opts, fast, &cancel));
-                        caller.unpark();
-                        report
-                    });
-                    while !worker.is_finished() {
-                        std::thread::park_timeout(POLL_INTERVAL);
-                        // The worker sees a stop at its next check; the error comes from it.
-                        let _ = cancel.check();
-                    }
-                    worker
-                        .join()
-                        .unwrap_or_else(|_| Err(Error::Internal("the scan thread died".into())))
-                })
+                self.inner.scan_cancellable(&opts, fast, &cancel)
             });
             let raised = raised.into_inner().unwrap_or_else(|p| p.into_inner());
             // A handler that raised wins even when the scan finished: the exception was taken

@@ -120,3 +120,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_cancel_that_fires_stops_the_scan_and_one_that_does_not_changes_nothing() {
+    let meta = sentencepiece(&["ab".into(), "b1".into()], true);
+    let loaded = sources::gguf_tokenizer_with_merges(&meta, "sp").unwrap();
+    let p = PreparedTokenizer::new(loaded.tokenizer, loaded.merges.as_deref(), vec![]);
+    let opts = ScanOptions::default();
+    let polls = std::sync::atomic::AtomicUsize::new(0);
+    let poll = || {
+        polls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        true
+    };
+    for fast in [true, false] {
+        let cancel = crate::Cancel::new(&poll, "scanning");
+        std::thread::sleep(crate::cancel::POLL_INTERVAL);
+        let err = p.scan_cancellable(&opts, fast, &cancel).unwrap_err();
+        assert_eq!(err, crate::Error::Interrupted("scanning".into()));
+        let never = crate::Cancel::never();
+        let r = p.scan_cancellable(&opts, fast, &never).unwrap();
+        assert_eq!(r.category, p.scan(&opts, fast).unwrap().category);
+    }
+    assert_eq!(polls.load(std::sync::atomic::Ordering::Relaxed), 2);
+}

@@ -149,21 +149,28 @@ fn scan_with(
         tokens_from_table: fast.is_some_and(|f| f.token_table().len() == vocab_size),
     };
     // Runs of consecutive ids, each written into its own flat buffers, then joined in order.
+    // They are scanned in rounds of a few per thread: between rounds the calling thread (the
+    // one Python delivers signals to, blocked while rayon works) checks `cancel`, so Ctrl-C
+    // stops even the library path within a round (tens of milliseconds).
     const CHUNK_IDS: usize = 2048;
-    let chunks: Vec<Chunk> = (0..vocab_size.div_ceil(CHUNK_IDS))
-        .into_par_iter()
-        .map_init(Scratch::default, |scratch, c| {
-            // A chunk takes milliseconds even on the library path: checking once per chunk
-            // stops the scan promptly and costs nothing measurable.
-            cancel.check()?;
-            let ids = c * CHUNK_IDS..((c + 1) * CHUNK_IDS).min(vocab_size);
-            let mut out = Chunk::with_capacity(ids.len(), cx.tokens_from_table);
-            for id in ids {
-                scan_one(&cx, id as u32, scratch, &mut out)?;
-            }
-            Ok(out)
-        })
-        .collect::<Result<_>>()?;
+    let n_chunks = vocab_size.div_ceil(CHUNK_IDS);
+    let round = 4 * rayon::current_num_threads().max(1);
+    let mut chunks: Vec<Chunk> = Vec::with_capacity(n_chunks);
+    for first in (0..n_chunks).step_by(round) {
+        cancel.check()?;
+        let part: Vec<Chunk> = (first..(first + round).min(n_chunks))
+            .into_par_iter()
+            .map_init(Scratch::default, |scratch, c| {
+                let ids = c * CHUNK_IDS..((c + 1) * CHUNK_IDS).min(vocab_size);
+                let mut out = Chunk::with_capacity(ids.len(), cx.tokens_from_table);
+                for id in ids {
+                    scan_one(&cx, id as u32, scratch, &mut out)?;
+                }
+                Ok(out)
+            })
+            .collect::<Result<_>>()?;
+        chunks.extend(part);
+    }
 
     // Joined in parallel: the outputs are fresh memory, and the copy's page faults are most
     // of its cost.
@@ -204,6 +211,7 @@ fn scan_with(
             &surfaces,
             options.max_examples,
             options.max_token_bytes,
+            cancel,
         )?);
     }
     Ok(report)
