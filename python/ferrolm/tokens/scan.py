@@ -27,12 +27,12 @@ OK, SPECIAL, UNDECODABLE, UNREACHABLE_SINGLE, UNREACHABLE_MULTI = range(5)
 
 #: Exclusive summary classes, in report order, with their definitions (used by the CLI).
 SUMMARY_DEFINITIONS = {
-    "ok": "decoding then encoding gives the token back",
+    "ok": "encoding its decoded text gives the token back, alone or in a context it occurs in",
     "special": "special/control token (added token marked special)",
     "single_byte": "stands for exactly one byte (byte-level or <0xNN> byte-fallback)",
     "undecodable": "multi-byte partial UTF-8: not valid text alone",
-    "unreachable_single": "its text encodes to one other token",
-    "unreachable_multi": "its text encodes to several tokens: never produced",
+    "unreachable_single": "in every context tried, its text encodes to one other token",
+    "unreachable_multi": "in every context tried, its text encodes to several tokens",
 }
 
 
@@ -317,8 +317,27 @@ def scan(
     Each token is decoded alone and its text encoded again; tokens are then special,
     undecodable (partial UTF-8), unreachable (the text encodes to one other token, or to
     several) or ok; single-byte tokens are flagged, and with ``containment`` every token lists
-    the longer tokens that contain it. WordPiece continuation pieces (``##x``) are judged in
-    word context, not as the start of a word.
+    the longer tokens that contain it.
+
+    **Unreachable** means that no natural context makes the tokenizer emit the token. The
+    scan encodes the token's text in the contexts it can occur in, the most favourable ones
+    for each tokenizer shape, and calls the token reachable when one of them gives exactly
+    the token over its text:
+
+    - alone: the text is the whole input (a ``▁`` that a SentencePiece-style tokenizer puts
+      in front of a text not starting with a space, left as its own token, is dropped);
+    - after a separator, for tokenizers that put ``▁`` in front of the text and have no
+      pre-tokenizer (Llama 2, Phi-3, Baichuan GGUF): a word-internal piece (``er``) follows
+      other characters, never the text start, where the prepended ``▁`` merges into it
+      (``▁er``). The text the token stands for after another token is put after a
+      character ``c`` that no BPE merge continues past (a digit in Llama's vocabulary), and
+      the token is reachable when ``encode(c + text)`` is ``encode(c)`` then the token. No
+      merge can cross from ``c`` into the text, so no other left context does better;
+    - WordPiece continuation pieces (``##x``) are judged inside a word.
+
+    Byte-level BPE needs only the first context: its split regexes have no look-behind, so
+    a left context either restarts the split at the token's text or only adds merges across
+    the boundary. The ``notes`` of the result say which contexts were tried.
 
     Args:
         source: a ``tokenizer.json``, GGUF or tiktoken file (``base64 rank`` lines), a

@@ -17,7 +17,7 @@ pub mod tokens {
     use pyo3::types::{PyDict, PyTuple};
 
     use crate::arrays::{slice, slice2};
-    use crate::errors::detach;
+    use crate::errors::{detach, detach_cancellable};
 
     /// `(uint8 UTF-8 array, uint32 offsets)`, both moved into NumPy without a copy: Python
     /// wraps the pair in a lazy sequence of `str` (`ferrolm.tokens.scan.PackedStrings`) instead
@@ -176,7 +176,10 @@ pub mod tokens {
                 max_examples,
                 ..ScanOptions::default()
             };
-            let report = detach(py, || self.inner.scan(&opts, fast))?;
+            // Ctrl-C stops the scan between rounds of work (see `detach_cancellable`).
+            let report = detach_cancellable(py, "scanning the vocabulary", |cancel| {
+                self.inner.scan_cancellable(&opts, fast, cancel)
+            })?;
             report_to_dict(py, report)
         }
     }

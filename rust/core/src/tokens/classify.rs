@@ -8,6 +8,7 @@ use tokenizers::{
 };
 
 use super::containment::Surfaces;
+use super::context::Separator;
 use super::fast::{FastPath, Scratch};
 use super::scan::id_space;
 use super::{sources, Category, PackedStrings};
@@ -24,6 +25,8 @@ pub(super) struct Traits {
     /// The id of the lone `▁` token that SentencePiece-style tokenizers put in front of text
     /// (the decoder strips that space again, so re-encoding adds it back).
     prepended_id: Option<u32>,
+    /// The normaliser or pre-tokenizer puts a `▁` in front of the text.
+    prepends: bool,
 }
 
 fn traits(tok: &Tokenizer) -> Traits {
@@ -53,6 +56,7 @@ fn traits(tok: &Tokenizer) -> Traits {
     };
     Traits {
         prepended_id,
+        prepends,
         byte_level: decoder.contains("\"ByteLevel\""),
         byte_fallback: decoder.contains("\"ByteFallback\""),
         continuation_prefix,
@@ -180,10 +184,13 @@ pub(super) struct ScanFacts {
     pub(super) special: Vec<bool>,
     pub(super) traits: Traits,
     pub(super) char_to_byte: AHashMap<char, u8>,
+    /// The "after a separator" context, where it applies (see [`super::context`]).
+    pub(super) separator: Option<Separator>,
 }
 
 impl ScanFacts {
-    pub(super) fn new(tok: &Tokenizer) -> Self {
+    /// `merges`: the BPE merges in rank order, when known.
+    pub(super) fn new(tok: &Tokenizer, merges: Option<&[(String, String)]>) -> Self {
         let vocab_size = id_space(tok);
         let mut special = vec![false; vocab_size];
         for (id, t) in tok.get_added_tokens_decoder() {
@@ -191,10 +198,12 @@ impl ScanFacts {
                 *slot = t.special;
             }
         }
+        let traits = traits(tok);
         ScanFacts {
+            separator: Separator::find(tok, traits.prepends, vocab_size, merges),
             vocab_size,
             special,
-            traits: traits(tok),
+            traits,
             char_to_byte: sources::char_to_byte(),
         }
     }
@@ -345,13 +354,74 @@ fn scan_texts(
             ids = rest;
         }
     }
-    flags.category = match ids {
+    flags.category = category_of(ids, id);
+    if flags.category == Category::Ok {
+        return Ok(flags);
+    }
+    let start = out.reencoded.len();
+    out.reencoded.extend_from_slice(ids);
+    if let Some(sep) = &cx.facts.separator {
+        if let Some(category) = after_separator(cx, sep, id, token, scratch, out, start)? {
+            flags.category = category;
+        }
+    }
+    Ok(flags)
+}
+
+fn category_of(ids: &[u32], id: u32) -> Category {
+    match ids {
         [only] if *only == id => Category::Ok,
         [_] => Category::UnreachableSingle,
         _ => Category::UnreachableMulti,
-    };
-    if flags.category != Category::Ok {
-        out.reencoded.extend_from_slice(ids);
     }
-    Ok(flags)
+}
+
+/// The "after a separator" context (see [`super::context`]): encodes the separator followed
+/// by the text `token` stands for after another token. When the encoding starts with the
+/// separator's own ids, returns the category of the rest and leaves the rest (for an
+/// unreachable token) in `out.reencoded[start..]` in place of the lone encoding; `None` when
+/// the context gives no answer.
+fn after_separator(
+    cx: &ScanContext<'_>,
+    sep: &Separator,
+    id: u32,
+    token: &str,
+    scratch: &mut Scratch,
+    out: &mut Chunk,
+    start: usize,
+) -> Result<Option<Category>> {
+    let mut text = std::mem::take(&mut scratch.context);
+    let fast_text = cx
+        .fast
+        .is_some_and(|f| f.context_text(sep.ch, token, &mut text, &mut scratch.bytes));
+    if !fast_text && !sep.context_text(cx.tok, id, &mut text)? {
+        scratch.context = text;
+        return Ok(None);
+    }
+    let fast_ok = cx
+        .fast
+        .and_then(|f| f.encode(cx.tok, u32::MAX, &text, scratch))
+        .is_some();
+    let encoding;
+    let ids: &[u32] = match fast_ok {
+        true => &scratch.ids,
+        false => {
+            out.library += 1;
+            encoding = cx
+                .tok
+                .encode_fast(text.as_str(), false)
+                .map_err(|e| Error::Internal(format!("encoding token {id} failed: {e}")))?;
+            encoding.get_ids()
+        }
+    };
+    let answer = sep.strip(ids).map(|rest| {
+        out.reencoded.truncate(start);
+        let category = category_of(rest, id);
+        if category != Category::Ok {
+            out.reencoded.extend_from_slice(rest);
+        }
+        category
+    });
+    scratch.context = text;
+    Ok(answer)
 }

@@ -4,7 +4,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind};
 use rayon::prelude::*;
 
 use super::Containment;
-use crate::{Error, Result};
+use crate::{Cancel, Error, Result};
 
 /// Every token's byte string (the containment report's input).
 pub(super) struct Surfaces {
@@ -28,6 +28,7 @@ pub(super) fn containment(
     surfaces: &Surfaces,
     max_examples: usize,
     max_bytes: usize,
+    cancel: &Cancel<'_>,
 ) -> Result<Containment> {
     let n = surfaces.offsets.len() - 1;
     let mut pattern_ids: Vec<u32> = Vec::with_capacity(n);
@@ -43,26 +44,34 @@ pub(super) fn containment(
         .kind(Some(AhoCorasickKind::ContiguousNFA))
         .build(&patterns)
         .map_err(|e| Error::Internal(format!("cannot index the vocabulary: {e}")))?;
-    let mut pairs: Vec<(u32, u32, u32)> = (0..n)
-        .into_par_iter()
-        .with_min_len(256)
-        .flat_map_iter(|outer| {
-            let mut found: Vec<(u32, u32, u32)> = Vec::new();
-            let s = surfaces.get(outer);
-            if s.len() <= max_bytes {
-                let len = s.len() as u32;
-                for m in automaton.find_overlapping_iter(s) {
-                    if m.len() < s.len() {
-                        let inner = pattern_ids[m.pattern().as_usize()];
-                        found.push((inner, len, outer as u32));
+    // Searched in rounds, checking `cancel` on the calling thread between them (Ctrl-C).
+    const ROUND: usize = 16384;
+    let mut pairs: Vec<(u32, u32, u32)> = Vec::new();
+    for first in (0..n).step_by(ROUND) {
+        cancel.check()?;
+        let part: Vec<(u32, u32, u32)> = (first..(first + ROUND).min(n))
+            .into_par_iter()
+            .with_min_len(256)
+            .flat_map_iter(|outer| {
+                let mut found: Vec<(u32, u32, u32)> = Vec::new();
+                let s = surfaces.get(outer);
+                if s.len() <= max_bytes {
+                    let len = s.len() as u32;
+                    for m in automaton.find_overlapping_iter(s) {
+                        if m.len() < s.len() {
+                            let inner = pattern_ids[m.pattern().as_usize()];
+                            found.push((inner, len, outer as u32));
+                        }
                     }
                 }
-            }
-            found.sort_unstable();
-            found.dedup();
-            found
-        })
-        .collect();
+                found.sort_unstable();
+                found.dedup();
+                found
+            })
+            .collect();
+        pairs.extend(part);
+    }
+    cancel.check()?;
     pairs.par_sort_unstable();
     let mut out = Containment {
         count: vec![0; n],

@@ -10,12 +10,12 @@
 //! check that both paths agree on every token of real vocabularies.
 
 use ahash::AHashMap;
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use serde_json::Value;
 use tokenizers::{
     ModelWrapper, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer, Tokenizer,
 };
 
+pub(super) use super::added_search::AddedTokenSearch;
 use super::own_encoding::OwnEncodings;
 use super::sources::char_to_byte;
 use super::PackedStrings;
@@ -276,6 +276,8 @@ pub(crate) struct Scratch {
     normalized: String,
     /// A token's bytes (byte-level decoding, the scan's byte-token checks).
     pub(crate) bytes: Vec<u8>,
+    /// The text of the "after a separator" context.
+    pub(crate) context: String,
 }
 
 /// The fast path for one tokenizer, when its shape is recognised.
@@ -298,60 +300,6 @@ pub(crate) struct FastPath {
     /// Per id: BPE is known to turn the token's text into the token (see [`OwnEncodings`]);
     /// false for added tokens, whose string may differ from the model's.
     own_encoding: Vec<bool>,
-}
-
-/// Finds whether a short text holds any of a set of strings (the added tokens).
-///
-/// Almost no token's text holds an added token, and one Aho-Corasick search costs more than
-/// the few bytes it reads. So the search runs only when some byte of the text could start a
-/// match: a byte that is a whole pattern, or two adjacent bytes that begin one.
-pub(super) struct AddedTokenSearch {
-    automaton: AhoCorasick,
-    /// Bytes that are patterns on their own.
-    single: [bool; 256],
-    /// Bit `first << 8 | second` is set when a pattern starts with those two bytes.
-    pairs: Box<[u64; 1024]>,
-}
-
-impl AddedTokenSearch {
-    /// `None` (in `Some`) when there is nothing to look for; `None` when building fails.
-    pub(super) fn new<S: AsRef<[u8]>>(patterns: &[S]) -> Option<Option<Self>> {
-        if patterns.is_empty() {
-            return Some(None);
-        }
-        let automaton = AhoCorasick::builder()
-            .kind(Some(AhoCorasickKind::DFA))
-            .match_kind(MatchKind::LeftmostFirst)
-            .build(patterns)
-            .ok()?;
-        let mut search = AddedTokenSearch {
-            automaton,
-            single: [false; 256],
-            pairs: Box::new([0; 1024]),
-        };
-        for p in patterns {
-            match p.as_ref() {
-                [] => {}
-                [b] => search.single[*b as usize] = true,
-                [a, b, ..] => {
-                    let bit = (*a as usize) << 8 | *b as usize;
-                    search.pairs[bit / 64] |= 1 << (bit % 64);
-                }
-            }
-        }
-        Some(Some(search))
-    }
-
-    pub(super) fn is_match(&self, text: &str) -> bool {
-        let b = text.as_bytes();
-        let pair = |i: usize| {
-            let bit = (b[i] as usize) << 8 | b[i + 1] as usize;
-            self.pairs[bit / 64] & (1 << (bit % 64)) != 0
-        };
-        let maybe =
-            (0..b.len()).any(|i| self.single[b[i] as usize] || (i + 1 < b.len() && pair(i)));
-        maybe && self.automaton.is_match(text)
-    }
 }
 
 /// Appends `text` to `out` with every `from` replaced by `to`. A byte loop: the texts are a
@@ -494,6 +442,31 @@ impl FastPath {
     /// Appends the text of one (non-special) token decoded alone, as the library's decoder
     /// gives it, to `out`; false (and `out` unchanged) to ask the library.
     pub(crate) fn decode_into(&self, token: &str, out: &mut String, bytes: &mut Vec<u8>) -> bool {
+        self.decode_at(token, out, bytes, true)
+    }
+
+    /// Writes `sep` then the text `token` stands for after another token (a leading space
+    /// kept) into `out` (cleared first); false to ask the library.
+    pub(crate) fn context_text(
+        &self,
+        sep: char,
+        token: &str,
+        out: &mut String,
+        b: &mut Vec<u8>,
+    ) -> bool {
+        out.clear();
+        out.push(sep);
+        self.decode_at(token, out, b, false)
+    }
+
+    /// [`Self::decode_into`]; `at_start`: the token starts the output (decoders strip there).
+    fn decode_at(
+        &self,
+        token: &str,
+        out: &mut String,
+        bytes: &mut Vec<u8>,
+        at_start: bool,
+    ) -> bool {
         match self.decoder {
             Decoder::ByteLevel => {
                 bytes.clear();
@@ -512,7 +485,7 @@ impl FastPath {
                 } else {
                     push_replaced(out, token, '\u{2581}', ' ');
                 }
-                if strip && out[start..].starts_with(' ') {
+                if strip && at_start && out[start..].starts_with(' ') {
                     out.remove(start);
                 }
             }

@@ -12,8 +12,10 @@
 //!   the mean of a reference set of unused tokens after removing the dominant direction, row
 //!   norms, and groups of identical rows.
 
+mod added_search;
 mod classify;
 mod containment;
+mod context;
 pub mod dequant;
 mod fast;
 pub mod gguf;
@@ -33,5 +35,7 @@ pub use packed::PackedStrings;
 pub use report::{Category, Containment, ScanOptions, ScanReport};
 pub use scan::{scan, PreparedTokenizer};
 
+#[cfg(test)]
+mod context_tests;
 #[cfg(test)]
 mod tests;

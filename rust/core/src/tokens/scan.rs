@@ -6,18 +6,28 @@ use tokenizers::Tokenizer;
 
 use super::classify::{scan_one, Chunk, ScanContext, ScanFacts};
 use super::containment::{containment, Surfaces};
+use super::context::Separator;
 use super::fast::{FastPath, Scratch};
 use super::packed::{concat, concat_offsets, concat_strings, copy_strings};
 use super::{sources, PackedStrings, ScanOptions, ScanReport};
-use crate::{Error, Result};
+use crate::{Cancel, Error, Result};
 
 /// Scans every token of `tok`: decode it alone, encode the text again, and categorise.
 ///
 /// Runs in parallel over token ids (rayon). Special tokens are the added tokens marked
-/// special. WordPiece continuation pieces (`##x`) are judged in word context: such a piece is
-/// reachable when its text passes the normaliser and pre-tokenizer unchanged as one piece.
+/// special. A token is unreachable when none of the contexts it can occur in makes the
+/// tokenizer emit it (see [`super::context`]: alone, and for SentencePiece-style tokenizers
+/// after a separator no merge continues past). WordPiece continuation pieces (`##x`) are
+/// judged in word context: such a piece is reachable when its text passes the normaliser and
+/// pre-tokenizer unchanged as one piece.
 pub fn scan(tok: &Tokenizer, options: &ScanOptions) -> Result<ScanReport> {
-    scan_with(tok, &ScanFacts::new(tok), None, options)
+    scan_with(
+        tok,
+        &ScanFacts::new(tok, None),
+        None,
+        options,
+        &Cancel::never(),
+    )
 }
 
 /// A tokenizer ready to scan: the `tokenizers` tokenizer plus, when its shape is recognised
@@ -42,7 +52,7 @@ impl PreparedTokenizer {
     ) -> Self {
         let fast = merges.and_then(|m| FastPath::new(&tokenizer, m));
         PreparedTokenizer {
-            facts: ScanFacts::new(&tokenizer),
+            facts: ScanFacts::new(&tokenizer, merges),
             tokenizer,
             fast,
             notes,
@@ -74,8 +84,19 @@ impl PreparedTokenizer {
 
     /// Scans every token (see [`scan`]); `use_fast` = false forces the library path.
     pub fn scan(&self, options: &ScanOptions, use_fast: bool) -> Result<ScanReport> {
+        self.scan_cancellable(options, use_fast, &Cancel::never())
+    }
+
+    /// [`Self::scan`], checking `cancel` between runs of ids ([`Error::Interrupted`] once it
+    /// fires).
+    pub fn scan_cancellable(
+        &self,
+        options: &ScanOptions,
+        use_fast: bool,
+        cancel: &Cancel<'_>,
+    ) -> Result<ScanReport> {
         let fast = self.fast.as_ref().filter(|_| use_fast);
-        let mut report = scan_with(&self.tokenizer, &self.facts, fast, options)?;
+        let mut report = scan_with(&self.tokenizer, &self.facts, fast, options, cancel)?;
         report.notes.extend(self.notes.iter().cloned());
         Ok(report)
     }
@@ -109,6 +130,7 @@ fn scan_with(
     facts: &ScanFacts,
     fast: Option<&FastPath>,
     options: &ScanOptions,
+    cancel: &Cancel<'_>,
 ) -> Result<ScanReport> {
     // Padding and truncation settings (common in saved BERT tokenizers) would distort the
     // re-encoding of single tokens: scan a copy without them.
@@ -135,18 +157,28 @@ fn scan_with(
         tokens_from_table: fast.is_some_and(|f| f.token_table().len() == vocab_size),
     };
     // Runs of consecutive ids, each written into its own flat buffers, then joined in order.
+    // They are scanned in rounds of a few per thread: between rounds the calling thread (the
+    // one Python delivers signals to, blocked while rayon works) checks `cancel`, so Ctrl-C
+    // stops even the library path within a round (tens of milliseconds).
     const CHUNK_IDS: usize = 2048;
-    let chunks: Vec<Chunk> = (0..vocab_size.div_ceil(CHUNK_IDS))
-        .into_par_iter()
-        .map_init(Scratch::default, |scratch, c| {
-            let ids = c * CHUNK_IDS..((c + 1) * CHUNK_IDS).min(vocab_size);
-            let mut out = Chunk::with_capacity(ids.len(), cx.tokens_from_table);
-            for id in ids {
-                scan_one(&cx, id as u32, scratch, &mut out)?;
-            }
-            Ok(out)
-        })
-        .collect::<Result<_>>()?;
+    let n_chunks = vocab_size.div_ceil(CHUNK_IDS);
+    let round = 4 * rayon::current_num_threads().max(1);
+    let mut chunks: Vec<Chunk> = Vec::with_capacity(n_chunks);
+    for first in (0..n_chunks).step_by(round) {
+        cancel.check()?;
+        let part: Vec<Chunk> = (first..(first + round).min(n_chunks))
+            .into_par_iter()
+            .map_init(Scratch::default, |scratch, c| {
+                let ids = c * CHUNK_IDS..((c + 1) * CHUNK_IDS).min(vocab_size);
+                let mut out = Chunk::with_capacity(ids.len(), cx.tokens_from_table);
+                for id in ids {
+                    scan_one(&cx, id as u32, scratch, &mut out)?;
+                }
+                Ok(out)
+            })
+            .collect::<Result<_>>()?;
+        chunks.extend(part);
+    }
 
     // Joined in parallel: the outputs are fresh memory, and the copy's page faults are most
     // of its cost.
@@ -169,6 +201,7 @@ fn scan_with(
         containment: None,
         notes: Vec::new(),
     };
+    report.notes.push(Separator::note(facts.separator.as_ref()));
     let library: usize = chunks.iter().map(|c| c.library).sum();
     if fast.is_some() && library > 0 {
         report.notes.push(format!(
@@ -181,10 +214,12 @@ fn scan_with(
             offsets: concat_offsets(&field(&chunks, |c| &c.surfaces.offsets)),
         };
         drop(chunks);
+        cancel.check()?;
         report.containment = Some(containment(
             &surfaces,
             options.max_examples,
             options.max_token_bytes,
+            cancel,
         )?);
     }
     Ok(report)
