@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ferrolm._optional import require
+
 
 def cache_root() -> Path:
     """Where converted models are cached: ``$FERROLM_CACHE`` or ``~/.cache/ferrolm``."""
@@ -27,6 +29,9 @@ def convert_gguf(gguf: Path, saved: Path) -> None:
     """
     if (saved / "config.json").is_file():
         return
+    require("torch", "converting a GGUF model")
+    require("transformers", "converting a GGUF model")
+    require("gguf", "converting a GGUF model")  # transformers reads GGUF through it
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

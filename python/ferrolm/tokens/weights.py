@@ -10,6 +10,8 @@ from typing import Optional
 import numpy as np
 import numpy.typing as npt
 
+from ferrolm._optional import require
+
 _EMBEDDING = re.compile(
     r"(^|\.)(embed_tokens|word_embeddings|wte|tok_embeddings|token_embd|embedding)\.weight$"
 )
@@ -45,10 +47,9 @@ def _gguf_matrix(tensor: object) -> npt.NDArray[np.float32]:
 
 
 def _read_gguf(path: Path) -> EmbeddingMatrices:
-    try:
-        from gguf import GGUFReader
-    except ImportError as e:  # pragma: no cover - gguf is a declared extra
-        raise ImportError("reading GGUF weights needs the `gguf` package: pip install gguf") from e
+    require("gguf", "reading GGUF weights")
+    from gguf import GGUFReader
+
     try:
         reader = GGUFReader(str(path))
     except Exception as e:  # the gguf package raises bare ValueErrors and struct errors
@@ -64,6 +65,8 @@ def _read_gguf(path: Path) -> EmbeddingMatrices:
 
 
 def _read_safetensors(files: list[Path]) -> EmbeddingMatrices:
+    require("safetensors", "reading safetensors weights")
+    require("torch", "reading safetensors weights")  # safe_open(framework="pt")
     from safetensors import safe_open
 
     emb_name: Optional[str] = None
