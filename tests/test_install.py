@@ -102,3 +102,9 @@ def test_lazy_names_are_the_functions_not_the_submodules():
     assert prune.apply_to_llava.__module__ == "ferrolm.prune.llava"
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = speculative.nope
+
+
+def test_build_requirements_equal_the_build_extra():
+    lines = (ROOT / "requirements" / "build.txt").read_text().splitlines()
+    listed = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+    assert listed == _pyproject()["project"]["optional-dependencies"]["build"]
