@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the portable wheel into dist/: one abi3 wheel for CPython 3.9+ on x86-64 Linux, tagged
+# Builds the portable wheel into dist/: one abi3 wheel for CPython 3.10+ on x86-64 Linux, tagged
 # manylinux_2_28 (glibc 2.28: RHEL 8, Debian 10+, Ubuntu 18.10+), with a stripped extension.
 # The zig linker (PyPI `ziglang`, installed by scripts/setup.sh) links against glibc 2.28's
 # symbols whatever glibc this machine has. scripts/check-wheel.sh checks the result.

