@@ -31,7 +31,9 @@ def convert_gguf(gguf: Path, saved: Path) -> None:
         return
     require("torch", "converting a GGUF model")
     require("transformers", "converting a GGUF model")
-    require("gguf", "converting a GGUF model")  # transformers reads GGUF through it
+    # transformers reads GGUF through gguf and refuses to load one without accelerate.
+    require("gguf", "converting a GGUF model")
+    require("accelerate", "converting a GGUF model")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

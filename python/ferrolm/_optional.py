@@ -24,6 +24,7 @@ EXTRAS: Mapping[str, str] = {
     "safetensors": "hf",
     "gguf": "hf",
     "tokenizers": "hf",
+    "accelerate": "hf",
 }
 
 
