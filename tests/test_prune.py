@@ -267,7 +267,10 @@ def test_non_contiguous_input_is_accepted_and_never_modified():
         (torch.randn(2, 3, 4, 5), {"k": 1}, ValueError, r"\[N, d\] or \[B, N, d\]"),
         (torch.ones(10, 4, dtype=torch.int64), {"k": 1}, TypeError, "float32, float16"),
         (torch.randn(10, 4, dtype=torch.float64), {"k": 1}, TypeError, r"call \.float\(\)"),
-        (np.ones((10, 4), dtype=np.float32), {"k": 1}, TypeError, "torch.Tensor"),
+        ([[1.0] * 4] * 10, {"k": 1}, TypeError, "torch.Tensor or NumPy array"),
+        (np.ones((10, 4), dtype=np.float64), {"k": 1}, TypeError, r"call \.astype\(np\.float32\)"),
+        (np.ones((10, 4), dtype=np.int32), {"k": 1}, TypeError, "float32 or float16"),
+        (np.ones((10,), dtype=np.float32), {"k": 1}, ValueError, r"\[N, d\] or \[B, N, d\]"),
     ],
 )
 def test_bad_arguments_raise_naming_the_argument(features, kwargs, error, match):

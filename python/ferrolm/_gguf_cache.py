@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ferrolm._optional import require
+
 logger = logging.getLogger(__name__)
 
 
@@ -30,6 +32,11 @@ def convert_gguf(gguf: Path, saved: Path) -> None:
     """
     if (saved / "config.json").is_file():
         return
+    require("torch", "converting a GGUF model")
+    require("transformers", "converting a GGUF model")
+    # transformers reads GGUF through gguf and refuses to load one without accelerate.
+    require("gguf", "converting a GGUF model")
+    require("accelerate", "converting a GGUF model")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -9,8 +9,9 @@ Example:
     >>> # comm.all_reduce(grad, op="avg", scheme="blockwise", timeout=60.0)
 """
 
-from ferrolm.comm.allreduce import OPS, CommTimeoutError, all_reduce
-from ferrolm.comm.diloco import DiLoCo, Int8HookState, int8_allreduce_hook
+from typing import TYPE_CHECKING
+
+from ferrolm._optional import lazy_attributes
 from ferrolm.comm.quantize import (
     DEFAULT_BLOCK_SIZE,
     SCHEMES,
@@ -18,6 +19,24 @@ from ferrolm.comm.quantize import (
     dequantize,
     dequantize_accumulate,
     quantize,
+)
+
+if TYPE_CHECKING:
+    from ferrolm.comm.allreduce import OPS, CommTimeoutError, all_reduce
+    from ferrolm.comm.diloco import DiLoCo, Int8HookState, int8_allreduce_hook
+
+# The quantizers work on NumPy arrays without torch; the all-reduce, the DDP hook and DiLoCo
+# run over torch.distributed and import torch on first use.
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "OPS": "allreduce",
+        "CommTimeoutError": "allreduce",
+        "all_reduce": "allreduce",
+        "DiLoCo": "diloco",
+        "Int8HookState": "diloco",
+        "int8_allreduce_hook": "diloco",
+    },
 )
 
 __all__ = [

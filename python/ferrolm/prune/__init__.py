@@ -13,7 +13,9 @@ and ``generate`` call (see :func:`apply_to_llava`)::
     handle = prune.apply_to_llava(model, keep=0.098)   # handle.remove() turns it off
 """
 
-from ferrolm.prune.llava import PruneHandle, PruneStats, apply_to_llava
+from typing import TYPE_CHECKING
+
+from ferrolm._optional import lazy_attributes
 from ferrolm.prune.select import (
     DEFAULT_KEEP,
     METHODS,
@@ -22,6 +24,15 @@ from ferrolm.prune.select import (
     keep_count,
     objective,
     uses_amx,
+)
+
+if TYPE_CHECKING:
+    from ferrolm.prune.llava import PruneHandle, PruneStats, apply_to_llava
+
+# DivPrune on NumPy arrays needs NumPy only; the LLaVA hooks need torch (imported on first use).
+__getattr__ = lazy_attributes(
+    __name__,
+    {"PruneHandle": "llava", "PruneStats": "llava", "apply_to_llava": "llava"},
 )
 
 __all__ = [

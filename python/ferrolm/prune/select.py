@@ -1,15 +1,23 @@
-"""`divprune`: max-min diversity token selection on torch tensors (CPU in Rust, GPU in CUDA)."""
+"""`divprune`: max-min diversity token selection on NumPy arrays or torch tensors (CPU in Rust, GPU
+in CUDA)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import TYPE_CHECKING, Any, Generic, Literal, Optional, TypeVar, overload
 
 import numpy as np
-import torch
+import numpy.typing as npt
 
 from ferrolm import _native
+from ferrolm._optional import is_tensor, lazy_module
+
+if TYPE_CHECKING:
+    import torch
+else:
+    # NumPy input never imports torch; tensor input has it loaded already.
+    torch = lazy_module("torch")
 
 __all__ = [
     "DEFAULT_KEEP",
@@ -26,12 +34,12 @@ DEFAULT_KEEP = 0.098
 
 METHODS = ("auto", "gram", "matrix_free")
 
-_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+ArrayT = TypeVar("ArrayT")
 
 
 @dataclass(frozen=True)
-class Selection:
-    """The tokens DivPrune keeps.
+class Selection(Generic[ArrayT]):
+    """The tokens DivPrune keeps, as torch tensors for tensor input, NumPy arrays for NumPy input.
 
     Attributes:
         indices: ``int64`` token indices on the input's device, ``[k]`` for ``[N, d]`` input or
@@ -40,8 +48,8 @@ class Selection:
             ``k == 1``), ``[]`` or ``[B]``, on the input's device.
     """
 
-    indices: torch.Tensor
-    objective: torch.Tensor
+    indices: ArrayT
+    objective: ArrayT
 
 
 def keep_count(n: int, keep: float) -> int:
@@ -61,21 +69,29 @@ def keep_count(n: int, keep: float) -> int:
     return max(1, min(n, math.floor(keep * n + 0.5)))
 
 
-def _check_features(features: torch.Tensor) -> None:
-    if not isinstance(features, torch.Tensor):
-        raise TypeError(f"`features` must be a torch.Tensor, got {type(features).__name__}")
-    if features.dtype not in _FLOATS:
+def _check_features(features: Any) -> None:
+    if isinstance(features, np.ndarray):
+        if features.dtype not in (np.float32, np.float16):
+            raise TypeError(
+                f"`features` must be float32 or float16, got {features.dtype}; "
+                "call .astype(np.float32)"
+            )
+    elif not is_tensor(features):
+        raise TypeError(
+            f"`features` must be a torch.Tensor or NumPy array, got {type(features).__name__}"
+        )
+    elif features.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(
             f"`features` must be float32, float16 or bfloat16, got {features.dtype}; call .float()"
         )
-    if features.dim() not in (2, 3):
+    if features.ndim not in (2, 3):
         raise ValueError(
             f"`features` must be [N, d] or [B, N, d], got shape {tuple(features.shape)}"
         )
     if (
         features.shape[-2] == 0
         or features.shape[-1] == 0
-        or (features.dim() == 3 and features.shape[0] == 0)
+        or (features.ndim == 3 and features.shape[0] == 0)
     ):
         raise ValueError(f"`features` must be non-empty, got shape {tuple(features.shape)}")
 
@@ -90,6 +106,7 @@ def uses_amx() -> bool:
     return bool(_native.prune.amx_enabled())
 
 
+@overload
 def divprune(
     features: torch.Tensor,
     keep: Optional[float] = None,
@@ -99,7 +116,32 @@ def divprune(
     seed: Optional[int] = None,
     order: Literal["sorted", "greedy"] = "sorted",
     method: Literal["auto", "gram", "matrix_free"] = "auto",
-) -> Selection:
+) -> Selection[torch.Tensor]: ...
+
+
+@overload
+def divprune(
+    features: npt.NDArray[Any],
+    keep: Optional[float] = None,
+    *,
+    k: Optional[int] = None,
+    first: Optional[int] = None,
+    seed: Optional[int] = None,
+    order: Literal["sorted", "greedy"] = "sorted",
+    method: Literal["auto", "gram", "matrix_free"] = "auto",
+) -> Selection[npt.NDArray[Any]]: ...
+
+
+def divprune(
+    features: Any,
+    keep: Optional[float] = None,
+    *,
+    k: Optional[int] = None,
+    first: Optional[int] = None,
+    seed: Optional[int] = None,
+    order: Literal["sorted", "greedy"] = "sorted",
+    method: Literal["auto", "gram", "matrix_free"] = "auto",
+) -> Selection[Any]:
     """Selects a maximally diverse subset of tokens (DivPrune, greedy max-min).
 
     Distances are cosine distances ``1 - x_i . x_j`` between L2-normalised tokens. The first
@@ -109,9 +151,10 @@ def divprune(
     is upcast exactly. The input is never modified.
 
     Args:
-        features: ``[N, d]`` tokens of one image or ``[B, N, d]`` for a batch of images, float32,
-            float16 or bfloat16, on CPU or a CUDA device. Any strides (a contiguous float32 copy
-            is made when needed).
+        features: ``[N, d]`` tokens of one image or ``[B, N, d]`` for a batch of images: a torch
+            tensor (float32, float16 or bfloat16, on CPU or a CUDA device) or a NumPy array
+            (float32 or float16; needs no torch). Any strides (a contiguous float32 copy is
+            made when needed).
         keep: Ratio of tokens to keep, in (0, 1]: ``k = round(keep * N)``, at least 1. Default
             :data:`DEFAULT_KEEP` when ``k`` is not given.
         k: Number of tokens to keep per image instead of ``keep``, in ``1..N``.
@@ -129,10 +172,12 @@ def divprune(
             one up to near-ties.
 
     Returns:
-        The kept indices and the objective (minimum pairwise distance of the kept set).
+        The kept indices and the objective (minimum pairwise distance of the kept set): torch
+        tensors for tensor input, NumPy arrays for NumPy input.
 
     Raises:
-        TypeError: ``features`` is not a float32/float16/bfloat16 tensor.
+        TypeError: ``features`` is not a float32/float16/bfloat16 tensor or float32/float16
+            NumPy array.
         ValueError: Bad shape, ``keep``/``k``/``first``/``seed``/``order``/``method`` out of
             range, NaN/inf values, or an all-zero token (cosine distance is undefined).
         RuntimeError: ``features`` is on a GPU but ferrolm's CUDA kernels cannot run there.
@@ -145,6 +190,13 @@ def divprune(
         >>> sel.indices.shape
         torch.Size([56])
         >>> kept = x[sel.indices]
+
+        NumPy in, NumPy out (no torch needed):
+
+        >>> import numpy as np
+        >>> sel = prune.divprune(np.random.default_rng(0).standard_normal((576, 64), np.float32))
+        >>> sel.indices.shape, sel.indices.dtype
+        ((56,), dtype('int64'))
     """
     _check_features(features)
     n = features.shape[-2]
@@ -170,7 +222,13 @@ def divprune(
         isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64
     ):
         raise ValueError(f"`seed` must be an integer in [0, 2**64), got {seed!r}")
-    batched = features.dim() == 3
+    batched = features.ndim == 3
+    if isinstance(features, np.ndarray):
+        x_np = np.ascontiguousarray(features if batched else features[None], dtype=np.float32)
+        idx_np, obj_np = _native.prune.divprune(
+            x_np, k, first=first, seed=seed, greedy_order=order == "greedy", method=method
+        )
+        return Selection(idx_np, obj_np) if batched else Selection(idx_np[0], obj_np[0, ...])
     x = features.detach() if batched else features.detach().unsqueeze(0)
     if x.is_cuda:
         from ferrolm.prune._cuda import divprune_cuda
@@ -187,10 +245,13 @@ def divprune(
     return Selection(indices, obj)
 
 
-def objective(features: torch.Tensor, indices: torch.Tensor) -> float:
+def objective(
+    features: torch.Tensor | npt.NDArray[Any], indices: torch.Tensor | npt.NDArray[Any]
+) -> float:
     """The minimum cosine distance between two of the tokens ``indices`` of ``[N, d]`` features.
 
     Computed in float32 on CPU like :func:`divprune`; ``inf`` for fewer than two tokens.
+    ``features`` and ``indices`` are torch tensors or NumPy arrays (NumPy needs no torch).
 
     Example:
         >>> import torch
@@ -201,14 +262,18 @@ def objective(features: torch.Tensor, indices: torch.Tensor) -> float:
         True
     """
     _check_features(features)
-    if features.dim() != 2:
+    if features.ndim != 2:
         raise ValueError(f"`features` must be [N, d], got shape {tuple(features.shape)}")
-    if (
-        not isinstance(indices, torch.Tensor)
-        or indices.dim() != 1
-        or indices.dtype.is_floating_point
-    ):
-        raise TypeError("`indices` must be a 1-D integer torch.Tensor")
-    x = features.detach().to("cpu", torch.float32).contiguous().unsqueeze(0)
-    idx = np.ascontiguousarray(indices.detach().cpu().numpy().astype(np.int64))
-    return float(_native.prune.objective(x.numpy(), idx))
+    if isinstance(indices, np.ndarray):
+        if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer):
+            raise TypeError(f"`indices` must be a 1-D integer array, got {indices.dtype}")
+        idx = np.ascontiguousarray(indices, dtype=np.int64)
+    elif not is_tensor(indices) or indices.dim() != 1 or indices.dtype.is_floating_point:
+        raise TypeError("`indices` must be a 1-D integer torch.Tensor or NumPy array")
+    else:
+        idx = np.ascontiguousarray(indices.detach().cpu().numpy().astype(np.int64))
+    if isinstance(features, np.ndarray):
+        x_np = np.ascontiguousarray(features[None], dtype=np.float32)
+    else:
+        x_np = features.detach().to("cpu", torch.float32).contiguous().unsqueeze(0).numpy()
+    return float(_native.prune.objective(x_np, idx))

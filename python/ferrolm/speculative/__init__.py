@@ -11,10 +11,10 @@ Example:
     >>> path, bonus = speculative.walk(tree.parents, np.zeros(8, np.int32), choice)
 """
 
+from typing import TYPE_CHECKING
+
+from ferrolm._optional import lazy_attributes
 from ferrolm.speculative.builder import BatchTreeBuilder, TreeBuilder
-from ferrolm.speculative.generator import DEFAULT_ACCEPTANCE, SpeculativeGenerator
-from ferrolm.speculative.profile import LatencyProfile, estimate_acceptance, profile
-from ferrolm.speculative.sampling import sampling_probs
 from ferrolm.speculative.sequoia import (
     Plan,
     SequoiaTable,
@@ -25,7 +25,6 @@ from ferrolm.speculative.sequoia import (
     sequoia_heap,
     tree_value,
 )
-from ferrolm.speculative.stats import GenerationStats, SpeculativeOutput
 from ferrolm.speculative.tree import (
     Tree,
     ancestor_mask,
@@ -40,7 +39,32 @@ from ferrolm.speculative.tree import (
     walk,
     walk_batch,
 )
-from ferrolm.speculative.verify import choose_greedy, choose_sample, choose_sequoia
+
+if TYPE_CHECKING:
+    from ferrolm.speculative.generator import DEFAULT_ACCEPTANCE, SpeculativeGenerator
+    from ferrolm.speculative.profile import LatencyProfile, estimate_acceptance, profile
+    from ferrolm.speculative.sampling import sampling_probs
+    from ferrolm.speculative.stats import GenerationStats, SpeculativeOutput
+    from ferrolm.speculative.verify import choose_greedy, choose_sample, choose_sequoia
+
+# The trees, the builders and Sequoia need NumPy only; what works on logits and models needs
+# torch and is imported on first use (an ImportError naming the `torch` extra without it).
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "DEFAULT_ACCEPTANCE": "generator",
+        "SpeculativeGenerator": "generator",
+        "LatencyProfile": "profile",
+        "estimate_acceptance": "profile",
+        "profile": "profile",
+        "sampling_probs": "sampling",
+        "GenerationStats": "stats",
+        "SpeculativeOutput": "stats",
+        "choose_greedy": "verify",
+        "choose_sample": "verify",
+        "choose_sequoia": "verify",
+    },
+)
 
 __all__ = [
     "DEFAULT_ACCEPTANCE",

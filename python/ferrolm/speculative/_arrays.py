@@ -8,12 +8,13 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import torch
+
+from ferrolm._optional import is_tensor
 
 
 def _to_numpy(x: Any, arg: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
+    if is_tensor(x):
+        return np.asarray(x.detach().cpu().numpy())
     if isinstance(x, (np.ndarray, list, tuple, range)):
         return np.asarray(x)
     if isinstance(x, (int, np.integer)):

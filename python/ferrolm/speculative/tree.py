@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
 from ferrolm import _native
+from ferrolm._optional import is_tensor
 from ferrolm.speculative._arrays import check_int, int_array
 
 __all__ = [
@@ -247,7 +247,7 @@ def restrict(parents: Any, keep: Any) -> tuple[Int32Array, Int32Array]:
         ([0, 2, 4], [-1, 0, 1])
     """
     p = int_array(parents, "parents")
-    k = np.asarray(keep.detach().cpu().numpy() if isinstance(keep, torch.Tensor) else keep)
+    k = np.asarray(keep.detach().cpu().numpy() if is_tensor(keep) else keep)
     if k.dtype != np.bool_ or k.ndim != 1:
         raise TypeError(f"`keep` must be a 1-D bool array, got dtype {k.dtype} shape {k.shape}")
     return _native.speculative.restrict(p, np.ascontiguousarray(k))

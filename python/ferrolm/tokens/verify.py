@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ferrolm._gguf_cache import cache_root, convert_gguf
+from ferrolm._optional import require
 
 #: Prompts asking the model to repeat ``{token}``; the second item starts the answer, so the
 #: next token the model predicts should be the candidate itself.
@@ -146,6 +147,7 @@ def verify(
         >>> v = tokens.verify(model, tokenizer, ind.candidates[:20])  # doctest: +SKIP
         >>> v.confirmed.sum()  # doctest: +SKIP
     """
+    require("torch", "`ferrolm.tokens.verify`")
     import torch
 
     if not 0.0 < threshold < 1.0:
@@ -211,6 +213,8 @@ def load_model(path: str | Path) -> tuple[Any, Any]:
     Raises:
         FileNotFoundError: ``path`` does not exist.
     """
+    require("torch", "`ferrolm.tokens.load_model`")
+    require("transformers", "`ferrolm.tokens.load_model`")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
