@@ -28,9 +28,11 @@ gguf = pytest.importorskip("gguf", reason="building GGUF files needs the gguf pa
 from gguf import GGMLQuantizationType as Q  # noqa: E402
 from gguf import GGUFWriter  # noqa: E402
 
+from ferrolm.testing.tokenizations import llama_cpp_models_dir  # noqa: E402
+
 DEADLINE_S = 5.0
 MAX_RSS_BYTES = 1 << 30
-VOCAB_QWEN2 = Path("/work/fixtures/llama.cpp/models/ggml-vocab-qwen2.gguf")
+VOCAB_QWEN2 = llama_cpp_models_dir() / "ggml-vocab-qwen2.gguf"
 
 # The child prints one JSON line per file: the exception it got (or none) and what it returned.
 API_CHILD = """

@@ -11,8 +11,9 @@ converted tokenizer, in the same contexts (see ``ferrolm.tokens.scan.scan``):
   first candidate character that no model token continues past, ``encode(c + raw)`` is
   ``encode(c) + [t]``, where ``raw`` is what ``t`` stands for after another token.
 
-The vocabularies are llama.cpp's vocab-only GGUF files (``FERROLM_LLAMA_VOCAB_DIR``, else
-``~/.cache/ferrolm/fixtures/llama.cpp/models``) and the packaged fixtures.
+The vocabularies are llama.cpp's vocab-only GGUF files (where
+``ferrolm.testing.tokenizations.llama_cpp_models_dir`` looks: ``$FERROLM_LLAMA_CPP_MODELS``,
+else the fixture cache that ``scripts/fetch-fixtures.sh`` fills) and the packaged fixtures.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from ferrolm._paths import package_file
+from ferrolm.testing.tokenizations import llama_cpp_models_dir
 from ferrolm.tokens.scan import OK, SPECIAL, UNDECODABLE, Scanner, ScanResult
 
 SEPARATOR_CANDIDATES = "0123456789.,)]}:;!?\"'/-("
@@ -39,8 +41,7 @@ SPACE_MARK = "\u2581"
 
 
 def _vocab_dir() -> Optional[Path]:
-    env = os.environ.get("FERROLM_LLAMA_VOCAB_DIR")
-    path = Path(env) if env else Path.home() / ".cache/ferrolm/fixtures/llama.cpp/models"
+    path = llama_cpp_models_dir()
     return path if path.is_dir() else None
 
 
@@ -52,8 +53,8 @@ PACKAGED = {
     "gpt2.tiktoken": package_file("whisper", "assets", "gpt2.tiktoken"),
 }
 NO_VOCABS = (
-    "needs llama.cpp's vocab-only GGUF files: set FERROLM_LLAMA_VOCAB_DIR to the sdist's "
-    "vendor/llama.cpp/models (llama-cpp-python==0.3.36)"
+    f"needs llama.cpp's vocab-only GGUF files in {llama_cpp_models_dir()}: run "
+    "scripts/fetch-fixtures.sh or set FERROLM_LLAMA_CPP_MODELS"
 )
 
 

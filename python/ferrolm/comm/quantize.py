@@ -136,6 +136,7 @@ class QuantizedTensor(Generic[ArrayT]):
         """Serialises to a self-describing byte string (:meth:`from_bytes` reverses it)."""
         _check_quantized(self, "self")
         name = _dtype_name(self.dtype)
+        assert name is not None  # checked above
         head = _native.comm.frame_header(
             self.scheme, self.block_size, name, [int(d) for d in self.shape]
         )
@@ -168,9 +169,9 @@ class QuantizedTensor(Generic[ArrayT]):
         data = raw[offset:].copy()
         if numpy:
             np_dtype = np.dtype("float32" if dtype == "bfloat16" else dtype)
-            return cls(data, scheme, tuple(shape), np_dtype, block)
+            return QuantizedTensor(data, scheme, tuple(shape), np_dtype, block)
         torch_mod = require("torch", "QuantizedTensor.from_bytes with torch tensors")
-        return cls(
+        return QuantizedTensor(
             torch_mod.from_numpy(data),
             scheme,
             torch_mod.Size(shape),
