@@ -182,7 +182,9 @@ class PruneHandle:
         embeds = kwargs.get("inputs_embeds")
         if embeds is None:
             return None
-        cache = kwargs.get("cache")
+        # The decoder's cache argument is `cache` in current transformers, `past_key_values`
+        # in 5.0.
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
         past = int(cache.get_seq_length()) if cache is not None else 0
         if self._image_lengths is not None:
             ids = self._input_ids
@@ -285,6 +287,7 @@ class PruneHandle:
         out = dict(kwargs)
         out["inputs_embeds"] = new_embeds
         out["position_ids"] = new_pos
+        _renumber_cache_position(out, 0, new_len, device)
         if mask is not None or bool((pads > 0).any()):
             out["attention_mask"] = new_mask.to(mask.dtype if mask is not None else torch.long)
         self.last = PruneStats(length, new_len, tuple(lengths), tuple(kept))
@@ -324,7 +327,21 @@ class PruneHandle:
             out["position_ids"] = st.last_orig.unsqueeze(1) + step
         else:
             out["position_ids"] = st.last_new.unsqueeze(1) + step
+        _renumber_cache_position(out, past, steps, device)
         return out
+
+
+def _renumber_cache_position(
+    kwargs: dict[str, Any], past: int, steps: int, device: torch.device
+) -> None:
+    """Points ``cache_position`` at the slots of the pruned cache.
+
+    Releases whose decoder takes ``past_key_values`` (transformers 5.0) also pass
+    ``cache_position``, counted by ``generate`` on the unpruned sequence; the decoder builds its
+    causal mask and writes the cache from it, so it must name ``past .. past+steps-1``.
+    """
+    if kwargs.get("cache_position") is not None:
+        kwargs["cache_position"] = torch.arange(past, past + steps, device=device)
 
 
 def apply_to_llava(
