@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import locale
 import re
 
 import pytest
@@ -46,6 +47,15 @@ def test_compile_check_defaults_to_the_oldest_architecture_the_kernels_can_use()
     # architecture is gone), which is why the default is not NVRTC's.
     with pytest.raises(RuntimeError, match="NVRTC failed to compile"):
         ferrolm.cuda.compile_check(arch="compute_52")
+
+
+@needs_nvrtc
+def test_compiling_leaves_the_thread_locale_and_python_encoding_alone():
+    # NVRTC 12.4 (torch 2.6) switched the calling thread to the "C" locale and left it: after a
+    # compile, open() and subprocess text decoded UTF-8 as ASCII in this process.
+    before = locale.getpreferredencoding(False)
+    ferrolm.cuda.compile_check()
+    assert locale.getpreferredencoding(False) == before
 
 
 @needs_nvrtc

@@ -166,10 +166,37 @@ fn c_string(text: &str) -> Result<CString> {
     CString::new(text).map_err(|_| Error::Internal("a kernel source contains a NUL byte".into()))
 }
 
+/// Restores the calling thread's locale when dropped. NVRTC 12 (torch 2.6's) switches the
+/// calling thread to the "C" locale with `uselocale` and leaves it there; Python on that thread
+/// then reads its preferred encoding as ASCII, so `open()` and `subprocess` text fail on UTF-8.
+struct ThreadLocale(#[cfg(target_os = "linux")] libc::locale_t);
+
+impl ThreadLocale {
+    fn save() -> Self {
+        // SAFETY: uselocale with a null argument only returns the thread's current locale.
+        #[cfg(target_os = "linux")]
+        return ThreadLocale(unsafe { libc::uselocale(std::ptr::null_mut()) });
+        #[cfg(not(target_os = "linux"))]
+        ThreadLocale()
+    }
+}
+
+impl Drop for ThreadLocale {
+    fn drop(&mut self) {
+        // SAFETY: the handle is the one uselocale returned for this thread (LC_GLOBAL_LOCALE or
+        // a locale the thread's owner installed and still owns), so it is valid to reinstall.
+        #[cfg(target_os = "linux")]
+        unsafe {
+            libc::uselocale(self.0);
+        }
+    }
+}
+
 /// Compiles one kernel family to PTX, with every header of [`HEADERS`] available to
 /// `#include`. `arch` is e.g. `"compute_90"`; `None` means [`default_arch`].
 pub fn compile(kernel: &KernelSource, arch: Option<&str>) -> Result<Ptx> {
     require_nvrtc()?;
+    let _locale = ThreadLocale::save();
     let arch = match arch {
         Some(arch) => arch.to_owned(),
         None => default_arch()?,
