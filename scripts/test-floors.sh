@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the floor versions declared in pyproject.toml (the oldest Python of requires-python and
 # `name==floor` for every `name>=floor` of the base, torch, hf and test requirements) into a
-# fresh virtualenv, installs the built wheel there, and runs the fast tests (tests/, without the
-# slow, gpu and dist markers). Not part of every CI run: it downloads an old torch (~3 GB with its
-# CUDA wheels) and takes minutes. Run it after changing a floor or code that older versions may
+# virtualenv (made once, kept while the interpreter and floors stay the same), installs the built
+# wheel there, and runs the fast tests (tests/, without the slow, gpu and dist markers). Not part
+# of every CI run: the first run downloads an old torch (~3 GB with its CUDA wheels); the tests
+# take about 7 minutes on 2 cores. Run it after changing a floor or code that older versions may
 # lack, and adjust the floors or the code until it passes.
 # Usage: scripts/test-floors.sh [PYTEST ARGS...]. Environment: FLOOR_PYTHON (default python3.N
 # for the requires-python floor), FLOORS_VENV (default target/floors-venv), PYTHON (the dev
