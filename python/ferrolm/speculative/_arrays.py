@@ -71,6 +71,18 @@ def check_int(x: Any, arg: str, minimum: int | None = None, maximum: int = INT_M
     return v
 
 
+def check_float(x: Any, arg: str) -> float:
+    """``x`` as a Python float; an int beyond float's range is a ``ValueError`` naming ``arg``
+    (never a bare ``OverflowError``), a non-number a ``TypeError``. The range of the value is
+    the caller's to check."""
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
+        raise TypeError(f"`{arg}` must be a number, got {type(x).__name__}")
+    try:
+        return float(x)
+    except OverflowError:
+        raise ValueError(f"`{arg}` must be within float64's range, got {x}") from None
+
+
 def check_optional_int(x: Any, arg: str, minimum: int) -> int | None:
     """``x`` as :func:`check_int` does, or ``None``."""
     return None if x is None else check_int(x, arg, minimum)
