@@ -487,3 +487,24 @@ def test_the_dense_16_mb_gguf_is_refused_before_it_is_read(tmp_path: Path) -> No
     assert p.exc == "ValueError", p.msg
     assert "no `tokenizer.ggml.model`" in p.msg, p.msg
     assert p.grown_bytes < 256 << 20, f"grew the process by {p.grown_bytes} bytes"
+
+
+TREE = np.array([-1, 0, 0], np.int32)
+ARRAYS_PAST_64_BITS = [
+    ("root_tokens", lambda: speculative.BatchTreeBuilder([0, 2**70], 4)),
+    ("accepted_ranks", lambda: speculative.acceptance_vector([0, 2**70], width=4)),
+    ("parents", lambda: speculative.ancestor_mask([-1, -(2**70)])),
+    ("sizes", lambda: speculative.plan(speculative.sequoia_dp([0.6], 4, 2), [1, 2**70], [1, 1], 0)),
+    ("p", lambda: speculative.tree_value([0.6, 10**400], TREE)),
+    ("p", lambda: speculative.sequoia_dp([0.6, -(10**400)], 4, 2)),
+]
+
+
+@pytest.mark.parametrize(("arg", "call"), ARRAYS_PAST_64_BITS)
+def test_arrays_holding_integers_past_64_bits_are_value_errors_naming_them(
+    arg: str, call: Any
+) -> None:
+    # NumPy keeps such lists as objects; the value is out of range, not of the wrong type.
+    with pytest.raises(ValueError, match=f"`{arg}` must") as info:
+        call()
+    assert "0000000000" in str(info.value) or "1180591620717411303424" in str(info.value)
