@@ -3,7 +3,8 @@
 "Done when: every reproducer above is a test that passes: the right exception class, the
 argument named, no abort, no hang (each under 5 s and 1 GB)." The table maps each reproducer
 (the issue's own call, in its order) to its test; the tests in this file fill the gaps the audit
-found: the in-process reproducers timed and measured in a child, numbers beyond 64 bits (or
+found: the in-process reproducers (W1-W4, W6, W8, W9, U1, U2, U5: the issue's own calls) run
+again in a child, timed and measured, numbers beyond 64 bits (or
 beyond float's range) in every capability, the memory a forged buffer costs before it is
 refused, the dense 16 MB GGUF's growth.
 
@@ -209,6 +210,19 @@ def forged(at, fmt, value):
     struct.pack_into(fmt, b, at, value)
     return bytes(b)
 
+def world_of_one_with_nan():
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    x = torch.randn(1000)
+    x[500] = math.nan
+    before = x.clone()
+    try:
+        comm.all_reduce(x, op="sum", timeout=10.0)
+    finally:
+        dist.destroy_process_group()
+        assert torch.equal(x.nan_to_num(), before.nan_to_num()), "the input was changed"
+
 tmp = tempfile.mkdtemp()
 hole = os.path.join(tmp, "tokenizer.json")
 with open(hole, "w") as f:
@@ -244,6 +258,11 @@ INPROCESS: dict[str, tuple[str, str | None, list[str]]] = {
         f"QuantizedTensor.from_bytes(forged({11 + 16 + 4 * 5}, '<f', math.nan))",
         "ValueError",
         ["`packed"],
+    ),
+    "W6 world size 1 with a NaN": (
+        "world_of_one_with_nan()",
+        "ValueError",
+        ["`tensor` must be finite", "Nothing was changed"],
     ),
     "W8 tokenizer.json with a hole": ("tokens.scan(hole).tokens[5]", None, []),
     "W9 SpeculativeGenerator(acceptance=[0.5, nan], max_draft_steps=-1)": (
