@@ -4,9 +4,9 @@
 argument named, no abort, no hang (each under 5 s and 1 GB)." The table maps each reproducer
 (the issue's own call, in its order) to its test; the tests in this file fill the gaps the audit
 found: the in-process reproducers (W1-W4, W6, W8, W9, U1, U2, U5: the issue's own calls) run
-again in a child, timed and measured, numbers beyond 64 bits (or
-beyond float's range) in every capability, the memory a forged buffer costs before it is
-refused, the dense 16 MB GGUF's growth.
+again in a child, timed and measured; numbers beyond 64 bits (or beyond float's range) in every
+capability; the memory a forged buffer costs before it is refused; the dense 16 MB GGUF's
+growth.
 
 ======  =============================================================  ==========================
  #      reproducer (issue 16)                                          test (file::name), asserts
