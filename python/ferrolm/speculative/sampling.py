@@ -28,12 +28,18 @@ def sampling_probs(
     Args:
         logits: float tensor ``[..., V]``.
         temperature: strictly positive divisor of the logits.
-        top_k: keep the ``top_k`` largest logits (ties at the boundary are kept), or None.
+        top_k: keep the ``top_k`` largest logits (ties at the boundary are kept); None or 0
+            keeps all.
         top_p: keep the smallest set of tokens whose probability reaches ``top_p`` (at least one),
-            or None.
+            in [0, 1], or None.
 
     Returns:
         float32 probabilities ``[..., V]`` summing to one.
+
+    Raises:
+        ValueError: ``temperature`` is not > 0, ``top_k`` is negative, ``top_p`` is outside
+            [0, 1] (NaN included), or a number is beyond float's or int64's range.
+        TypeError: a setting is not a number.
 
     Example:
         >>> sampling_probs(torch.tensor([2.0, 1.0, 0.0]), temperature=1.0, top_k=2).tolist()[2]
