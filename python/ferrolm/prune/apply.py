@@ -78,7 +78,6 @@ FAMILIES: tuple[Family, ...] = (
 )
 """The families :func:`apply` recognises by ``config.model_type``."""
 
-_GENERIC = Family("generic", ())
 _POLICIES = ("compacted", "original")
 # Inputs of the multimodal model that :func:`apply` knows how to rewrite for a pruned prompt.
 _REQUIRED_INPUTS = ("input_ids", "attention_mask", "position_ids", "mm_encoder_outputs")
@@ -143,7 +142,7 @@ def _find(model: Any, allowed: Optional[tuple[Family, ...]]) -> tuple[Any, Famil
         params = inspect.signature(module.forward).parameters
         if hasattr(module, "get_rope_index") or not all(p in params for p in _REQUIRED_INPUTS):
             continue  # positions computed in a way the generic path cannot follow
-        return module, _GENERIC
+        return module, Family(f"generic ({model_type})", ())
     names = ", ".join(f.name for f in allowed) if allowed is not None else _supported()
     raise TypeError(
         f"`model` must be a Hugging Face vision-language model of a supported family ({names}); "
@@ -308,7 +307,10 @@ class PruneHandle:
             value = kwargs.get(name)
             if isinstance(value, torch.Tensor) and value.shape == ids.shape:
                 out[name] = columns.take(value, fill=0)
-        self._prefill_mask_and_positions(kwargs, out, ids, columns)
+        if columns.new_len == ids.shape[1] and not bool(columns.pads.any()):
+            self._state = None  # nothing dropped: positions and mask stay the caller's
+        else:
+            self._prefill_mask_and_positions(kwargs, out, ids, columns)
         self.last = PruneStats(
             prompt_tokens=ids.shape[1],
             kept_tokens=columns.new_len,
