@@ -117,13 +117,13 @@ def test_batched_multi_image_generate_equals_greedy_full_forwards(family):
     model = model_of(family)
     inputs = testing_prune.vlm_inputs(model, ROWS, seed=1)
     with prune.apply(model, keep=0.3) as handle:
-        out = model.generate(**inputs, max_new_tokens=4, do_sample=False, pad_token_id=0)
+        out = model.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=0)
         assert handle.last is not None
         kept = handle.last.kept_image_tokens
-        want = greedy_by_full_forwards(family, model, inputs, 4)
+        want = greedy_by_full_forwards(family, model, inputs, 3)
     assert kept == tuple(prune.keep_count(n, 0.3) for n in handle.last.image_tokens)
     assert kept != handle.last.image_tokens
-    assert out.shape == (2, inputs["input_ids"].shape[1] + 4)
+    assert out.shape == (2, inputs["input_ids"].shape[1] + 3)
     assert torch.equal(out, want)
 
 
@@ -197,7 +197,8 @@ def test_qwen2_vl_kept_positions_without_a_mask_and_compacted_is_refused():
     assert not model.model._forward_pre_hooks
     with prune.apply(model, keep=0.25) as handle:
         out = model.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=0)
-    assert handle.last is not None and handle.last.kept_image_tokens == (4,)
+    assert handle.last is not None
+    assert handle.last.kept_image_tokens == (4,)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 3
 
 
@@ -219,10 +220,10 @@ def test_an_unsupported_model_is_refused_naming_the_families():
         vocab_size=64,
     )
     llama = transformers.LlamaForCausalLM(config)
-    with pytest.raises(TypeError, match="Qwen2-VL.*Gemma 3.*PaliGemma.*LlamaForCausalLM"):
+    with pytest.raises(TypeError, match=r"Qwen2-VL.*Gemma 3.*PaliGemma.*LlamaForCausalLM"):
         prune.apply(llama)
     assert not llama.model._forward_pre_hooks
-    with pytest.raises(TypeError, match="LLaVA, LLaVA-NeXT\\).*Gemma3ForConditionalGeneration"):
+    with pytest.raises(TypeError, match=r"LLaVA, LLaVA-NeXT\).*Gemma3ForConditionalGeneration"):
         prune.apply_to_llava(model_of("gemma3"))
     with pytest.raises(ValueError, match="`positions`"):
         prune.apply(model_of("gemma3"), positions="shifted")  # type: ignore[arg-type]
@@ -244,7 +245,8 @@ def test_inputs_are_not_mutated_and_double_application_is_refused():
         mm = dict(encoded)
         rest = {k: v for k, v in inputs.items() if k != "pixel_values"}
         model(**rest, mm_encoder_outputs=mm)
-    assert mm == encoded and mm["image"] is encoded["image"]
+    assert mm.keys() == encoded.keys()
+    assert mm["image"] is encoded["image"]
     assert all(torch.equal(inputs[k], v) for k, v in before.items())
     assert not model.model._forward_pre_hooks
 
@@ -260,7 +262,7 @@ def test_bad_calls_while_applied_are_clear_errors():
         short = dict(inputs, input_ids=inputs["input_ids"][:, 5:])
         short["attention_mask"] = inputs["attention_mask"][:, 5:]
         short["token_type_ids"] = inputs["token_type_ids"][:, 5:]
-        with pytest.raises(ValueError, match="image tokens .* but the images have"):
+        with pytest.raises(ValueError, match=r"image tokens .* but the images have"):
             model(**short)
     qwen = model_of("qwen2_vl")
     q_inputs = testing_prune.vlm_inputs(qwen, ROWS)

@@ -28,17 +28,17 @@ from ferrolm.prune.select import (
 )
 
 if TYPE_CHECKING:
-    from ferrolm.prune.apply import FAMILIES, PruneHandle, PruneStats, apply
+    from ferrolm.prune.families import FAMILIES, PruneHandle, PruneStats, apply
     from ferrolm.prune.llava import apply_to_llava
 
 # DivPrune on NumPy arrays needs NumPy only; the model hooks need torch (imported on first use).
 __getattr__ = lazy_attributes(
     __name__,
     {
-        "FAMILIES": "apply",
-        "PruneHandle": "apply",
-        "PruneStats": "apply",
-        "apply": "apply",
+        "FAMILIES": "families",
+        "PruneHandle": "families",
+        "PruneStats": "families",
+        "apply": "families",
         "apply_to_llava": "llava",
     },
 )

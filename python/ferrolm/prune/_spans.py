@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 
 from ferrolm import cuda as _cuda
 from ferrolm.prune.select import divprune, keep_count
+
+Method = Literal["auto", "gram", "matrix_free"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ def image_spans(ids: torch.Tensor, image_token_id: int, lengths: list[int]) -> l
 
 
 def select_per_span(
-    features: torch.Tensor, spans: list[Span], keep: float, method: str
+    features: torch.Tensor, spans: list[Span], keep: float, method: Method
 ) -> list[torch.Tensor]:
     """DivPrune's kept indices (ascending, into each image's tokens) for every span.
 
@@ -72,7 +75,38 @@ def select_per_span(
         stack = torch.stack([feats[spans[i].start : spans[i].start + n] for i in members])
         if stack.is_cuda and not _cuda.is_available():
             stack = stack.cpu()  # no usable NVRTC/driver for ferrolm's kernels: CPU path
-        sel = divprune(stack, keep=keep, method=method).indices  # type: ignore[arg-type]
+        sel = divprune(stack, keep=keep, method=method).indices
         for row, i in enumerate(members):
             out[i] = sel[row].to(feats.device)
     return out
+
+
+def pieces_of(pooled: Any) -> list[torch.Tensor]:
+    """The image features as 2-D ``[n, hidden]`` pieces, in the order they fill the prompt."""
+    if isinstance(pooled, torch.Tensor):
+        if pooled.dim() == 2:
+            return [pooled]
+        if pooled.dim() == 3:
+            return list(pooled.unbind(0))
+    elif isinstance(pooled, (list, tuple)) and all(isinstance(p, torch.Tensor) for p in pooled):
+        return [p.reshape(-1, p.shape[-1]) for p in pooled]
+    raise ValueError(
+        "DivPrune expected image features as a tensor [images, tokens, hidden] or a list of "
+        f"tensors; got {type(pooled).__name__}"
+    )
+
+
+def repack(
+    pooled: Any, pieces: list[torch.Tensor], features: torch.Tensor, kept: torch.Tensor
+) -> Any:
+    """The kept features in the container the model expects (the merge only needs their order)."""
+    if isinstance(pooled, torch.Tensor):
+        return features[kept].unsqueeze(0)
+    out: list[torch.Tensor] = []
+    start = 0
+    for p in pieces:
+        n = int(p.shape[0])
+        inside = kept[(kept >= start) & (kept < start + n)] - start
+        out.append(p[inside])
+        start += n
+    return type(pooled)(out) if isinstance(pooled, tuple) else out

@@ -1,7 +1,7 @@
-"""DivPrune inside Hugging Face LLaVA / LLaVA-NeXT: the LLaVA case of :func:`~ferrolm.prune.apply`.
+"""DivPrune inside Hugging Face LLaVA / LLaVA-NeXT: the LLaVA case of :func:`ferrolm.prune.apply`.
 
 :func:`apply_to_llava` is :func:`~ferrolm.prune.apply` restricted to LLaVA-1.5 and LLaVA-NeXT:
-any other model is refused. See :mod:`ferrolm.prune.apply` for how the hook works and what the
+any other model is refused. See :mod:`ferrolm.prune.families` for how the hook works and what the
 position policies mean.
 """
 
@@ -11,7 +11,7 @@ from typing import Literal
 
 import torch
 
-from ferrolm.prune.apply import FAMILIES, PruneHandle, PruneStats
+from ferrolm.prune.families import FAMILIES, PruneHandle, PruneStats
 from ferrolm.prune.select import DEFAULT_KEEP
 
 __all__ = ["PruneHandle", "PruneStats", "apply_to_llava"]

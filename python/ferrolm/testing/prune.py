@@ -169,6 +169,9 @@ def tiny_vlm(model_type: str) -> Any:
         )
     torch.manual_seed(0)
     model: Any
+    config: Any
+    text: Any
+    vision: Any
     if model_type == "llava_onevision":
         config = tf.LlavaOnevisionConfig(
             vision_config=tf.SiglipVisionConfig(**_siglip(patch_size=8)),
@@ -181,7 +184,7 @@ def tiny_vlm(model_type: str) -> Any:
     elif model_type in ("qwen2_vl", "qwen2_5_vl"):
         rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
         text = _llama_text(rope_parameters=rope, bos_token_id=1, eos_token_id=2)
-        ids = {
+        ids: dict[str, Any] = {
             "image_token_id": IMAGE_TOKEN,
             "video_token_id": _VIDEO,
             "vision_start_token_id": _START,
@@ -238,7 +241,7 @@ def tiny_vlm(model_type: str) -> Any:
     elif model_type == "paligemma":
         text = tf.GemmaConfig(**_llama_text(head_dim=16))
         config = tf.PaliGemmaConfig(
-            vision_config=tf.SiglipVisionConfig(**_siglip(), projection_dim=64),
+            vision_config=tf.SiglipVisionConfig(**_siglip()),
             text_config=text,
             image_token_index=IMAGE_TOKEN,
             projection_dim=64,

@@ -42,8 +42,8 @@ from typing import Any, Literal, Optional
 import torch
 
 from ferrolm.prune._columns import ColumnMap, decode_inputs, prefill_columns
+from ferrolm.prune._spans import Method, image_spans, pieces_of, repack, select_per_span
 from ferrolm.prune.select import DEFAULT_KEEP, keep_count
-from ferrolm.prune._spans import image_spans, select_per_span
 
 __all__ = ["FAMILIES", "Family", "PruneHandle", "PruneStats", "apply"]
 
@@ -173,7 +173,7 @@ class PruneHandle:
         model: torch.nn.Module,
         keep: float,
         positions: Optional[str],
-        method: Literal["auto", "gram", "matrix_free"],
+        method: Method,
         families: Optional[tuple[Family, ...]] = None,
     ) -> None:
         inner, family = _find(model, families)
@@ -287,15 +287,19 @@ class PruneHandle:
                 f"{type(self._inner).__name__}.get_image_features returned no pooler_output; "
                 "DivPrune needs the projected image features"
             )
-        pieces = _pieces(pooled)
+        pieces = pieces_of(pooled)
         spans = image_spans(ids, self._image_token_id, [int(p.shape[0]) for p in pieces])
         features = torch.cat(pieces, dim=0) if len(pieces) != 1 else pieces[0]
         selections = select_per_span(features, spans, self.keep, self.method)
-        kept_rows = torch.cat(
-            [sel.to(features.device) + span.start for span, sel in zip(spans, selections)]
-        ) if spans else torch.zeros(0, dtype=torch.long, device=features.device)
+        kept_rows = (
+            torch.cat(
+                [sel.to(features.device) + span.start for span, sel in zip(spans, selections)]
+            )
+            if spans
+            else torch.zeros(0, dtype=torch.long, device=features.device)
+        )
         new_image = copy.copy(image)
-        new_image.pooler_output = _repack(pooled, pieces, features, kept_rows)
+        new_image.pooler_output = repack(pooled, pieces, features, kept_rows)
         columns = prefill_columns(ids, self._image_token_id, spans, selections)
         out = dict(kwargs)
         out["pixel_values"] = None
@@ -351,6 +355,8 @@ class PruneHandle:
         if self._family.mrope:
             pos_orig = pos if pos is not None else self._mrope_positions(kwargs, ids)
             pos_orig = pos_orig.to(device)
+            if pos_orig.dim() == 2:  # text-only positions: the same on the 3 axes
+                pos_orig = pos_orig.expand(batch, -1).unsqueeze(0).expand(3, -1, -1)
             new_pos = cm.take(pos_orig, fill=0)
             spatial = pos_orig[-3:]  # the 3 M-RoPE axes (a 4th, leading row holds text positions)
             last_orig = spatial.amax(dim=0)[:, -1]
@@ -406,37 +412,6 @@ class PruneHandle:
         )
 
 
-def _pieces(pooled: Any) -> list[torch.Tensor]:
-    """The image features as 2-D ``[n, hidden]`` pieces, in the order they fill the prompt."""
-    if isinstance(pooled, torch.Tensor):
-        if pooled.dim() == 2:
-            return [pooled]
-        if pooled.dim() == 3:
-            return list(pooled.unbind(0))
-    elif isinstance(pooled, (list, tuple)) and all(isinstance(p, torch.Tensor) for p in pooled):
-        return [p.reshape(-1, p.shape[-1]) for p in pooled]
-    raise ValueError(
-        "DivPrune expected image features as a tensor [images, tokens, hidden] or a list of "
-        f"tensors; got {type(pooled).__name__}"
-    )
-
-
-def _repack(
-    pooled: Any, pieces: list[torch.Tensor], features: torch.Tensor, kept: torch.Tensor
-) -> Any:
-    """The kept features in the container the model expects (the merge only needs their order)."""
-    if isinstance(pooled, torch.Tensor):
-        return features[kept].unsqueeze(0)
-    out: list[torch.Tensor] = []
-    start = 0
-    for p in pieces:
-        n = int(p.shape[0])
-        inside = kept[(kept >= start) & (kept < start + n)] - start
-        out.append(p[inside])
-        start += n
-    return type(pooled)(out) if isinstance(pooled, tuple) else out
-
-
 def apply(
     model: torch.nn.Module,
     keep: float = DEFAULT_KEEP,
@@ -478,15 +453,16 @@ def apply(
         RuntimeError: DivPrune is already applied to this model.
 
     Example:
-        A tiny random Qwen2-VL (16 image tokens per 8 x 8 patch grid) stands in for
-        ``Qwen2VLForConditionalGeneration.from_pretrained(...)``:
+        A tiny random Qwen2-VL stands in for
+        ``Qwen2VLForConditionalGeneration.from_pretrained(...)``; its inputs (16 image tokens
+        for an 8 x 8 patch grid) stand in for its processor's output:
 
         >>> from ferrolm import prune
-        >>> from ferrolm.testing.prune import tiny_qwen2_vl, qwen2_vl_inputs
-        >>> model = tiny_qwen2_vl()
-        >>> inputs = qwen2_vl_inputs(model, [[[1, 2], None, [3]]])
+        >>> from ferrolm.testing.prune import tiny_vlm, vlm_inputs
+        >>> model = tiny_vlm("qwen2_vl")
+        >>> inputs = vlm_inputs(model, [[[1, 2], None, [3]]])
         >>> handle = prune.apply(model, keep=0.25)
-        >>> out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+        >>> out = model.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=0)
         >>> handle.family, handle.last.image_tokens, handle.last.kept_image_tokens
         ('Qwen2-VL', (16,), (4,))
         >>> handle.remove()
