@@ -272,3 +272,18 @@ def test_bad_calls_while_applied_are_clear_errors():
         no_types = {k: v for k, v in q_inputs.items() if k != "mm_token_type_ids"}
         with pytest.raises(ValueError, match="mm_token_type_ids"):
             qwen(**no_types)
+
+
+@torch.no_grad()
+def test_qwen2_vl_beam_search_with_keep_one_changes_nothing_and_prunes_each_beam():
+    model = model_of("qwen2_vl")
+    inputs = testing_prune.vlm_inputs(model, ROWS, seed=4)
+    kwargs = {"max_new_tokens": 3, "do_sample": False, "pad_token_id": 0, "num_beams": 2}
+    ref = model.generate(**inputs, **kwargs)
+    with prune.apply(model, keep=1.0):
+        assert torch.equal(model.generate(**inputs, **kwargs), ref)
+    with prune.apply(model, keep=0.3) as handle:
+        out = model.generate(**inputs, **kwargs)
+    assert out.shape == ref.shape
+    assert handle.last is not None
+    assert handle.last.image_tokens == (16, 8) * 2 + (16,) * 2  # each row repeated per beam
