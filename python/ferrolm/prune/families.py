@@ -265,12 +265,14 @@ class PruneHandle:
             raise ValueError(
                 "DivPrune prunes images in the prefill only; got images with a non-empty cache"
             )
-        for name in ("pixel_values_videos", "pixel_values_images"):
-            if kwargs.get(name) is not None or (isinstance(encoded, dict) and encoded.get("video")):
-                raise ValueError(
-                    "DivPrune prunes images only; got videos in the same call, which it does "
-                    "not support: pass them without images, or remove the handle"
-                )
+        video = kwargs.get("pixel_values_videos")
+        if video is None and isinstance(encoded, dict):
+            video = encoded.get("video")
+        if video is not None:
+            raise ValueError(
+                "DivPrune prunes images only; got videos in the same call as images, which it "
+                "does not support: pass them in a call without images, or remove the handle"
+            )
         if image is None:
             wanted = {k: kwargs[k] for k in self._feature_params if k in kwargs}
             image = self._inner.get_image_features(**wanted, return_dict=True)

@@ -154,7 +154,7 @@ def tiny_vlm(model_type: str) -> Any:
 
     Image tokens per image: LLaVA 64; LLaVA-NeXT / OneVision depend on ``image_sizes``;
     Qwen2-VL / Qwen2.5-VL ``h * w / 4`` for a ``[1, h, w]`` grid; Gemma 3 16; Idefics3 /
-    SmolVLM 16 per tile; PaliGemma 64; VipLLaVA 64.
+    SmolVLM 16 per tile; PaliGemma 16; VipLLaVA 16.
     """
     import transformers as tf
 
@@ -241,7 +241,7 @@ def tiny_vlm(model_type: str) -> Any:
     elif model_type == "paligemma":
         text = tf.GemmaConfig(**_llama_text(head_dim=16))
         config = tf.PaliGemmaConfig(
-            vision_config=tf.SiglipVisionConfig(**_siglip()),
+            vision_config=tf.SiglipVisionConfig(**_siglip(patch_size=8)),
             text_config=text,
             image_token_index=IMAGE_TOKEN,
             projection_dim=64,
@@ -249,7 +249,7 @@ def tiny_vlm(model_type: str) -> Any:
         )
         model = tf.PaliGemmaForConditionalGeneration(config)
     elif model_type == "vipllava":
-        vision = tf.CLIPVisionConfig(**_siglip(), projection_dim=32)
+        vision = tf.CLIPVisionConfig(**_siglip(patch_size=8), projection_dim=32)
         config = tf.VipLlavaConfig(
             vision_config=vision,
             text_config=tf.LlamaConfig(**_llama_text()),
@@ -280,7 +280,7 @@ def vlm_inputs(model: Any, rows: list[list[Any]], *, seed: int = 0) -> dict[str,
     runs: list[list[int]] = []  # placeholder runs per image
     if model_type in ("llava", "vipllava"):
         extra["pixel_values"] = torch.randn(n_images, 3, 32, 32, generator=gen)
-        runs = [[64]] * n_images
+        runs = [[64 if model_type == "llava" else 16]] * n_images
     elif model_type in ("llava_next", "llava_onevision"):
         sizes = torch.tensor([[32, 64], [30, 30]] * n_images)[:n_images]
         pix = torch.randn(n_images, 3, 3, 32, 32, generator=gen)  # base view + up to 2 tiles
@@ -305,7 +305,7 @@ def vlm_inputs(model: Any, rows: list[list[Any]], *, seed: int = 0) -> dict[str,
         runs = [[16, 16]] * n_images
     elif model_type == "paligemma":
         extra["pixel_values"] = torch.randn(n_images, 3, 32, 32, generator=gen)
-        runs = [[64]] * n_images
+        runs = [[16]] * n_images
     else:
         raise ValueError(f"no input layout for model type {model_type!r}")
     it = iter(runs)
