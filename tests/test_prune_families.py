@@ -251,6 +251,14 @@ def test_inputs_are_not_mutated_and_double_application_is_refused():
     assert mm["image"] is encoded["image"]
     assert all(torch.equal(inputs[k], v) for k, v in before.items())
     assert not model.model._forward_pre_hooks
+    first = prune.apply(model)
+    first.remove()
+    second = prune.apply(model)
+    first.remove()  # a stale handle leaves the newer one alone
+    with pytest.raises(RuntimeError, match="already applied"):
+        prune.apply(model)
+    second.remove()
+    assert not model.model._forward_pre_hooks
 
 
 @torch.no_grad()

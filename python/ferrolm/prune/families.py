@@ -217,7 +217,7 @@ class PruneHandle:
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
-        if "_ferrolm_prune_handle" in self._inner.__dict__:
+        if self._inner.__dict__.get("_ferrolm_prune_handle") is self:  # not a later handle's
             del self._inner._ferrolm_prune_handle
         self._state = None
 
