@@ -7,10 +7,11 @@ Example:
     >>> sel.indices.shape, sel.objective.dtype
     (torch.Size([56]), torch.float32)
 
-For Hugging Face LLaVA / LLaVA-NeXT models, one line prunes the image tokens of every forward
-and ``generate`` call (see :func:`apply_to_llava`)::
+For Hugging Face vision-language models (LLaVA, LLaVA-NeXT, LLaVA-OneVision, Qwen2-VL,
+Qwen2.5-VL, Gemma 3, Idefics3 / SmolVLM, PaliGemma), one line prunes the image tokens of every
+forward and ``generate`` call (see :func:`apply`; :func:`apply_to_llava` is its LLaVA case)::
 
-    handle = prune.apply_to_llava(model, keep=0.098)   # handle.remove() turns it off
+    handle = prune.apply(model, keep=0.098)   # handle.remove() turns it off
 """
 
 from typing import TYPE_CHECKING
@@ -27,20 +28,29 @@ from ferrolm.prune.select import (
 )
 
 if TYPE_CHECKING:
-    from ferrolm.prune.llava import PruneHandle, PruneStats, apply_to_llava
+    from ferrolm.prune.families import FAMILIES, PruneHandle, PruneStats, apply
+    from ferrolm.prune.llava import apply_to_llava
 
-# DivPrune on NumPy arrays needs NumPy only; the LLaVA hooks need torch (imported on first use).
+# DivPrune on NumPy arrays needs NumPy only; the model hooks need torch (imported on first use).
 __getattr__ = lazy_attributes(
     __name__,
-    {"PruneHandle": "llava", "PruneStats": "llava", "apply_to_llava": "llava"},
+    {
+        "FAMILIES": "families",
+        "PruneHandle": "families",
+        "PruneStats": "families",
+        "apply": "families",
+        "apply_to_llava": "llava",
+    },
 )
 
 __all__ = [
     "DEFAULT_KEEP",
+    "FAMILIES",
     "METHODS",
     "PruneHandle",
     "PruneStats",
     "Selection",
+    "apply",
     "apply_to_llava",
     "divprune",
     "keep_count",
