@@ -11,11 +11,19 @@ For Hugging Face LLaVA / LLaVA-NeXT models, one line prunes the image tokens of 
 and ``generate`` call (see :func:`apply_to_llava`)::
 
     handle = prune.apply_to_llava(model, keep=0.098)   # handle.remove() turns it off
+
+On a photo, :class:`DinoV2Small` (or :class:`HFVisionTower`) gives patch features and
+:func:`draw` shows what was kept (Pillow and onnxruntime: ``pip install 'ferrolm[vision]'``)::
+
+    feats = prune.DinoV2Small()(photo)
+    sel = prune.divprune(feats.features, keep=0.1)
+    prune.draw(photo, sel, grid=feats.grid).save("kept.png")
 """
 
 from typing import TYPE_CHECKING
 
 from ferrolm._optional import lazy_attributes
+from ferrolm.prune.draw import draw
 from ferrolm.prune.select import (
     DEFAULT_KEEP,
     METHODS,
@@ -25,6 +33,7 @@ from ferrolm.prune.select import (
     objective,
     uses_amx,
 )
+from ferrolm.prune.vision import DinoV2Small, HFVisionTower, PatchFeatures
 
 if TYPE_CHECKING:
     from ferrolm.prune.llava import PruneHandle, PruneStats, apply_to_llava
@@ -38,11 +47,15 @@ __getattr__ = lazy_attributes(
 __all__ = [
     "DEFAULT_KEEP",
     "METHODS",
+    "DinoV2Small",
+    "HFVisionTower",
+    "PatchFeatures",
     "PruneHandle",
     "PruneStats",
     "Selection",
     "apply_to_llava",
     "divprune",
+    "draw",
     "keep_count",
     "objective",
     "uses_amx",
