@@ -87,22 +87,22 @@ PHOTOS: dict[str, Photo] = {
     "motorcycle": _skimage(
         "motorcycle_left.png",
         "db18e9c4157617403c3537a6ba355dfeafe9a7eabb6b9b94cb33f6525dd49179",
-        "a motorcycle (Middlebury stereo left view), 741 x 500 RGB; license as skimage.data documents it",
+        "a motorcycle (Middlebury stereo, left), 741 x 500 RGB; license: see skimage.data",
     ),
     "camera": _skimage(
         "camera.png",
         "b0793d2adda0fa6ae899c03989482bff9a42d3d5690fc7e3648f2795d730c23a",
-        "the cameraman, 512 x 512 grey; license as skimage.data documents it",
+        "the cameraman, 512 x 512 grey; license: see skimage.data",
     ),
     "page": _skimage(
         "page.png",
         "341a6f0a61557662b02734a9b6e56ec33a915b2c41886b97509dedf2a43b47a3",
-        "a scanned page of text on a flat background, 384 x 191 grey; license as skimage.data documents it",
+        "a scanned page of text, flat background, 384 x 191 grey; license: see skimage.data",
     ),
     "grass": _skimage(
         "grass.png",
         "b6b6022426b38936c43a4ac09635cd78af074e90f42ffa8227ac8b7452d39f89",
-        "a grass texture, 512 x 512 grey; license as skimage.data documents it",
+        "a grass texture, 512 x 512 grey; license: see skimage.data",
     ),
     "grace_hopper": Photo(
         "matplotlib",
