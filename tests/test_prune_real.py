@@ -364,3 +364,14 @@ def test_an_hf_vision_model_folder_works_like_its_own_image_processor(tmp_path, 
     assert result["kept"] == prune.divprune(feats.features, k=5).indices.tolist()
     assert result["grid"] == [4, 4]
     assert result["prefix_tokens"] == 1
+
+
+def test_a_model_folder_that_is_not_a_vision_tower_is_refused(tmp_path):
+    pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    )
+    transformers.BertModel(config).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="`model` must be a vision model whose config has"):
+        prune.HFVisionTower(tmp_path)
