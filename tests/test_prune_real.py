@@ -340,7 +340,7 @@ def test_an_hf_vision_model_folder_works_like_its_own_image_processor(tmp_path, 
     processor = transformers.BitImageProcessor(
         size={"height": 56, "width": 56},
         do_center_crop=False,
-        resample=3,
+        resample=2,
         image_mean=[0.5, 0.4, 0.3],
         image_std=[0.2, 0.25, 0.3],
         do_convert_rgb=True,

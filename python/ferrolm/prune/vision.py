@@ -112,11 +112,12 @@ def _check_size(width: int, height: int, name: str) -> None:
         raise ValueError(f"`{name}` must have at most {_MAX_PIXELS} pixels, got {width} x {height}")
 
 
-def _normalised(rgb: Image.Image, size: int, mean: Any, std: Any) -> npt.NDArray[np.float32]:
-    """``[1, 3, size, size]`` float32: the whole photo resized (bicubic), scaled to [0, 1] and
-    standardised per channel."""
-    pil = require("PIL.Image", "ferrolm's photo handling")
-    pixels = np.asarray(rgb.resize((size, size), pil.Resampling.BICUBIC), dtype=np.float32)
+def _normalised(
+    rgb: Image.Image, size: int, mean: Any, std: Any, resample: int = 3
+) -> npt.NDArray[np.float32]:
+    """``[1, 3, size, size]`` float32: the whole photo resized (``resample`` is a Pillow filter
+    number, 3 = bicubic), scaled to [0, 1] and standardised per channel."""
+    pixels = np.asarray(rgb.resize((size, size), resample), dtype=np.float32)
     scaled = (pixels / np.float32(255.0) - np.asarray(mean, np.float32)) / np.asarray(
         std, np.float32
     )
@@ -232,7 +233,8 @@ class HFVisionTower:
 
     The folder holds ``config.json`` and the weights (``save_pretrained``); the input side and
     patch size come from the vision config, the normalisation from
-    ``preprocessor_config.json`` when there is one (else ImageNet's). For a two-tower model
+    ``preprocessor_config.json`` when there is one (else ImageNet's), and so does the resize
+    filter (else bicubic); the photo is resized whole, never cropped. For a two-tower model
     (CLIP, SigLIP) the vision tower is used. Tokens before the patches (CLS, registers) are
     left out.
 
@@ -254,20 +256,21 @@ class HFVisionTower:
                 f"`model` must be a vision model whose config has integer image_size and "
                 f"patch_size, got image_size={size!r}, patch_size={patch!r} in {path}"
             )
-        mean, std = _IMAGENET_MEAN, _IMAGENET_STD
+        mean, std, resample = _IMAGENET_MEAN, _IMAGENET_STD, 3
         if Path(path, "preprocessor_config.json").is_file():
             processor = transformers.AutoImageProcessor.from_pretrained(str(path))
             mean = getattr(processor, "image_mean", None) or mean
             std = getattr(processor, "image_std", None) or std
+            resample = int(getattr(processor, "resample", None) or resample)
         self.model, self.size, self.patch = model, size, patch
-        self.mean, self.std = mean, std
+        self.mean, self.std, self.resample = mean, std, resample
         self.name = f"{type(model).__name__} ({Path(path).name})"
 
     def __call__(self, image: ImageLike) -> PatchFeatures:
         """The patch tokens of ``image`` on the model's grid."""
         import torch
 
-        pixels = _normalised(as_rgb(image), self.size, self.mean, self.std)
+        pixels = _normalised(as_rgb(image), self.size, self.mean, self.std, self.resample)
         with torch.no_grad():
             hidden = self.model(pixel_values=torch.from_numpy(pixels)).last_hidden_state[0]
         side = self.size // self.patch
