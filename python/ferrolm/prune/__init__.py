@@ -12,11 +12,19 @@ Qwen2.5-VL, Gemma 3, Idefics3 / SmolVLM, PaliGemma), one line prunes the image t
 forward and ``generate`` call (see :func:`apply`; :func:`apply_to_llava` is its LLaVA case)::
 
     handle = prune.apply(model, keep=0.098)   # handle.remove() turns it off
+
+On a photo, :class:`DinoV2Small` (or :class:`HFVisionTower`) gives patch features and
+:func:`draw` shows what was kept (Pillow and onnxruntime: ``pip install 'ferrolm[vision]'``)::
+
+    feats = prune.DinoV2Small()(photo)
+    sel = prune.divprune(feats.features, keep=0.1)
+    prune.draw(photo, sel, grid=feats.grid).save("kept.png")
 """
 
 from typing import TYPE_CHECKING
 
 from ferrolm._optional import lazy_attributes
+from ferrolm.prune.draw import draw
 from ferrolm.prune.select import (
     DEFAULT_KEEP,
     METHODS,
@@ -26,6 +34,7 @@ from ferrolm.prune.select import (
     objective,
     uses_amx,
 )
+from ferrolm.prune.vision import DinoV2Small, HFVisionTower, PatchFeatures
 
 if TYPE_CHECKING:
     from ferrolm.prune.families import FAMILIES, PruneHandle, PruneStats, apply
@@ -47,12 +56,16 @@ __all__ = [
     "DEFAULT_KEEP",
     "FAMILIES",
     "METHODS",
+    "DinoV2Small",
+    "HFVisionTower",
+    "PatchFeatures",
     "PruneHandle",
     "PruneStats",
     "Selection",
     "apply",
     "apply_to_llava",
     "divprune",
+    "draw",
     "keep_count",
     "objective",
     "uses_amx",
