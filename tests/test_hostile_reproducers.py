@@ -167,7 +167,7 @@ Fuzz suite
                                                                        tests/test_hostile_corpus.py
                                                                        (the corpus and mutants
                                                                        through the Python entry
-                                                                       points, child, 4 GiB
+                                                                       points, child, 8 GiB
                                                                        address space)
 ======  =============================================================  ==========================
 """
@@ -461,7 +461,7 @@ FRAME_PROBES = {
 
 
 def test_forged_buffers_cost_no_memory_before_refusal() -> None:
-    got = run_probes(FRAME_SETUP, FRAME_PROBES, address_space=4 << 30)
+    got = run_probes(FRAME_SETUP, FRAME_PROBES, address_space=8 << 30)
     for name, p in got.items():
         assert p.exc == "ValueError", f"{name}: {p.exc}: {p.msg}"
         assert p.msg.startswith("`"), p.msg  # the field is named first
@@ -490,7 +490,7 @@ def test_the_dense_16_mb_gguf_is_refused_before_it_is_read(tmp_path: Path) -> No
         "read_embeddings": f"tokens.read_embeddings({str(dense)!r})",
         "within the limit": f"tokens.scan({str(under)!r}, containment=False)",
     }
-    got = run_probes("from ferrolm import tokens", probes, address_space=4 << 30)
+    got = run_probes("from ferrolm import tokens", probes, address_space=8 << 30)
     for name in ("scan", "indicators", "read_embeddings"):
         p = got[name]
         assert p.exc == "ValueError", (name, p.msg)
