@@ -141,7 +141,11 @@ def _validate(
     if op not in OPS:
         raise ValueError(f"`op` must be one of {', '.join(OPS)}; got {op!r}")
     check_scheme(scheme, block_size)
-    if not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
+    try:
+        finite = isinstance(timeout, (int, float)) and math.isfinite(timeout)
+    except OverflowError:  # an int past float's range: named below, not a bare OverflowError
+        finite = False
+    if not finite or timeout <= 0:
         raise ValueError(f"`timeout` must be a positive number of seconds, got {timeout!r}")
     if not isinstance(piece_size, int) or piece_size < 1 or piece_size >= 1 << 40:
         raise ValueError(f"`piece_size` must be a positive int below 2**40, got {piece_size!r}")

@@ -64,8 +64,14 @@ def keep_count(n: int, keep: float) -> int:
     """
     if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0.0 < keep <= 1.0:
         raise ValueError(f"`keep` must be a ratio in (0, 1], got {keep!r}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"`n` must be an int, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"`features` must hold at least one token, got {n}")
+    if n >= 2**63:
+        # `keep * n` would leave float's exact range (or overflow it) in silence.
+        raise ValueError(f"`n` must be below 2**63, got {n}")
+    n = int(n)
     return max(1, min(n, math.floor(keep * n + 0.5)))
 
 

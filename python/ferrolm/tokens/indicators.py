@@ -218,7 +218,11 @@ def indicators(
         >>> ind.candidates.tolist()
         [0]
     """
-    if not 0.0 < float(percentile) < 100.0:
+    try:
+        in_range = 0.0 < float(percentile) < 100.0
+    except (OverflowError, TypeError, ValueError):
+        in_range = False  # an int past float's range, or not a number: named below
+    if not in_range:
         raise ValueError(f"`percentile` must be in (0, 100), got {percentile!r}")
     if fallback not in ("error", "lowest_norm"):
         raise ValueError(f"`fallback` must be 'error' or 'lowest_norm', got {fallback!r}")
@@ -256,7 +260,16 @@ def indicators(
     else:
         identical = _native.tokens.identical_row_counts(unemb)
     if reference_ids is not None:
-        given = np.asarray(reference_ids, dtype=np.int64)
+        raw = np.asarray(reference_ids)
+        if raw.size and raw.dtype.kind not in "iuO":
+            # A float id would be truncated to another token in silence.
+            raise TypeError(f"`reference_ids` must hold integers, got dtype {raw.dtype}")
+        try:
+            given = np.asarray(reference_ids, dtype=np.int64)
+        except (OverflowError, TypeError, ValueError):
+            raise ValueError(
+                f"`reference_ids` must be integer ids in [0, {vocab}), got {reference_ids!r}"
+            ) from None
         if given.size == 0 or given.min() < 0 or given.max() >= vocab:
             raise ValueError(f"`reference_ids` must be non-empty ids in [0, {vocab})")
         ref = given.astype(np.uint32)
