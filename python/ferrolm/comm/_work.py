@@ -58,7 +58,9 @@ def submit(fn: Callable[[], Any]) -> torch.futures.Future[Any]:
 def run_in_order(fn: Callable[[], Any]) -> Any:
     """Runs ``fn`` on this thread once every reduction issued before it has finished."""
     last = _last
-    if last is not None and not last.done():
+    # On the worker itself (a future's callback) the queued jobs wait for this one instead.
+    on_worker = threading.current_thread() is _worker
+    if last is not None and not last.done() and not on_worker:
         # Its outcome belongs to its own caller; here only its end matters.
         _wait_quietly(last)
     with _run_lock:
