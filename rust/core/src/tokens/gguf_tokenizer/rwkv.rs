@@ -10,6 +10,10 @@
 //! are also special added tokens and user-defined ones added tokens, split out first as
 //! llama.cpp does.
 //!
+//! `WordPiece` searches a piece from its end, so a long piece costs the square of its length:
+//! the text is first cut before each space that no token spans (see [`space_boundaries`]),
+//! which leaves word-sized pieces in ordinary text.
+//!
 //! A vocabulary without all 256 single bytes is refused: llama.cpp would emit its unknown id
 //! (none by default) for a byte no token starts with, which no `tokenizers` model reproduces.
 
@@ -59,6 +63,36 @@ pub(crate) fn unescape(escaped: &str) -> Vec<u8> {
     out
 }
 
+/// A split before each space that no token can span: one whose previous byte never stands
+/// before a space inside a token. No match crosses such a place, so the greedy match restarts
+/// there anyway, and cutting the text keeps `WordPiece`'s search (quadratic in the length of
+/// a piece) on word-sized pieces. `None` when every byte can precede a space.
+fn space_boundaries(tokens: &[Vec<u8>]) -> Option<serde_json::Value> {
+    let mut before_space = [false; 256];
+    for t in tokens {
+        for pair in t.windows(2) {
+            if pair[1] == b' ' {
+                before_space[pair[0] as usize] = true;
+            }
+        }
+    }
+    let mut class: String = (0u8..0x80)
+        .filter(|&b| !before_space[b as usize])
+        .map(|b| format!("\\x{{{b:02x}}}"))
+        .collect();
+    // A character of several bytes ends with a continuation byte (0x80-0xbf).
+    if !before_space[0x80..0xc0].iter().any(|&b| b) {
+        class.push_str("\\x{80}-\\x{10ffff}");
+    }
+    if class.is_empty() {
+        return None;
+    }
+    Some(
+        json!({"type": "Split", "pattern": {"Regex": format!("(?<=[{class}]) ")},
+        "behavior": "MergedWithNext", "invert": false}),
+    )
+}
+
 /// Builds the tokenizer of an `rwkv` vocabulary; see the module doc.
 pub(super) fn convert(tokens: &[String], types: &[i64], what: &str) -> Result<Loaded> {
     let table = byte_to_char();
@@ -68,10 +102,10 @@ pub(super) fn convert(tokens: &[String], types: &[i64], what: &str) -> Result<Lo
         .try_reserve(tokens.len())
         .map_err(|_| Error::malformed(what, format!("{} tokens: out of memory", tokens.len())))?;
     let mut added = Vec::new();
+    let bytes_of: Vec<Vec<u8>> = tokens.iter().map(|t| unescape(t)).collect();
     for (id, token) in tokens.iter().enumerate() {
-        let bytes = unescape(token);
         // llama.cpp's trie keeps the last id of a repeated byte string.
-        vocab.insert(spell(&bytes), id as u32);
+        vocab.insert(spell(&bytes_of[id]), id as u32);
         match types[id] {
             TYPE_CONTROL => added.push((token.clone(), true)),
             TYPE_USER_DEFINED => added.push((token.clone(), false)),
@@ -108,8 +142,12 @@ pub(super) fn convert(tokens: &[String], types: &[i64], what: &str) -> Result<Lo
         .max_input_chars_per_word(usize::MAX)
         .build()
         .map_err(|e| Error::malformed(what, format!("invalid rwkv vocabulary: {e}")))?;
-    let pre = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false,
-        "use_regex": false});
+    let bytes_pre = json!({"type": "ByteLevel", "add_prefix_space": false,
+        "trim_offsets": false, "use_regex": false});
+    let pre = match space_boundaries(&bytes_of) {
+        Some(split) => json!({"type": "Sequence", "pretokenizers": [split, bytes_pre]}),
+        None => bytes_pre,
+    };
     let tokenizer = assemble(
         model,
         serde_json::Value::Null,

@@ -307,6 +307,22 @@ fn rwkv_is_a_greedy_longest_match_over_bytes() {
 }
 
 #[test]
+fn rwkv_cuts_only_before_spaces_no_token_spans() {
+    // `a ` and `  ` put `a` and space before a space inside tokens: no cut after them.
+    let m = rwkv(&[("a b", 1), ("  x", 1), ("b c", 1)]);
+    let byte = |b: u8| 1 + u32::from(b);
+    assert_eq!(ids(&m, "a b"), [257]);
+    assert_eq!(ids(&m, "a  x"), [byte(b'a'), 258]);
+    // `b` is followed by a space in `b c`: kept together; `c ` is a cut.
+    assert_eq!(
+        ids(&m, "b c c b"),
+        [259, byte(b' '), byte(b'c'), byte(b' '), byte(b'b')]
+    );
+    let long = "word ".repeat(4000);
+    assert_eq!(ids(&m, &long).len(), 4000 * 5);
+}
+
+#[test]
 fn rwkv_without_every_byte_is_refused() {
     let mut m = rwkv(&[]);
     if let GgufValue::Array(tokens) = &mut m.entries[1].1 {
