@@ -21,6 +21,7 @@ use crate::{Error, Result};
 
 mod rwkv;
 mod ugm;
+pub(crate) use ugm::check_charsmap;
 
 /// GGUF token types (`tokenizer.ggml.token_type`).
 const TYPE_UNKNOWN: i64 = 2;
