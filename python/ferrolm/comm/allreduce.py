@@ -18,10 +18,8 @@ before it is decoded. A piece that cannot be quantized (NaN/inf, a float32 overf
 arrives malformed is replaced by a "poisoned" piece, which travels on to every rank, so every
 rank raises and none decodes garbage.
 
-Everything is streamed per piece: a received piece is accumulated, quantized and sent on
-while the next pieces are still in flight (receives are posted ahead: double buffering), so
-quantization overlaps transfer. The caller's tensor is written once, at the very end, and
-only on success.
+Everything is streamed per piece (receives posted ahead), so quantization overlaps transfer.
+The caller's tensor is written once, at the very end, and only on success.
 """
 
 from __future__ import annotations
@@ -39,13 +37,7 @@ from ferrolm.comm import _work
 from ferrolm.comm._header import STATUS_TAG, build_header, check_headers, exchange_headers
 from ferrolm.comm._transport import CommTimeoutError, Deadline, op_name, transport
 from ferrolm.comm._work import AllReduceWork
-from ferrolm.comm.quantize import (
-    DEFAULT_BLOCK_SIZE,
-    SCHEMES,
-    check_scheme,
-    packed_len,
-    quantize,
-)
+from ferrolm.comm.quantize import DEFAULT_BLOCK_SIZE, SCHEMES, check_scheme, packed_len, quantize
 
 __all__ = ["OPS", "AllReduceWork", "CommTimeoutError", "all_reduce"]
 
