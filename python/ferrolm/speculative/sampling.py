@@ -1,7 +1,7 @@
 """The sampling warp shared by the target (what is reproduced) and the draft (what proposes).
 
 Logits are warped in the order Hugging Face ``generate`` applies them: temperature, then top-k,
-then top-p.
+then top-p, then min-p.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ def sampling_probs(
     temperature: float = 1.0,
     top_k: Optional[int] = None,
     top_p: Optional[float] = None,
+    min_p: Optional[float] = None,
 ) -> torch.Tensor:
-    """Warps logits into sampling probabilities: temperature, then top-k, then top-p (HF's order).
+    """Warps logits into sampling probabilities: temperature, top-k, top-p, min-p (HF's order).
 
     Args:
         logits: float tensor ``[..., V]``.
@@ -29,6 +30,8 @@ def sampling_probs(
         top_k: keep the ``top_k`` largest logits (ties at the boundary are kept), or None.
         top_p: keep the smallest set of tokens whose probability reaches ``top_p`` (at least one),
             or None.
+        min_p: drop tokens whose probability (after the filters before it) is below ``min_p``
+            times the most likely token's, or None.
 
     Returns:
         float32 probabilities ``[..., V]`` summing to one.
@@ -49,6 +52,10 @@ def sampling_probs(
         remove = cumulative <= (1.0 - top_p)
         remove[..., -1] = False
         scores = scores.masked_fill(remove.scatter(-1, order, remove), -math.inf)
+    if min_p is not None and min_p > 0.0:
+        probs = scores.softmax(-1)
+        # The most likely token always survives: its probability is its own maximum.
+        scores = scores.masked_fill(probs < min_p * probs.amax(-1, keepdim=True), -math.inf)
     return scores.softmax(-1)
 
 
@@ -64,10 +71,11 @@ class Warp:
     temperature: float
     top_k: Optional[int] = None
     top_p: Optional[float] = None
+    min_p: Optional[float] = None
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
         """:func:`sampling_probs` of ``logits`` under this setting."""
-        return sampling_probs(logits, self.temperature, self.top_k, self.top_p)
+        return sampling_probs(logits, self.temperature, self.top_k, self.top_p, self.min_p)
 
 
 def draft_logprobs(logits: torch.Tensor, warp: Optional[Warp]) -> torch.Tensor:
