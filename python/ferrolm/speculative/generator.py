@@ -259,8 +259,8 @@ class SpeculativeGenerator:
 
         Options resolve like ``model.generate`` (:mod:`ferrolm.speculative.options`): keyword
         argument, then `generation_config`, then the target's ``generation_config``, then the
-        defaults of ``transformers`` (so ``max_new_tokens`` defaults to ``max_length`` 20 minus
-        the prompt, and an instruct model whose config samples, samples).
+        defaults of ``transformers`` (so ``max_new_tokens`` defaults to 20, or to a configured
+        ``max_length`` minus the prompt, and an instruct model whose config samples, samples).
 
         Args:
             input_ids: int64 ``[B, T]`` (with `attention_mask` for padded rows; padding on either
@@ -296,6 +296,7 @@ class SpeculativeGenerator:
             generation_config,
             int(layout.shape[1]),
             options,
+            context=self.context_length,
             logits_processor=logits_processor,
             stopping_criteria=stopping_criteria,
         )
@@ -426,15 +427,17 @@ class SpeculativeGenerator:
         attend = attend_prefix(kv.valid, m)
         attend[:, :, length:] = torch.from_numpy(block)
         logits = kv.forward(ids, pos, attend, keep_last=width_tree)
+        logits = opts.target_scores(
+            logits,
+            [(r.tokens, r.generated) for r in rows],
+            [(d.tree.parents, d.tree.tokens, d.tree.depth) for d in drafts],
+        )
         stats.target_forwards += 1
         results = []
         keep = []
         for b, d in enumerate(drafts):
             parents, tokens = d.tree.parents, d.tree.tokens
-            row = rows[b]
-            node_logits = opts.target_scores(
-                logits[b, : sizes[b]], row.tokens, row.generated, parents, tokens, d.tree.depth
-            )
+            node_logits = logits[b, : sizes[b]]
             if warp is None:
                 choice = choose_greedy(node_logits)
             else:

@@ -20,7 +20,7 @@ Example:
     >>> model = SimpleNamespace(generation_config=None)
     >>> opts = resolve_options(model, None, 4, {"do_sample": True})
     >>> opts.do_sample, opts.warp, opts.max_new_tokens
-    (True, Warp(temperature=1.0, top_k=50, top_p=None, min_p=None), 16)
+    (True, Warp(temperature=1.0, top_k=50, top_p=None, min_p=None), 20)
 """
 
 from __future__ import annotations
@@ -188,47 +188,51 @@ class GenerationOptions:
     def target_scores(
         self,
         logits: torch.Tensor,
-        tokens: list[int],
-        generated: int,
-        parents: np.ndarray,
-        node_tokens: np.ndarray,
-        depth: np.ndarray,
+        rows: Sequence[tuple[list[int], int]],
+        trees: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
     ) -> torch.Tensor:
-        """Processes the target's ``logits [n, V]`` at the nodes of one row's tree.
+        """Processes the target's ``logits [B, W, V]`` at the nodes of every row's tree.
 
         Args:
-            logits: raw logits after every node (node 0 is the last committed token).
-            tokens: the row's committed tokens (the prompt without padding, then new tokens).
-            generated: how many of ``tokens`` were generated.
-            parents, node_tokens, depth: the tree.
+            logits: raw logits after every node (node 0 of each row is its last committed token).
+            rows: per row, its committed tokens (prompt without padding, then new tokens) and
+                how many of them were generated.
+            trees: per row, ``(parents, tokens, depth)`` of its tree (the first ``n`` of ``W``).
 
         Returns:
-            the processed scores ``[n, V]`` (warpers not applied).
+            the processed scores ``[B, W, V]`` (warpers not applied), or ``logits`` itself when
+            nothing needs processing.
         """
         if not self.processes:
             return logits
         scores = logits.float().clone()
-        if self.eos and (self.min_new_tokens > 0 or self.min_length > 0):
-            before = generated + torch.as_tensor(depth, dtype=torch.long)
-            ban = (before < self.min_new_tokens) | (before + self.prompt_width < self.min_length)
-            rows = torch.nonzero(ban.to(scores.device))[:, 0]
-            if len(rows):
-                eos = torch.as_tensor(self.eos, dtype=torch.long, device=scores.device)
-                scores[rows[:, None], eos[None, :]] = -math.inf
-        if self.processors:
-            depth = np.asarray(depth)
-            for d in np.unique(depth):
-                nodes = np.flatnonzero(depth == d)
-                ids = torch.tensor(
-                    [tokens + _path(int(i), parents, node_tokens) for i in nodes],
-                    dtype=torch.long,
-                    device=scores.device,
-                )
-                index = torch.as_tensor(nodes, dtype=torch.long, device=scores.device)
-                block = scores[index]
-                for processor in self.processors:
-                    block = processor(ids, block)
-                scores[index] = block.float()
+        ban_rows: list[int] = []
+        ban_nodes: list[int] = []
+        groups: dict[int, list[tuple[int, int, list[int]]]] = {}
+        for b, ((tokens, generated), (parents, node_tokens, depth)) in enumerate(zip(rows, trees)):
+            before = generated + np.asarray(depth, dtype=np.int64)
+            banned = (before < self.min_new_tokens) | (before + self.prompt_width < self.min_length)
+            for node in np.flatnonzero(banned if self.eos else np.zeros(0, bool)):
+                ban_rows.append(b)
+                ban_nodes.append(int(node))
+            if self.processors:
+                for i in range(len(parents)):
+                    seq = tokens + _path(i, parents, node_tokens)
+                    # Nodes whose sequences have one length go through the processors together.
+                    groups.setdefault(len(seq), []).append((b, i, seq))
+        if ban_rows:
+            eos = torch.as_tensor(self.eos, dtype=torch.long, device=scores.device)
+            rb = torch.as_tensor(ban_rows, device=scores.device)[:, None]
+            rn = torch.as_tensor(ban_nodes, device=scores.device)[:, None]
+            scores[rb, rn, eos[None, :]] = -math.inf
+        for group in groups.values():
+            ids = torch.tensor([g[2] for g in group], dtype=torch.long, device=scores.device)
+            rb = torch.as_tensor([g[0] for g in group], device=scores.device)
+            rn = torch.as_tensor([g[1] for g in group], device=scores.device)
+            block = scores[rb, rn]
+            for processor in self.processors:
+                block = processor(ids, block)
+            scores[rb, rn] = block.float()
         return scores
 
     def stops(self, tokens: list[int], scores: Optional[torch.Tensor]) -> bool:
@@ -298,6 +302,7 @@ def resolve_options(
     prompt_width: int,
     options: dict[str, Any],
     *,
+    context: Optional[int] = None,
     logits_processor: Optional[Sequence[Any]] = None,
     stopping_criteria: Any = None,
 ) -> GenerationOptions:
@@ -308,6 +313,7 @@ def resolve_options(
         generation_config: the caller's ``GenerationConfig``, or None.
         prompt_width: the padded prompt length (``max_length`` and ``min_length`` count it).
         options: keyword options of the call; None means "not given".
+        context: the target's context length, which caps the default length (None: no cap).
         logits_processor: the caller's processors, applied after the built-in ones.
         stopping_criteria: the caller's stopping criteria.
 
@@ -343,8 +349,12 @@ def resolve_options(
     if not isinstance(do_sample, bool):
         raise TypeError(f"`do_sample` must be a bool, got {do_sample!r}")
     max_new = get("max_new_tokens")
-    if max_new is None:
+    if max_new is None and any(s.get("max_length") is not None for s in sources[:-1]):
         max_new = max(0, _count(get("max_length"), "max_length") - prompt_width)
+    elif max_new is None:
+        # Nobody set a length: like transformers >= 5.1, 20 new tokens within the context.
+        room = _DEFAULTS["max_length"] if context is None else context - prompt_width
+        max_new = max(0, min(_DEFAULTS["max_length"], room))
     max_new = _count(max_new, "max_new_tokens")
     eos = _ids(get("eos_token_id"), "eos_token_id")
     pad_value = get("pad_token_id")
