@@ -14,7 +14,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from test_speculative_generate import chi_square_pvalue, noisy_copy, tiny_model
+from test_speculative_generate import (  # the fixtures are used by name
+    chi_square_pvalue,
+    noisy_copy,
+    smollm2,  # noqa: F401
+    smollm2_expected,  # noqa: F401
+    tiny_model,
+)
 from transformers import (
     BatchEncoding,
     GenerationConfig,
@@ -260,3 +266,13 @@ def test_sampling_with_processors_matches_hf_distribution(
         chisquare(counts + 0.5, (plain[1] + 1e-3) / (plain[1] + 1e-3).sum() * (rows + 6)).pvalue
         < 1e-4
     )
+
+
+@pytest.mark.slow
+def test_smollm2_tokenizer_output_equals_hf_generate(request: pytest.FixtureRequest) -> None:
+    target, tokenizer, draft = request.getfixturevalue("smollm2")
+    _, expected = request.getfixturevalue("smollm2_expected")
+    texts = ["The capital of France is", "def fibonacci(n):\n    ", "1, 2, 3, 4, 5, 6,"]
+    gen = speculative.SpeculativeGenerator(target, draft, budget=16, max_depth=4)
+    batch = tokenizer(texts, return_tensors="pt", padding=True)  # right-padded, as it comes
+    assert gen.generate(**batch, max_new_tokens=24).new_tokens == expected

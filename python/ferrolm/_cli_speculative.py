@@ -76,10 +76,15 @@ def add_generate_parser(sub: Any, parents: Sequence[argparse.ArgumentParser]) ->
     )
     p.add_argument("--max-new-tokens", type=bounded_int(1, 1 << 20), default=128)
     p.add_argument(
-        "--temperature", type=bounded_float(0.0, 1e4), default=0.0, help="0 = greedy (default)"
+        "--temperature",
+        type=bounded_float(0.0, 1e4),
+        default=None,
+        help="0 = greedy, > 0 = sample; default: as the target's generation config says",
     )
-    p.add_argument("--top-k", type=bounded_int(1, _INT_MAX), default=None)
+    p.add_argument("--top-k", type=bounded_int(0, _INT_MAX), default=None)
     p.add_argument("--top-p", type=bounded_float(0.0, 1.0, low_open=True), default=None)
+    p.add_argument("--min-p", type=bounded_float(0.0, 1.0), default=None)
+    p.add_argument("--repetition-penalty", type=bounded_float(0.0, 1e4, low_open=True))
     p.add_argument("--seed", type=bounded_int(0, 2**63 - 1), default=0)
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     p.add_argument(
@@ -124,13 +129,20 @@ def run_generate(args: argparse.Namespace) -> int:
         from transformers import TextStreamer
 
         streamer = TextStreamer(tokenizer, skip_prompt=not args.chat, skip_special_tokens=True)
+    sampling: dict[str, Any] = {}
+    if args.temperature is not None:
+        sampling["do_sample"] = args.temperature > 0
+        if args.temperature > 0:
+            sampling["temperature"] = args.temperature
     out = gen.generate(
         [list(ids)],
         max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
+        min_p=args.min_p,
+        repetition_penalty=args.repetition_penalty,
         generator=torch.Generator().manual_seed(args.seed),
+        **sampling,
         streamer=streamer,
     )
     logger.info("[%s, budget %d] %s", args.method, args.budget, out.stats.summary())
