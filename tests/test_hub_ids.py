@@ -137,3 +137,40 @@ else:
 print("ok")
 """
     assert run_child(code, hf_home, tmp_path).strip().endswith("ok")
+
+
+@needs_tokenizer
+def test_scan_and_indicators_read_only_the_embedding_shard(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from ferrolm import tokens
+
+    assert TOKENIZER is not None
+    state = {k: v.contiguous() for k, v in tiny(3).state_dict().items()}
+    embeddings = {k: v for k, v in state.items() if "embed_tokens" in k or "lm_head" in k}
+    rest = {k: v for k, v in state.items() if k not in embeddings}
+    full = tmp_path / "full"  # the whole checkpoint, read locally as the reference
+    full.mkdir()
+    save_file(state, full / "model.safetensors")
+    shutil.copy(TOKENIZER / "tokenizer.json", full / "tokenizer.json")
+    home = tmp_path / "hf_home"
+    repo = snapshot(home / "hub", "ferrolm-test/sharded-real", "main", "e" * 40)
+    names = {"rest": "model-00001-of-00002.safetensors", "emb": "model-00002-of-00002.safetensors"}
+    weight_map = {k: names["rest"] for k in rest} | {k: names["emb"] for k in embeddings}
+    (repo / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    save_file(embeddings, repo / names["emb"])  # the other shard is not in the cache
+    shutil.copy(TOKENIZER / "tokenizer.json", repo / "tokenizer.json")
+    reference = tokens.indicators(full, scan=tokens.scan(full), fallback="lowest_norm")
+    np_path = tmp_path / "candidates.npy"
+    code = f"""
+import numpy as np
+from ferrolm import tokens
+s = tokens.scan("ferrolm-test/sharded-real")
+ind = tokens.indicators("ferrolm-test/sharded-real", scan=s, fallback="lowest_norm")
+np.save({str(np_path)!r}, ind.candidates)
+print("ok")
+"""
+    assert run_child(code, home, tmp_path).strip().endswith("ok")
+    import numpy as np
+
+    assert np.array_equal(np.load(np_path), reference.candidates)

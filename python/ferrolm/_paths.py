@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
@@ -10,7 +11,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional, Union
 
-__all__ = ["is_hub_id", "package_file", "resolve", "resolve_file"]
+__all__ = [
+    "TOKENIZER_FILES",
+    "embedding_shards",
+    "is_hub_id",
+    "package_file",
+    "resolve",
+    "resolve_embeddings",
+    "resolve_file",
+    "resolve_tokenizer",
+]
 
 
 def package_file(package: str, *parts: str) -> Optional[Path]:
@@ -117,3 +127,64 @@ def _hub(
             f"`{argument}` {name!r} is not a local path and was not found {where}{at}{what}: "
             f"{type(e).__name__}: {e}"
         ) from e
+
+
+#: Files that describe a tokenizer or a model's configuration (small; always fetched).
+TOKENIZER_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "*.tiktoken",
+)
+_EMBEDDING_TENSOR = re.compile(
+    r"(^|\.)(embed_tokens|word_embeddings|wte|tok_embeddings|embed_in|lm_head|output|embed_out)"
+    r"\.weight$"
+)
+_INDEX = "model.safetensors.index.json"
+
+
+def embedding_shards(index: dict[str, Any]) -> list[str]:
+    """The shards of a ``model.safetensors.index.json`` holding the (un)embedding matrices.
+
+    Example:
+        >>> embedding_shards({"weight_map": {"model.embed_tokens.weight": "a.safetensors",
+        ...                                  "model.layers.0.mlp.up.weight": "b.safetensors",
+        ...                                  "lm_head.weight": "c.safetensors"}})
+        ['a.safetensors', 'c.safetensors']
+    """
+    weight_map = index.get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise ValueError(f"{_INDEX} has no `weight_map` object")
+    return sorted({str(f) for name, f in weight_map.items() if _EMBEDDING_TENSOR.search(name)})
+
+
+def resolve_tokenizer(name: str, *, revision: Optional[str] = None) -> Path:
+    """The local snapshot of a Hub repository's tokenizer and config files only."""
+    return resolve(name, revision=revision, allow_patterns=TOKENIZER_FILES, argument="path")
+
+
+def resolve_embeddings(name: str, *, revision: Optional[str] = None) -> Path:
+    """The local snapshot of a Hub repository holding its tokenizer and the shards of its
+    (un)embedding matrices, nothing else: a sharded checkpoint's index says which shards those
+    are, so a 70B model costs a shard or two instead of the whole download.
+
+    Raises:
+        FileNotFoundError: the repository, or a file it needs, cannot be found.
+    """
+    import json
+
+    local = resolve(name, revision=revision, allow_patterns=(*TOKENIZER_FILES, _INDEX))
+    if (local / _INDEX).is_file():
+        with open(local / _INDEX, encoding="utf-8") as f:
+            for shard in embedding_shards(json.load(f)):
+                resolve_file(name, shard, revision=revision)
+        return local
+    # A tokenizer-only repository (or one of GGUF files) has none: the scan works without.
+    with contextlib.suppress(FileNotFoundError):
+        resolve_file(name, "model.safetensors", revision=revision)
+    return local

@@ -54,7 +54,7 @@ from ferrolm.speculative.kv_cache import RaggedKVCache, attend_prefix, chain_blo
 from ferrolm.speculative.options import GenerationOptions, resolve_options, split_inputs
 from ferrolm.speculative.profile import estimate_acceptance, profile
 from ferrolm.speculative.rows import Row, check_context, prompt_rows
-from ferrolm.speculative.sampling import Warp
+from ferrolm.speculative.sampling import Warp, device_generator
 from ferrolm.speculative.sequoia import Plan, plan, sequoia_dp
 from ferrolm.speculative.stats import GenerationStats, SpeculativeOutput
 from ferrolm.speculative.tree import Tree, ancestor_mask, position_ids, walk
@@ -334,13 +334,15 @@ class SpeculativeGenerator:
         draft = RaggedKVCache(self.draft, len(rows), stats)
         drafter = self._drafter(opts.warp, generator)
         eos = set(opts.eos)
+        # The verification rules draw on the target's device, from a stream seeded by `generator`.
+        on_target = device_generator(generator, target.device)
         while rows:
             t0 = time.perf_counter()
             draft_start = draft.length
             drafts = drafter.draft(rows, draft, opts.pad, stats)
             t1 = time.perf_counter()
             stats.draft_time_s += t1 - t0
-            accepted = self._verify(rows, drafts, target, opts, generator, stats)
+            accepted = self._verify(rows, drafts, target, opts, on_target, stats)
             self._commit_draft(rows, drafts, accepted, draft, draft_start)
             for row, acc in zip(rows, accepted):
                 new_tokens = acc.new_tokens[: row.max_new - row.generated]
@@ -426,7 +428,8 @@ class SpeculativeGenerator:
             block[b, t0 : t0 + n, t0 : t0 + n] = ancestor_mask(d.tree.parents)
         attend = attend_prefix(kv.valid, m)
         attend[:, :, length:] = torch.from_numpy(block)
-        logits = kv.forward(ids, pos, attend, keep_last=width_tree)
+        # The logits stay on the target's device; only the chosen tokens come to the host.
+        logits = kv.forward(ids, pos, attend, keep_last=width_tree, host=False)
         logits = opts.target_scores(
             logits,
             [(r.tokens, r.generated) for r in rows],
@@ -448,12 +451,12 @@ class SpeculativeGenerator:
                     assert d.draft_probs is not None
                     # Leaves have no draft distribution (nothing was sampled from them); any
                     # valid row will do, the rule only reads it for children.
-                    empty = d.draft_probs.sum(-1) <= 0
-                    draft_probs = torch.where(empty[:, None], target_probs, d.draft_probs)
+                    q = d.draft_probs.to(target_probs.device)
+                    draft_probs = torch.where((q.sum(-1) <= 0)[:, None], target_probs, q)
                     choice = choose_sequoia(parents, tokens, target_probs, draft_probs, generator)
             path32, bonus = walk(parents, tokens, np.asarray(choice, dtype=np.int64))
             path = np.asarray(path32, dtype=np.int64)
-            self._record_ranks(d.tree, path, stats)
+            stats.record_ranks(d.tree.parents, d.tree.rank, path)
             new_tokens = [int(t) for t in tokens[path[1:]]] + [int(bonus)]
             s = width_chain - len(chains[b])
             slots = np.concatenate(
@@ -464,17 +467,6 @@ class SpeculativeGenerator:
             results.append(_Accepted(len(chains[b]), path, new_tokens, scores))
         kv.compact(length, keep)
         return results
-
-    @staticmethod
-    def _record_ranks(tree: Tree, path: Int64Array, stats: GenerationStats) -> None:
-        parents = np.asarray(tree.parents)
-        has_children = np.zeros(len(parents), dtype=bool)
-        has_children[parents[1:]] = True
-        rank = np.asarray(tree.rank)
-        for i, node in enumerate(path):
-            if not has_children[node]:
-                break
-            stats.accepted_ranks.append(int(rank[path[i + 1]]) if i + 1 < len(path) else -1)
 
     def _commit_draft(
         self,

@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-__all__ = ["Warp", "draft_logprobs", "gumbel_order", "sampling_probs"]
+__all__ = ["Warp", "device_generator", "draft_logprobs", "gumbel_order", "sampling_probs"]
 
 
 def sampling_probs(
@@ -93,3 +93,17 @@ def gumbel_order(q: torch.Tensor, k: int, generator: Optional[torch.Generator]) 
     u = torch.rand(q.shape, generator=generator).clamp_(min=1e-20)
     keys = q.log() - (-u.log()).log()
     return torch.topk(keys, k).indices
+
+
+def device_generator(generator: torch.Generator, device: torch.device) -> torch.Generator:
+    """``generator`` itself on its own device type, else a generator on ``device`` seeded from it.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> device_generator(g, torch.device("cpu")) is g
+        True
+    """
+    if generator.device.type == device.type:
+        return generator
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+    return torch.Generator(device=device).manual_seed(seed)

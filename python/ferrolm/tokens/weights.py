@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ferrolm import _native
+from ferrolm._paths import is_hub_id, resolve_embeddings
 
 _EMBEDDING = re.compile(
     r"(^|\.)(embed_tokens|word_embeddings|wte|tok_embeddings|token_embd|embedding)\.weight$"
@@ -143,6 +144,8 @@ def read_embeddings(
         raise ValueError(f"`max_rows` must be a positive integer or None, got {max_rows!r}")
     if isinstance(max_values, bool) or int(max_values) < 1:
         raise ValueError(f"`max_values` must be a positive integer, got {max_values!r}")
+    if not path.exists() and is_hub_id(str(model_path)):
+        path = resolve_embeddings(str(model_path))  # the embedding shards only
     if not path.exists():
         raise FileNotFoundError(f"`model_path` does not exist: {path}")
     if path.is_dir():
