@@ -181,10 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_undertrained)
 
+    from ferrolm._cli_prune import add_prune_parser
     from ferrolm._cli_speculative import add_generate_parser, add_speculative_parser
 
     add_generate_parser(sub, common)
     add_speculative_parser(sub, common)
+    add_prune_parser(sub, common)
 
     from ferrolm._cli_cache import add_cache_parser
 

@@ -12,6 +12,8 @@ from typing import Optional
 
 import torch
 
+from ferrolm.speculative._arrays import check_float, check_int
+
 __all__ = ["Warp", "device_generator", "draft_logprobs", "gumbel_order", "sampling_probs"]
 
 
@@ -27,21 +29,33 @@ def sampling_probs(
     Args:
         logits: float tensor ``[..., V]``.
         temperature: strictly positive divisor of the logits.
-        top_k: keep the ``top_k`` largest logits (ties at the boundary are kept), or None.
+        top_k: keep the ``top_k`` largest logits (ties at the boundary are kept); None or 0
+            keeps all.
         top_p: keep the smallest set of tokens whose probability reaches ``top_p`` (at least one),
-            or None.
+            in [0, 1], or None.
         min_p: drop tokens whose probability (after the filters before it) is below ``min_p``
             times the most likely token's, or None.
 
     Returns:
         float32 probabilities ``[..., V]`` summing to one.
 
+    Raises:
+        ValueError: ``temperature`` is not > 0, ``top_k`` is negative, ``top_p`` is outside
+            [0, 1] (NaN included), or a number is beyond float's or int64's range.
+        TypeError: a setting is not a number.
+
     Example:
         >>> sampling_probs(torch.tensor([2.0, 1.0, 0.0]), temperature=1.0, top_k=2).tolist()[2]
         0.0
     """
+    temperature = check_float(temperature, "temperature")
     if not temperature > 0:
         raise ValueError(f"`temperature` must be > 0 for sampling, got {temperature}")
+    if top_k is not None and check_int(top_k, "top_k", 0) == 0:
+        top_k = None  # 0 switches top-k off, as in Hugging Face's generation config
+    if top_p is not None and not 0.0 <= check_float(top_p, "top_p") <= 1.0:
+        # A NaN would switch the filter off in silence.
+        raise ValueError(f"`top_p` must be in [0, 1], got {top_p}")
     scores = logits.float() / temperature
     if top_k is not None and 0 < top_k < scores.shape[-1]:
         kth = torch.topk(scores, top_k, dim=-1).values[..., -1:]
