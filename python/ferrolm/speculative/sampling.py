@@ -1,7 +1,7 @@
 """The sampling warp shared by the target (what is reproduced) and the draft (what proposes).
 
 Logits are warped in the order Hugging Face ``generate`` applies them: temperature, then top-k,
-then top-p.
+then top-p, then min-p.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 
 from ferrolm.speculative._arrays import check_float, check_int
 
-__all__ = ["Warp", "draft_logprobs", "gumbel_order", "sampling_probs"]
+__all__ = ["Warp", "device_generator", "draft_logprobs", "gumbel_order", "sampling_probs"]
 
 
 def sampling_probs(
@@ -22,8 +22,9 @@ def sampling_probs(
     temperature: float = 1.0,
     top_k: Optional[int] = None,
     top_p: Optional[float] = None,
+    min_p: Optional[float] = None,
 ) -> torch.Tensor:
-    """Warps logits into sampling probabilities: temperature, then top-k, then top-p (HF's order).
+    """Warps logits into sampling probabilities: temperature, top-k, top-p, min-p (HF's order).
 
     Args:
         logits: float tensor ``[..., V]``.
@@ -32,6 +33,8 @@ def sampling_probs(
             keeps all.
         top_p: keep the smallest set of tokens whose probability reaches ``top_p`` (at least one),
             in [0, 1], or None.
+        min_p: drop tokens whose probability (after the filters before it) is below ``min_p``
+            times the most likely token's, or None.
 
     Returns:
         float32 probabilities ``[..., V]`` summing to one.
@@ -63,6 +66,10 @@ def sampling_probs(
         remove = cumulative <= (1.0 - top_p)
         remove[..., -1] = False
         scores = scores.masked_fill(remove.scatter(-1, order, remove), -math.inf)
+    if min_p is not None and min_p > 0.0:
+        probs = scores.softmax(-1)
+        # The most likely token always survives: its probability is its own maximum.
+        scores = scores.masked_fill(probs < min_p * probs.amax(-1, keepdim=True), -math.inf)
     return scores.softmax(-1)
 
 
@@ -78,10 +85,11 @@ class Warp:
     temperature: float
     top_k: Optional[int] = None
     top_p: Optional[float] = None
+    min_p: Optional[float] = None
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
         """:func:`sampling_probs` of ``logits`` under this setting."""
-        return sampling_probs(logits, self.temperature, self.top_k, self.top_p)
+        return sampling_probs(logits, self.temperature, self.top_k, self.top_p, self.min_p)
 
 
 def draft_logprobs(logits: torch.Tensor, warp: Optional[Warp]) -> torch.Tensor:
@@ -99,3 +107,17 @@ def gumbel_order(q: torch.Tensor, k: int, generator: Optional[torch.Generator]) 
     u = torch.rand(q.shape, generator=generator).clamp_(min=1e-20)
     keys = q.log() - (-u.log()).log()
     return torch.topk(keys, k).indices
+
+
+def device_generator(generator: torch.Generator, device: torch.device) -> torch.Generator:
+    """``generator`` itself on its own device type, else a generator on ``device`` seeded from it.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> device_generator(g, torch.device("cpu")) is g
+        True
+    """
+    if generator.device.type == device.type:
+        return generator
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+    return torch.Generator(device=device).manual_seed(seed)

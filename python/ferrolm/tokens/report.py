@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 import numpy as np
 
+from ferrolm._paths import is_hub_id, resolve, resolve_embeddings
 from ferrolm._report import Report, Section
 from ferrolm.tokens.indicators import Indicators, indicators, prepare_weights
 from ferrolm.tokens.scan import CATEGORY_NAMES, SUMMARY_DEFINITIONS, ScanResult, scan
@@ -199,15 +200,23 @@ def undertrained(
     top: int = 20,
     batch_size: int = 64,
     progress: bool = False,
+    device: Any = None,
+    dtype: Any = None,
 ) -> UndertrainedReport:
     """Runs the whole pipeline on a model directory, GGUF file or tokenizer file.
 
     Weights are only read for a GGUF file or a directory with weights; without them the
     report holds the tokenizer scan alone. With ``run_verify`` the ``verify_top`` best
-    candidates are checked with the model (converted and cached on first use).
+    candidates are checked with the model (converted and cached on first use), loaded on
+    ``device`` with ``dtype`` (see :func:`~ferrolm.tokens.load_model`). A Hub id is resolved
+    like ``from_pretrained``; without ``run_verify`` only its tokenizer and embedding shards
+    are fetched.
     """
     from ferrolm._progress import progress_bar
 
+    if not Path(path).exists() and is_hub_id(str(path)):
+        # A Hub id: verification loads the model, else the embedding shards are enough.
+        path = (resolve if run_verify else resolve_embeddings)(str(path))
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"`path` does not exist: {path}")
@@ -247,7 +256,7 @@ def undertrained(
     if ind is not None and run_verify:
         bar.set_description("verify: loading model")
         start = time.perf_counter()
-        model, tokenizer = load_model(path)
+        model, tokenizer = load_model(path, device=device, dtype=dtype)
         timings["load_model"] = time.perf_counter() - start
         ids = ind.candidates[:verify_top]
         inner = progress_bar(3 * len(ids), "verify", progress)

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ferrolm import _native
+from ferrolm._paths import is_hub_id, resolve_embeddings
 
 _EMBEDDING = re.compile(
     r"(^|\.)(embed_tokens|word_embeddings|wte|tok_embeddings|token_embd|embedding)\.weight$"
@@ -153,6 +154,8 @@ def read_embeddings(
         )
     if not _is_count(max_values):
         raise ValueError(f"`max_values` must be a positive integer below 2**64, got {max_values!r}")
+    if not path.exists() and is_hub_id(str(model_path)):
+        path = resolve_embeddings(str(model_path))  # the embedding shards only
     if not path.exists():
         raise FileNotFoundError(f"`model_path` does not exist: {path}")
     if path.is_dir():
