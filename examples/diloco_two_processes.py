@@ -2,13 +2,13 @@
 
 Each process trains its own replica of a small MLP on its own data shard with AdamW; every
 ``sync_every`` steps the replicas average their pseudo-gradients with ``ferrolm.comm``'s int8
-ring all-reduce and take an outer Nesterov step. Run: ``python examples/diloco_two_processes.py``.
+ring all-reduce and take an outer Nesterov step. Run: ``python examples/diloco_two_processes.py``
+(``examples/diloco_torchrun.py`` is the same under ``torchrun``, with checkpoints).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 from datetime import timedelta
 
@@ -21,8 +21,7 @@ from ferrolm import comm
 
 def train(rank: int, world: int, port: int, steps: int, sync_every: int) -> None:
     """One process: join the gloo group on 127.0.0.1, train, leave."""
-    os.environ.setdefault("RAYON_NUM_THREADS", "1")
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # ferrolm's native threads follow torch's
     dist.init_process_group(
         "gloo",
         init_method=f"tcp://127.0.0.1:{port}",

@@ -24,6 +24,6 @@ export MATURIN_ARGS=${MATURIN_ARGS:-"--zig --compatibility manylinux_2_28 --stri
 # Dependencies (torch is several GB; pip caches it), then ferrolm itself, compiled once.
 MATURIN_PEP517_ARGS="$MATURIN_ARGS" \
     .venv/bin/python -m pip install --quiet --no-build-isolation -e ".[dev]"
-.venv/bin/python -m pip install --quiet --no-deps -r requirements/fixtures.txt
+.venv/bin/python -m pip install --quiet --no-deps -r requirements/fixtures.txt -r requirements/images.txt
 PYTHON=.venv/bin/python scripts/fetch-fixtures.sh || echo "llama.cpp reference tokenizations unavailable: their tests skip" >&2
 echo "ferrolm is set up in .venv: try '.venv/bin/ferrolm demo'" >&2

@@ -28,6 +28,7 @@ gguf = pytest.importorskip("gguf", reason="building GGUF files needs the gguf pa
 from gguf import GGMLQuantizationType as Q  # noqa: E402
 from gguf import GGUFWriter  # noqa: E402
 
+from ferrolm._cli_common import EXIT_INPUT  # noqa: E402
 from ferrolm.testing.tokenizations import llama_cpp_models_dir  # noqa: E402
 
 DEADLINE_S = 5.0
@@ -122,6 +123,14 @@ def _expect_value_error(path: Path, tmp: Path, *needles: str) -> None:
     code, err = _cli(path, tmp)
     assert code != 0
     assert (path.name in err and "ValueError" in err) or "error" in err.lower(), err[-2000:]
+    # The CLI's promise (issue 16): one stderr line naming the file, the bad-input exit code.
+    assert code == EXIT_INPUT, err[-2000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err[-2000:]
+    assert lines[0].startswith("ferrolm: error: "), lines[0]
+    assert path.name in lines[0], lines[0]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
 
 
 # ---------------------------------------------------------------- building files

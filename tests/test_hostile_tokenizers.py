@@ -139,7 +139,7 @@ def test_tokenizer_json_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- GGUF
 
 
-@pytest.mark.parametrize("model", ["rwkv", "t5", "plamo2", "no-such-model"])
+@pytest.mark.parametrize("model", ["plamo2", "hybriddna", "no-such-model"])
 def test_unsupported_gguf_model_type_is_one_value_error(tmp_path: Path, model: str) -> None:
     path = write_vocab_gguf(tmp_path / "v.gguf", model)
     with pytest.raises(ValueError, match=r"`tokenizer\.ggml\.model` must be one of gpt2, llama"):

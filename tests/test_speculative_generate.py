@@ -189,6 +189,7 @@ def test_kv_cache_matches_fresh_forward_after_every_iteration(
     gen.generate(
         prompts,
         max_new_tokens=24,
+        do_sample=temperature > 0,
         temperature=temperature,
         generator=torch.Generator().manual_seed(0),
     )
@@ -266,7 +267,11 @@ def test_sampling_matches_target_distribution(
     gen = speculative.SpeculativeGenerator(target, draft, method=method, budget=8, max_depth=3)
     rows = 1500
     out = gen.generate(
-        [prompt] * rows, max_new_tokens=3, generator=torch.Generator().manual_seed(42), **warp
+        [prompt] * rows,
+        max_new_tokens=3,
+        do_sample=True,
+        generator=torch.Generator().manual_seed(42),
+        **warp,
     )
     samples = np.asarray(out.new_tokens)
     assert samples.shape == (rows, 3)
@@ -549,6 +554,7 @@ def test_sampled_static_tree_drops_the_subtree_of_an_undrawn_candidate() -> None
     out = gen.generate(
         [prompt],
         max_new_tokens=12,
+        do_sample=True,
         temperature=1.0,
         top_k=1,
         generator=torch.Generator().manual_seed(0),

@@ -355,7 +355,7 @@ def test_gguf_without_tokenizer_or_unknown_model_is_rejected(tmp_path: Path) -> 
     with pytest.raises(ValueError, match="no tokenizer inside"):
         tokens.scan(path)
     entries = _gpt2_gguf_entries()
-    entries[0] = ("tokenizer.ggml.model", 8, "rwkv")
+    entries[0] = ("tokenizer.ggml.model", 8, "plamo2")
     path.write_bytes(_gguf_bytes(entries))
     with pytest.raises(ValueError, match="one of gpt2, llama, bert"):
         tokens.scan(path)

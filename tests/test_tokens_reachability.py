@@ -34,6 +34,7 @@ from tokenizers import Tokenizer
 
 from ferrolm._paths import package_file
 from ferrolm.testing.tokenizations import llama_cpp_models_dir
+from ferrolm.testing.vocabs import BUILT, PIP_LINE, built_vocab
 from ferrolm.tokens.scan import OK, SPECIAL, UNDECODABLE, Scanner, ScanResult
 
 SEPARATOR_CANDIDATES = "0123456789.,)]}:;!?\"'/-("
@@ -170,6 +171,10 @@ def _compare(path: Path) -> tuple[ScanResult, Tokenizer, dict[str, Any]]:
 
 @pytest.mark.parametrize("path", _sources())
 def test_fast_path_equals_the_library_path_on_every_token(path: Path) -> None:
+    _fast_equals_library(path)
+
+
+def _fast_equals_library(path: Path) -> None:
     # `fast=False` runs the `tokenizers` crate's own encode (full pipeline) in every context.
     scanner = _load(path)
     fast, library = scanner.scan(containment=False), scanner.scan(containment=False, fast=False)
@@ -184,6 +189,29 @@ def test_fast_path_equals_the_library_path_on_every_token(path: Path) -> None:
 @pytest.mark.parametrize("path", _sources())
 def test_scan_verdicts_equal_an_independent_reference_on_every_token(path: Path) -> None:
     _compare(path)
+
+
+#: Vocabularies of the types llama.cpp ships no reference files for (`rwkv`, `t5`), written
+#: as its converter writes them (``ferrolm.testing.vocabs``).
+BUILT_NAMES = sorted(BUILT)
+
+
+def _built(name: str) -> Path:
+    path = built_vocab(name)
+    if path is None:
+        pytest.skip(f"needs {PIP_LINE}")
+    return path
+
+
+@pytest.mark.parametrize("name", BUILT_NAMES)
+def test_fast_path_equals_the_library_path_on_built_vocabularies(name: str) -> None:
+    _fast_equals_library(_built(name))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BUILT_NAMES)
+def test_scan_verdicts_equal_an_independent_reference_on_built_vocabularies(name: str) -> None:
+    _compare(_built(name))
 
 
 def _word_piece(token: str) -> bool:

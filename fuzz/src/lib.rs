@@ -221,9 +221,15 @@ pub fn replay(target: &Target, input: &[u8], cap_bytes: usize) -> Option<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+
+    /// The allocator's case state is process-wide and the test harness runs tests on parallel
+    /// threads: one test's `disarm` would clear the violation another test is about to read.
+    static ONE_CASE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
     #[test]
     fn over_cap_allocations_are_refused_and_reported() {
+        let _serial = ONE_CASE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let target = targets::Target {
             name: "test-cap",
             about: "asks for 1 GiB fallibly",
@@ -241,6 +247,7 @@ mod tests {
 
     #[test]
     fn panics_are_caught_with_their_message() {
+        let _serial = ONE_CASE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let target = targets::Target {
             name: "test-panic",
             about: "panics",

@@ -170,7 +170,96 @@ fn gguf_seeds() -> Vec<Vec<u8>> {
         ],
         tensors: Vec::new(),
     };
-    vec![write_metadata(&gpt2), write_metadata(&llama)]
+    vec![
+        write_metadata(&gpt2),
+        write_metadata(&llama),
+        write_metadata(&unigram_seed()),
+        write_metadata(&rwkv_seed()),
+    ]
+}
+
+/// A `t5` (unigram) vocabulary with a one-block precompiled charsmap mapping `a` to `A`.
+fn unigram_seed() -> GgufMetadata {
+    let mut units = vec![0u32; 256];
+    units[0x61] = 0x61 | (1 << 8) | ((0x61 ^ 0x62) << 10);
+    let mut charsmap = 1024u32.to_le_bytes().to_vec();
+    for u in units {
+        charsmap.extend(u.to_le_bytes());
+    }
+    charsmap.extend(b"A\0");
+    let pieces = [
+        "<pad>",
+        "</s>",
+        "<unk>",
+        "\u{2581}",
+        "A",
+        "b",
+        "\u{2581}A",
+        "<sep>",
+        "[PAD1]",
+    ];
+    let kinds = [3, 3, 2, 1, 1, 1, 1, 4, 5];
+    GgufMetadata {
+        version: 3,
+        entries: vec![
+            (
+                "tokenizer.ggml.model".into(),
+                GgufValue::String("t5".into()),
+            ),
+            (
+                "tokenizer.ggml.tokens".into(),
+                strings(&pieces.map(String::from)),
+            ),
+            (
+                "tokenizer.ggml.scores".into(),
+                GgufValue::Array((0..9).map(|i| GgufValue::F32(-(i as f32))).collect()),
+            ),
+            (
+                "tokenizer.ggml.token_type".into(),
+                GgufValue::Array(kinds.iter().map(|&k| GgufValue::I32(k)).collect()),
+            ),
+            (
+                "tokenizer.ggml.add_space_prefix".into(),
+                GgufValue::Bool(true),
+            ),
+            (
+                "tokenizer.ggml.remove_extra_whitespaces".into(),
+                GgufValue::Bool(true),
+            ),
+            (
+                "tokenizer.ggml.precompiled_charsmap".into(),
+                GgufValue::Array(charsmap.into_iter().map(GgufValue::U8).collect()),
+            ),
+        ],
+        tensors: Vec::new(),
+    }
+}
+
+/// An `rwkv` vocabulary: `<s>`, the 256 bytes escaped as llama.cpp's converter writes them,
+/// a few longer tokens.
+fn rwkv_seed() -> GgufMetadata {
+    let mut tokens = vec!["<s>".to_string()];
+    tokens.extend((0..=255u8).map(|b| match b {
+        b'\\' => "\\\\".to_string(),
+        b'\'' => "\\'".to_string(),
+        0x20..=0x7e => (b as char).to_string(),
+        _ => format!("\\x{b:02x}"),
+    }));
+    tokens.extend(["ab", "abc", "\\xe4\\xb8\\x80", "[PAD9]"].map(String::from));
+    let mut kinds = vec![GgufValue::I32(1); tokens.len()];
+    kinds[0] = GgufValue::I32(3);
+    GgufMetadata {
+        version: 3,
+        entries: vec![
+            (
+                "tokenizer.ggml.model".into(),
+                GgufValue::String("rwkv".into()),
+            ),
+            ("tokenizer.ggml.tokens".into(), strings(&tokens)),
+            ("tokenizer.ggml.token_type".into(), GgufValue::Array(kinds)),
+        ],
+        tensors: Vec::new(),
+    }
 }
 
 fn run_gguf(data: &[u8]) -> Result<(), Finding> {

@@ -26,31 +26,39 @@ _INT_MAX = 2**31 - 1
 _MAX_ACCEPTANCE_BYTES = 1 << 20  # a vector of a few hundred numbers; anything larger is not one
 
 
-def _load(path_or_name: str, role: str) -> tuple[Any, Any]:
-    """A model directory (save_pretrained layout) or a packaged fixture name."""
+def _load(path_or_name: str, role: str, args: argparse.Namespace) -> tuple[Any, Any]:
+    """A model directory (save_pretrained layout), a Hub id or a packaged fixture name."""
+    from ferrolm._paths import resolve
     from ferrolm.testing.models import FIXTURES, load_pretrained
 
+    device = getattr(args, "device", "cpu")
+    dtype = _dtype(getattr(args, "dtype", "float32"))
     if path_or_name in FIXTURES:
-        return load_pretrained(path_or_name)
-    path = Path(path_or_name)
+        fixture, fixture_tokenizer = load_pretrained(path_or_name)
+        return fixture.to(device=device, dtype=dtype), fixture_tokenizer
+    revision = getattr(args, "revision" if role == "target" else "draft_revision", None)
+    path = resolve(path_or_name, revision=revision, argument=f"--{role}")
     if not (path / "config.json").is_file():
         raise ValueError(
-            f"--{role} must be a model directory with config.json or one of {sorted(FIXTURES)}, "
-            f"got {path_or_name!r}"
+            f"--{role} must be a model directory with config.json, a Hub id or one of "
+            f"{sorted(FIXTURES)}, got {path_or_name!r}"
         )
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     logger.info("loading the %s model from %s", role, path)
-    model: Any = AutoModelForCausalLM.from_pretrained(
-        path, dtype=torch.float32, attn_implementation="sdpa"
-    )
-    model.eval()
+    model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+    model.to(device).eval()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError):
         tokenizer = None
     return model, tokenizer
+
+
+def _dtype(name: str) -> Any:
+    import torch
+
+    return getattr(torch, name)
 
 
 def add_generate_parser(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
@@ -65,8 +73,21 @@ def add_generate_parser(sub: Any, parents: Sequence[argparse.ArgumentParser]) ->
         epilog=EXIT_CODES_HELP,
     )
     p.add_argument("prompt", help="the prompt text")
-    p.add_argument("--target", required=True, help="target model directory (or fixture name)")
-    p.add_argument("--draft", required=True, help="draft model directory (or fixture name)")
+    p.add_argument(
+        "--target", required=True, help="target model: a directory, a Hub id or a fixture name"
+    )
+    p.add_argument(
+        "--draft", required=True, help="draft model: a directory, a Hub id or a fixture name"
+    )
+    p.add_argument("--revision", help="Hub revision of --target (branch, tag or commit)")
+    p.add_argument("--draft-revision", help="Hub revision of --draft")
+    p.add_argument("--device", default="cpu", help="where both models run (cpu, cuda, cuda:1...)")
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default="float32",
+        help="the models' weight dtype (default float32)",
+    )
     p.add_argument("--method", choices=("specexec", "sequoia", "chain"), default="specexec")
     p.add_argument(
         "--budget", type=bounded_int(1, 1 << 16), default=64, help="tree nodes per iteration"
@@ -76,10 +97,15 @@ def add_generate_parser(sub: Any, parents: Sequence[argparse.ArgumentParser]) ->
     )
     p.add_argument("--max-new-tokens", type=bounded_int(1, 1 << 20), default=128)
     p.add_argument(
-        "--temperature", type=bounded_float(0.0, 1e4), default=0.0, help="0 = greedy (default)"
+        "--temperature",
+        type=bounded_float(0.0, 1e4),
+        default=None,
+        help="0 = greedy, > 0 = sample; default: as the target's generation config says",
     )
-    p.add_argument("--top-k", type=bounded_int(1, _INT_MAX), default=None)
+    p.add_argument("--top-k", type=bounded_int(0, _INT_MAX), default=None)
     p.add_argument("--top-p", type=bounded_float(0.0, 1.0, low_open=True), default=None)
+    p.add_argument("--min-p", type=bounded_float(0.0, 1.0), default=None)
+    p.add_argument("--repetition-penalty", type=bounded_float(0.0, 1e4, low_open=True))
     p.add_argument("--seed", type=bounded_int(0, 2**63 - 1), default=0)
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     p.add_argument(
@@ -93,10 +119,10 @@ def add_generate_parser(sub: Any, parents: Sequence[argparse.ArgumentParser]) ->
 def run_generate(args: argparse.Namespace) -> int:
     """Body of `ferrolm generate`."""
     check_output(args.json, "--json")
-    target, tokenizer = _load(args.target, "target")
+    target, tokenizer = _load(args.target, "target", args)
     if tokenizer is None:
         raise ValueError("--target has no tokenizer files; save its tokenizer next to it")
-    draft, draft_tokenizer = _load(args.draft, "draft")
+    draft, draft_tokenizer = _load(args.draft, "draft", args)
 
     import torch
 
@@ -124,13 +150,20 @@ def run_generate(args: argparse.Namespace) -> int:
         from transformers import TextStreamer
 
         streamer = TextStreamer(tokenizer, skip_prompt=not args.chat, skip_special_tokens=True)
+    sampling: dict[str, Any] = {}
+    if args.temperature is not None:
+        sampling["do_sample"] = args.temperature > 0
+        if args.temperature > 0:
+            sampling["temperature"] = args.temperature
     out = gen.generate(
         [list(ids)],
         max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
+        min_p=args.min_p,
+        repetition_penalty=args.repetition_penalty,
         generator=torch.Generator().manual_seed(args.seed),
+        **sampling,
         streamer=streamer,
     )
     logger.info("[%s, budget %d] %s", args.method, args.budget, out.stats.summary())
@@ -298,9 +331,9 @@ def run_plan(args: argparse.Namespace) -> int:
 
     target = draft = tokenizer = None
     if args.target:
-        target, tokenizer = _load(args.target, "target")
+        target, tokenizer = _load(args.target, "target", args)
     if args.draft:
-        draft, _ = _load(args.draft, "draft")
+        draft, _ = _load(args.draft, "draft", args)
     if p is None:
         p = _estimate_acceptance(args, target, draft, tokenizer)
     if measured_sizes is not None:

@@ -25,6 +25,8 @@ EXTRAS: Mapping[str, str] = {
     "gguf": "hf",
     "tokenizers": "hf",
     "accelerate": "hf",
+    "PIL": "vision",
+    "onnxruntime": "vision",
 }
 
 

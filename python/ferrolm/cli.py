@@ -76,6 +76,8 @@ def _undertrained(args: argparse.Namespace) -> int:
         top=args.top,
         batch_size=args.batch_size,
         progress=not args.no_progress,
+        device=args.device,
+        dtype=args.dtype,
     )
     markdown = rep.to_report().to_markdown()
     if "-" not in (args.json, args.markdown):
@@ -132,7 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
         "indicators when weights are present, and optionally verify candidates with the model.",
         epilog=EXIT_CODES_HELP,
     )
-    p.add_argument("path", help="a model directory, a GGUF file, or a tokenizer file")
+    p.add_argument(
+        "path", help="a model directory, a GGUF file, a tokenizer file or a Hub id (org/name)"
+    )
+    p.add_argument("--device", default=None, help="where --verify runs the model (default cpu)")
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default=None,
+        help="the model's dtype for --verify (default float32)",
+    )
     p.add_argument("--verify", action="store_true", help="ask the model to repeat candidates")
     p.add_argument(
         "--json", metavar="FILE", help="write the full report as JSON to FILE (-: stdout)"
@@ -170,10 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_undertrained)
 
+    from ferrolm._cli_prune import add_prune_parser
     from ferrolm._cli_speculative import add_generate_parser, add_speculative_parser
 
     add_generate_parser(sub, common)
     add_speculative_parser(sub, common)
+    add_prune_parser(sub, common)
+
+    from ferrolm._cli_cache import add_cache_parser
+
+    add_cache_parser(sub, common)
     return parser
 
 

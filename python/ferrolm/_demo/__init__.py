@@ -10,7 +10,7 @@ import logging
 import time
 from typing import Callable
 
-from ferrolm._demo import comm, generate, prune, speculative, tokens
+from ferrolm._demo import comm, generate, prune, prune_photo, speculative, tokens
 from ferrolm._doctor import doctor_section
 from ferrolm._report import Report, Section
 
@@ -20,6 +20,7 @@ SECTIONS: list[Callable[[], Section]] = [
     speculative.demo_section,
     generate.demo_section,
     prune.demo_section,
+    prune_photo.demo_section,
     tokens.demo_section,
 ]
 

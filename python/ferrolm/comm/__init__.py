@@ -6,7 +6,7 @@ Example:
     >>> q = comm.quantize(torch.randn(1000), scheme="blockwise")
     >>> x = comm.dequantize(q)  # float32, within half a block step of the input
     >>> # inside an initialised torch.distributed group:
-    >>> # comm.all_reduce(grad, op="avg", scheme="blockwise", timeout=60.0)
+    >>> # comm.all_reduce(grad, dist.ReduceOp.AVG, scheme="blockwise", timeout=60.0)
 """
 
 from typing import TYPE_CHECKING
@@ -22,7 +22,7 @@ from ferrolm.comm.quantize import (
 )
 
 if TYPE_CHECKING:
-    from ferrolm.comm.allreduce import OPS, CommTimeoutError, all_reduce
+    from ferrolm.comm.allreduce import OPS, AllReduceWork, CommTimeoutError, all_reduce
     from ferrolm.comm.diloco import DiLoCo, Int8HookState, int8_allreduce_hook
 
 # The quantizers work on NumPy arrays without torch; the all-reduce, the DDP hook and DiLoCo
@@ -31,6 +31,7 @@ __getattr__ = lazy_attributes(
     __name__,
     {
         "OPS": "allreduce",
+        "AllReduceWork": "allreduce",
         "CommTimeoutError": "allreduce",
         "all_reduce": "allreduce",
         "DiLoCo": "diloco",
@@ -43,6 +44,7 @@ __all__ = [
     "DEFAULT_BLOCK_SIZE",
     "OPS",
     "SCHEMES",
+    "AllReduceWork",
     "CommTimeoutError",
     "DiLoCo",
     "Int8HookState",

@@ -116,9 +116,12 @@ def check_headers(
     dtypes: tuple[torch.dtype, ...],
     schemes: tuple[str, ...],
     ops: tuple[str, ...],
-) -> None:
+    allow_nonfinite: bool = False,
+) -> bool:
     """Raises the same ``ValueError`` on every rank when the ranks' arguments differ, a header
-    is not one of ours, or some rank holds NaN/inf (every rank holds every header)."""
+    is not one of ours, or some rank holds NaN/inf (every rank holds every header).
+
+    With ``allow_nonfinite``, NaN/inf is no error: returns whether some rank holds them."""
     for r, h in enumerate(headers):
         if len(h) != HEADER_WORDS or h[0] != _MAGIC:
             raise ValueError(
@@ -150,8 +153,9 @@ def check_headers(
                 "pass a tensor of the same shape and dtype"
             )
     bad = [r for r, h in enumerate(headers) if h[6] == 0]
-    if bad:
+    if bad and not allow_nonfinite:
         raise ValueError(
             f"`tensor` must be finite on every rank, but rank(s) {bad} hold NaN or infinite "
             "values (int8 codes cannot carry them); nothing was reduced"
         )
+    return bool(bad)

@@ -18,52 +18,36 @@ before it is decoded. A piece that cannot be quantized (NaN/inf, a float32 overf
 arrives malformed is replaced by a "poisoned" piece, which travels on to every rank, so every
 rank raises and none decodes garbage.
 
-Everything is streamed per piece: a received piece is accumulated, quantized and sent on
-while the next pieces are still in flight (receives are posted ahead: double buffering), so
-quantization overlaps transfer. The caller's tensor is written once, at the very end, and
-only on success.
+Everything is streamed per piece (receives posted ahead), so quantization overlaps transfer.
+The caller's tensor is written once, at the very end, and only on success.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from ferrolm import _native
+from ferrolm.comm import _work
 from ferrolm.comm._header import STATUS_TAG, build_header, check_headers, exchange_headers
-from ferrolm.comm.quantize import (
-    DEFAULT_BLOCK_SIZE,
-    SCHEMES,
-    check_scheme,
-    packed_len,
-    quantize,
-)
+from ferrolm.comm._transport import CommTimeoutError, Deadline, op_name, transport
+from ferrolm.comm._work import AllReduceWork
+from ferrolm.comm.quantize import DEFAULT_BLOCK_SIZE, SCHEMES, check_scheme, packed_len, quantize
 
-__all__ = ["OPS", "CommTimeoutError", "all_reduce"]
+__all__ = ["OPS", "AllReduceWork", "CommTimeoutError", "all_reduce"]
 
+#: The reductions, by their wire code (the header carries the index).
 OPS = ("avg", "sum")
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-#: Longest wait handed to one ``Work.wait`` (seconds): gloo converts it to milliseconds.
-_MAX_WAIT = 1e8
 #: Values per streamed piece: big enough that per-message overhead is small, small enough
 #: that several pieces are in flight while one is being (de)quantized.
 DEFAULT_PIECE = 1 << 20
 _WINDOW = 16  # receives posted ahead: keeps a slow, deep link busy (16 x ~1 MB)
-
-
-class CommTimeoutError(TimeoutError):
-    """A peer did not deliver within the deadline (it died, stalled or left the group).
-
-    After this error the process group may still hold unmatched messages of the failed call:
-    destroy it and build a new one before communicating again. The caller's tensor is intact.
-    """
 
 
 @dataclass(frozen=True)
@@ -76,52 +60,6 @@ class _Msg:
 
     def tag(self, world: int) -> int:
         return ((self.phase * world + self.step) << 20) + self.piece
-
-
-class _Deadline:
-    def __init__(self, timeout: float, nccl: bool) -> None:
-        self.timeout = timeout
-        self.end = time.monotonic() + timeout
-        self.nccl = nccl
-
-    def wait(self, work: Any, what: str) -> None:
-        left = self.end - time.monotonic()
-        if self.nccl:
-            # NCCL's wait() only orders streams; poll so the CPU deadline holds.
-            while not work.is_completed():
-                if time.monotonic() > self.end:
-                    raise self._timeout(what, None)
-                time.sleep(0.0002)
-            work.wait()
-            return
-        if left <= 0:
-            if work.is_completed():
-                work.wait()
-                return
-            raise self._timeout(what, None)
-        try:
-            work.wait(timedelta(seconds=min(left, _MAX_WAIT)))
-        except RuntimeError as e:  # gloo: "Timed out waiting ..." or "Connection closed by peer"
-            raise self._timeout(what, e) from e
-
-    def start(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Posts a send or receive. Our arguments are valid, so a ``RuntimeError`` here is the
-        transport's: gloo raises "Connection closed by peer" at once when the peer has already
-        exited, which is the same failure as a peer that dies during the wait."""
-        try:
-            return fn(*args, **kwargs)
-        except RuntimeError as e:
-            raise self._timeout(what, e) from e
-
-    def _timeout(self, what: str, cause: Exception | None) -> CommTimeoutError:
-        if cause is None or "Timed out" in str(cause):
-            head = f"no result within timeout={self.timeout:g} s while {what}"
-        else:
-            head = f"lost the connection while {what} ({cause})"
-        return CommTimeoutError(
-            f"ferrolm.comm.all_reduce: {head}; a peer died, stalled or called with other "
-            "arguments. The input tensor is unchanged."
-        )
 
 
 def _validate(
@@ -138,10 +76,12 @@ def _validate(
             "`tensor` must be contiguous (the result is written in place); "
             "call .contiguous() and reduce that"
         )
-    if op not in OPS:
-        raise ValueError(f"`op` must be one of {', '.join(OPS)}; got {op!r}")
     check_scheme(scheme, block_size)
-    if not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
+    try:
+        finite = isinstance(timeout, (int, float)) and math.isfinite(timeout)
+    except OverflowError:  # an int past float's range: named below, not a bare OverflowError
+        finite = False
+    if not finite or timeout <= 0:
         raise ValueError(f"`timeout` must be a positive number of seconds, got {timeout!r}")
     if not isinstance(piece_size, int) or piece_size < 1 or piece_size >= 1 << 40:
         raise ValueError(f"`piece_size` must be a positive int below 2**40, got {piece_size!r}")
@@ -227,20 +167,30 @@ def _decode_into(data: torch.Tensor, scheme: str, block: int, out: torch.Tensor,
 
 def all_reduce(
     tensor: torch.Tensor,
+    op: Any = dist.ReduceOp.SUM,
     group: Any = None,
-    op: str = "avg",
+    async_op: bool = False,
+    *,
     scheme: str = "blockwise",
     timeout: float = 60.0,
     block_size: int = DEFAULT_BLOCK_SIZE,
     piece_size: int = DEFAULT_PIECE,
-) -> torch.Tensor:
+) -> Any:
     """All-reduces ``tensor`` in place with int8 codes on the wire (about 4x fewer bytes).
 
+    The arguments are ``torch.distributed.all_reduce``'s, in its order and with its default
+    (sum); the ring's own settings are keyword-only.
+
     Args:
-        tensor: Contiguous float32/float16/bfloat16 tensor, CPU for gloo, CUDA for NCCL. The
-            same shape and dtype on every rank. Overwritten with the result only on success.
+        tensor: Contiguous float32/float16/bfloat16 tensor, CPU for gloo, CUDA for NCCL
+            (a group with both, such as ``"cpu:gloo,cuda:nccl"``, takes either). The same shape
+            and dtype on every rank. Overwritten with the result only on success.
+        op: ``dist.ReduceOp.SUM`` (default) or ``dist.ReduceOp.AVG``, or the strings
+            ``"sum"``, ``"avg"``/``"mean"``.
         group: The process group (default: the world group).
-        op: ``"avg"`` (mean over ranks) or ``"sum"``.
+        async_op: Return at once with a work object whose ``wait()`` returns when ``tensor``
+            holds the result (and raises the reduction's error). The ring then runs on one
+            worker thread, in issue order; do not touch ``tensor`` before ``wait()``.
         scheme: ``"blockwise"`` (default), ``"minmax"`` or ``"intellect"``; see
             :func:`ferrolm.comm.quantize`.
         timeout: Seconds for the whole call. A peer that dies or stalls makes every other
@@ -249,7 +199,9 @@ def all_reduce(
         piece_size: Values per streamed message.
 
     Returns:
-        ``tensor``, holding the reduced values, bit-identical on every rank.
+        ``tensor``, holding the reduced values, bit-identical on every rank; with
+        ``async_op=True`` an :class:`AllReduceWork` (``wait()``, ``is_completed()``,
+        ``get_future()``).
 
     Raises:
         TypeError: not a tensor / unsupported dtype.
@@ -260,36 +212,68 @@ def all_reduce(
             ``ValueError`` and no tensor is changed; a group of one rank behaves the same. On
             CPU the check costs no extra pass: the quantizer detects them and the ring carries
             a "poisoned" piece to every rank; on CUDA a finiteness flag rides in the header
-            exchange. Overflow policy: the sum is accumulated in float32; when the result
-            does not fit a float16/bfloat16 ``tensor`` (``op="sum"`` of large values), every
-            rank raises (they all hold the same bytes) and ``tensor`` is left unchanged rather
-            than silently holding infinities.
+            exchange. (The DDP hook instead lets the non-finite values through, as torch's
+            hooks do, so that ``GradScaler`` skips the step on every rank.) Overflow policy:
+            the sum is accumulated in float32; when the result does not fit a
+            float16/bfloat16 ``tensor`` (a sum of large values), every rank raises (they all
+            hold the same bytes) and ``tensor`` is left unchanged rather than silently
+            holding infinities.
         CommTimeoutError: a peer did not answer in time (the tensor is unchanged).
-        RuntimeError: no initialised process group.
+        RuntimeError: no initialised process group, or a tensor on a device that the group
+            has no backend for.
 
     Example:
         Every rank runs the same code (``torchrun`` starts one process per rank); here the group
-        has one rank, so the average is the tensor itself, up to int8 rounding:
+        has one rank, so the sum is the tensor itself, up to int8 rounding:
 
         >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
         >>> grad = torch.randn(1_000_000)
-        >>> avg = all_reduce(grad, op="avg", scheme="blockwise", timeout=30.0)
-        >>> avg is grad
+        >>> out = all_reduce(grad, dist.ReduceOp.AVG, scheme="blockwise", timeout=30.0)
+        >>> out is grad
+        True
+        >>> work = all_reduce(grad, async_op=True)  # overlaps with what follows
+        >>> work.wait()
         True
         >>> dist.destroy_process_group()
     """
-    _validate(tensor, op, scheme, block_size, timeout, piece_size)
+    name = op_name(op)
+    _validate(tensor, name, scheme, block_size, timeout, piece_size)
+    nccl = transport(tensor, group)
+    args = (tensor, name, group, scheme, block_size, piece_size, float(timeout), nccl)
+    if async_op:
+        return AllReduceWork(_work.submit(lambda: reduce_(*args)))
+    return _work.run_in_order(lambda: reduce_(*args))
+
+
+def reduce_(
+    tensor: torch.Tensor,
+    op: str,
+    group: Any,
+    scheme: str,
+    block_size: int,
+    piece_size: int,
+    timeout: float,
+    nccl: bool,
+    *,
+    propagate: bool = False,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The reduction behind :func:`all_reduce` (arguments checked, run in issue order).
+
+    ``propagate``: NaN/inf on any rank does not raise; every rank's result holds NaN where
+    the non-finite values went (the whole tensor on CUDA), as a plain float all-reduce would
+    hold inf/NaN there. ``residual`` (float32, ``tensor``'s size): error feedback; it is added
+    to the input and then replaced by this call's quantization error, in input units.
+    """
     world = dist.get_world_size(group)
     rank = dist.get_rank(group)
-    nccl = dist.get_backend(group) == "nccl"
-    if nccl and not tensor.is_cuda:
-        raise RuntimeError("`tensor` must be a CUDA tensor on an NCCL group")
-    if not nccl and tensor.is_cuda:
-        raise RuntimeError("`tensor` must be a CPU tensor on a gloo group (use NCCL for CUDA)")
-    dl = _Deadline(float(timeout), nccl)
+    dl = Deadline(timeout, nccl)
     x = tensor.detach().reshape(-1)
     if x.dtype != torch.float32:
         x = x.float()
+    if residual is not None:
+        x = x + residual
+        residual.zero_()
     # CUDA: one cheap device reduction up front. CPU: no extra pass over memory; a non-finite
     # value is caught by the quantizer and travels the ring as a poisoned piece instead.
     finite = _is_finite(x) if x.is_cuda else True
@@ -306,42 +290,47 @@ def all_reduce(
     headers = [header.tolist()]
     if world > 1:
         headers = exchange_headers(header, rank, world, group, dl)
-    check_headers(headers, _DTYPES, SCHEMES, OPS)
+    if check_headers(headers, _DTYPES, SCHEMES, OPS, allow_nonfinite=propagate):
+        tensor.detach().fill_(float("nan"))  # CUDA, propagate: some rank holds NaN/inf
+        return tensor
     if world == 1:
         # The same pipeline as a larger group, without peers: the owner of each finished piece
         # quantizes it once and adopts its decoded value (int8 rounding, NaN/inf refused).
-        pieces = [
-            ((a, b), *_quantize_or_poison(x[a:b], scheme, block_size))
-            for a, b in _pieces(0, x.numel(), piece_size)
-        ]
-        bad = any(p[2] for p in pieces)
-        final = None if bad else [(ab, data) for ab, data, _ in pieces]
+        final = []
+        for a, b in _pieces(0, x.numel(), piece_size):
+            data, bad = _quantize_or_poison(x[a:b], scheme, block_size)
+            _feedback(residual, x[a:b], data, bad, a, 1.0, scheme, block_size)
+            final.append(((a, b), data))
+        failed = any(_is_poison(data) for _, data in final)
         reason = None
     else:
-        final, reason = _ring(x, rank, world, group, op, scheme, block_size, piece_size, dl)
-    if final is None:
+        final, failed, reason = _ring(
+            x, rank, world, group, op, scheme, block_size, piece_size, dl, residual
+        )
+    if reason is not None:
+        raise ValueError(f"all_reduce: {reason}; every rank raises and nothing was changed")
+    if failed and residual is not None:
+        residual.zero_()  # a skipped step's error has no meaning for the next one
+    if failed and not propagate:
         raise ValueError(
             "`tensor` must be finite on every rank, but some rank holds NaN or infinite values "
-            "(or the sum overflows float32, or a rank received a malformed piece); int8 codes "
-            "cannot carry them. Nothing was changed."
-            if reason is None
-            else f"all_reduce: {reason}; every rank raises and nothing was changed"
+            "(or the sum overflows float32); int8 codes cannot carry them. Nothing was changed."
         )
     # Success: every piece's final bytes are here. Decode them straight into the caller's
     # tensor (through one float32 buffer when it is half precision).
     # detach(): the result is data, not part of any autograd graph (parameters work too).
     target = tensor.detach()
-    if tensor.dtype == torch.float32:
-        out = target.view(-1)
-        for (a, b), data in final:
-            _decode_into(data, scheme, block_size, out[a:b], acc=False)
-        return tensor
-    out = torch.empty_like(x)
+    out = target.view(-1) if tensor.dtype == torch.float32 else torch.empty_like(x)
     for (a, b), data in final:
-        _decode_into(data, scheme, block_size, out[a:b], acc=False)
+        if failed and _is_poison(data):
+            out[a:b].fill_(float("nan"))
+        else:
+            _decode_into(data, scheme, block_size, out[a:b], acc=False)
+    if tensor.dtype == torch.float32:
+        return tensor
     narrow = out.to(tensor.dtype)
     # Every rank decodes the same bytes, so every rank agrees on whether this overflows.
-    if not bool(torch.isfinite(narrow).all()):
+    if not propagate and not bool(torch.isfinite(narrow).all()):
         big = float(out.abs().max())
         raise ValueError(
             f"`tensor` ({tensor.dtype}): the {op} over {world} rank(s) reaches {big:.6g}, "
@@ -350,6 +339,29 @@ def all_reduce(
         )
     target.copy_(narrow.view(tensor.shape))
     return tensor
+
+
+def _feedback(
+    residual: torch.Tensor | None,
+    seg: torch.Tensor,
+    data: torch.Tensor,
+    bad: bool,
+    start: int,
+    weight: float,
+    scheme: str,
+    block: int,
+) -> None:
+    """Error feedback: adds ``weight * (seg - decoded(data))`` to ``residual[start:]``.
+
+    Every quantization of the ring adds its error to the sum of one chunk, and the rank that
+    quantized knows that error exactly; each rank keeps its own, so the next call's inputs
+    carry all of them back and the errors of successive calls cancel instead of piling up.
+    """
+    if residual is None or bad or seg.numel() == 0:
+        return
+    decoded = torch.empty_like(seg)
+    _decode_into(data, scheme, block, decoded, acc=False)
+    residual[start : start + seg.numel()].add_(seg - decoded, alpha=weight)
 
 
 def _ring(
@@ -361,10 +373,12 @@ def _ring(
     scheme: str,
     block: int,
     piece: int,
-    dl: _Deadline,
-) -> tuple[list[tuple[tuple[int, int], torch.Tensor]] | None, str | None]:
-    """The final bytes of every piece, or ``None`` and why (``None``: a poisoned piece, i.e.
-    NaN/inf somewhere; a text: this rank received a malformed piece)."""
+    dl: Deadline,
+    residual: torch.Tensor | None = None,
+) -> tuple[list[tuple[tuple[int, int], torch.Tensor]], bool, str | None]:
+    """The final bytes of every piece, whether some piece was poisoned (NaN/inf somewhere:
+    those pieces hold poison bytes on every rank), and why the call must fail when some rank
+    received a malformed piece (then ``None`` only on ranks that know no more)."""
     bounds = _bounds(x.numel(), world)
     prev, nxt = (rank - 1) % world, (rank + 1) % world
     gprev = dist.get_global_rank(group, prev) if group is not None else prev
@@ -417,6 +431,7 @@ def _ring(
     # Step 0 of the reduce-scatter: this rank's own chunk, straight from the input.
     for p, (a, b) in enumerate(_pieces(*bounds[rank], piece)):
         data, bad = _quantize_or_poison(x[a:b], scheme, block)
+        _feedback(residual, x[a:b], data, bad, a, 1.0, scheme, block)
         poisoned |= bad
         send(_Msg(0, 0, p, a, b), data)
     while posted:
@@ -444,6 +459,9 @@ def _ring(
                     # On the last step this rank owns the finished piece: it quantizes it once
                     # and everyone (this rank included) adopts the decoded value of these bytes.
                     data, bad = _quantize_or_poison(seg, scheme, block)
+                    # The owner's error counts `world` times in a sum that is then averaged.
+                    weight = float(world) if last and op == "avg" else 1.0
+                    _feedback(residual, seg, data, bad, m.start, weight, scheme, block)
                 poisoned |= bad
             if last:
                 final.append(((m.start, m.stop), data))
@@ -466,9 +484,11 @@ def _ring(
         dl.wait(w, f"sending to rank {nxt}")
     # A malformed piece in the all-gather reaches only the ranks after the one that detected
     # it; one tiny exchange of every rank's status makes all ranks fail (or succeed) together.
-    status = torch.tensor([int(poisoned)], dtype=torch.int64, device=x.device)
+    # 0: fine, 1: a poisoned piece (NaN/inf: the DDP hook lets it through), 2: malformed.
+    code = 2 if reason is not None else int(poisoned)
+    status = torch.tensor([code], dtype=torch.int64, device=x.device)
     flags = exchange_headers(status, rank, world, group, dl, STATUS_TAG, "agreeing on the result")
-    failed = [r for r, f in enumerate(flags) if f != [0]]
-    if failed and reason is None and not poisoned:
-        reason = f"rank(s) {failed} received a malformed or poisoned piece"
-    return (None, reason) if failed else (final, None)
+    malformed = [r for r, f in enumerate(flags) if f == [2]]
+    if malformed and reason is None:
+        reason = f"rank(s) {malformed} received a malformed piece"
+    return final, any(f != [0] for f in flags), reason

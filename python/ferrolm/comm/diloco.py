@@ -9,14 +9,18 @@ from the same new parameters. Communication drops by a factor H (times 4 for int
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+import copy
+import warnings
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch._C._distributed_c10d import GradBucket
 
-from ferrolm.comm.allreduce import all_reduce
+from ferrolm.comm import _work
+from ferrolm.comm._transport import transport
+from ferrolm.comm.allreduce import DEFAULT_PIECE, _validate, all_reduce, reduce_
 from ferrolm.comm.quantize import DEFAULT_BLOCK_SIZE, SCHEMES
 
 __all__ = ["DiLoCo", "Int8HookState", "int8_allreduce_hook"]
@@ -107,6 +111,62 @@ class DiLoCo:
         self.inner_steps = 0
         self.outer_steps = 0
 
+    def state_dict(self) -> dict[str, Any]:
+        """What resuming needs beyond the model and the inner optimizer: a copy of the outer
+        parameters, the outer optimizer's state (Nesterov momentum) and the step counts.
+
+        Save it with ``model.state_dict()`` and ``inner_optimizer.state_dict()``; a run resumed
+        from the three (same ``sync_every``, same data order) continues bit-identically.
+
+        Returns:
+            A dict of tensors and ints, for ``torch.save``.
+        """
+        return {
+            "outer_params": [o.detach().clone() for o in self.outer_params],
+            "outer_optimizer": copy.deepcopy(self.outer.state_dict()),
+            "inner_steps": self.inner_steps,
+            "outer_steps": self.outer_steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores what :meth:`state_dict` returned (copies it in; ``state`` is not kept).
+
+        Args:
+            state: A dict from :meth:`state_dict` of a DiLoCo over the same parameters.
+
+        Raises:
+            ValueError: a key is missing, or the parameters' number, shapes or dtypes differ.
+            TypeError: a field has the wrong type.
+        """
+        if not isinstance(state, dict):
+            raise TypeError(f"`state` must be a dict from state_dict(), got {type(state).__name__}")
+        missing = {"outer_params", "outer_optimizer", "inner_steps", "outer_steps"} - set(state)
+        if missing:
+            raise ValueError(f"`state` lacks {sorted(missing)}: not a DiLoCo.state_dict()")
+        params = state["outer_params"]
+        if not isinstance(params, (list, tuple)) or len(params) != len(self.outer_params):
+            got = len(params) if isinstance(params, (list, tuple)) else type(params).__name__
+            raise ValueError(
+                f"`state['outer_params']` must hold {len(self.outer_params)} tensors, got {got}"
+            )
+        for i, (o, p) in enumerate(zip(self.outer_params, params)):
+            if not isinstance(p, torch.Tensor) or p.shape != o.shape or p.dtype != o.dtype:
+                shown = (p.dtype, tuple(p.shape)) if isinstance(p, torch.Tensor) else type(p)
+                raise ValueError(
+                    f"`state['outer_params'][{i}]` must be {o.dtype} of shape "
+                    f"{tuple(o.shape)}, got {shown}"
+                )
+        counts = {k: state[k] for k in ("inner_steps", "outer_steps")}
+        for k, v in counts.items():
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise TypeError(f"`state[{k!r}]` must be a non-negative int, got {v!r}")
+        self.outer.load_state_dict(state["outer_optimizer"])
+        with torch.no_grad():
+            for o, p in zip(self.outer_params, params):
+                o.copy_(p)
+        self.inner_steps = counts["inner_steps"]
+        self.outer_steps = counts["outer_steps"]
+
     def zero_grad(self) -> None:
         """Clears the inner gradients."""
         self.inner.zero_grad(set_to_none=True)
@@ -146,26 +206,88 @@ class DiLoCo:
         self.outer_steps += 1
 
 
-@dataclass
 class Int8HookState:
     """Settings of the int8 ring all-reduce: the state of :func:`int8_allreduce_hook`, and what
-    :class:`DiLoCo` averages its pseudo-gradients with."""
+    :class:`DiLoCo` averages its pseudo-gradients with.
 
-    group: Any = None
-    scheme: str = "blockwise"
-    timeout: float = 60.0
-    block_size: int = DEFAULT_BLOCK_SIZE
+    Args:
+        process_group: The group (default: the world group), torch's name for it in hook
+            states. ``group=`` is a deprecated alias.
+        scheme: Quantization scheme (see :func:`ferrolm.comm.quantize`).
+        timeout: Seconds for each bucket's all-reduce.
+        block_size: Block size of the ``"blockwise"`` scheme.
+        error_feedback: Keep each bucket's quantization error and add it to the same bucket
+            at the next step, so that the errors of successive steps cancel instead of
+            accumulating (one extra dequantization per quantization; float32 residuals, 4
+            bytes per gradient value). A step with NaN/inf drops the residuals.
+    """
+
+    def __init__(
+        self,
+        process_group: Any = None,
+        scheme: str = "blockwise",
+        timeout: float = 60.0,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        error_feedback: bool = False,
+        *,
+        group: Any = None,
+    ) -> None:
+        if group is not None:
+            warnings.warn(
+                "Int8HookState(group=...) is deprecated: use process_group=, torch's name",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if process_group is not None and process_group is not group:
+                raise ValueError("pass `process_group` or its old name `group`, not both")
+            process_group = group
+        if scheme not in SCHEMES:
+            raise ValueError(f"`scheme` must be one of {', '.join(SCHEMES)}; got {scheme!r}")
+        self.process_group = process_group
+        self.scheme = scheme
+        self.timeout = timeout
+        self.block_size = block_size
+        self.error_feedback = bool(error_feedback)
+        #: Per bucket index: the float32 residual of error feedback.
+        self.residuals: dict[int, torch.Tensor] = {}
+
+    @property
+    def group(self) -> Any:
+        """Deprecated alias of :attr:`process_group`."""
+        warnings.warn(
+            "Int8HookState.group is deprecated: use .process_group, torch's name",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.process_group
+
+    def __repr__(self) -> str:
+        return (
+            f"Int8HookState(process_group={self.process_group!r}, scheme={self.scheme!r}, "
+            f"timeout={self.timeout!r}, block_size={self.block_size!r}, "
+            f"error_feedback={self.error_feedback!r})"
+        )
 
     def average(self, tensor: torch.Tensor) -> None:
-        """Averages ``tensor`` in place over ``group`` with the int8 ring all-reduce."""
+        """Averages ``tensor`` in place over the group with the int8 ring all-reduce."""
         all_reduce(
             tensor,
-            group=self.group,
-            op="avg",
+            dist.ReduceOp.AVG,
+            self.process_group,
             scheme=self.scheme,
             timeout=self.timeout,
             block_size=self.block_size,
         )
+
+    def _residual(self, index: int, buf: torch.Tensor) -> torch.Tensor | None:
+        if not self.error_feedback:
+            return None
+        r = self.residuals.get(index)
+        # DDP rebuilds its buckets after the first step: a bucket of another size starts over.
+        if r is None or r.numel() != buf.numel() or r.device != buf.device:
+            r = torch.zeros(buf.numel(), dtype=torch.float32, device=buf.device)
+            self.residuals[index] = r
+        return r
 
 
 def int8_allreduce_hook(
@@ -173,7 +295,12 @@ def int8_allreduce_hook(
 ) -> torch.futures.Future[torch.Tensor]:
     """DDP communication hook: averages each gradient bucket with the int8 ring all-reduce.
 
-    The reduction runs synchronously inside the hook (no overlap with the rest of backward).
+    Behaves like torch's own hooks: the reduction runs on a worker thread while backward
+    goes on (buckets in the order DDP issues them, the same on every rank) and the returned
+    future completes there; a NaN/inf in any rank's bucket makes the whole result non-finite
+    on every rank (NaN where it went), so ``torch.amp.GradScaler`` skips the step everywhere
+    instead of the hook raising inside ``backward()``. A timeout or a malformed piece fails
+    the future, and DDP raises it.
 
     Example:
         >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
@@ -183,9 +310,30 @@ def int8_allreduce_hook(
         >>> dist.destroy_process_group()
     """
     buf = bucket.buffer()
-    state.average(buf)
-    fut: torch.futures.Future[torch.Tensor] = torch.futures.Future()
-    fut.set_result(buf)
+    group = state.process_group
+    _validate(buf, "avg", state.scheme, state.block_size, state.timeout, DEFAULT_PIECE)
+    nccl = transport(buf, group)
+    residual = state._residual(bucket.index(), buf)
+
+    # The worker thread must order its kernels after backward's, on the same stream.
+    stream = torch.cuda.current_stream(buf.device) if buf.is_cuda else None
+
+    def run() -> torch.Tensor:
+        with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+            return reduce_(
+                buf,
+                "avg",
+                group,
+                state.scheme,
+                state.block_size,
+                DEFAULT_PIECE,
+                float(state.timeout),
+                nccl,
+                propagate=True,
+                residual=residual,
+            )
+
+    fut: torch.futures.Future[torch.Tensor] = _work.submit(run)
     return fut
 
 

@@ -7,15 +7,24 @@ Example:
     >>> sel.indices.shape, sel.objective.dtype
     (torch.Size([56]), torch.float32)
 
-For Hugging Face LLaVA / LLaVA-NeXT models, one line prunes the image tokens of every forward
-and ``generate`` call (see :func:`apply_to_llava`)::
+For Hugging Face vision-language models (LLaVA, LLaVA-NeXT, LLaVA-OneVision, Qwen2-VL,
+Qwen2.5-VL, Gemma 3, Idefics3 / SmolVLM, PaliGemma), one line prunes the image tokens of every
+forward and ``generate`` call (see :func:`apply`; :func:`apply_to_llava` is its LLaVA case)::
 
-    handle = prune.apply_to_llava(model, keep=0.098)   # handle.remove() turns it off
+    handle = prune.apply(model, keep=0.098)   # handle.remove() turns it off
+
+On a photo, :class:`DinoV2Small` (or :class:`HFVisionTower`) gives patch features and
+:func:`draw` shows what was kept (Pillow and onnxruntime: ``pip install 'ferrolm[vision]'``)::
+
+    feats = prune.DinoV2Small()(photo)
+    sel = prune.divprune(feats.features, keep=0.1)
+    prune.draw(photo, sel, grid=feats.grid).save("kept.png")
 """
 
 from typing import TYPE_CHECKING
 
 from ferrolm._optional import lazy_attributes
+from ferrolm.prune.draw import draw
 from ferrolm.prune.select import (
     DEFAULT_KEEP,
     METHODS,
@@ -25,24 +34,38 @@ from ferrolm.prune.select import (
     objective,
     uses_amx,
 )
+from ferrolm.prune.vision import DinoV2Small, HFVisionTower, PatchFeatures
 
 if TYPE_CHECKING:
-    from ferrolm.prune.llava import PruneHandle, PruneStats, apply_to_llava
+    from ferrolm.prune.families import FAMILIES, PruneHandle, PruneStats, apply
+    from ferrolm.prune.llava import apply_to_llava
 
-# DivPrune on NumPy arrays needs NumPy only; the LLaVA hooks need torch (imported on first use).
+# DivPrune on NumPy arrays needs NumPy only; the model hooks need torch (imported on first use).
 __getattr__ = lazy_attributes(
     __name__,
-    {"PruneHandle": "llava", "PruneStats": "llava", "apply_to_llava": "llava"},
+    {
+        "FAMILIES": "families",
+        "PruneHandle": "families",
+        "PruneStats": "families",
+        "apply": "families",
+        "apply_to_llava": "llava",
+    },
 )
 
 __all__ = [
     "DEFAULT_KEEP",
+    "FAMILIES",
     "METHODS",
+    "DinoV2Small",
+    "HFVisionTower",
+    "PatchFeatures",
     "PruneHandle",
     "PruneStats",
     "Selection",
+    "apply",
     "apply_to_llava",
     "divprune",
+    "draw",
     "keep_count",
     "objective",
     "uses_amx",

@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ferrolm import _native
-from ferrolm.speculative._arrays import check_int, float_array, int_array
+from ferrolm.speculative._arrays import check_float, check_int, float_array, int_array
 from ferrolm.speculative.tree import Tree
 
 __all__ = ["BatchTreeBuilder", "TreeBuilder"]
@@ -26,7 +26,8 @@ def _limits(
     for value, arg in ((log_decay, "log_decay"), (min_logprob, "min_logprob")):
         if not isinstance(value, (int, float)):
             raise ValueError(f"`{arg}` must be a float, got {type(value).__name__}")
-    return int(budget), int(max_depth), int(max_width), float(log_decay), float(min_logprob)
+    decay, floor = check_float(log_decay, "log_decay"), check_float(min_logprob, "min_logprob")
+    return int(budget), int(max_depth), int(max_width), decay, floor
 
 
 def _children(child_tokens: Any, child_logprobs: Any, m: int) -> tuple[np.ndarray, np.ndarray]:

@@ -23,11 +23,11 @@ Batches are ragged: rows have their own prompt length, tree and number of accept
 shared cache keeps one sequence axis; slots a row does not use are masked out ("holes"), and a row
 that stops (EOS or ``max_new_tokens``) is dropped from both caches.
 
-Sampling warps logits in the order Hugging Face ``generate`` applies them: temperature, then
-top-k, then top-p; the same warped distribution is used for the target (what is reproduced exactly)
-and for the draft (what proposes). ``temperature=0`` means greedy. All modes are lossless: greedy
-output equals ``target.generate(do_sample=False)`` token for token (up to floating-point ties), and
-sampled output follows the target's warped distribution.
+Options resolve like ``model.generate`` (:mod:`ferrolm.speculative.options`); the target's scores
+at every node go through HF's processors and warpers in HF's order, with the node's own prefix as
+``input_ids``; the draft proposes under the warpers only. All modes are lossless: greedy output
+equals ``target.generate(do_sample=False)`` token for token (up to floating-point ties), and
+sampled output follows the target's processed distribution.
 
 Example:
     >>> from ferrolm import speculative
@@ -41,7 +41,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import numpy as np
 import numpy.typing as npt
@@ -51,9 +51,10 @@ from ferrolm.speculative._arrays import check_acceptance, check_int, check_optio
 from ferrolm.speculative.drafters import Draft, Drafter, SpecExecDrafter, StaticDrafter
 from ferrolm.speculative.hf import check_causal_lm, context_length, vocab_size
 from ferrolm.speculative.kv_cache import RaggedKVCache, attend_prefix, chain_block, probe_tree_mask
+from ferrolm.speculative.options import GenerationOptions, resolve_options, split_inputs
 from ferrolm.speculative.profile import estimate_acceptance, profile
-from ferrolm.speculative.rows import Row, prompt_rows
-from ferrolm.speculative.sampling import Warp
+from ferrolm.speculative.rows import Row, check_context, prompt_rows
+from ferrolm.speculative.sampling import Warp, device_generator
 from ferrolm.speculative.sequoia import Plan, plan, sequoia_dp
 from ferrolm.speculative.stats import GenerationStats, SpeculativeOutput
 from ferrolm.speculative.tree import Tree, ancestor_mask, position_ids, walk
@@ -78,6 +79,7 @@ class _Accepted:
     chain_len: int
     path: Int64Array
     new_tokens: list[int]
+    scores: Optional[torch.Tensor] = None
 
 
 class SpeculativeGenerator:
@@ -243,81 +245,79 @@ class SpeculativeGenerator:
     @torch.inference_mode()
     def generate(
         self,
-        input_ids: Union[torch.Tensor, Sequence[Sequence[int]]],
+        input_ids: Any = None,
         attention_mask: Optional[torch.Tensor] = None,
         *,
-        max_new_tokens: int = 128,
-        temperature: float = 0.0,
-        top_k: Optional[int] = None,
-        top_p: Optional[float] = None,
-        eos_token_id: Union[int, Sequence[int], None] = None,
-        pad_token_id: Optional[int] = None,
+        generation_config: Any = None,
+        logits_processor: Optional[Sequence[Any]] = None,
+        stopping_criteria: Any = None,
         generator: Optional[torch.Generator] = None,
         streamer: Any = None,
+        **kwargs: Any,
     ) -> SpeculativeOutput:
-        """Generates up to `max_new_tokens` per row, stopping each row at EOS.
+        """Generates like ``target.generate``, stopping each row at EOS or a stopping criterion.
+
+        Options resolve like ``model.generate`` (:mod:`ferrolm.speculative.options`): keyword
+        argument, then `generation_config`, then the target's ``generation_config``, then the
+        defaults of ``transformers`` (so ``max_new_tokens`` defaults to 20, or to a configured
+        ``max_length`` minus the prompt, and an instruct model whose config samples, samples).
 
         Args:
             input_ids: int64 ``[B, T]`` (with `attention_mask` for padded rows; padding on either
-                side) or a list of token-id lists of any lengths.
+                side), a list of token-id lists of any lengths, or a ``BatchEncoding``
+                (``gen.generate(**tok(prompts, return_tensors="pt", padding=True))`` works too;
+                ``token_type_ids`` is ignored).
             attention_mask: 1 for real tokens, 0 for padding; default all ones.
-            max_new_tokens: >= 0.
-            temperature: 0 for greedy; > 0 samples from the target's warped distribution
-                (temperature, then top-k, then top-p).
-            top_k, top_p: sampling filters (ignored when greedy).
-            eos_token_id: token id(s) that stop a row; default the target's generation config.
-            pad_token_id: fills finished rows in ``sequences``; default the generation config's
-                pad id, else the first EOS id, else 0.
+            generation_config: a ``transformers.GenerationConfig`` overriding the target's.
+            logits_processor: processors ``(input_ids, scores) -> scores`` applied after the
+                built-in ones; they must be pure functions of their arguments (each is called once
+                per tree depth, with every node's prefix).
+            stopping_criteria: a ``StoppingCriteriaList`` (or list of criteria), called per row
+                with ``[1, length]`` ids and the processed scores of the last token.
             generator: a seeded ``torch.Generator`` (CPU) for sampling.
             streamer: an object with ``put(LongTensor)`` and ``end()`` (e.g. HF's
                 ``TextStreamer``); gets the prompt, then each iteration's new tokens (batch 1).
+            **kwargs: generation options: ``max_new_tokens``, ``max_length``, ``min_new_tokens``,
+                ``min_length``, ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``min_p``,
+                ``repetition_penalty``, ``no_repeat_ngram_size``, ``eos_token_id`` (an int or a
+                list), ``pad_token_id`` (default the config's, else the first EOS id, else 0).
 
         Returns:
             :class:`SpeculativeOutput`.
+
+        Raises:
+            ValueError: an unknown option, one that cannot be honoured (beam search, several
+                sequences per prompt, ...), a bad value or a bad prompt; the message names it.
         """
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-            raise ValueError(f"`max_new_tokens` must be an int >= 0, got {max_new_tokens!r}")
-        if not temperature >= 0:
-            raise ValueError(f"`temperature` must be >= 0, got {temperature}")
-        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-            raise ValueError(f"`top_k` must be an int >= 1 or None, got {top_k!r}")
-        if top_p is not None and not 0.0 < top_p <= 1.0:
-            raise ValueError(f"`top_p` must be in (0, 1] or None, got {top_p!r}")
-        rows, layout = prompt_rows(
-            input_ids, attention_mask, max_new_tokens, self.vocab_size, self.context_length
+        ids, mask, options = split_inputs(input_ids, attention_mask, kwargs)
+        rows, layout = prompt_rows(ids, mask, 0, self.vocab_size, None)
+        opts = resolve_options(
+            self.target,
+            generation_config,
+            int(layout.shape[1]),
+            options,
+            context=self.context_length,
+            logits_processor=logits_processor,
+            stopping_criteria=stopping_criteria,
         )
+        check_context(rows, opts.max_new_tokens, self.context_length)
         if streamer is not None and len(rows) != 1:
             raise ValueError(f"`streamer` needs a batch of 1, got {len(rows)} rows")
-        config = getattr(self.target, "generation_config", None)
-        if eos_token_id is None and config is not None:
-            eos_token_id = config.eos_token_id
-        eos = (
-            set()
-            if eos_token_id is None
-            else {int(eos_token_id)}
-            if isinstance(eos_token_id, int)
-            else {int(e) for e in eos_token_id}
-        )
-        if pad_token_id is None:
-            pad_token_id = getattr(config, "pad_token_id", None) if config is not None else None
-        if pad_token_id is None:
-            pad_token_id = min(eos) if eos else 0
         if generator is None:
             generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
-        warp = Warp(temperature, top_k, top_p) if temperature > 0 else None
         stats = GenerationStats()
         start = time.perf_counter()
         if streamer is not None:
             streamer.put(torch.tensor(rows[0].tokens))
         active = [r for r in rows if r.max_new > 0]
         if active:
-            self._loop(active, eos, int(pad_token_id), generator, warp, streamer, stats)
+            self._loop(active, opts, generator, streamer, stats)
         if streamer is not None:
             streamer.end()
         stats.total_time_s = time.perf_counter() - start
         new = [r.tokens[r.prompt_len :] for r in rows]
         width = max((len(n) for n in new), default=0)
-        tail = torch.full((len(rows), width), int(pad_token_id), dtype=torch.long)
+        tail = torch.full((len(rows), width), opts.pad, dtype=torch.long)
         for b, n in enumerate(new):
             tail[b, : len(n)] = torch.tensor(n, dtype=torch.long)
         return SpeculativeOutput(torch.cat([layout, tail], dim=1), new, stats)
@@ -325,28 +325,30 @@ class SpeculativeGenerator:
     def _loop(
         self,
         rows: list[Row],
-        eos: set[int],
-        pad: int,
+        opts: GenerationOptions,
         generator: torch.Generator,
-        warp: Optional[Warp],
         streamer: Any,
         stats: GenerationStats,
     ) -> None:
         target = RaggedKVCache(self.target, len(rows), stats)
         draft = RaggedKVCache(self.draft, len(rows), stats)
-        drafter = self._drafter(warp, generator)
+        drafter = self._drafter(opts.warp, generator)
+        eos = set(opts.eos)
+        # The verification rules draw on the target's device, from a stream seeded by `generator`.
+        on_target = device_generator(generator, target.device)
         while rows:
             t0 = time.perf_counter()
             draft_start = draft.length
-            drafts = drafter.draft(rows, draft, pad, stats)
+            drafts = drafter.draft(rows, draft, opts.pad, stats)
             t1 = time.perf_counter()
             stats.draft_time_s += t1 - t0
-            accepted = self._verify(rows, drafts, target, pad, generator, warp, stats)
+            accepted = self._verify(rows, drafts, target, opts, on_target, stats)
             self._commit_draft(rows, drafts, accepted, draft, draft_start)
             for row, acc in zip(rows, accepted):
                 new_tokens = acc.new_tokens[: row.max_new - row.generated]
                 for i, token in enumerate(new_tokens):
-                    if token in eos:
+                    scores = None if acc.scores is None else acc.scores[i]
+                    if token in eos or opts.stops(row.tokens + new_tokens[: i + 1], scores):
                         new_tokens = new_tokens[: i + 1]
                         row.done = True
                         break
@@ -395,9 +397,8 @@ class SpeculativeGenerator:
         rows: list[Row],
         drafts: list[Draft],
         kv: RaggedKVCache,
-        pad: int,
+        opts: GenerationOptions,
         generator: torch.Generator,
-        warp: Optional[Warp],
         stats: GenerationStats,
     ) -> list[_Accepted]:
         """One target forward over every row's pending chain and tree; picks the accepted path
@@ -405,6 +406,7 @@ class SpeculativeGenerator:
         chains = [r.tokens[r.target_cached : -1] for r in rows]
         sizes = [d.tree.size for d in drafts]
         width_tree = max(sizes)
+        pad, warp = opts.pad, opts.warp
         chain_ids, chain_pos, chain_mask, width_chain = chain_block(
             chains, [r.target_cached for r in rows], pad
         )
@@ -426,13 +428,19 @@ class SpeculativeGenerator:
             block[b, t0 : t0 + n, t0 : t0 + n] = ancestor_mask(d.tree.parents)
         attend = attend_prefix(kv.valid, m)
         attend[:, :, length:] = torch.from_numpy(block)
-        logits = kv.forward(ids, pos, attend, keep_last=width_tree)
+        # The logits stay on the target's device; only the chosen tokens come to the host.
+        logits = kv.forward(ids, pos, attend, keep_last=width_tree, host=False)
+        logits = opts.target_scores(
+            logits,
+            [(r.tokens, r.generated) for r in rows],
+            [(d.tree.parents, d.tree.tokens, d.tree.depth) for d in drafts],
+        )
         stats.target_forwards += 1
         results = []
         keep = []
         for b, d in enumerate(drafts):
-            node_logits = logits[b, : sizes[b]]
             parents, tokens = d.tree.parents, d.tree.tokens
+            node_logits = logits[b, : sizes[b]]
             if warp is None:
                 choice = choose_greedy(node_logits)
             else:
@@ -443,32 +451,22 @@ class SpeculativeGenerator:
                     assert d.draft_probs is not None
                     # Leaves have no draft distribution (nothing was sampled from them); any
                     # valid row will do, the rule only reads it for children.
-                    empty = d.draft_probs.sum(-1) <= 0
-                    draft_probs = torch.where(empty[:, None], target_probs, d.draft_probs)
+                    q = d.draft_probs.to(target_probs.device)
+                    draft_probs = torch.where((q.sum(-1) <= 0)[:, None], target_probs, q)
                     choice = choose_sequoia(parents, tokens, target_probs, draft_probs, generator)
             path32, bonus = walk(parents, tokens, np.asarray(choice, dtype=np.int64))
             path = np.asarray(path32, dtype=np.int64)
-            self._record_ranks(d.tree, path, stats)
+            stats.record_ranks(d.tree.parents, d.tree.rank, path)
             new_tokens = [int(t) for t in tokens[path[1:]]] + [int(bonus)]
             s = width_chain - len(chains[b])
             slots = np.concatenate(
                 [length + np.arange(s, width_chain), length + width_chain + path]
             ).astype(np.int64)
             keep.append(slots)
-            results.append(_Accepted(len(chains[b]), path, new_tokens))
+            scores = node_logits[torch.from_numpy(path)] if opts.stopping is not None else None
+            results.append(_Accepted(len(chains[b]), path, new_tokens, scores))
         kv.compact(length, keep)
         return results
-
-    @staticmethod
-    def _record_ranks(tree: Tree, path: Int64Array, stats: GenerationStats) -> None:
-        parents = np.asarray(tree.parents)
-        has_children = np.zeros(len(parents), dtype=bool)
-        has_children[parents[1:]] = True
-        rank = np.asarray(tree.rank)
-        for i, node in enumerate(path):
-            if not has_children[node]:
-                break
-            stats.accepted_ranks.append(int(rank[path[i + 1]]) if i + 1 < len(path) else -1)
 
     def _commit_draft(
         self,

@@ -57,6 +57,7 @@ class RaggedKVCache:
         positions: np.ndarray,
         attend: torch.Tensor,
         keep_last: int,
+        host: bool = True,
     ) -> torch.Tensor:
         """Runs ``ids [B, m]`` at ``positions [B, m]`` appended after the cache.
 
@@ -65,9 +66,10 @@ class RaggedKVCache:
             positions: int64 position ids ``[B, m]``.
             attend: bool ``[B, m, L + m]``: which cache slots and block positions each query sees.
             keep_last: how many of the last block positions to return logits for.
+            host: return the logits on the CPU (else on the model's device).
 
         Returns:
-            float32 logits ``[B, keep_last, V]`` on the CPU. The new slots start invalid.
+            float32 logits ``[B, keep_last, V]``. The new slots start invalid.
         """
         b, m = ids.shape
         mask = torch.zeros(attend.shape, dtype=self.dtype)
@@ -87,7 +89,7 @@ class RaggedKVCache:
             torch.cuda.synchronize(self.device)
         self.stats.forward_time_s += time.perf_counter() - start
         self.valid = torch.cat([self.valid, torch.zeros(b, m, dtype=torch.bool)], dim=1)
-        return logits.float().cpu()
+        return logits.float().cpu() if host else logits.float()
 
     def compact(self, start: int, keep: list[np.ndarray]) -> None:
         """Moves slots ``keep[b]`` (absolute, increasing, >= start) of row ``b`` to ``start``,

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import torch
 
-__all__ = ["Row", "prompt_rows"]
+__all__ = ["Row", "check_context", "prompt_rows"]
 
 
 @dataclass
@@ -113,16 +113,27 @@ def prompt_rows(
         bad = [t for t in prompt if not 0 <= t < vocab_size]
         if bad:
             raise ValueError(f"prompt {b} has token ids outside [0, {vocab_size}): {bad[:5]}")
-        if context_length is not None and len(prompt) + max_new_tokens > (context_length):
-            raise ValueError(
-                f"prompt {b} has {len(prompt)} tokens; with max_new_tokens={max_new_tokens} "
-                f"it exceeds the target's context of {context_length} positions: "
-                "shorten the prompt or lower max_new_tokens"
-            )
     if layout is None:
         width = max(len(p) for p in prompts)
         layout = torch.zeros(len(prompts), width, dtype=torch.long)
         for b, prompt in enumerate(prompts):
             layout[b, width - len(prompt) :] = torch.tensor(prompt)
     rows = [Row(b, list(p), len(p), max_new_tokens) for b, p in enumerate(prompts)]
+    check_context(rows, max_new_tokens, context_length)
     return rows, layout
+
+
+def check_context(rows: list[Row], max_new_tokens: int, context_length: Optional[int]) -> None:
+    """Sets every row's ``max_new`` after checking that prompt plus new tokens fit the context.
+
+    Raises:
+        ValueError: a prompt too long for the context (None: unchecked).
+    """
+    for row in rows:
+        if context_length is not None and row.prompt_len + max_new_tokens > context_length:
+            raise ValueError(
+                f"prompt {row.index} has {row.prompt_len} tokens; with max_new_tokens="
+                f"{max_new_tokens} it exceeds the target's context of {context_length} "
+                "positions: shorten the prompt or lower max_new_tokens"
+            )
+        row.max_new = max_new_tokens

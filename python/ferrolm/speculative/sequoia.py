@@ -10,7 +10,13 @@ import numpy as np
 import numpy.typing as npt
 
 from ferrolm import _native
-from ferrolm.speculative._arrays import check_acceptance, check_int, float_array, int_array
+from ferrolm.speculative._arrays import (
+    check_acceptance,
+    check_float,
+    check_int,
+    float_array,
+    int_array,
+)
 from ferrolm.speculative.tree import Tree
 
 __all__ = [
@@ -173,12 +179,13 @@ def plan(
     tv = float_array(t_verify_s, "t_verify_s")
     if len(tv) != len(s):
         raise ValueError(f"`t_verify_s` must have {len(s)} entries like `sizes`, got {len(tv)}")
+    t_ar = t_autoregressive_s
     n, d, tokens, spt, speedup = _native.speculative.plan(
         table._inner,
         s,
         tv,
-        float(t_draft_s),
-        None if t_autoregressive_s is None else float(t_autoregressive_s),
+        check_float(t_draft_s, "t_draft_s"),
+        None if t_ar is None else check_float(t_ar, "t_autoregressive_s"),
     )
     return Plan(n, d, tokens, spt, speedup)
 

@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -65,6 +66,18 @@ class GenerationStats:
         if self.total_time_s <= 0:
             return 0.0
         return max(0.0, self.total_time_s - self.forward_time_s) / self.total_time_s
+
+    def record_ranks(self, parents: Any, rank: Any, path: Any) -> None:
+        """Adds to ``accepted_ranks`` the outcome at every node of an accepted ``path`` that had
+        children: the rank of the accepted child, or -1 where the bonus token left the tree."""
+        parents = np.asarray(parents)
+        has_children = np.zeros(len(parents), dtype=bool)
+        has_children[parents[1:]] = True
+        rank = np.asarray(rank)
+        for i, node in enumerate(path):
+            if not has_children[node]:
+                break
+            self.accepted_ranks.append(int(rank[path[i + 1]]) if i + 1 < len(path) else -1)
 
     def acceptance_vector(self, width: int = 8) -> npt.NDArray[np.float64]:
         """P(the k-th ranked child is accepted), k = 1..width, via :func:`acceptance_vector`."""

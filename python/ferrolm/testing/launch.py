@@ -35,8 +35,7 @@ def _entry(
     import torch
     import torch.distributed as dist
 
-    # Rayon reads this when its pool first starts (the first quantize call), i.e. after here.
-    os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
+    # ferrolm's native threads follow torch's count.
     torch.set_num_threads(threads)
     try:
         if backend == "nccl":

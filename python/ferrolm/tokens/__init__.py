@@ -20,7 +20,13 @@ Example:
 """
 
 from ferrolm.tokens.convert import ENCODING_NAMES, encode, encode_batch
-from ferrolm.tokens.indicators import Indicators, find_reference, indicators
+from ferrolm.tokens.indicators import (
+    Indicators,
+    PreparedWeights,
+    find_reference,
+    indicators,
+    prepare_weights,
+)
 from ferrolm.tokens.scan import (
     CATEGORY_NAMES,
     SUMMARY_DEFINITIONS,
@@ -40,6 +46,7 @@ __all__ = [
     "EmbeddingMatrices",
     "Indicators",
     "NoWeightsError",
+    "PreparedWeights",
     "ScanResult",
     "Scanner",
     "Verification",
@@ -48,6 +55,7 @@ __all__ = [
     "find_reference",
     "indicators",
     "load_model",
+    "prepare_weights",
     "read_embeddings",
     "scan",
     "tokenizer_json",

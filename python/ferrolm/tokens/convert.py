@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from ferrolm import _native
+from ferrolm._paths import is_hub_id, resolve_tokenizer
 
 #: tiktoken encodings whose split pattern and special tokens are known (a rank file of one of
 #: these needs ``encoding=NAME`` unless its file name is ``NAME.tiktoken``).
@@ -22,7 +23,9 @@ TokenizerSource = Union[str, "os.PathLike[str]", Any]
 
 
 def resolve_path(path: Path) -> Path:
-    """A tokenizer file, or the tokenizer file inside a directory."""
+    """A tokenizer file, or the tokenizer file inside a directory or a Hub repository."""
+    if not path.exists() and is_hub_id(str(path)):
+        path = resolve_tokenizer(str(path))
     if not path.exists():
         raise FileNotFoundError(f"`path` does not exist: {path}")
     if path.is_file():

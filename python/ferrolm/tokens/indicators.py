@@ -101,6 +101,55 @@ def find_reference(
     return np.flatnonzero(mask).astype(np.uint32), described or "none found"
 
 
+@dataclass(frozen=True)
+class PreparedWeights:
+    """The half of :func:`indicators` that needs only the weights, computed ahead of the scan.
+
+    It does not depend on the tokenizer, so it can run while the tokenizer is scanned (both
+    release the GIL); ``ferrolm undertrained`` does that. Pass it to :func:`indicators` as
+    ``model``.
+
+    Attributes:
+        matrices: the (un)embedding matrices, every stored row.
+        identical_rows: :func:`indicators`' ``identical_rows`` over the unembedding's rows.
+        direction: the unembedding's dominant direction, or None when not asked for.
+    """
+
+    matrices: EmbeddingMatrices
+    identical_rows: npt.NDArray[np.uint32]
+    direction: Optional[npt.NDArray[np.float32]]
+
+
+def _unembedding(mats: EmbeddingMatrices) -> npt.NDArray[np.float32]:
+    return mats.embedding if mats.unembedding is None else mats.unembedding
+
+
+def prepare_weights(
+    model: Union[str, Path, EmbeddingMatrices], *, remove_dominant: bool = True
+) -> PreparedWeights:
+    """Reads the weights and computes what :func:`indicators` needs from them alone.
+
+    Args:
+        model: a model directory, GGUF or safetensors file, or :class:`EmbeddingMatrices`.
+        remove_dominant: compute the dominant direction (as :func:`indicators` does by default).
+
+    Raises:
+        NoWeightsError: ``model`` holds no weights (a vocab-only GGUF file); a ValueError.
+        ValueError: a malformed model file.
+
+    Example:
+        >>> emb = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+        >>> mats = EmbeddingMatrices(emb, None, "embed.weight", None, "in memory")
+        >>> prepare_weights(mats).identical_rows.tolist()
+        [1, 1, 1, 1]
+    """
+    mats = model if isinstance(model, EmbeddingMatrices) else read_embeddings(model)
+    unemb = np.ascontiguousarray(_unembedding(mats), dtype=np.float32)
+    identical = _native.tokens.identical_row_counts(unemb)
+    direction = _native.tokens.dominant_direction(unemb) if remove_dominant else None
+    return PreparedWeights(mats, identical, direction)
+
+
 def _fit_rows(
     name: str,
     matrix: npt.NDArray[np.float32],
@@ -123,7 +172,7 @@ def _fit_rows(
 
 
 def indicators(
-    model: Union[str, Path, EmbeddingMatrices],
+    model: Union[str, Path, EmbeddingMatrices, PreparedWeights],
     scan: Optional[ScanResult] = None,
     *,
     percentile: float = 2.0,
@@ -140,7 +189,8 @@ def indicators(
     ``percentile``-th percentile of the distances of reachable ("ok") tokens.
 
     Args:
-        model: a model directory, GGUF or safetensors file, or :class:`EmbeddingMatrices`.
+        model: a model directory, GGUF or safetensors file, :class:`EmbeddingMatrices`, or
+            :class:`PreparedWeights` (from :func:`prepare_weights`, which reuses its work).
         scan: the tokenizer scan; by default the tokenizer next to / inside ``model``.
         percentile: candidate threshold, in percent of reachable tokens (0, 100).
         reference_ids: use these ids as the reference set instead of finding one.
@@ -168,17 +218,29 @@ def indicators(
         >>> ind.candidates.tolist()
         [0]
     """
-    if not 0.0 < float(percentile) < 100.0:
+    try:
+        in_range = 0.0 < float(percentile) < 100.0
+    except (OverflowError, TypeError, ValueError):
+        in_range = False  # an int past float's range, or not a number: named below
+    if not in_range:
         raise ValueError(f"`percentile` must be in (0, 100), got {percentile!r}")
     if fallback not in ("error", "lowest_norm"):
         raise ValueError(f"`fallback` must be 'error' or 'lowest_norm', got {fallback!r}")
+    prepared = model if isinstance(model, PreparedWeights) else None
     if scan is None:
-        if isinstance(model, EmbeddingMatrices):
-            raise ValueError("`scan` is required when `model` is an EmbeddingMatrices")
+        if isinstance(model, (EmbeddingMatrices, PreparedWeights)):
+            raise ValueError(f"`scan` is required when `model` is a {type(model).__name__}")
         scan = scan_tokenizer(model, containment=False)
     vocab = scan.vocab_size
-    # Only the vocabulary's rows are read (and dequantized, in Rust): padding rows never are.
-    mats = model if isinstance(model, EmbeddingMatrices) else read_embeddings(model, max_rows=vocab)
+    if isinstance(model, PreparedWeights):
+        mats = model.matrices
+    elif isinstance(model, EmbeddingMatrices):
+        mats = model
+    else:
+        # Only the vocabulary's rows are read (and dequantized, in Rust): padding rows never are.
+        mats = read_embeddings(model, max_rows=vocab)
+    # The prepared analysis covers every stored row: it holds when those are the vocabulary's.
+    reuse = prepared is not None and _unembedding(mats).shape[0] == vocab
     stored = mats.stored_rows or (None, None)
     notes: list[str] = []
     tied = mats.unembedding is None
@@ -193,9 +255,21 @@ def indicators(
     if not tied:
         emb = _fit_rows(mats.embedding_name, mats.embedding, vocab, notes, stored[0])
         norm = _native.tokens.row_norms(emb)
-    identical = _native.tokens.identical_row_counts(unemb)
+    if reuse and prepared is not None:
+        identical = prepared.identical_rows
+    else:
+        identical = _native.tokens.identical_row_counts(unemb)
     if reference_ids is not None:
-        given = np.asarray(reference_ids, dtype=np.int64)
+        raw = np.asarray(reference_ids)
+        if raw.size and raw.dtype.kind not in "iuO":
+            # A float id would be truncated to another token in silence.
+            raise TypeError(f"`reference_ids` must hold integers, got dtype {raw.dtype}")
+        try:
+            given = np.asarray(reference_ids, dtype=np.int64)
+        except (OverflowError, TypeError, ValueError):
+            raise ValueError(
+                f"`reference_ids` must be integer ids in [0, {vocab}), got {reference_ids!r}"
+            ) from None
         if given.size == 0 or given.min() < 0 or given.max() >= vocab:
             raise ValueError(f"`reference_ids` must be non-empty ids in [0, {vocab})")
         ref = given.astype(np.uint32)
@@ -213,7 +287,12 @@ def indicators(
         ref = np.argsort(norms, kind="stable")[:k].astype(np.uint32)
         source = f"fallback: the {k} tokens with the smallest unembedding norm"
         notes.append(f"no reference set of unused tokens found; {source}")
-    direction = _native.tokens.dominant_direction(unemb) if remove_dominant else None
+    if not remove_dominant:
+        direction = None
+    elif reuse and prepared is not None and prepared.direction is not None:
+        direction = prepared.direction
+    else:
+        direction = _native.tokens.dominant_direction(unemb)
     distance = _native.tokens.cosine_distance(unemb, ref, remove=direction)
     reachable = (scan.category == 0) & ~scan.single_byte
     pool = distance[reachable] if reachable.any() else distance

@@ -214,8 +214,18 @@ class ScanResult:
             raise ValueError(f"`summary` must be one of {names}, got {summary!r}")
         return np.flatnonzero(self.summary_class() == names.index(summary))
 
+    def _token_id(self, token_id: int) -> int:
+        # A negative id would index from the end and answer for another token, in silence.
+        n = self.vocab_size
+        if isinstance(token_id, bool) or not isinstance(token_id, (int, np.integer)):
+            raise TypeError(f"`token_id` must be an int, got {type(token_id).__name__}")
+        if not 0 <= token_id < n:
+            raise ValueError(f"`token_id` must be an id in [0, {n}), got {token_id}")
+        return int(token_id)
+
     def reencoded_ids(self, token_id: int) -> list[int]:
         """The ids an unreachable token's text encodes to (empty for other tokens)."""
+        token_id = self._token_id(token_id)
         a, b = self.reencoded_offsets[token_id], self.reencoded_offsets[token_id + 1]
         return [int(x) for x in self.reencoded[a:b]]
 
@@ -223,6 +233,7 @@ class ScanResult:
         """Up to ``max_examples`` longer tokens containing this token, shortest first."""
         if self.contained_offsets is None or self.contained_examples is None:
             raise ValueError("containment was not computed; call scan(..., containment=True)")
+        token_id = self._token_id(token_id)
         a, b = self.contained_offsets[token_id], self.contained_offsets[token_id + 1]
         return [int(x) for x in self.contained_examples[a:b]]
 
@@ -374,6 +385,8 @@ def scan(
     """
     if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 0:
         raise ValueError(f"`max_examples` must be a non-negative int, got {max_examples!r}")
+    if max_examples >= 2**63:
+        raise ValueError(f"`max_examples` must be below 2**63, got {max_examples}")
     if isinstance(source, Scanner):
         if encoding is not None:
             raise ValueError("`encoding` goes with a file path, not with a Scanner")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ import numpy.typing as npt
 
 from ferrolm._gguf_cache import cache_root, convert_gguf
 from ferrolm._optional import require
+from ferrolm._paths import resolve
 
 #: Prompts asking the model to repeat ``{token}``; the second item starts the answer, so the
 #: next token the model predicts should be the candidate itself.
@@ -203,35 +203,70 @@ def verify(
     )
 
 
-def load_model(path: str | Path) -> tuple[Any, Any]:
-    """Loads a causal LM and its tokenizer in float32 for :func:`verify`.
+def load_model(
+    path: str | Path,
+    *,
+    revision: Optional[str] = None,
+    device: Any = None,
+    dtype: Any = None,
+) -> tuple[Any, Any]:
+    """Loads a causal LM and its tokenizer for :func:`verify`.
 
-    A GGUF file is converted with ``transformers`` once (slow: tens of seconds) and the
-    result cached under :func:`cache_root` ``/tokens/``, keyed by the file's name, size and
-    modification time; later loads take seconds. A directory is loaded directly.
+    ``path`` is a model directory, a GGUF file, or a Hugging Face Hub id (``org/name``) resolved
+    like ``from_pretrained`` (hub cache, ``HF_HOME``, ``HF_HUB_OFFLINE``, `revision`); the
+    user's environment is never changed. A GGUF file (or a directory or repository holding one
+    and no ``config.json``) is converted with ``transformers`` once (slow: tens of seconds) and
+    the bfloat16 result cached under :func:`~ferrolm._gguf_cache.cache_root` ``/tokens/``, keyed
+    by the file's name, size and modification time; later loads take seconds.
+
+    Args:
+        path: a directory, a GGUF file or a Hub id.
+        revision: the Hub revision (branch, tag or commit); ignored for local paths.
+        device: where to put the model (``"cuda"``, ``torch.device``...); default the CPU.
+        dtype: ``torch.dtype`` or its name (``"bfloat16"``); default float32.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
+        FileNotFoundError: ``path`` is neither a local path nor a Hub model that can be found.
+        TypeError: `dtype` is not a floating-point dtype.
+
+    Example:
+        >>> model, tok = tokens.load_model(
+        ...     "HuggingFaceTB/SmolLM2-135M", device="cuda", dtype="bfloat16"
+        ... )  # doctest: +SKIP
     """
     require("torch", "`ferrolm.tokens.load_model`")
     require("transformers", "`ferrolm.tokens.load_model`")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"`path` does not exist: {path}")
-    if path.is_dir():
-        ggufs = sorted(path.glob("*.gguf"))
-        if (path / "config.json").is_file() or not ggufs:
-            model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-            return model.eval(), AutoTokenizer.from_pretrained(path)
-        path = ggufs[0]
-    stat = path.stat()
-    key = hashlib.sha256(f"{path.name}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()
-    saved = cache_root() / "tokens" / f"{path.stem}-{key[:12]}"
+    torch_dtype = _dtype(dtype)
+    target = torch.device(device) if device is not None else torch.device("cpu")
+    local = resolve(path, revision=revision)
+    if local.is_dir():
+        ggufs = sorted(local.glob("*.gguf"))
+        if (local / "config.json").is_file() or not ggufs:
+            model: Any = AutoModelForCausalLM.from_pretrained(local, dtype=torch_dtype)
+            return model.to(target).eval(), AutoTokenizer.from_pretrained(local)
+        local = ggufs[0]
+    real = local.resolve()  # a Hub snapshot links to its blob: key the cache on the file
+    stat = real.stat()
+    key = hashlib.sha256(f"{local.name}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()
+    saved = cache_root() / "tokens" / f"{local.stem}-{key[:12]}-bf16"
     if not (saved / "config.json").is_file():
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        convert_gguf(path, saved)
-    model = AutoModelForCausalLM.from_pretrained(saved, dtype=torch.float32)
-    return model.eval(), AutoTokenizer.from_pretrained(saved)
+        convert_gguf(local, saved, dtype="bfloat16")
+    model = AutoModelForCausalLM.from_pretrained(saved, dtype=torch_dtype)
+    return model.to(target).eval(), AutoTokenizer.from_pretrained(saved)
+
+
+def _dtype(dtype: Any) -> Any:
+    import torch
+
+    if dtype is None:
+        return torch.float32
+    value = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise TypeError(
+            f"`dtype` must be a floating-point torch.dtype or its name (e.g. 'bfloat16'), "
+            f"got {dtype!r}"
+        )
+    return value

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ferrolm import _native
+from ferrolm._paths import is_hub_id, resolve_embeddings
 
 _EMBEDDING = re.compile(
     r"(^|\.)(embed_tokens|word_embeddings|wte|tok_embeddings|token_embd|embedding)\.weight$"
@@ -100,6 +101,14 @@ def _read_safetensors(
     )
 
 
+def _is_count(x: object) -> bool:
+    # The core reads both limits as u64: a float, or an int past 2**64, is named here rather
+    # than becoming a bare OverflowError there.
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+        return False
+    return 1 <= int(x) < 2**64
+
+
 def read_embeddings(
     model_path: str | Path, *, max_rows: Optional[int] = None, max_values: int = 1 << 32
 ) -> EmbeddingMatrices:
@@ -139,10 +148,14 @@ def read_embeddings(
         ((4, 8), 'lm_head.weight', np.float32(1.0))
     """
     path = Path(model_path)
-    if max_rows is not None and (isinstance(max_rows, bool) or int(max_rows) < 1):
-        raise ValueError(f"`max_rows` must be a positive integer or None, got {max_rows!r}")
-    if isinstance(max_values, bool) or int(max_values) < 1:
-        raise ValueError(f"`max_values` must be a positive integer, got {max_values!r}")
+    if max_rows is not None and not _is_count(max_rows):
+        raise ValueError(
+            f"`max_rows` must be a positive integer below 2**64 or None, got {max_rows!r}"
+        )
+    if not _is_count(max_values):
+        raise ValueError(f"`max_values` must be a positive integer below 2**64, got {max_values!r}")
+    if not path.exists() and is_hub_id(str(model_path)):
+        path = resolve_embeddings(str(model_path))  # the embedding shards only
     if not path.exists():
         raise FileNotFoundError(f"`model_path` does not exist: {path}")
     if path.is_dir():

@@ -86,6 +86,29 @@ pub fn try_vec<T: Clone>(arg: &str, what: &str, len: usize, value: T) -> Result<
     Ok(v)
 }
 
+/// `len` zeros of a plain type, allocated fallibly after the limit check (see
+/// [`try_with_capacity`]) straight from the allocator's zeroed memory: a large request is
+/// fresh zero pages from the kernel, so nothing is written here and the pages are first
+/// touched by whoever fills them (in parallel, where the caller fills in parallel). No
+/// huge-page advice: on a machine whose memory is fragmented, the kernel's compaction for
+/// them cost more system time than the page faults they save (measured).
+pub(crate) fn try_zeroed<T: Plain>(arg: &str, what: &str, len: usize) -> Result<Vec<T>> {
+    let bytes = check_bytes::<T>(arg, what, len)?;
+    if bytes == 0 {
+        return Ok(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<T>(len).map_err(|_| unavailable(arg, what, bytes))?;
+    // SAFETY: the layout has a non-zero size (checked above).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
+    if ptr.is_null() {
+        return Err(unavailable(arg, what, bytes));
+    }
+    // SAFETY: `ptr` was allocated by the global allocator with `Layout::array::<T>(len)`, which
+    // is what a `Vec<T>` of capacity `len` frees with; all `len` values are initialised (zero
+    // bytes are a valid `T`: `Plain`).
+    Ok(unsafe { Vec::from_raw_parts(ptr, len, len) })
+}
+
 /// Plain-data element types: every bit pattern is a valid value.
 ///
 /// # Safety
@@ -96,6 +119,8 @@ pub(crate) unsafe trait Plain: Copy + Default {}
 unsafe impl Plain for f32 {}
 // SAFETY: as above.
 unsafe impl Plain for u16 {}
+// SAFETY: as above.
+unsafe impl Plain for u8 {}
 
 /// Buffers below this size come from the heap (glibc reuses those without new page faults).
 const MAP_THRESHOLD: usize = 256 << 10;
@@ -279,6 +304,16 @@ mod pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zeroed_vectors_are_zero_and_refused_over_the_limit() {
+        let v: Vec<f32> = try_zeroed("n", "a test", 5 << 20).unwrap();
+        assert_eq!(v.len(), 5 << 20);
+        assert!(v.iter().all(|&x| x == 0.0));
+        assert!(try_zeroed::<f32>("n", "a test", 0).unwrap().is_empty());
+        let e = try_zeroed::<f32>("n", "a test", usize::MAX / 2).unwrap_err();
+        assert!(matches!(e, Error::OutOfMemory { .. }), "{e:?}");
+    }
 
     #[test]
     fn buffers_of_every_size_hold_their_writes() {

@@ -6,6 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use ferrolm_core::cancel::POLL_INTERVAL;
 use ferrolm_core::{Cancel, Error};
 use pyo3::exceptions::{
     PyKeyboardInterrupt, PyMemoryError, PyOSError, PyRuntimeError, PyTimeoutError, PyTypeError,
@@ -74,7 +75,9 @@ where
     T: Send,
     F: FnOnce() -> ferrolm_core::Result<T> + Send,
 {
-    py.detach(|| guard(work)).map_err(to_py)
+    let threads = crate::threads::wanted(py);
+    py.detach(|| guard(|| crate::threads::install(threads, work)))
+        .map_err(to_py)
 }
 
 /// [`detach`] for long work that takes a [`Cancel`]: the core's checks poll
@@ -98,9 +101,14 @@ where
             }
         })
     };
+    let threads = crate::threads::wanted(py);
     let result = py.detach(|| {
         let cancel = Cancel::new(&poll, during);
-        guard(|| work(&cancel))
+        // On a pool of its own the work runs on pool threads, so this thread polls for it.
+        let watch = || {
+            let _ = cancel.check();
+        };
+        guard(|| crate::threads::install_watched(threads, POLL_INTERVAL, || work(&cancel), watch))
     });
     match result {
         Ok(v) => Ok(v),

@@ -18,6 +18,7 @@ mod cuda;
 mod errors;
 mod prune;
 mod speculative;
+mod threads;
 mod tokens;
 
 /// The compiled half of ferrolm: one submodule per Python package.
@@ -37,6 +38,8 @@ mod _native {
     #[pymodule_export]
     use crate::speculative::speculative;
     #[pymodule_export]
+    use crate::threads::_debug_pool_threads;
+    #[pymodule_export]
     use crate::tokens::tokens;
 
     /// The largest single buffer, in bytes, that a native call sized by its input may allocate
@@ -53,6 +56,37 @@ mod _native {
     fn set_alloc_limit(bytes: &Bound<'_, PyAny>) -> PyResult<u64> {
         let bytes: u64 = crate::arrays::int_arg("bytes", bytes)?;
         Ok(ferrolm_core::set_alloc_limit(bytes))
+    }
+
+    /// The number of threads native calls use: the count given to `set_num_threads`, else
+    /// `torch.get_num_threads()` when torch is imported, else `OMP_NUM_THREADS`, else
+    /// `RAYON_NUM_THREADS`, else the number of cores.
+    #[pyfunction]
+    fn get_num_threads(py: Python<'_>) -> usize {
+        crate::threads::wanted(py)
+    }
+
+    /// Fixes the number of threads native calls use to `n` (1 to 4096); `None` returns to
+    /// following torch and the environment (see `get_num_threads`).
+    #[pyfunction]
+    #[pyo3(signature = (n))]
+    fn set_num_threads(n: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        // i64, not usize: a negative count gets the same message as any other bad count.
+        let n: Option<i64> = crate::arrays::opt_int_arg("n", n)?;
+        let max = crate::threads::MAX_THREADS;
+        let n = match n.map(usize::try_from) {
+            None => None,
+            Some(Ok(n)) if (1..=max).contains(&n) => Some(n),
+            Some(_) => {
+                let expected = format!("a thread count in [1, {max}] or None");
+                let got = n.map_or_else(String::new, |n| n.to_string());
+                return Err(crate::errors::to_py(ferrolm_core::Error::value(
+                    "n", expected, got,
+                )));
+            }
+        };
+        crate::threads::set_explicit(n);
+        Ok(())
     }
 
     /// The package version (`ferrolm.__version__`); Python's dunder name, hence lower case.

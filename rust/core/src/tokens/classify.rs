@@ -35,7 +35,11 @@ fn traits(tok: &Tokenizer) -> Traits {
         .and_then(|d| serde_json::to_string(d).ok())
         .unwrap_or_default();
     let continuation_prefix = match tok.get_model() {
-        ModelWrapper::WordPiece(wp) => Some(wp.continuing_subword_prefix.clone()),
+        // An empty prefix (the greedy byte match of rwkv vocabularies) marks no piece as a
+        // continuation: every token can start a word.
+        ModelWrapper::WordPiece(wp) if !wp.continuing_subword_prefix.is_empty() => {
+            Some(wp.continuing_subword_prefix.clone())
+        }
         _ => None,
     };
     let json = |v: Option<String>| v.unwrap_or_default();

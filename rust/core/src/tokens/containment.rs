@@ -72,24 +72,42 @@ pub(super) fn containment(
         pairs.extend(part);
     }
     cancel.check()?;
-    pairs.par_sort_unstable();
+    // Grouped by the contained token with a counting sort (linear; a general sort of the
+    // millions of pairs of a large vocabulary cost several times more), then each group's
+    // `max_examples` shortest containers, ties by id.
     let mut out = Containment {
         count: vec![0; n],
         offsets: Vec::with_capacity(n + 1),
         examples: Vec::new(),
     };
+    for &(inner, _, _) in &pairs {
+        out.count[inner as usize] += 1;
+    }
+    let mut next: Vec<usize> = Vec::with_capacity(n);
+    let mut total = 0usize;
+    for &c in &out.count {
+        next.push(total);
+        total += c as usize;
+    }
+    let mut grouped: Vec<(u32, u32)> = vec![(0, 0); pairs.len()];
+    for &(inner, len, outer) in &pairs {
+        let slot = &mut next[inner as usize];
+        grouped[*slot] = (len, outer);
+        *slot += 1;
+    }
+    drop(pairs);
     out.offsets.push(0);
-    let mut i = 0;
-    for id in 0..n as u32 {
-        let mut kept = 0;
-        while i < pairs.len() && pairs[i].0 == id {
-            out.count[id as usize] += 1;
-            if kept < max_examples {
-                out.examples.push(pairs[i].2);
-                kept += 1;
-            }
-            i += 1;
+    let mut begin = 0usize;
+    for id in 0..n {
+        let group = &mut grouped[begin..begin + out.count[id] as usize];
+        begin += group.len();
+        let keep = group.len().min(max_examples);
+        if keep > 0 && keep < group.len() {
+            group.select_nth_unstable(keep - 1);
         }
+        let best = &mut group[..keep];
+        best.sort_unstable();
+        out.examples.extend(best.iter().map(|&(_, outer)| outer));
         out.offsets.push(out.examples.len() as u32);
     }
     Ok(out)

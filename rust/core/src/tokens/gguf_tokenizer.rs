@@ -5,8 +5,10 @@
 //! `tokenizer.ggml.pre` label, see [`super::pretokenizers`]), `gemma4` (BPE with merges on raw
 //! UTF-8, spaces written as `▁`, byte fallback), `llama` (SentencePiece BPE: score-ranked
 //! merges, byte fallback, optional space prefix) and `bert` (WordPiece; GGUF writes word-start
-//! pieces with a `▁` prefix and continuation pieces bare, the reverse of `##`). The other
-//! types llama.cpp knows (`t5`, `rwkv`, `plamo2`, ...) are refused with one clear error.
+//! pieces with a `▁` prefix and continuation pieces bare, the reverse of `##`), `t5`
+//! (SentencePiece unigram with a precompiled charsmap, see [`ugm`]) and `rwkv` (greedy
+//! longest match over byte-escaped tokens, see [`rwkv`]). The other types llama.cpp knows
+//! (`plamo2`, `hybriddna`, `whitespace`, ...) are refused with one clear error.
 
 use ahash::AHashMap;
 use serde_json::{json, Value};
@@ -17,6 +19,10 @@ use super::pretokenizers::PreTokenization;
 use super::sources::{assemble, bpe, merges_from_priorities, Loaded};
 use crate::{Error, Result};
 
+mod rwkv;
+mod ugm;
+pub(crate) use ugm::check_charsmap;
+
 /// GGUF token types (`tokenizer.ggml.token_type`).
 const TYPE_UNKNOWN: i64 = 2;
 const TYPE_CONTROL: i64 = 3;
@@ -25,7 +31,7 @@ const TYPE_UNUSED: i64 = 5;
 const TYPE_BYTE: i64 = 6;
 
 /// The model types this module converts.
-const SUPPORTED: &str = "gpt2, llama, bert, gemma4";
+const SUPPORTED: &str = "gpt2, llama, bert, gemma4, t5, rwkv";
 
 fn strings(meta: &GgufMetadata, key: &str, what: &str) -> Result<Vec<String>> {
     let arr = meta
@@ -100,10 +106,10 @@ pub fn gguf_tokenizer_with_merges(meta: &GgufMetadata, what: &str) -> Result<Loa
         .get("tokenizer.ggml.model")
         .and_then(GgufValue::as_str)
         .ok_or_else(|| Error::malformed(what, "no `tokenizer.ggml.model`: no tokenizer inside"))?;
-    if !matches!(model, "gpt2" | "llama" | "bert" | "gemma4") {
+    if !matches!(model, "gpt2" | "llama" | "bert" | "gemma4" | "t5" | "rwkv") {
         let known = matches!(
             model,
-            "t5" | "rwkv" | "plamo2" | "hybriddna" | "whitespace" | "no_vocab" | "none" | "test"
+            "plamo2" | "hybriddna" | "whitespace" | "no_vocab" | "none" | "test"
         );
         let why = if known {
             " (a llama.cpp type ferrolm does not convert)"
@@ -127,6 +133,11 @@ pub fn gguf_tokenizer_with_merges(meta: &GgufMetadata, what: &str) -> Result<Loa
     let types: Vec<i64> = numbers(meta, "tokenizer.ggml.token_type", n, what)?
         .map(|v| v.into_iter().map(|x| x as i64).collect())
         .unwrap_or_else(|| vec![1; n]);
+    match model {
+        "t5" => return ugm::convert(meta, &tokens, &types, what),
+        "rwkv" => return rwkv::convert(&tokens, &types, what),
+        _ => {}
+    }
     let mut notes = Vec::new();
     let mut warnings = Vec::new();
     let mut added = Vec::new();
@@ -268,3 +279,6 @@ pub fn gguf_tokenizer_with_merges(meta: &GgufMetadata, what: &str) -> Result<Loa
         warnings,
     })
 }
+
+#[cfg(test)]
+mod tests;

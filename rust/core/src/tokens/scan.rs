@@ -50,9 +50,13 @@ impl PreparedTokenizer {
         merges: Option<&[(String, String)]>,
         notes: Vec<String>,
     ) -> Self {
-        let fast = merges.and_then(|m| FastPath::new(&tokenizer, m));
+        // Independent of each other, and each mostly serial: built side by side.
+        let (fast, facts) = rayon::join(
+            || merges.and_then(|m| FastPath::new(&tokenizer, m)),
+            || ScanFacts::new(&tokenizer, merges),
+        );
         PreparedTokenizer {
-            facts: ScanFacts::new(&tokenizer, merges),
+            facts,
             tokenizer,
             fast,
             notes,

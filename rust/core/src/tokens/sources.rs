@@ -192,7 +192,43 @@ fn check_json_shape(value: &Value, what: &str) -> Result<()> {
     if model.get("vocab").is_none() {
         return Err(bad(format!("the {ty} model has no `vocab`")));
     }
+    if let Some(normalizer) = obj.get("normalizer") {
+        check_charsmaps(normalizer, what)?;
+    }
     Ok(())
+}
+
+/// Checks every `Precompiled` normaliser's charsmap (also inside a `Sequence`): the
+/// `tokenizers` crate indexes it without bounds checks, so a forged one would panic there.
+fn check_charsmaps(normalizer: &Value, what: &str) -> Result<()> {
+    use base64::Engine;
+    match normalizer.get("type").and_then(Value::as_str) {
+        Some("Precompiled") => {
+            let text = normalizer
+                .get("precompiled_charsmap")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|e| {
+                    Error::malformed(what, format!("the Precompiled charsmap is not base64: {e}"))
+                })?;
+            // An empty charsmap is the crate's "no mapping": nothing to index.
+            if !bytes.is_empty() {
+                super::gguf_tokenizer::check_charsmap(&bytes).map_err(|e| {
+                    Error::malformed(what, format!("the Precompiled charsmap is malformed: {e}"))
+                })?;
+            }
+            Ok(())
+        }
+        Some("Sequence") => normalizer
+            .get("normalizers")
+            .and_then(Value::as_array)
+            .map_or(Ok(()), |list| {
+                list.iter().try_for_each(|n| check_charsmaps(n, what))
+            }),
+        _ => Ok(()),
+    }
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -398,6 +434,33 @@ pub fn tiktoken_tokenizer_with_merges(text: &str, what: &str) -> Result<Loaded> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forged_precompiled_charsmap_is_refused_before_the_library_indexes_it() {
+        use base64::Engine;
+        let engine = base64::engine::general_purpose::STANDARD;
+        // A size header that claims far more trie than the bytes hold, then a node pointing
+        // past the end.
+        let forged = engine.encode([8u8, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f, 1, 2, 3, 4, 0]);
+        for normalizer in [
+            serde_json::json!({"type": "Precompiled", "precompiled_charsmap": forged}),
+            serde_json::json!({"type": "Sequence", "normalizers": [
+                {"type": "NFC"},
+                {"type": "Precompiled", "precompiled_charsmap": forged},
+            ]}),
+        ] {
+            let json = serde_json::json!({
+                "version": "1.0",
+                "normalizer": normalizer,
+                "model": {"type": "WordLevel", "vocab": {"a": 0, "[UNK]": 1}, "unk_token": "[UNK]"},
+            })
+            .to_string();
+            match load_json(&json, "t.json") {
+                Err(Error::Malformed { .. }) => {}
+                other => panic!("expected a Malformed error, got {:?}", other.map(|_| ())),
+            }
+        }
+    }
 
     #[test]
     fn byte_table_is_a_bijection_with_gpt2_anchors() {

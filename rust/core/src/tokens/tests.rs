@@ -274,7 +274,7 @@ fn gguf_files_load_and_bad_ones_fail_clearly() {
         "{e}"
     );
     let mut meta = sentencepiece_gguf(false);
-    meta.entries[0].1 = GgufValue::String("rwkv".into());
+    meta.entries[0].1 = GgufValue::String("plamo2".into());
     let e = gguf_tokenizer(&meta, "x").unwrap_err();
     assert!(e.to_string().contains("one of gpt2, llama, bert"), "{e}");
     meta.entries.remove(0);

@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use super::dequant::{dequantize_row, GgmlType};
 use super::gguf::{GgufLimits, GgufMetadata, GgufTensorInfo};
+use crate::buffer::try_zeroed;
 use crate::{Error, Result};
 
 /// The largest matrix returned, in float32 values (2^32: 16 GiB), unless the caller raises it.
@@ -188,7 +189,7 @@ fn gguf_rows(
         }
     }
     let n = check_size(rows, dim, max_values, name, what)?;
-    let mut values: Vec<f32> = zeroed(n, what, name)?;
+    let mut values: Vec<f32> = try_zeroed("model_path", &format!("`{name}` of {what}"), n)?;
     let dim = dim as usize;
     let start = data_start + info.offset;
     read_rows(
@@ -398,7 +399,7 @@ pub fn safetensors_rows(
     let rows = max_rows.map_or(total_rows, |m| m.min(total_rows));
     let n = check_size(rows, dim, max_values, name, &what)?;
     let file = File::open(path).map_err(io_error(&what))?;
-    let mut values: Vec<f32> = zeroed(n, &what, name)?;
+    let mut values: Vec<f32> = try_zeroed("model_path", &format!("`{name}` of {what}"), n)?;
     let dim = dim as usize;
     let start = data_start + entry.offsets.0;
     read_rows(
