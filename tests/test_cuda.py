@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import locale
+import re
+
 import pytest
 import torch
 
@@ -30,6 +33,29 @@ def test_every_kernel_compiles_with_nvrtc():
 def test_compile_check_for_an_explicit_architecture():
     reports = ferrolm.cuda.compile_check(arch="compute_90")
     assert len(reports) == len(ferrolm.cuda.kernel_names())
+
+
+@needs_nvrtc
+def test_compile_check_defaults_to_the_oldest_architecture_the_kernels_can_use():
+    # NVRTC's own default before CUDA 13 is compute_52, where atomicAdd on doubles
+    # (quantize_intellect) does not exist: a compile without an architecture must not use it.
+    default = ferrolm._native.cuda.default_arch()
+    assert re.fullmatch(r"compute_\d+", default), default
+    assert int(default.removeprefix("compute_")) >= 60
+    assert ferrolm.cuda.compile_check() == ferrolm.cuda.compile_check(arch=default)
+    # Below compute_60 the kernels do not compile (CUDA 12: no atomicAdd(double); CUDA 13: the
+    # architecture is gone), which is why the default is not NVRTC's.
+    with pytest.raises(RuntimeError, match="NVRTC failed to compile"):
+        ferrolm.cuda.compile_check(arch="compute_52")
+
+
+@needs_nvrtc
+def test_compiling_leaves_the_thread_locale_and_python_encoding_alone():
+    # NVRTC 12.4 (torch 2.6) switched the calling thread to the "C" locale and left it: after a
+    # compile, open() and subprocess text decoded UTF-8 as ASCII in this process.
+    before = locale.getpreferredencoding(False)
+    ferrolm.cuda.compile_check()
+    assert locale.getpreferredencoding(False) == before
 
 
 @needs_nvrtc

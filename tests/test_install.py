@@ -6,6 +6,7 @@ The fresh-virtualenv version of these checks runs on the built wheel in ``script
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 HIDDEN = "torch,transformers,safetensors,gguf,tokenizers,accelerate"
 
 
-def _pyproject() -> dict:
+def _toml(path: Path) -> dict:
     tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from 3.11")
-    with open(ROOT / "pyproject.toml", "rb") as f:
+    with open(path, "rb") as f:
         return tomllib.load(f)
+
+
+def _pyproject() -> dict:
+    return _toml(ROOT / "pyproject.toml")
 
 
 def _names(requirements: list[str]) -> set[str]:
@@ -109,3 +114,47 @@ def test_build_requirements_equal_the_build_extra():
     lines = (ROOT / "requirements" / "build.txt").read_text().splitlines()
     listed = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
     assert listed == _pyproject()["project"]["optional-dependencies"]["build"]
+
+
+def _floors() -> dict[str, str]:
+    """`name -> floor` for every `name>=floor` requirement of the base and the extras."""
+    project = _pyproject()["project"]
+    floors = {"python": project["requires-python"].removeprefix(">=")}
+    for reqs in [project["dependencies"], *project["optional-dependencies"].values()]:
+        for req in reqs:
+            m = re.fullmatch(r"([A-Za-z0-9_.\-]+)>=([^,<]+)(,<.*)?", req)
+            if m:
+                floors[m[1].lower()] = m[2]
+    return floors
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_readme_names_the_declared_floors_it_says_are_tested():
+    readme = _one_line((ROOT / "README.md").read_text())
+    floors = _floors()
+    tested = (
+        f"CPython {floors['python']}, NumPy {floors['numpy']}, torch {floors['torch']}, "
+        f"transformers {floors['transformers']}"
+    )
+    assert tested in readme, tested
+    assert f"CPython {floors['python']}+" in readme
+    # test-floors.sh pins the floors of the base, torch, hf and test requirements.
+    script = (ROOT / "scripts" / "test-floors.sh").read_text()
+    assert 'extras["torch"] + extras["hf"] + extras["test"]' in script
+
+
+def test_readme_quick_start_installs_the_wheel_the_build_makes_and_runs_the_ci_tests():
+    readme = (ROOT / "README.md").read_text()
+    version = _toml(ROOT / "Cargo.toml")["workspace"]["package"]["version"]
+    # The tag scripts/build-wheel.sh gives (--compatibility manylinux_2_28, abi3 from 3.9).
+    wheel = f"ferrolm-{version}-cp39-abi3-manylinux_2_28_x86_64.whl"
+    assert re.search(rf"^pip install '{re.escape(wheel)}\[all\]'", readme, re.M), wheel
+    assert "--compatibility manylinux_2_28" in (ROOT / "scripts" / "build-wheel.sh").read_text()
+    assert re.search(r"^bash scripts/setup.sh && ", readme, re.M)
+    # The README's test command is the one .ci/run ends with.
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^\.venv/bin/python -m pytest +#", readme, re.M)
+    assert re.search(r"^\.venv/bin/python -m pytest$", ci, re.M)

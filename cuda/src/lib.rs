@@ -21,5 +21,8 @@ pub mod runtime;
 
 pub use kernels::{kernel_sources, KernelHeader, KernelSource};
 pub use launch::Launch;
-pub use nvrtc::{compile, compile_all, nvrtc_available, nvrtc_version, CompiledKernel};
+pub use nvrtc::{
+    arch_for_device, compile, compile_all, default_arch, nvrtc_available, nvrtc_version,
+    supported_archs, CompiledKernel, MIN_ARCH,
+};
 pub use runtime::{device_count, driver_available, driver_version};

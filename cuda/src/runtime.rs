@@ -8,7 +8,7 @@ use cudarc::driver::{CudaContext, CudaModule};
 use ferrolm_core::{Error, Result};
 
 use crate::kernels::KernelSource;
-use crate::nvrtc::compile;
+use crate::nvrtc::{arch_for_device, compile};
 
 /// Whether the CUDA driver library (`libcuda`) can be loaded.
 pub fn driver_available() -> bool {
@@ -94,7 +94,8 @@ pub(crate) fn module(
     let (major, minor) = ctx
         .compute_capability()
         .map_err(|e| Error::Device(format!("cannot query device {device}: {e:?}")))?;
-    let arch = format!("compute_{major}{minor}");
+    let arch = arch_for_device(major, minor)
+        .map_err(|e| Error::Device(format!("CUDA device {device}: {e}")))?;
     let ptx = compile(kernel, Some(&arch))?;
     let m = ctx.load_module(ptx).map_err(|e| {
         Error::Device(format!(

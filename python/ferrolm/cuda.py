@@ -115,7 +115,9 @@ def compile_check(arch: Optional[str] = None) -> list[KernelReport]:
     """Compiles every kernel in ``cuda/kernels/`` with NVRTC. No GPU is needed.
 
     Args:
-        arch: Virtual architecture such as ``"compute_90"``; ``None`` uses NVRTC's default.
+        arch: Virtual architecture such as ``"compute_90"``; ``None`` means the oldest one
+            that this NVRTC supports and the kernels can use (``compute_60`` or newer: NVRTC's
+            own default is too old for them before CUDA 13).
 
     Returns:
         One report per kernel family.

@@ -53,6 +53,12 @@ pub mod cuda {
             .collect()
     }
 
+    /// The architecture a compile without one targets (`compute_XY`).
+    #[pyfunction]
+    fn default_arch(py: Python<'_>) -> PyResult<String> {
+        detach(py, ferrolm_cuda::default_arch)
+    }
+
     /// Compiles every kernel family with NVRTC; returns `(name, ptx_bytes)` pairs.
     #[pyfunction]
     #[pyo3(signature = (arch=None))]
