@@ -124,7 +124,11 @@ class DeprecationGuard:
 
         def warn(message: Any, category: Any = None, stacklevel: int = 1, **kwargs: Any) -> None:
             cls = category or (type(message) if isinstance(message, Warning) else UserWarning)
-            if isinstance(cls, type) and issubclass(cls, _CATEGORIES):
+            issuer = os.path.abspath(sys._getframe(1).f_code.co_filename)
+            # ferrolm deprecating its own API to its users (e.g. an old argument name) is not
+            # ferrolm calling a deprecated API: only warnings issued elsewhere are checked.
+            own = issuer.startswith(_FERROLM + os.sep) and issuer != _HERE
+            if isinstance(cls, type) and issubclass(cls, _CATEGORIES) and not own:
                 self.check_stack(str(message))
             original(message, category, stacklevel + 1, **kwargs)
 
