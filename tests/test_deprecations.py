@@ -48,13 +48,28 @@ def test_the_cache_argument_is_the_current_one(no_deprecated_calls: DeprecationG
 def test_a_deprecation_warning_from_a_ferrolm_frame_is_caught(
     no_deprecated_calls: DeprecationGuard,
 ) -> None:
+    # A library function that deprecates itself, called from a ferrolm frame.
+    library = os.path.join(os.path.dirname(torch.__file__), "_fake_library.py")
+    scope: dict[str, Any] = {"warnings": warnings}
+    exec(
+        compile(
+            "def old():\n    warnings.warn('`x` is deprecated', FutureWarning)", library, "exec"
+        ),
+        scope,
+    )
     fake = os.path.join(PACKAGE, "speculative", "_fake_caller.py")
-    code = compile("warnings.warn('`x` is deprecated', FutureWarning)", fake, "exec")
+    code = compile("old()", fake, "exec")
     with DeprecationGuard() as guard, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ignored by the filters, still caught by the guard
-        exec(code, {"warnings": warnings})
+        exec(code, scope)
     assert guard.found == [f"`x` is deprecated (at {fake}:1)"]
     no_deprecated_calls.found.clear()
+    # ferrolm deprecating its own API to its users is not a deprecated call it makes.
+    own = compile("warnings.warn('`z=` is deprecated: use `w=`', DeprecationWarning)", fake, "exec")
+    with DeprecationGuard() as guard, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exec(own, {"warnings": warnings})
+    assert guard.found == []
     # The same warning from the test's own frame is not ferrolm's doing.
     with DeprecationGuard() as guard, warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -124,7 +124,10 @@ class DeprecationGuard:
 
         def warn(message: Any, category: Any = None, stacklevel: int = 1, **kwargs: Any) -> None:
             cls = category or (type(message) if isinstance(message, Warning) else UserWarning)
-            issuer = os.path.abspath(sys._getframe(1).f_code.co_filename)
+            caller = sys._getframe(1)
+            while caller.f_back is not None and os.path.abspath(caller.f_code.co_filename) == _HERE:
+                caller = caller.f_back  # through an enclosing guard's wrapper
+            issuer = os.path.abspath(caller.f_code.co_filename)
             # ferrolm deprecating its own API to its users (e.g. an old argument name) is not
             # ferrolm calling a deprecated API: only warnings issued elsewhere are checked.
             own = issuer.startswith(_FERROLM + os.sep) and issuer != _HERE
