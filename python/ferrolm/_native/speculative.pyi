@@ -132,6 +132,16 @@ def plan(
     t_draft_s: float,
     t_autoregressive_s: float | None = None,
 ) -> tuple[int, int, float, float, float]: ...
+def plan_costed(
+    table: SequoiaTable,
+    sizes: npt.NDArray[np.int64],
+    t_verify_s: npt.NDArray[np.float64],
+    draft_widths: npt.NDArray[np.int64],
+    t_draft_s: npt.NDArray[np.float64],
+    t_fixed_s: float,
+    t_autoregressive_s: float,
+) -> tuple[int, int, float, float, float]: ...
+def draft_level_widths(table: SequoiaTable, n: int, d: int) -> npt.NDArray[np.int64]: ...
 def acceptance_from_ranks(
     accepted_ranks: npt.NDArray[np.int64], width: int
 ) -> npt.NDArray[np.float64]: ...

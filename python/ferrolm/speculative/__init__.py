@@ -19,6 +19,7 @@ from ferrolm.speculative.sequoia import (
     Plan,
     SequoiaTable,
     acceptance_vector,
+    draft_level_widths,
     load_acceptance_vector,
     plan,
     sequoia_dp,
@@ -42,6 +43,7 @@ from ferrolm.speculative.tree import (
 
 if TYPE_CHECKING:
     from ferrolm.speculative.generator import DEFAULT_ACCEPTANCE, SpeculativeGenerator
+    from ferrolm.speculative.planner import Calibration, calibrate_costs
     from ferrolm.speculative.profile import LatencyProfile, estimate_acceptance, profile
     from ferrolm.speculative.sampling import sampling_probs
     from ferrolm.speculative.stats import GenerationStats, SpeculativeOutput
@@ -54,6 +56,8 @@ __getattr__ = lazy_attributes(
     {
         "DEFAULT_ACCEPTANCE": "generator",
         "SpeculativeGenerator": "generator",
+        "Calibration": "planner",
+        "calibrate_costs": "planner",
         "LatencyProfile": "profile",
         "estimate_acceptance": "profile",
         "profile": "profile",
@@ -69,6 +73,7 @@ __getattr__ = lazy_attributes(
 __all__ = [
     "DEFAULT_ACCEPTANCE",
     "BatchTreeBuilder",
+    "Calibration",
     "GenerationStats",
     "LatencyProfile",
     "Plan",
@@ -80,10 +85,12 @@ __all__ = [
     "acceptance_vector",
     "ancestor_mask",
     "ancestor_mask_batch",
+    "calibrate_costs",
     "children_table",
     "choose_greedy",
     "choose_sample",
     "choose_sequoia",
+    "draft_level_widths",
     "estimate_acceptance",
     "forest_children_table",
     "kv_compaction",

@@ -27,7 +27,7 @@ from ferrolm.speculative.sampling import Warp, draft_logprobs, gumbel_order
 from ferrolm.speculative.stats import GenerationStats
 from ferrolm.speculative.tree import Tree, ancestors, children_by_rank, subtree
 
-__all__ = ["Draft", "Drafter", "SpecExecDrafter", "StaticDrafter"]
+__all__ = ["Draft", "Drafter", "RootDrafter", "SpecExecDrafter", "StaticDrafter"]
 
 Int64Array = npt.NDArray[np.int64]
 #: Per row: CSR ``(offsets [k + 1], cache slots)`` of the ancestors each new node attends to.
@@ -386,3 +386,27 @@ class StaticDrafter(Drafter):
         drawn = (ranks < available) & (ranks < len(order))
         fill.tokens[kids[drawn]] = order.numpy()[ranks[drawn]]
         fill.valid[kids[~drawn]] = False
+
+
+@dataclass
+class RootDrafter(Drafter):
+    """No speculation: every row's tree is its root alone and the draft never runs.
+
+    Used when calibration finds that no tree beats plain decoding on this machine; the target
+    then decodes one token per forward, as ``generate`` does.
+    """
+
+    def draft(
+        self, rows: list[Row], kv: RaggedKVCache, pad: int, stats: GenerationStats
+    ) -> list[Draft]:
+        """One root-only tree per row; ``kv`` (the draft's cache) is left untouched."""
+        out = []
+        for row in rows:
+            tree = Tree(
+                parents=np.array([-1], dtype=np.int32),
+                tokens=np.array([row.tokens[-1]], dtype=np.int32),
+                depth=np.zeros(1, dtype=np.int32),
+                rank=np.zeros(1, dtype=np.int32),
+            )
+            out.append(Draft(tree, np.full(1, -1, dtype=np.int64)))
+        return out

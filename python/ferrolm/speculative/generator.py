@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -48,17 +47,27 @@ import numpy.typing as npt
 import torch
 
 from ferrolm.speculative._arrays import check_acceptance, check_int, check_optional_int
-from ferrolm.speculative.drafters import Draft, Drafter, SpecExecDrafter, StaticDrafter
+from ferrolm.speculative.drafters import (
+    Drafter,
+    RootDrafter,
+    SpecExecDrafter,
+    StaticDrafter,
+)
 from ferrolm.speculative.hf import check_causal_lm, context_length, vocab_size
-from ferrolm.speculative.kv_cache import RaggedKVCache, attend_prefix, chain_block, probe_tree_mask
+from ferrolm.speculative.iteration import commit_draft, verify_trees
+from ferrolm.speculative.kv_cache import RaggedKVCache, probe_tree_mask
 from ferrolm.speculative.options import GenerationOptions, resolve_options, split_inputs
-from ferrolm.speculative.profile import estimate_acceptance, profile
+from ferrolm.speculative.planner import (
+    DEFAULT_SIZES,
+    DEFAULT_WIDTHS,
+    Calibration,
+    calibrate_costs,
+)
 from ferrolm.speculative.rows import Row, check_context, prompt_rows
 from ferrolm.speculative.sampling import Warp, device_generator
-from ferrolm.speculative.sequoia import Plan, plan, sequoia_dp
+from ferrolm.speculative.sequoia import sequoia_dp
 from ferrolm.speculative.stats import GenerationStats, SpeculativeOutput
-from ferrolm.speculative.tree import Tree, ancestor_mask, position_ids, walk
-from ferrolm.speculative.verify import choose_greedy, choose_sample, choose_sequoia
+from ferrolm.speculative.tree import Tree
 
 __all__ = ["DEFAULT_ACCEPTANCE", "METHODS", "SpeculativeGenerator"]
 
@@ -70,16 +79,6 @@ METHODS = ("specexec", "sequoia", "chain")
 #: Prior acceptance vector used by Sequoia before calibration: P(the k-th ranked draft candidate
 #: is the target's token), k = 1..8; a rough shape of small same-family pairs (top-1 near 0.7).
 DEFAULT_ACCEPTANCE = np.array([0.7, 0.1, 0.05, 0.03, 0.02, 0.01, 0.01, 0.01])
-
-
-@dataclass
-class _Accepted:
-    """One row's verification result: pending chain length, accepted tree path, new tokens."""
-
-    chain_len: int
-    path: Int64Array
-    new_tokens: list[int]
-    scores: Optional[torch.Tensor] = None
 
 
 class SpeculativeGenerator:
@@ -178,6 +177,9 @@ class SpeculativeGenerator:
         self.acceptance = p
         self.tree_shape = tree_shape
         self._static_shape: Optional[Tree] = None
+        # No speculation (a calibration chose d = 0): the target runs alone.
+        self._plain = False
+        self.calibration: Optional[Calibration] = None
         self.context_length = context_length(target)
         # Test hook: called with (rows, target cache, draft cache) after every iteration.
         self._on_iteration: Optional[Callable[[list[Row], Any, Any], None]] = None
@@ -208,37 +210,78 @@ class SpeculativeGenerator:
         self,
         prompts: Sequence[Any],
         *,
-        sizes: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128),
-        max_new_tokens: int = 32,
+        sizes: Sequence[int] = DEFAULT_SIZES,
+        widths: Sequence[int] = DEFAULT_WIDTHS,
+        max_new_tokens: int = 24,
         temperature: float = 0.0,
         max_depth: Optional[int] = None,
-    ) -> Plan:
-        """Measures acceptance and latencies on this device, then picks Sequoia's (n, d).
+        progress: Optional[Callable[[str], None]] = None,
+    ) -> Calibration:
+        """Measures acceptance and costs on this machine and adopts the best plan.
 
-        Runs :func:`ferrolm.speculative.estimate_acceptance` on `prompts`,
-        :func:`ferrolm.speculative.profile` on the target for `sizes` and on the draft for one
-        expansion width, and sets ``acceptance`` and ``tree_shape`` from
-        :func:`ferrolm.speculative.plan`.
+        See :func:`ferrolm.speculative.planner.calibrate_costs`: the acceptance vector, the
+        target's cost per tree size, the draft's cost per forward width and the fixed cost per
+        iteration are measured, and the tree ``(n, d)`` with the fewest predicted seconds per
+        token is chosen. Sequoia and chain then fill that shape; SpecExec uses ``budget = n``,
+        ``max_depth = d``, ``d - 1`` draft forwards of the plan's widest level. When nothing beats
+        plain decoding (``d = 0``) every method runs the target alone, one token per forward,
+        and never calls the draft.
 
         Returns:
-            the :class:`~ferrolm.speculative.Plan` chosen.
+            the :class:`~ferrolm.speculative.planner.Calibration` (``.plan.speedup`` is the
+            predicted speedup over plain decoding on this machine).
         """
         depth = max_depth or self.max_depth
-        self.acceptance = estimate_acceptance(
+        probe = [
+            list(p.reshape(-1).tolist()) if isinstance(p, torch.Tensor) else list(p)
+            for p in prompts[:1]
+        ]
+
+        def fixed_cost() -> float:
+            # A short run of a small chain: what an iteration costs outside the two models.
+            saved = (self.method, self.max_depth, self._plain)
+            self.method, self.max_depth, self._plain = "chain", 2, False
+            self._static_shape = None
+            try:
+                st = self.generate(probe, max_new_tokens=8, do_sample=False).stats
+            finally:
+                self.method, self.max_depth, self._plain = saved
+                self._static_shape = None
+            return max(0.0, st.total_time_s - st.forward_time_s) / max(st.target_forwards, 1)
+
+        cal = calibrate_costs(
             self.target,
             self.draft,
             prompts,
+            sizes=sizes,
+            widths=widths,
             max_new_tokens=max_new_tokens,
             temperature=temperature,
+            max_depth=depth,
+            fixed_cost=fixed_cost,
+            progress=progress,
         )
-        sizes = sorted({int(s) for s in sizes if s >= 1} | {1})
-        verify = profile(self.target, sizes)
-        draft_step = profile(self.draft, [max(sizes) // max(depth, 1) or 1])
-        table = sequoia_dp(self.acceptance, max_nodes=max(sizes), max_depth=depth)
-        chosen = plan(table, sizes, verify.latency_s, float(draft_step.latency_s[0]))
-        self.tree_shape = (int(chosen.n), max(1, int(chosen.d)))
+        self.adopt(cal)
+        return cal
+
+    def adopt(self, cal: Calibration) -> None:
+        """Uses a calibration's acceptance vector and plan (see :meth:`calibrate`)."""
+        n, d = cal.plan.n, cal.plan.d
+        self.acceptance = cal.acceptance
+        self.calibration = cal
+        self._plain = d == 0
         self._static_shape = None
-        return chosen
+        if d == 0:
+            return
+        self.tree_shape = (n, d)
+        if self.method == "specexec":
+            self.budget, self.max_depth = n, d
+            self.expand_per_step = max(1, int(cal.level_widths.max()))
+            self.max_draft_steps = max(1, d - 1)
+        elif self.method == "sequoia":
+            self.max_depth = max(self.max_depth, d)
+        else:
+            self.max_depth = d
 
     # ----------------------------------------------------------------------------- generate
 
@@ -342,8 +385,9 @@ class SpeculativeGenerator:
             drafts = drafter.draft(rows, draft, opts.pad, stats)
             t1 = time.perf_counter()
             stats.draft_time_s += t1 - t0
-            accepted = self._verify(rows, drafts, target, opts, on_target, stats)
-            self._commit_draft(rows, drafts, accepted, draft, draft_start)
+            accepted = verify_trees(self.method, rows, drafts, target, opts, on_target, stats)
+            if not self._plain:
+                commit_draft(rows, drafts, accepted, draft, draft_start)
             for row, acc in zip(rows, accepted):
                 new_tokens = acc.new_tokens[: row.max_new - row.generated]
                 for i, token in enumerate(new_tokens):
@@ -366,9 +410,11 @@ class SpeculativeGenerator:
                 rows = [rows[i] for i in keep]
                 if rows:
                     target.select_rows(keep)
-                    draft.select_rows(keep)
+                    if not self._plain:
+                        draft.select_rows(keep)
             target.defragment()
-            draft.defragment()
+            if not self._plain:
+                draft.defragment()
             stats.verify_time_s += time.perf_counter() - t1
             if self._on_iteration is not None:
                 self._on_iteration(rows, target, draft)
@@ -376,6 +422,8 @@ class SpeculativeGenerator:
     # ----------------------------------------------------------------------------- draft
 
     def _drafter(self, warp: Optional[Warp], generator: torch.Generator) -> Drafter:
+        if self._plain:
+            return RootDrafter(self.vocab_size, 0, warp, generator)
         if self.method == "specexec":
             return SpecExecDrafter(
                 self.vocab_size,
@@ -389,102 +437,3 @@ class SpeculativeGenerator:
             )
         shape = self.static_tree()
         return StaticDrafter(self.vocab_size, self.max_depth, warp, generator, shape=shape)
-
-    # ----------------------------------------------------------------------------- verify
-
-    def _verify(
-        self,
-        rows: list[Row],
-        drafts: list[Draft],
-        kv: RaggedKVCache,
-        opts: GenerationOptions,
-        generator: torch.Generator,
-        stats: GenerationStats,
-    ) -> list[_Accepted]:
-        """One target forward over every row's pending chain and tree; picks the accepted path
-        of every row and compacts the target cache to it."""
-        chains = [r.tokens[r.target_cached : -1] for r in rows]
-        sizes = [d.tree.size for d in drafts]
-        width_tree = max(sizes)
-        pad, warp = opts.pad, opts.warp
-        chain_ids, chain_pos, chain_mask, width_chain = chain_block(
-            chains, [r.target_cached for r in rows], pad
-        )
-        m = width_chain + width_tree
-        length = kv.length
-        ids = np.full((len(rows), m), pad, dtype=np.int64)
-        pos = np.zeros((len(rows), m), dtype=np.int64)
-        block = np.zeros((len(rows), m, m), dtype=bool)
-        block[:, np.arange(m), np.arange(m)] = True
-        ids[:, :width_chain] = chain_ids
-        pos[:, :width_chain] = chain_pos
-        block[:, :width_chain, :width_chain] = chain_mask
-        t0 = width_chain
-        for b, (row, chain, d) in enumerate(zip(rows, chains, drafts)):
-            s, n = width_chain - len(chain), sizes[b]
-            ids[b, t0 : t0 + n] = d.tree.tokens
-            pos[b, t0 : t0 + n] = position_ids(d.tree.parents, len(row.tokens) - 1)
-            block[b, t0 : t0 + n, s:width_chain] = True
-            block[b, t0 : t0 + n, t0 : t0 + n] = ancestor_mask(d.tree.parents)
-        attend = attend_prefix(kv.valid, m)
-        attend[:, :, length:] = torch.from_numpy(block)
-        # The logits stay on the target's device; only the chosen tokens come to the host.
-        logits = kv.forward(ids, pos, attend, keep_last=width_tree, host=False)
-        logits = opts.target_scores(
-            logits,
-            [(r.tokens, r.generated) for r in rows],
-            [(d.tree.parents, d.tree.tokens, d.tree.depth) for d in drafts],
-        )
-        stats.target_forwards += 1
-        results = []
-        keep = []
-        for b, d in enumerate(drafts):
-            parents, tokens = d.tree.parents, d.tree.tokens
-            node_logits = logits[b, : sizes[b]]
-            if warp is None:
-                choice = choose_greedy(node_logits)
-            else:
-                target_probs = warp.probs(node_logits)
-                if self.method == "specexec":
-                    choice = choose_sample(target_probs, generator)
-                else:
-                    assert d.draft_probs is not None
-                    # Leaves have no draft distribution (nothing was sampled from them); any
-                    # valid row will do, the rule only reads it for children.
-                    q = d.draft_probs.to(target_probs.device)
-                    draft_probs = torch.where((q.sum(-1) <= 0)[:, None], target_probs, q)
-                    choice = choose_sequoia(parents, tokens, target_probs, draft_probs, generator)
-            path32, bonus = walk(parents, tokens, np.asarray(choice, dtype=np.int64))
-            path = np.asarray(path32, dtype=np.int64)
-            stats.record_ranks(d.tree.parents, d.tree.rank, path)
-            new_tokens = [int(t) for t in tokens[path[1:]]] + [int(bonus)]
-            s = width_chain - len(chains[b])
-            slots = np.concatenate(
-                [length + np.arange(s, width_chain), length + width_chain + path]
-            ).astype(np.int64)
-            keep.append(slots)
-            scores = node_logits[torch.from_numpy(path)] if opts.stopping is not None else None
-            results.append(_Accepted(len(chains[b]), path, new_tokens, scores))
-        kv.compact(length, keep)
-        return results
-
-    def _commit_draft(
-        self,
-        rows: list[Row],
-        drafts: list[Draft],
-        accepted: list[_Accepted],
-        kv: RaggedKVCache,
-        start: int,
-    ) -> None:
-        """Keeps in the draft cache the accepted nodes the draft already ran (the root is already
-        committed), and drops the rest of this iteration's tree slots; the iteration's slots
-        began at ``start``."""
-        keep = []
-        for b, (row, d, acc) in enumerate(zip(rows, drafts, accepted)):
-            # Valid slots from `start` on are this iteration's pending chain (root included).
-            committed = np.flatnonzero(kv.valid[b, start:].numpy()) + start
-            slots = d.slots[acc.path[1:]]
-            ran = slots[: int(np.argmax(slots < 0)) if (slots < 0).any() else len(slots)]
-            keep.append(np.concatenate([committed, ran]).astype(np.int64))
-            row.draft_cached += len(ran)
-        kv.compact(start, keep)

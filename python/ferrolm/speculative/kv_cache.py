@@ -101,7 +101,13 @@ class RaggedKVCache:
         new_valid[:, :start] = self.valid[:, :start]
         for b, k in enumerate(keep):
             new_valid[b, start : start + len(k)] = True
-        if len(keep) == 1:
+        in_place = all(
+            len(k) == 0 or (int(k[0]) == start and int(k[-1]) == start + len(k) - 1) for k in keep
+        )
+        if in_place:
+            # Every row keeps a prefix of the new slots (always so without speculation): no copy.
+            pass
+        elif len(keep) == 1:
             index = torch.as_tensor(keep[0], dtype=torch.long, device=self.device)
             for layer in self.cache:
                 for tensor in (layer[0], layer[1]):

@@ -23,6 +23,7 @@ __all__ = [
     "Plan",
     "SequoiaTable",
     "acceptance_vector",
+    "draft_level_widths",
     "load_acceptance_vector",
     "plan",
     "sequoia_dp",
@@ -155,22 +156,39 @@ def plan(
     table: SequoiaTable,
     sizes: Any,
     t_verify_s: Any,
-    t_draft_s: float,
+    t_draft_s: Any,
     t_autoregressive_s: float | None = None,
+    *,
+    draft_widths: Any = None,
+    t_fixed_s: float = 0.0,
 ) -> Plan:
-    """Picks ``(n, d)`` minimising ``(d * t_draft_s + t_verify_s(n)) / F[n][d]``.
+    """Picks the tree ``(n, d)`` with the fewest predicted seconds per generated token.
+
+    Simple model (a scalar `t_draft_s`, no `draft_widths`): an iteration costs
+    ``d * t_draft_s + t_verify_s(n)`` and yields ``F[n][d]`` tokens.
+
+    Measured model (`draft_widths` given, `t_draft_s` one time per width): an iteration costs
+    ``t_fixed_s + sum(t_draft(w) for w in draft_level_widths(table, n, d)) + t_verify_s(n)``,
+    the draft cost interpolated between measured widths. This is what a CPU needs, where a
+    draft forward over 8 nodes costs much more than over 1. ``(1, 0)`` (no speculation, speedup
+    1.0) is chosen when no tree beats plain decoding.
 
     Args:
         table: From :func:`sequoia_dp`.
         sizes: Tree sizes whose verification time was measured.
         t_verify_s: Seconds of one target forward over ``sizes[i]`` tree tokens.
-        t_draft_s: Seconds of one draft step (one tree level).
+        t_draft_s: Seconds of one draft step (one tree level), or one per `draft_widths`.
         t_autoregressive_s: Seconds of one plain decoding step; default ``t_verify_s`` of the
-            smallest size (exact when 1 is among ``sizes``).
+            smallest size (exact when 1 is among ``sizes``). Required by the measured model.
+        draft_widths: Nodes per draft forward at which `t_draft_s` was measured.
+        t_fixed_s: Seconds per iteration outside the model forwards (measured model).
 
     Example:
         >>> t = sequoia_dp([0.7, 0.1], 64, 8)
         >>> plan(t, [1, 16, 64], [0.010, 0.011, 0.020], 0.001).n
+        16
+        >>> plan(t, [1, 16, 64], [0.010, 0.011, 0.020], [0.001, 0.004],
+        ...      t_autoregressive_s=0.010, draft_widths=[1, 8]).n
         16
     """
     if not isinstance(table, SequoiaTable):
@@ -180,14 +198,53 @@ def plan(
     if len(tv) != len(s):
         raise ValueError(f"`t_verify_s` must have {len(s)} entries like `sizes`, got {len(tv)}")
     t_ar = t_autoregressive_s
-    n, d, tokens, spt, speedup = _native.speculative.plan(
+    if draft_widths is None:
+        n, d, tokens, spt, speedup = _native.speculative.plan(
+            table._inner,
+            s,
+            tv,
+            check_float(t_draft_s, "t_draft_s"),
+            None if t_ar is None else check_float(t_ar, "t_autoregressive_s"),
+        )
+        return Plan(n, d, tokens, spt, speedup)
+    widths = int_array(draft_widths, "draft_widths", dtype=np.int64)
+    scalar = isinstance(t_draft_s, (int, float, np.integer, np.floating))
+    td = float_array([t_draft_s] if scalar else t_draft_s, "t_draft_s")
+    if len(td) != len(widths):
+        raise ValueError(
+            f"`t_draft_s` must have {len(widths)} entries like `draft_widths`, got {len(td)}"
+        )
+    if t_ar is None:
+        if 1 not in s.tolist():
+            raise ValueError(
+                "`t_autoregressive_s` is required with `draft_widths` unless 1 is among `sizes`"
+            )
+        t_ar = float(tv[s.tolist().index(1)])
+    n, d, tokens, spt, speedup = _native.speculative.plan_costed(
         table._inner,
         s,
         tv,
-        check_float(t_draft_s, "t_draft_s"),
-        None if t_ar is None else check_float(t_ar, "t_autoregressive_s"),
+        widths,
+        td,
+        check_float(t_fixed_s, "t_fixed_s"),
+        check_float(t_ar, "t_autoregressive_s"),
     )
     return Plan(n, d, tokens, spt, speedup)
+
+
+def draft_level_widths(table: SequoiaTable, n: int, d: int) -> npt.NDArray[np.int64]:
+    """Nodes per draft forward of the optimal ``(n, d)`` tree: 1 (the root), then per level
+    ``1..d-1`` the nodes that have children.
+
+    Example:
+        >>> draft_level_widths(sequoia_dp([0.8], 5, 4), 5, 4).tolist()
+        [1, 1, 1, 1]
+    """
+    if not isinstance(table, SequoiaTable):
+        raise TypeError(f"`table` must be a SequoiaTable, got {type(table).__name__}")
+    return _native.speculative.draft_level_widths(
+        table._inner, check_int(n, "n", 1), check_int(d, "d", 0)
+    )
 
 
 def acceptance_vector(accepted_ranks: Any, width: int) -> npt.NDArray[np.float64]:

@@ -17,6 +17,7 @@ mod comm;
 mod cuda;
 mod errors;
 mod prune;
+mod sequoia_plan;
 mod speculative;
 mod threads;
 mod tokens;

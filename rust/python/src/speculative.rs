@@ -10,9 +10,7 @@ pub mod speculative {
     use numpy::{PyArray1, PyArray2, PyArray3, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2};
     use pyo3::prelude::*;
 
-    use crate::arrays::{
-        int_arg, non_negative, opt_int_arg, slice, slice2, to_1d_pair, to_2d, unsigned,
-    };
+    use crate::arrays::{int_arg, non_negative, opt_int_arg, slice, slice2, to_1d_pair, to_2d};
     use crate::errors::{detach, detach_cancellable};
 
     type I32Array<'py> = Bound<'py, PyArray1<i32>>;
@@ -444,8 +442,8 @@ pub mod speculative {
 
     /// A solved Sequoia DP (see `ferrolm.speculative.SequoiaTable`).
     #[pyclass(name = "SequoiaTable", frozen)]
-    struct PySequoiaTable {
-        inner: sequoia::SequoiaTable,
+    pub(crate) struct PySequoiaTable {
+        pub(crate) inner: sequoia::SequoiaTable,
     }
 
     #[pymethods]
@@ -561,26 +559,8 @@ pub mod speculative {
         detach(py, || sequoia::tree_value(p, parents))
     }
 
-    /// Planner: `(n, d, tokens_per_step, s_per_token, speedup)`.
-    #[pyfunction]
-    #[pyo3(signature = (table, sizes, t_verify_s, t_draft_s, t_autoregressive_s=None))]
-    fn plan(
-        py: Python<'_>,
-        table: &PySequoiaTable,
-        sizes: PyReadonlyArray1<'_, i64>,
-        t_verify_s: PyReadonlyArray1<'_, f64>,
-        t_draft_s: f64,
-        t_autoregressive_s: Option<f64>,
-    ) -> PyResult<(usize, usize, f64, f64, f64)> {
-        let sizes = slice("sizes", &sizes)?;
-        let tv = slice("t_verify_s", &t_verify_s)?;
-        let inner = &table.inner;
-        let p = detach(py, || {
-            let sizes = unsigned("sizes", sizes)?;
-            sequoia::plan(inner, &sizes, tv, t_draft_s, t_autoregressive_s)
-        })?;
-        Ok((p.n, p.d, p.tokens_per_step, p.s_per_token, p.speedup))
-    }
+    #[pymodule_export]
+    use crate::sequoia_plan::{draft_level_widths, plan, plan_costed};
 
     /// Acceptance vector from observed accepted ranks (-1 = none accepted).
     #[pyfunction]

@@ -26,11 +26,13 @@
 //! ([`plan()`] and [`acceptance_from_ranks`]); shared checks and [`ShapeTree`] live here.
 
 mod bands;
+mod cost;
 mod heap;
 mod kernels;
 mod plan;
 mod table;
 
+pub use cost::{draft_level_widths, plan_costed, Costs};
 pub use heap::sequoia_heap;
 pub use plan::{acceptance_from_ranks, plan, Plan};
 pub use table::{dp_work, sequoia_dp, sequoia_dp_bounded, SequoiaTable};

@@ -1,0 +1,196 @@
+"""Calibration: measure what speculation costs on this machine, then plan the tree.
+
+:func:`calibrate_costs` measures, for one target/draft pair on the machine it runs on:
+
+* the acceptance vector (:func:`~ferrolm.speculative.estimate_acceptance`, the target's own
+  greedy or sampled continuations);
+* the target's verification cost ``t_verify(n)`` at several tree sizes and the draft's cost per
+  forward at several widths (:func:`~ferrolm.speculative.profile`), because on a CPU a forward
+  over 8 nodes costs much more than over 1;
+* the fixed cost of one iteration outside the two models (masks, cache compaction, the walk),
+  from a short speculative run;
+
+and picks the tree ``(n, d)`` with the fewest predicted seconds per token
+(:func:`~ferrolm.speculative.plan` with ``draft_widths``). ``(1, 0)`` means no speculation: the
+generator then runs the target alone, one token per forward, without touching the draft.
+
+Example:
+    >>> cal = calibrate_costs(target, draft, prompts)  # doctest: +SKIP
+    >>> cal.plan.n, cal.plan.d, cal.plan.speedup  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import numpy as np
+import numpy.typing as npt
+
+from ferrolm.speculative.profile import estimate_acceptance, profile
+from ferrolm.speculative.sequoia import Plan, draft_level_widths, plan, sequoia_dp
+
+__all__ = ["Calibration", "calibrate_costs"]
+
+#: Tree sizes whose verification is measured by default.
+DEFAULT_SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+#: Draft forward widths measured by default.
+DEFAULT_WIDTHS = (1, 2, 4, 8, 16)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What :func:`calibrate_costs` measured and the plan it chose.
+
+    Attributes:
+        plan: the chosen ``(n, d)`` and its predicted seconds per token and speedup over plain
+            decoding with the same models on this machine.
+        acceptance: ``p[k-1]``, P(the k-th ranked draft candidate is the target's token).
+        sizes, verify_s: target seconds per forward over ``sizes[i]`` tree tokens.
+        widths, draft_s: draft seconds per forward over ``widths[i]`` nodes.
+        fixed_s: seconds per iteration outside the model forwards.
+        autoregressive_s: seconds per token of plain decoding (one-token target forwards).
+        level_widths: draft forward widths of the chosen tree (empty without speculation).
+        seconds: wall time of the calibration.
+    """
+
+    plan: Plan
+    acceptance: npt.NDArray[np.float64]
+    sizes: npt.NDArray[np.int64]
+    verify_s: npt.NDArray[np.float64]
+    widths: npt.NDArray[np.int64]
+    draft_s: npt.NDArray[np.float64]
+    fixed_s: float
+    autoregressive_s: float
+    level_widths: npt.NDArray[np.int64]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary."""
+        return {
+            "plan": {
+                "n": self.plan.n,
+                "d": self.plan.d,
+                "tokens_per_step": self.plan.tokens_per_step,
+                "s_per_token": self.plan.s_per_token,
+                "predicted_speedup": self.plan.speedup,
+            },
+            "acceptance": self.acceptance.tolist(),
+            "verify_s": dict(zip(self.sizes.tolist(), self.verify_s.tolist())),
+            "draft_s": dict(zip(self.widths.tolist(), self.draft_s.tolist())),
+            "fixed_s": self.fixed_s,
+            "autoregressive_s": self.autoregressive_s,
+            "level_widths": self.level_widths.tolist(),
+            "seconds": self.seconds,
+        }
+
+
+def replan(
+    acceptance: Any,
+    sizes: Any,
+    verify_s: Any,
+    widths: Any,
+    draft_s: Any,
+    *,
+    fixed_s: float,
+    max_depth: int,
+) -> tuple[Plan, npt.NDArray[np.int64]]:
+    """Plans from measured costs; returns the plan and its draft forward widths."""
+    s = np.asarray(sizes, dtype=np.int64)
+    tv = np.asarray(verify_s, dtype=np.float64)
+    one = np.flatnonzero(s == 1)
+    if len(one) == 0:
+        raise ValueError(f"`sizes` must include 1 (plain decoding), got {s.tolist()}")
+    table = sequoia_dp(acceptance, max_nodes=int(s.max()), max_depth=max_depth)
+    chosen = plan(
+        table,
+        s,
+        tv,
+        np.asarray(draft_s, dtype=np.float64),
+        t_autoregressive_s=float(tv[one[0]]) + fixed_s,
+        draft_widths=np.asarray(widths, dtype=np.int64),
+        t_fixed_s=fixed_s,
+    )
+    levels = (
+        draft_level_widths(table, chosen.n, chosen.d)
+        if chosen.d > 0
+        else np.zeros(0, dtype=np.int64)
+    )
+    return chosen, levels
+
+
+def calibrate_costs(
+    target: Any,
+    draft: Any,
+    prompts: Sequence[Any],
+    *,
+    sizes: Sequence[int] = DEFAULT_SIZES,
+    widths: Sequence[int] = DEFAULT_WIDTHS,
+    max_new_tokens: int = 24,
+    temperature: float = 0.0,
+    max_depth: int = 12,
+    context: Optional[int] = None,
+    fixed_cost: Optional[Callable[[], float]] = None,
+    progress: Optional[Callable[[str], None]] = None,
+) -> Calibration:
+    """Measures acceptance and costs on this machine and plans the tree (see the module doc).
+
+    Args:
+        target, draft: Hugging Face causal LMs sharing a vocabulary.
+        prompts: token-id lists or 1-D tensors (a few: each costs `max_new_tokens` target steps).
+        sizes: tree sizes to measure verification at (1 is always added).
+        widths: draft forward widths to measure.
+        max_new_tokens: continuation length per prompt for the acceptance estimate.
+        temperature: the sampling setting the plan is for (0 = greedy).
+        max_depth: deepest tree considered.
+        context: cached tokens during the latency measurements; default the mean prompt length
+            plus `max_new_tokens`.
+        fixed_cost: returns the measured seconds per iteration outside the model forwards;
+            default 0.
+        progress: called with a short line before each phase.
+
+    Returns:
+        :class:`Calibration`.
+    """
+    start = time.perf_counter()
+    say = progress or (lambda _: None)
+    size_list = sorted({int(s) for s in sizes if int(s) >= 1} | {1})
+    width_list = sorted({int(w) for w in widths if int(w) >= 1})
+    if not width_list:
+        raise ValueError(f"`widths` must hold at least one int >= 1, got {list(widths)}")
+    say(f"acceptance on {len(prompts)} prompt(s), {max_new_tokens} target tokens each")
+    acceptance = estimate_acceptance(
+        target, draft, prompts, max_new_tokens=max_new_tokens, temperature=temperature
+    )
+    if context is None:
+        lengths = [len(p) for p in prompts]
+        context = int(np.mean(lengths)) + max_new_tokens if lengths else 128
+    say(f"target forward cost at {len(size_list)} tree sizes")
+    verify = profile(target, size_list, context=context, repeats=2)
+    say(f"draft forward cost at {len(width_list)} widths")
+    drafting = profile(draft, width_list, context=context, repeats=2)
+    fixed = fixed_cost() if fixed_cost is not None else 0.0
+    chosen, levels = replan(
+        acceptance,
+        verify.sizes,
+        verify.latency_s,
+        drafting.sizes,
+        drafting.latency_s,
+        fixed_s=fixed,
+        max_depth=max_depth,
+    )
+    one = int(np.flatnonzero(verify.sizes == 1)[0])
+    return Calibration(
+        chosen,
+        acceptance,
+        verify.sizes,
+        verify.latency_s,
+        drafting.sizes,
+        drafting.latency_s,
+        fixed,
+        float(verify.latency_s[one]) + fixed,
+        levels,
+        time.perf_counter() - start,
+    )

@@ -1,0 +1,189 @@
+"""The cost-aware planner and calibration: the plan against a brute-force NumPy reference, and
+the generator's no-speculation path against ``target.generate``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from test_speculative_generate import hf_greedy, noisy_copy, tiny_model
+
+from ferrolm import speculative
+from ferrolm.speculative.planner import calibrate_costs, replan
+
+
+def _reference_plan(
+    table: Any,
+    sizes: list[int],
+    tv: list[float],
+    widths: list[int],
+    td: list[float],
+    fixed: float,
+    t_ar: float,
+) -> tuple[int, int, float]:
+    """Brute force over (n, d) with the trees' level widths counted here from `parents`."""
+    best = (1, 0, t_ar)
+    for n, t in zip(sizes, tv):
+        for d in range(1, table.max_depth + 1):
+            tokens = table.value(n, d)
+            if not np.isfinite(tokens) or tokens <= 0 or n < 2:
+                continue
+            tree = table.tree(n, d)
+            has_kids = np.zeros(n, bool)
+            has_kids[tree.parents[1:]] = True
+            levels = [1] + [
+                int((has_kids & (tree.depth == lev)).sum())
+                for lev in range(1, int(tree.depth.max()))
+            ]
+            draft = sum(
+                float(np.interp(w, widths, td))
+                if w <= widths[-1]
+                else td[-1]
+                + (w - widths[-1]) * max(0.0, (td[-1] - td[-2]) / (widths[-1] - widths[-2]))
+                for w in levels
+            )
+            s = (fixed + draft + t) / tokens
+            if s < best[2]:
+                best = (n, d, s)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_costed_plan_equals_brute_force(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    p = np.sort(rng.dirichlet(np.ones(5)) * rng.uniform(0.5, 0.95))[::-1]
+    table = speculative.sequoia_dp(p, max_nodes=32, max_depth=8)
+    sizes = [1, 2, 4, 8, 12, 16, 24, 32]
+    tv = list(np.cumsum(rng.uniform(0.001, 0.3, len(sizes))) + 1.0)
+    widths = [1, 2, 4, 8]
+    td = list(np.cumsum(rng.uniform(0.001, 0.2, len(widths))) + rng.uniform(0.05, 0.4))
+    fixed = float(rng.uniform(0, 0.05))
+    got = speculative.plan(
+        table, sizes, tv, td, t_autoregressive_s=tv[0] + fixed, draft_widths=widths, t_fixed_s=fixed
+    )
+    n, d, s = _reference_plan(table, sizes, tv, widths, td, fixed, tv[0] + fixed)
+    assert got.s_per_token == pytest.approx(s, rel=1e-9)
+    assert (got.n, got.d) == (n, d) or got.s_per_token == pytest.approx(s, rel=1e-12)
+    assert got.speedup == pytest.approx((tv[0] + fixed) / s, rel=1e-9)
+
+
+def test_costed_plan_bad_input() -> None:
+    table = speculative.sequoia_dp([0.6, 0.2], max_nodes=8, max_depth=4)
+    with pytest.raises(ValueError, match="t_draft_s"):
+        speculative.plan(table, [1, 4], [1.0, 1.1], [0.1, 0.2], 1.0, draft_widths=[1])
+    with pytest.raises(ValueError, match="t_autoregressive_s"):
+        speculative.plan(table, [2, 4], [1.0, 1.1], [0.1], draft_widths=[1])
+    with pytest.raises(ValueError, match="draft_widths"):
+        speculative.plan(table, [1, 4], [1.0, 1.1], [0.1], 1.0, draft_widths=[0])
+    with pytest.raises(ValueError, match="t_fixed_s"):
+        speculative.plan(table, [1, 4], [1.0, 1.1], [0.1], 1.0, draft_widths=[1], t_fixed_s=-1.0)
+    with pytest.raises(ValueError, match="t_draft_s"):
+        speculative.plan(table, [1, 4], [1.0, 1.1], [float("nan")], 1.0, draft_widths=[1])
+    with pytest.raises(TypeError, match="table"):
+        speculative.draft_level_widths("table", 4, 2)  # type: ignore[arg-type]
+
+
+def test_replan_prefers_no_speculation_when_verification_is_dear() -> None:
+    plan, levels = replan(
+        [0.3, 0.1], [1, 4, 8], [1.0, 4.0, 8.0], [1, 4], [0.5, 2.0], fixed_s=0.0, max_depth=4
+    )
+    assert (plan.n, plan.d, plan.speedup) == (1, 0, 1.0)
+    assert len(levels) == 0
+    plan, levels = replan(
+        [0.8, 0.1], [1, 4, 8], [1.0, 1.05, 1.1], [1, 4], [0.05, 0.08], fixed_s=0.0, max_depth=6
+    )
+    assert plan.d >= 2
+    assert plan.speedup > 1.5
+    assert levels[0] == 1
+    assert len(levels) == plan.d
+
+
+@pytest.fixture(scope="module")
+def pair() -> tuple[Any, Any]:
+    target = tiny_model("qwen2")
+    return target, noisy_copy(target, 0.2)
+
+
+class _Calls:
+    def __init__(self, model: Any) -> None:
+        self.n = 0
+        model.register_forward_pre_hook(self)
+
+    def __call__(self, *_: Any) -> None:
+        self.n += 1
+
+
+def test_no_speculation_never_runs_the_draft_and_equals_generate(pair: tuple[Any, Any]) -> None:
+    target, draft = pair
+    gen = speculative.SpeculativeGenerator(target, draft, method="specexec", budget=8)
+    plain, _ = replan([0.1], [1, 2], [1.0, 3.0], [1], [1.0], fixed_s=0.0, max_depth=2)
+    cal = speculative.Calibration(
+        plain,
+        np.array([0.1]),
+        np.array([1, 2]),
+        np.array([1.0, 3.0]),
+        np.array([1]),
+        np.array([1.0]),
+        0.0,
+        1.0,
+        np.zeros(0, np.int64),
+        0.0,
+    )
+    gen.adopt(cal)
+    calls = _Calls(draft)
+    prompts = [[3, 14, 15, 9], [2, 6, 5, 3, 5, 8, 9]]
+    out = gen.generate(prompts, max_new_tokens=12, do_sample=False)
+    assert calls.n == 0
+    assert out.stats.draft_forwards == 0
+    for p, new in zip(prompts, out.new_tokens):
+        assert new == hf_greedy(target, p, 12)
+    assert out.stats.tau == pytest.approx(1.0)
+
+
+def test_calibrate_measures_and_adopts_a_plan(pair: tuple[Any, Any]) -> None:
+    target, draft = pair
+    gen = speculative.SpeculativeGenerator(target, draft, method="sequoia", budget=16)
+    lines: list[str] = []
+    cal = gen.calibrate(
+        [[5, 6, 7, 8, 9, 10], [40, 41, 42]],
+        sizes=(1, 2, 4, 8, 16),
+        widths=(1, 2, 4),
+        max_new_tokens=8,
+        max_depth=6,
+        progress=lines.append,
+    )
+    assert len(lines) == 3
+    assert (cal.verify_s > 0).all()
+    assert (cal.draft_s > 0).all()
+    assert cal.fixed_s >= 0
+    assert cal.acceptance.shape == (8,)
+    assert 0 < cal.acceptance.sum() <= 1
+    want, _ = replan(
+        cal.acceptance,
+        cal.sizes,
+        cal.verify_s,
+        cal.widths,
+        cal.draft_s,
+        fixed_s=cal.fixed_s,
+        max_depth=6,
+    )
+    assert (cal.plan.n, cal.plan.d) == (want.n, want.d)
+    report = cal.to_dict()
+    assert report["plan"]["n"] == cal.plan.n
+    assert set(report["verify_s"]) == {1, 2, 4, 8, 16}
+    # Whatever was chosen, the output is still the target's.
+    prompt = [7, 7, 3, 1]
+    assert gen.generate([prompt], max_new_tokens=10, do_sample=False).new_tokens[0] == hf_greedy(
+        target, prompt, 10
+    )
+    if cal.plan.d > 0:
+        assert gen.tree_shape == (cal.plan.n, cal.plan.d)
+
+
+def test_calibrate_costs_checks_widths(pair: tuple[Any, Any]) -> None:
+    target, draft = pair
+    with pytest.raises(ValueError, match="widths"):
+        calibrate_costs(target, draft, [[1, 2, 3]], widths=(0,), max_new_tokens=2)
+    _ = torch  # the module is torch-only
