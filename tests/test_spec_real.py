@@ -1,0 +1,58 @@
+"""The real-pair comparison behind `ferrolm demo` and the bench, run on a tiny pair."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ferrolm._demo.generate import tiny_pair
+from ferrolm.testing.spec_real import compare, load_prompts
+
+
+def test_shipped_prompts_are_one_per_spec_bench_category() -> None:
+    prompts = load_prompts()
+    assert len(prompts) == 13
+    assert len({c for c, _ in prompts}) == 13
+    assert all(len(text) > 20 for _, text in prompts)
+
+
+def test_a_question_jsonl_file_is_read_per_category(tmp_path) -> None:
+    lines = [{"category": c, "turns": [f"{c} {i}"]} for c in ("a", "b") for i in range(3)]
+    path = tmp_path / "question.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines))
+    assert load_prompts(path, per_category=1, skip=1) == [("a", "a 1"), ("b", "b 1")]
+
+
+def test_compare_checks_every_output_and_reports_the_plan() -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        target, draft = tiny_pair(layers=2, positions=256, noise=0.1)
+        prompts = [("x", [1, 17, 42, 99, 7]), ("y", [5, 6, 7])]
+        lines: list[str] = []
+        results = compare(
+            target,
+            draft,
+            prompts,
+            [("z", [3, 4, 5, 6])],
+            new_tokens=8,
+            methods=("specexec", "sequoia"),
+            log=lines.append,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    baseline, assisted, *ours = results
+    assert baseline.tau == pytest.approx(1.0)
+    assert baseline.new_tokens == 16
+    for r in [assisted, *ours]:
+        assert r.matches == 2, r.name
+        assert r.new_tokens == 16
+    for r in ours:
+        assert r.predicted_speedup is not None
+        assert r.predicted_speedup >= 1.0
+        row = r.to_dict(baseline, assisted)
+        assert row["identical_outputs"] == "2/2"
+        assert row["plan"]["plan"]["predicted_speedup"] == r.predicted_speedup
+    assert any("calibrate specexec" in line for line in lines)
