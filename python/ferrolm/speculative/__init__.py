@@ -41,6 +41,7 @@ from ferrolm.speculative.tree import (
 )
 
 if TYPE_CHECKING:
+    from ferrolm.speculative.fast_linear import linear, route_linear
     from ferrolm.speculative.generator import DEFAULT_ACCEPTANCE, SpeculativeGenerator
     from ferrolm.speculative.profile import LatencyProfile, estimate_acceptance, profile
     from ferrolm.speculative.sampling import sampling_probs
@@ -54,6 +55,8 @@ __getattr__ = lazy_attributes(
     {
         "DEFAULT_ACCEPTANCE": "generator",
         "SpeculativeGenerator": "generator",
+        "linear": "fast_linear",
+        "route_linear": "fast_linear",
         "LatencyProfile": "profile",
         "estimate_acceptance": "profile",
         "profile": "profile",
@@ -88,11 +91,13 @@ __all__ = [
     "forest_children_table",
     "kv_compaction",
     "leaf_paths",
+    "linear",
     "load_acceptance_vector",
     "plan",
     "position_ids",
     "profile",
     "remap_compaction",
+    "route_linear",
     "sampling_probs",
     "sequoia_dp",
     "sequoia_heap",
