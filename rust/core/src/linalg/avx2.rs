@@ -9,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Job, Weight};
+use super::{Job, Weight, KC, PACK_ROWS};
 
 /// Weight rows per tile.
 const NR: usize = 3;
@@ -97,11 +97,12 @@ unsafe fn block<W: Load8, const R: usize>(job: &Job<'_, W>, j: usize) {
 /// accumulators, 1.5 KiB, live in L1 between chunks of `k`).
 const MB: usize = 16;
 
-/// Floats of `k` per chunk when a panel has more than one group of [`MR`] rows: the tile's
-/// chunk (3 KiB of float32) stays in L1 while every group uses it, and the next chunk, asked for
-/// by software prefetch while the first group runs, arrives while the others compute, so
-/// that reading the weights overlaps the arithmetic.
-const KC: usize = 256;
+// A panel of more than one group of [`MR`] rows walks `k` in chunks of `KC` floats, reading
+// `x` from its packed copy (`super::pack`): the tile's chunk (3 KiB of float32) stays in L1
+// while every group uses it, and the next chunk, asked for by software prefetch while the
+// first group runs, arrives while the others compute, so that reading the weights overlaps
+// the arithmetic.
+const _: () = assert!(PACK_ROWS == MR);
 
 /// Floats ahead of the current position at which the first group prefetches each weight row.
 const PREFETCH: usize = KC;
@@ -111,24 +112,36 @@ const PREFETCH: usize = KC;
 unsafe fn panel<W: Load8, const R: usize>(job: &Job<'_, W>, i: usize, rows: usize, j: usize) {
     let k = job.k;
     let k8 = k - k % 8;
-    // One group of rows needs no chunking: its accumulators stay in registers over all of `k`.
-    let kc = if rows <= MR { k8.max(8) } else { KC };
+    let m = job.m;
+    // An input of one group (m <= MR) is not packed and needs no chunks: its accumulators stay
+    // in registers over all of `k`. Otherwise `x` is packed (`job.packed`, m > PACK_ROWS = MR).
+    let chunked = m > MR;
+    let kc = if chunked { KC } else { k8.max(8) };
     let mut acc = [[0.0f32; 8]; MB * NR];
     let mut t0 = 0;
     // SAFETY (whole body): `i + rows <= m` and `j + R <= n` (the caller's contract), so every
-    // `group` call stays within `x`'s and `w`'s rows and `acc`'s `MB` rows; the CPU has AVX2+FMA.
+    // `group` call stays within `x`'s (or the packed copy's) and `w`'s rows and `acc`'s `MB`
+    // rows; the CPU has AVX2+FMA.
     unsafe {
         while t0 < k8 {
             let t1 = (t0 + kc).min(k8);
             let mut q = 0;
             while q < rows {
                 let acc_q = acc[q * NR..].as_mut_ptr();
+                // Row `i + q` from column `t0`, and the distance between rows.
+                let (xq, stride) = if chunked {
+                    let c = t0 / KC;
+                    (job.packed.as_ptr().add((c * m + i + q) * KC), KC)
+                } else {
+                    (job.x.as_ptr().add((i + q) * k + t0), k)
+                };
                 let first = q == 0;
+                let len = t1 - t0;
                 match (rows - q).min(MR) {
-                    4 => group::<W, R, 4>(job, i + q, j, t0, t1, acc_q, first),
-                    3 => group::<W, R, 3>(job, i + q, j, t0, t1, acc_q, first),
-                    2 => group::<W, R, 2>(job, i + q, j, t0, t1, acc_q, first),
-                    _ => group::<W, R, 1>(job, i + q, j, t0, t1, acc_q, first),
+                    4 => group::<W, R, 4>(job, xq, stride, j, t0, len, acc_q, first),
+                    3 => group::<W, R, 3>(job, xq, stride, j, t0, len, acc_q, first),
+                    2 => group::<W, R, 2>(job, xq, stride, j, t0, len, acc_q, first),
+                    _ => group::<W, R, 1>(job, xq, stride, j, t0, len, acc_q, first),
                 }
                 q += MR;
             }
@@ -152,26 +165,28 @@ unsafe fn panel<W: Load8, const R: usize>(job: &Job<'_, W>, i: usize, rows: usiz
     }
 }
 
-/// Adds `x[i + q, t0..t1] * w[j + r, t0..t1]` to the 8-lane partial sums `acc[q * NR + r]`
-/// (`acc` points at row `q = 0` of this group); `prefetch` asks for the weights [`PREFETCH`]
-/// floats ahead.
+/// Adds `x[q, 0..len] * w[j + r, t0..t0 + len]` to the 8-lane partial sums `acc[q * NR + r]`,
+/// where `x[q, ..]` starts at `xq + q * stride` and `acc` points at this group's first row;
+/// `prefetch` asks for the weights [`PREFETCH`] floats ahead.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn group<W: Load8, const R: usize, const Q: usize>(
     job: &Job<'_, W>,
-    i: usize,
+    xq: *const f32,
+    stride: usize,
     j: usize,
     t0: usize,
-    t1: usize,
+    len: usize,
     acc: *mut [f32; 8],
     prefetch: bool,
 ) {
     let k = job.k;
-    let xp = job.x.as_ptr();
-    let wp = job.w.as_ptr();
-    // SAFETY (whole body): rows `i..i + Q` of `x` and `j..j + R` of `w` exist and
-    // `t1 <= k - k % 8`, so every 8-wide load is within its row; `acc` has `Q * NR` entries
-    // from this group's first row (the caller's contract); prefetches never fault (wrapping
-    // arithmetic, possibly past the end, never dereferenced); the CPU has AVX2+FMA.
+    let wp = job.w.as_ptr().wrapping_add(t0);
+    // SAFETY (whole body): `Q` rows of `len` floats from `xq` (stride `stride`) and rows
+    // `j..j + R` of `w` from column `t0` exist, `len` is a multiple of 8 and
+    // `t0 + len <= k - k % 8`, so every 8-wide load is within its row; `acc` has `Q * NR`
+    // entries from this group's first row (the caller's contract); prefetches never fault
+    // (wrapping arithmetic, possibly past the end, never dereferenced); the CPU has AVX2+FMA.
     unsafe {
         let mut sums = [[_mm256_setzero_ps(); R]; Q];
         for (q, a) in sums.iter_mut().enumerate() {
@@ -179,8 +194,8 @@ unsafe fn group<W: Load8, const R: usize, const Q: usize>(
                 *s = _mm256_loadu_ps((*acc.add(q * NR + r)).as_ptr());
             }
         }
-        let mut t = t0;
-        while t < t1 {
+        let mut t = 0;
+        while t < len {
             let mut wv = [_mm256_setzero_ps(); R];
             for (r, v) in wv.iter_mut().enumerate() {
                 let p = wp.add((j + r) * k + t);
@@ -190,7 +205,7 @@ unsafe fn group<W: Load8, const R: usize, const Q: usize>(
                 *v = W::load8(p);
             }
             for (q, a) in sums.iter_mut().enumerate() {
-                let xv = _mm256_loadu_ps(xp.add((i + q) * k + t));
+                let xv = _mm256_loadu_ps(xq.add(q * stride + t));
                 for (r, s) in a.iter_mut().enumerate() {
                     *s = _mm256_fmadd_ps(xv, wv[r], *s);
                 }

@@ -162,7 +162,63 @@ pub(crate) struct Job<'a, W> {
     pub(crate) w: &'a [W],
     pub(crate) n: usize,
     pub(crate) bias: Option<&'a [f32]>,
+    /// `x` in chunks (see [`pack`]) when `m` > [`PACK_ROWS`], else empty (read by `avx2.rs`).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) packed: &'a [f32],
     out: *mut f32,
+}
+
+/// Columns of `x` per chunk of the packed copy, and of the AVX2 tiles' walk over `k`.
+pub(crate) const KC: usize = 256;
+
+/// Inputs with more rows than this are packed: their rows are walked in several groups.
+pub(crate) const PACK_ROWS: usize = 4;
+
+/// The first `k - k % 8` columns of `x` as chunks of [`KC`] columns, every row's piece of
+/// chunk `c` at `(c * m + row) * KC` (the last chunk padded to `KC`).
+///
+/// Row `i` of `x` starts `i * k` floats in, and for many `k` (1536 x 4 bytes = 1.5 x 4 KiB)
+/// several rows then fall on the same L1 cache sets and evict one another while a tile walks
+/// them in step; a chunk of the packed copy is one contiguous block instead. Costs one pass
+/// over `x`, which is `m * k` floats against the `n * k` weights read.
+fn pack(x: &[f32], m: usize, k: usize) -> Result<Packed> {
+    let k8 = k - k % 8;
+    let chunks = k8.div_ceil(KC);
+    let len = chunks
+        .checked_mul(m)
+        .and_then(|v| v.checked_mul(KC))
+        .and_then(|v| v.checked_add(ALIGN))
+        .ok_or_else(|| Error::value("x", "of a size that fits in memory", "an overflow"))?;
+    let mut buffer = crate::try_vec("x", "a chunked copy of x", len, 0.0f32)?;
+    // 32-byte aligned vector loads never straddle two cache lines.
+    let start = buffer.as_ptr().align_offset(ALIGN * 4).min(ALIGN);
+    let packed = &mut buffer[start..start + len - ALIGN];
+    for c in 0..chunks {
+        let (t0, t1) = (c * KC, ((c + 1) * KC).min(k8));
+        for i in 0..m {
+            let dst = (c * m + i) * KC;
+            packed[dst..dst + t1 - t0].copy_from_slice(&x[i * k + t0..i * k + t1]);
+        }
+    }
+    Ok(Packed { buffer, start })
+}
+
+/// Floats of slack in a packed buffer for aligning its start to 32 bytes.
+const ALIGN: usize = 8;
+
+/// A packed copy of `x` inside a buffer with room to align it.
+struct Packed {
+    buffer: Vec<f32>,
+    start: usize,
+}
+
+impl Packed {
+    fn as_slice(&self) -> &[f32] {
+        if self.buffer.is_empty() {
+            return &[];
+        }
+        &self.buffer[self.start..self.buffer.len() - ALIGN + self.start]
+    }
 }
 
 // SAFETY: `out` is only written through `Job::store`, and the ranges handed to the threads
@@ -207,6 +263,14 @@ pub(crate) fn linear_with<W: Weight + KernelFor>(
     if m == 0 || n == 0 {
         return Ok(());
     }
+    let packed = if m > PACK_ROWS {
+        pack(x, m, k)?
+    } else {
+        Packed {
+            buffer: Vec::new(),
+            start: 0,
+        }
+    };
     let job = Job {
         x,
         m,
@@ -214,6 +278,7 @@ pub(crate) fn linear_with<W: Weight + KernelFor>(
         w,
         n,
         bias,
+        packed: packed.as_slice(),
         out: out.as_mut_ptr(),
     };
     let rows = W::kernel(path);
