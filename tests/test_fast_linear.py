@@ -320,6 +320,10 @@ def test_route_linear_follows_a_replaced_weight_and_checks_arguments() -> None:
         torch.testing.assert_close(layer(x), functional.linear(x, layer.weight, layer.bias))
         layer.weight.data = torch.zeros(3, 8)  # new storage under the same parameter
         torch.testing.assert_close(layer(x), layer.bias.expand(2, 3))
+        layer.bias.data = torch.full((3,), 5.0)
+        torch.testing.assert_close(layer(x), torch.full((2, 3), 5.0))
+        layer.weight.data.fill_(1.0)  # in place: the kernel reads the same memory
+        torch.testing.assert_close(layer(x), x.sum(-1, keepdim=True).expand(2, 3) + 5.0)
     with (
         pytest.raises(TypeError, match=r"`model` must be a torch\.nn\.Module"),
         speculative.route_linear("model"),  # type: ignore[arg-type]

@@ -89,13 +89,21 @@ def _run(
     bias: npt.NDArray[np.float32] | None,
     kernel: _Kernel,
 ) -> torch.Tensor:
-    """``x [..., k]`` float32 (any strides) times ``w [n, k]``: a new float32 ``[..., n]``."""
+    """``x [..., k]`` float32 (any strides) times ``w [n, k]``: a new float32 ``[..., n]``.
+
+    Called once per Linear layer per forward, so it avoids torch calls that cost microseconds
+    (the result is a NumPy array wrapped by ``torch.from_numpy``)."""
     n, k = w.shape
-    # An explicit row count: reshape(-1, 0) is ambiguous when in_features is 0.
-    rows = x.detach().reshape(math.prod(x.shape[:-1]), k).contiguous()
-    out = torch.empty((rows.shape[0], n), dtype=torch.float32)
-    kernel(rows.numpy(), w, bias, out.numpy())
-    return out.reshape(*x.shape[:-1], n)
+    lead = x.shape[:-1]
+    if x.requires_grad:
+        x = x.detach()
+    if x.dim() != 2 or not x.is_contiguous():
+        # An explicit row count: reshape(-1, 0) is ambiguous when in_features is 0.
+        x = x.reshape(math.prod(lead), k).contiguous()
+    out = np.empty((x.shape[0], n), np.float32)
+    kernel(x.numpy(), w, bias, out)
+    y = torch.from_numpy(out)
+    return y if len(lead) == 1 else y.view(*lead, n)
 
 
 def _needs_grad(*tensors: torch.Tensor | None) -> bool:
@@ -165,25 +173,31 @@ def _routable(module: torch.nn.Module) -> bool:
 
 def _routed_forward(module: torch.nn.Linear, max_rows: int) -> Callable[[torch.Tensor], Any]:
     """The replacement ``forward`` of one module: the kernel for small no-grad inputs of the
-    weight's dtype, the module's own forward otherwise (and if its weight was replaced)."""
+    weight's dtype, the module's own forward otherwise (and if its weight or bias was replaced,
+    as a parameter or through ``.data``)."""
     original = module.forward
-    weight = module.weight
-    pointer = weight.data_ptr()
+    params = module._parameters
+    weight, bias = module.weight, module.bias
+    pointers = (weight.data_ptr(), None if bias is None else bias.data_ptr())
     w, kernel = _weight(weight)
-    b = _bias(module.bias, w.shape[0])
+    b = _bias(bias, w.shape[0])
     k = w.shape[1]
+    limit = max_rows * k
     dtype = weight.dtype
 
     def forward(input: torch.Tensor) -> Any:
+        # Cheap checks first: this runs for every Linear of every forward.
         if (
             input.dtype != dtype
-            or input.device.type != "cpu"
+            or not input.is_cpu
             or input.dim() == 0
+            or input.numel() > limit
             or input.shape[-1] != k
-            or input.numel() > max_rows * k
-            or module.weight is not weight
-            or weight.data_ptr() != pointer
-            or _needs_grad(input, weight, module.bias)
+            or params["weight"] is not weight
+            or params.get("bias") is not bias
+            or weight.data_ptr() != pointers[0]
+            or (bias is not None and bias.data_ptr() != pointers[1])
+            or _needs_grad(input, weight, bias)
         ):
             return original(input)
         if dtype == torch.float32:
@@ -203,7 +217,9 @@ def route_linear(model: torch.nn.Module, max_rows: int = 16) -> Iterator[int]:
     input has the weight's dtype, at most ``max_rows`` rows (``input.numel() //
     in_features``) and no gradient to track, and the module's own forward otherwise. Subclasses
     of ``nn.Linear`` with their own ``forward`` and modules whose ``forward`` another library
-    already replaced are left alone. NumPy views of the weights are made once, on entry.
+    already replaced are left alone. NumPy views of the weights are made once, on entry (so
+    in-place changes to a weight are seen; a bfloat16 bias is copied to float32 on entry, so
+    change biases outside the block).
 
     On exit, normal or by an exception, every module is as before: the instance ``forward`` is
     removed; parameters, buffers and hooks are never touched.
