@@ -150,7 +150,7 @@ def test_a_panic_in_the_kernel_is_a_runtime_error_and_the_next_call_works() -> N
     x, w = np.ones((2, 8), np.float32), np.ones((3, 8), np.float32)
     out = np.zeros((2, 3), np.float32)
     _native._debug_panic_next(1)
-    with pytest.raises(RuntimeError, match="internal error in ferrolm.*panic armed"):
+    with pytest.raises(RuntimeError, match=r"internal error in ferrolm.*panic armed"):
         native.linear_f32(x, w, None, out)
     native.linear_bf16(x, np.full((3, 8), 0x3F80, np.uint16), None, out)  # bf16 1.0
     assert (out == 8).all()
