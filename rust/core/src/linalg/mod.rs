@@ -21,7 +21,7 @@
 //! paths sum each output in 8 interleaved partial sums over `k`, so results differ from
 //! another library's only by summation order.
 
-use rayon::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::{Error, Result};
 
@@ -293,11 +293,29 @@ pub(crate) fn linear_with<W: Weight + KernelFor>(
         return Ok(());
     }
     let tasks = n.div_ceil(per_task);
-    (0..tasks).into_par_iter().for_each(|t| {
+    // The calling thread works too, taking ranges from a shared counter with `threads - 1`
+    // helpers on the pool, instead of handing everything to the pool and sleeping until it
+    // is done: no wake-up sits on the critical path at the start or the end, and when a core
+    // is busy (torch's OpenMP threads spin for a while after each of torch's operations)
+    // whoever runs takes the next range.
+    let next = AtomicUsize::new(0);
+    let work = || loop {
+        let t = next.fetch_add(1, Ordering::Relaxed);
+        if t >= tasks {
+            break;
+        }
         let j0 = t * per_task;
         let j1 = (j0 + per_task).min(n);
-        // SAFETY: task `t` alone owns columns `j0..j1` (the ranges partition `0..n`).
+        // SAFETY: the counter hands task `t`, which alone owns columns `j0..j1` (the ranges
+        // partition `0..n`), to one thread.
         unsafe { rows(&job, j0, j1) };
+    };
+    let work = &work;
+    rayon::in_place_scope(|scope| {
+        for _ in 1..threads.min(tasks) {
+            scope.spawn(move |_| work());
+        }
+        work();
     });
     Ok(())
 }
