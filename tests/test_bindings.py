@@ -21,7 +21,7 @@ import pytest
 from ferrolm import _native
 
 ARMED = "panic armed by _debug_panic_next"
-SUBMODULES = ["comm", "cuda", "prune", "speculative", "tokens"]
+SUBMODULES = ["comm", "cuda", "linalg", "prune", "speculative", "tokens"]
 
 
 @pytest.fixture(autouse=True)

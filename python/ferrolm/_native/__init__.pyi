@@ -4,6 +4,7 @@
 
 from ferrolm._native import comm as comm
 from ferrolm._native import cuda as cuda
+from ferrolm._native import linalg as linalg
 from ferrolm._native import prune as prune
 from ferrolm._native import speculative as speculative
 from ferrolm._native import tokens as tokens

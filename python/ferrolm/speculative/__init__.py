@@ -42,6 +42,7 @@ from ferrolm.speculative.tree import (
 )
 
 if TYPE_CHECKING:
+    from ferrolm.speculative.fast_linear import linear, route_linear
     from ferrolm.speculative.generator import DEFAULT_ACCEPTANCE, SpeculativeGenerator
     from ferrolm.speculative.planner import Calibration, calibrate_costs
     from ferrolm.speculative.profile import LatencyProfile, estimate_acceptance, profile
@@ -58,6 +59,8 @@ __getattr__ = lazy_attributes(
         "SpeculativeGenerator": "generator",
         "Calibration": "planner",
         "calibrate_costs": "planner",
+        "linear": "fast_linear",
+        "route_linear": "fast_linear",
         "LatencyProfile": "profile",
         "estimate_acceptance": "profile",
         "profile": "profile",
@@ -95,11 +98,13 @@ __all__ = [
     "forest_children_table",
     "kv_compaction",
     "leaf_paths",
+    "linear",
     "load_acceptance_vector",
     "plan",
     "position_ids",
     "profile",
     "remap_compaction",
+    "route_linear",
     "sampling_probs",
     "sequoia_dp",
     "sequoia_heap",

@@ -9,6 +9,7 @@ mod buffer;
 pub mod cancel;
 pub mod comm;
 pub mod error;
+pub mod linalg;
 pub mod prune;
 pub mod speculative;
 pub mod tokens;

@@ -16,6 +16,7 @@ mod arrays;
 mod comm;
 mod cuda;
 mod errors;
+mod linalg;
 mod prune;
 mod sequoia_plan;
 mod speculative;
@@ -34,6 +35,8 @@ mod _native {
     use crate::cuda::cuda;
     #[pymodule_export]
     use crate::errors::{_debug_panic, _debug_panic_next, _debug_raise};
+    #[pymodule_export]
+    use crate::linalg::linalg;
     #[pymodule_export]
     use crate::prune::prune;
     #[pymodule_export]
