@@ -215,7 +215,11 @@ def remove_entry(entry: CacheEntry) -> bool:
     The entry is renamed to a hidden name under its lock, so no load starts on a half-deleted
     directory, then deleted.
     """
-    fd = _hold(entry.path, exclusive=True)
+    try:
+        fd = _hold(entry.path, exclusive=True)
+    except PermissionError as e:  # someone else's entry in a shared cache: not ours to delete
+        logger.warning("cannot delete the cache entry %s: %s", entry.path, e)
+        return False
     if fd is None:
         return False
     trash = entry.path.with_name(f"{_TRASH_PREFIX}{entry.path.name}-{uuid.uuid4().hex[:8]}")
