@@ -74,11 +74,10 @@ def cache_limit() -> Optional[int]:
         ValueError: the variable is set to anything else (a negative number, NaN, text).
 
     Example:
-        >>> import os
-        >>> os.environ["FERROLM_CACHE_MAX_GB"] = "1.5"
-        >>> cache_limit()
+        >>> from unittest import mock
+        >>> with mock.patch.dict(os.environ, {"FERROLM_CACHE_MAX_GB": "1.5"}):
+        ...     cache_limit()
         1500000000
-        >>> del os.environ["FERROLM_CACHE_MAX_GB"]
     """
     raw = os.environ.get("FERROLM_CACHE_MAX_GB", "").strip()
     if not raw:
@@ -187,14 +186,14 @@ def cached_checkpoint(saved: Path, convert: Callable[[Path], None]) -> Iterator[
         RuntimeError: the entry was evicted by other processes' conversions three times
             before it could be held (the cap is too small for the models in use).
     """
+    fd: Optional[int] = None
     for _ in range(3):
         if not (saved / "config.json").is_file():
             convert(saved)
         try:
             fd = _hold(saved, exclusive=False)
         except PermissionError:  # a read-only cache: nothing can evict from it either
-            yield saved
-            return
+            break
         if fd is not None:
             break
     else:
@@ -202,6 +201,9 @@ def cached_checkpoint(saved: Path, convert: Callable[[Path], None]) -> Iterator[
             f"the cached checkpoint {saved} was evicted three times before it could be "
             "loaded: raise FERROLM_CACHE_MAX_GB above the models in use together"
         )
+    if fd is None:
+        yield saved
+        return
     try:
         os.utime(fd)
         yield saved
