@@ -1,0 +1,481 @@
+"""The driver of ``scripts/gpu-check.sh``: one GPU run, every result in one JSON file.
+
+It runs the ``gpu``-marked tests, then the GPU benches of :mod:`ferrolm.testing.gpu_benches`
+(DivPrune and the quantizers against torch on the device, t(n) of a ~1B random Llama and of a
+~0.25B draft, Sequoia's plan from them), each as a step with a time budget. A failing step is
+recorded (status, seconds, error) and the next one runs; the JSON is rewritten after every
+step, so a run cut short still leaves what it measured. ``--dry-run`` runs the same steps on
+the CPU with tiny sizes. ``docs/gpu.md`` says how to run it on a lent GPU machine.
+
+Run as ``python -m ferrolm.testing.gpu_check [--dry-run] [--out FILE]`` from the root of a
+checkout (for ``tests/`` and ``benches/data/``); the script sets up the import of the wheel.
+
+Example:
+    >>> _counts({"tests": "3", "failures": "1", "errors": "0", "skipped": "1"})["passed"]
+    1
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+__all__ = ["main"]
+
+#: Steps in the order they run; ``--only``/``--skip`` take these names.
+STEPS = (
+    "environment",
+    "kernels",
+    "pytest",
+    "divprune",
+    "quantize",
+    "curve_target",
+    "curve_draft",
+    "plan",
+)
+_PACKAGES = (
+    "numpy",
+    "torch",
+    "transformers",
+    "tqdm",
+    "pytest",
+    "pytest-benchmark",
+    "hypothesis",
+    "scipy",
+    "safetensors",
+)
+# Seconds per step on an H100/H200 (a step over its budget is stopped and recorded as a
+# timeout); the whole run stays under 8 minutes with the script's set-up.
+_BUDGET_GPU = {"kernels": 60, "pytest": 200, "divprune": 40, "quantize": 40, "curve": 70}
+_BUDGET_DRY = {"kernels": 60, "pytest": 90, "divprune": 20, "quantize": 20, "curve": 30}
+
+
+class StepTimeoutError(Exception):
+    """A step ran past its budget."""
+
+
+@contextlib.contextmanager
+def _alarm(seconds: float) -> Iterator[None]:
+    """Raises :class:`StepTimeoutError` in the main thread after ``seconds`` (checked between
+    bytecodes, so a long native call is interrupted when it returns)."""
+
+    def fire(signum: int, frame: Any) -> None:
+        raise StepTimeoutError(f"over its budget of {seconds:.0f} s")
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class Report:
+    """The JSON report, written to ``path`` (atomically) after every step."""
+
+    def __init__(self, path: Path, mode: str, deadline_s: float) -> None:
+        self.path = path
+        self.start = time.monotonic()
+        self.deadline = self.start + deadline_s
+        self.data: dict[str, Any] = {
+            "schema": 1,
+            "mode": mode,
+            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "steps": [],
+            "benches": [],
+        }
+
+    def status(self, name: str) -> Optional[str]:
+        """The status of step ``name``, ``None`` if it has not run."""
+        for step in self.data["steps"]:
+            if step["name"] == name:
+                return str(step["status"])
+        return None
+
+    def save(self) -> None:
+        """Writes the report (a temporary file renamed over the old one)."""
+        self.data["total_s"] = round(time.monotonic() - self.start, 3)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1, default=str) + "\n")
+        os.replace(tmp, self.path)
+
+    def run(
+        self,
+        name: str,
+        fn: Callable[[], Any],
+        *,
+        budget_s: float,
+        needs: tuple[str, ...] = (),
+        after: tuple[str, ...] = (),
+    ) -> None:
+        """Runs step ``name``: skipped with the reason when a package in ``needs`` is missing,
+        a step in ``after`` did not succeed or the time is up; else ``fn()``'s result goes under
+        ``name`` in the report (a list of rows is appended to ``benches``)."""
+        step: dict[str, Any] = {"name": name, "status": "skipped", "seconds": 0.0, "error": None}
+        self.data["steps"].append(step)
+        missing = [m for m in needs if importlib.util.find_spec(m) is None]
+        failed = [s for s in after if self.status(s) != "ok"]
+        left = self.deadline - time.monotonic()
+        if missing:
+            step["reason"] = f"needs {', '.join(missing)} (not installed)"
+        elif failed:
+            step["reason"] = f"needs step {', '.join(failed)}, which did not succeed"
+        elif left < 5:
+            step["reason"] = "the run's deadline has passed"
+        else:
+            start = time.monotonic()
+            print(f"gpu-check: {name} ...", file=sys.stderr, flush=True)
+            try:
+                with _alarm(min(budget_s, left - 2)):
+                    result = fn()
+                step["status"] = "ok"
+                if isinstance(result, list):
+                    self.data["benches"].extend(result)
+                elif result is not None:
+                    self.data[name] = result
+            except StepTimeoutError as e:
+                step.update(status="timeout", error=str(e))
+            except Exception as e:  # every failure is a result to record
+                tail = traceback.format_exception(type(e), e, e.__traceback__)[-6:]
+                step.update(status="failed", error=f"{type(e).__name__}: {e}"[:2000])
+                step["traceback"] = "".join(tail)[-4000:]
+            step["seconds"] = round(time.monotonic() - start, 3)
+            print(f"gpu-check: {name} {step['status']} ({step['seconds']:.1f} s)", file=sys.stderr)
+        self.save()
+
+
+def _version(dist: str) -> Optional[str]:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _nvidia_smi() -> Optional[str]:
+    query = "--query-gpu=name,driver_version,memory.total,clocks.max.sm"
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", query, "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def environment(device: str) -> dict[str, Any]:
+    """Python, packages, torch's CUDA build, the device, and where ferrolm was imported from."""
+    import ferrolm
+
+    env: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "packages": {name: _version(name) for name in _PACKAGES},
+        "ferrolm_version": _version("ferrolm"),
+        "ferrolm_file": ferrolm.__file__,
+        "nvidia_smi": _nvidia_smi(),
+    }
+    if importlib.util.find_spec("torch") is None:
+        return env
+    import torch
+
+    env.update(
+        torch=torch.__version__,
+        torch_cuda=torch.version.cuda,
+        cudnn=getattr(torch.backends.cudnn, "version", lambda: None)(),
+        torch_threads=torch.get_num_threads(),
+        cuda_available=torch.cuda.is_available(),
+    )
+    if device == "cuda" and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        env.update(
+            device=props.name,
+            capability=f"{props.major}.{props.minor}",
+            device_memory_gib=round(props.total_memory / 2**30, 1),
+            multiprocessors=props.multi_processor_count,
+            device_count=torch.cuda.device_count(),
+        )
+    else:
+        env["device"] = "cpu"
+    return env
+
+
+def kernels(device: str) -> dict[str, Any]:
+    """NVRTC, the driver, and every kernel family compiled (for the device's own architecture
+    too when there is a GPU)."""
+    import ferrolm.cuda
+
+    out: dict[str, Any] = {
+        "driver": ferrolm.cuda.driver_available(),
+        "gpus": ferrolm.cuda.device_count(),
+        "nvrtc": ferrolm.cuda.nvrtc_path(),
+        "ferrolm_cuda_available": ferrolm.cuda.is_available(),
+    }
+    out["compiled"] = {k.name: k.ptx_bytes for k in ferrolm.cuda.compile_check()}
+    if device == "cuda":
+        import torch
+
+        major, minor = torch.cuda.get_device_capability(0)
+        arch = f"compute_{major}{minor}"
+        out[arch] = {k.name: k.ptx_bytes for k in ferrolm.cuda.compile_check(arch)}
+        if not out["ferrolm_cuda_available"]:
+            raise RuntimeError(f"ferrolm.cuda.is_available() is False: {out}")
+    return out
+
+
+def gpu_test_files(root: Path) -> list[str]:
+    """The files of ``tests/`` that hold ``gpu``-marked tests (so that a module the GPU
+    machine cannot import elsewhere in ``tests/`` does not stop the collection)."""
+    marked = re.compile(r"pytest\.mark\.gpu\b")
+    return sorted(
+        str(p.relative_to(root))
+        for p in (root / "tests").glob("test_*.py")
+        if marked.search(p.read_text(encoding="utf-8"))
+    )
+
+
+def _counts(attrs: dict[str, str]) -> dict[str, int]:
+    c = {k: int(attrs.get(k, "0")) for k in ("tests", "failures", "errors", "skipped")}
+    return {
+        "total": c["tests"],
+        "passed": c["tests"] - c["failures"] - c["errors"] - c["skipped"],
+        "failed": c["failures"],
+        "errors": c["errors"],
+        "skipped": c["skipped"],
+    }
+
+
+def run_pytest(root: Path, files: list[str], timeout_s: float) -> dict[str, Any]:
+    """``pytest -m gpu`` over ``files`` in a subprocess; counts and each failure from its
+    JUnit XML."""
+    if not files:
+        raise RuntimeError("no test file under tests/ holds a gpu-marked test")
+    with tempfile.TemporaryDirectory() as tmp:
+        xml = Path(tmp) / "junit.xml"
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-m",
+            "gpu",
+            *files,
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-rs",
+            "--continue-on-collection-errors",
+            f"--junitxml={xml}",
+        ]
+        start = time.monotonic()
+        proc = subprocess.run(
+            cmd, cwd=root, capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+        out: dict[str, Any] = {
+            "command": " ".join(["python", *cmd[1:-1]]),
+            "files": files,
+            "returncode": proc.returncode,
+            "seconds": round(time.monotonic() - start, 3),
+            "output_tail": (proc.stdout + proc.stderr)[-3000:],
+        }
+        if not xml.is_file():
+            raise RuntimeError(f"pytest wrote no report (exit {proc.returncode}): {out}")
+        suite = ElementTree.parse(xml).getroot()
+        suite = suite if suite.tag == "testsuite" else suite[0]
+    out.update(_counts(dict(suite.attrib)))
+    out["failures"] = []
+    skips: dict[str, int] = {}
+    for case in suite.iter("testcase"):
+        name = f"{case.get('classname')}::{case.get('name')}"
+        for child in case:
+            message = (child.get("message") or child.text or "")[:500]
+            if child.tag in ("failure", "error"):
+                out["failures"].append({"test": name, "kind": child.tag, "message": message})
+            elif child.tag == "skipped":
+                skips[message] = skips.get(message, 0) + 1
+    out["skip_reasons"] = skips
+    return out
+
+
+def _device(dry_run: bool) -> Any:
+    import torch
+
+    if dry_run:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"torch {torch.__version__} sees no CUDA device")
+    return torch.device("cuda", 0)
+
+
+def run_all(args: argparse.Namespace) -> Report:
+    """Runs the selected steps and returns the saved report."""
+    from ferrolm.testing import gpu_benches as gb
+
+    root = Path(args.root).resolve()
+    dry = bool(args.dry_run)
+    sizes = gb.DRY_RUN if dry else gb.GPU
+    budget = _BUDGET_DRY if dry else _BUDGET_GPU
+    device_kind = "cpu" if dry else "cuda"
+    report = Report(Path(args.out), "dry-run" if dry else "gpu", args.deadline_s)
+    report.data["install"] = {
+        "how": args.install,
+        "seconds": args.install_seconds,
+        "error": args.install_error,
+    }
+    only = set(args.only.split(",")) if args.only else set(STEPS)
+    skip = set(args.skip.split(",")) if args.skip else set()
+    wanted = only - skip
+    curves: dict[str, Any] = {}
+    report.data["verify_curve"] = curves
+
+    def curve(which: str) -> Callable[[], None]:
+        def go() -> None:
+            cfg = sizes.target if which == "target" else sizes.draft
+            ns = sizes.curve_sizes if which == "target" else sizes.draft_sizes
+            ctx, reps = sizes.context, sizes.repeats
+            device = _device(dry)
+            curves[which] = gb.verify_curve(cfg, device, sizes.dtype, ns, context=ctx, repeats=reps)
+
+        return go
+
+    def plan() -> dict[str, Any]:
+        acceptance = gb.load_acceptance(Path(args.acceptance))
+        report.data["acceptance"] = acceptance
+        return gb.plan_from_curves(acceptance, curves["target"], curves["draft"], sizes.max_depth)
+
+    steps: dict[str, tuple[Callable[[], Any], float, tuple[str, ...], tuple[str, ...]]] = {
+        "environment": (lambda: environment(device_kind), 60, (), ()),
+        "kernels": (lambda: kernels(device_kind), budget["kernels"], (), ()),
+        "pytest": (
+            lambda: run_pytest(root, args.tests or gpu_test_files(root), budget["pytest"] - 5),
+            budget["pytest"],
+            ("pytest", "torch"),
+            (),
+        ),
+        "divprune": (
+            lambda: gb.divprune_rows(sizes, _device(dry)),
+            budget["divprune"],
+            ("torch",),
+            (),
+        ),
+        "quantize": (
+            lambda: gb.quantize_rows(sizes, _device(dry)),
+            budget["quantize"],
+            ("torch",),
+            (),
+        ),
+        "curve_target": (curve("target"), budget["curve"], ("torch", "transformers"), ()),
+        "curve_draft": (curve("draft"), budget["curve"], ("torch", "transformers"), ()),
+        "plan": (plan, 30, (), ("curve_target", "curve_draft")),
+    }
+    for name in STEPS:
+        if name in wanted:
+            fn, seconds, needs, after = steps[name]
+            report.run(name, fn, budget_s=seconds, needs=needs, after=after)
+    report.data["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    report.save()
+    return report
+
+
+def _fmt(seconds: float) -> str:
+    return f"{seconds * 1e3:.3g} ms" if seconds < 1 else f"{seconds:.3g} s"
+
+
+def summary(data: dict[str, Any]) -> str:
+    """A short Markdown summary of a report."""
+    env = data.get("environment", {})
+    lines = [
+        f"## ferrolm gpu-check ({data['mode']}): {env.get('device', '?')}",
+        "",
+        f"torch {env.get('torch')} (CUDA {env.get('torch_cuda')}), python {env.get('python')}, "
+        f"total {data.get('total_s', 0):.0f} s",
+        "",
+        "| step | status | seconds | note |",
+        "|---|---|---|---|",
+    ]
+    for s in data["steps"]:
+        note = (s.get("error") or s.get("reason") or "").replace("|", "/").replace("\n", " ")
+        lines.append(f"| {s['name']} | {s['status']} | {s['seconds']:.1f} | {note[:100]} |")
+    t = data.get("pytest")
+    if t:
+        lines += [
+            "",
+            f"pytest -m gpu: {t['passed']} passed, {t['failed']} failed, "
+            f"{t['errors']} errors, {t['skipped']} skipped",
+        ]
+    rows = [r for r in data["benches"] if "speedup_vs_torch" in r]
+    if rows:
+        lines += ["", "| bench | case | ferrolm | speedup vs torch |", "|---|---|---|---|"]
+        lines += [
+            f"| {r['bench']} | {r['case']} | {_fmt(r['median_s'])} | {r['speedup_vs_torch']:.2f}x |"
+            for r in rows
+        ]
+    for which, c in data.get("verify_curve", {}).items():
+        points = ", ".join(f"{n}: {_fmt(t)}" for n, t in zip(c["sizes"], c["latency_s"]))
+        lines += ["", f"t(n) {which} ({c['parameters'] / 1e9:.2f}B, {c['dtype']}): {points}"]
+    p = data.get("plan")
+    if p:
+        lines += [
+            "",
+            f"plan ({p['acceptance_kind']} acceptance): n={p['n']} d={p['d']}, "
+            f"{p['tokens_per_step']:.2f} tokens/step, predicted speedup {p['speedup']:.2f}x",
+        ]
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m ferrolm.testing.gpu_check", description=__doc__)
+    ap.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes")
+    default_out = Path(os.environ["OUT"], "gpu-check.json") if os.environ.get("OUT") else None
+    ap.add_argument("--out", default=default_out or Path("gpu-check.json"), type=Path)
+    ap.add_argument("--root", default=".", help="the checkout (tests/, benches/data/)")
+    ap.add_argument("--acceptance", default="benches/data/qwen_acceptance.json")
+    ap.add_argument("--only", default="", help=f"comma-separated steps of {', '.join(STEPS)}")
+    ap.add_argument("--skip", default="", help="comma-separated steps not to run")
+    ap.add_argument("--tests", nargs="*", default=None, help="test files (default: gpu-marked)")
+    ap.add_argument("--deadline-s", type=float, default=420.0, help="stop starting steps after")
+    ap.add_argument("--install", default="the interpreter's own ferrolm", help=argparse.SUPPRESS)
+    ap.add_argument("--install-seconds", type=float, default=0.0, help=argparse.SUPPRESS)
+    ap.add_argument("--install-error", default=None, help=argparse.SUPPRESS)
+    return ap
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Runs the check; exit code 0 when every step that ran succeeded and no test failed."""
+    args = _parser().parse_args(argv)
+    unknown = {s for s in (args.only + "," + args.skip).split(",") if s} - set(STEPS)
+    if unknown:
+        print(f"gpu-check: unknown steps {sorted(unknown)}; steps: {STEPS}", file=sys.stderr)
+        return 2
+    report = run_all(args)
+    print(summary(report.data))
+    print(f"\ngpu-check: report written to {report.path}")
+    bad = [s["name"] for s in report.data["steps"] if s["status"] in ("failed", "timeout")]
+    tests = report.data.get("pytest") or {}
+    return 1 if bad or tests.get("failed") or tests.get("errors") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""scripts/gpu-check.sh: its dry run on this CPU end to end, and the JSON it writes.
+
+The dry run takes the same steps as a GPU run with tiny sizes; these tests check that every
+step succeeds and that what the report holds is real: pytest's counts, bench rows with both
+sides of each comparison, a t(n) curve that grows with n, and a plan that is the planner's
+optimum over the recorded curve (re-solved here from the recorded acceptance vector).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+import subprocess
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import ferrolm.cuda
+from ferrolm import speculative
+from ferrolm.testing import gpu_benches, gpu_check
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "gpu-check.sh"
+
+
+def _script(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if k != "OUT"}
+    full.update({"PYTHON": sys.executable, **(env or {})})
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args],
+        cwd=ROOT,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+# The dry run (about 20 s on two quiet cores) is shared by the tests that read its report.
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, Any], float]:
+    out = tmp_path_factory.mktemp("gpu-check") / "report.json"
+    start = time.monotonic()
+    # One small gpu-marked test file keeps the nested pytest short; the GPU run takes them all.
+    proc = _script(["--dry-run", "--source", "--out", str(out), "--tests", "tests/test_cuda.py"])
+    seconds = time.monotonic() - start
+    assert out.is_file(), proc.stdout + proc.stderr
+    return proc, json.loads(out.read_text()), seconds
+
+
+@pytest.mark.slow
+def test_dry_run_passes_end_to_end(dry_run: tuple[Any, dict[str, Any], float]) -> None:
+    proc, report, seconds = dry_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert seconds < 120
+    assert report["mode"] == "dry-run"
+    assert [s["name"] for s in report["steps"]] == list(gpu_check.STEPS)
+    bad = [s for s in report["steps"] if s["status"] != "ok"]
+    assert not bad, bad
+    assert all(s["seconds"] >= 0 for s in report["steps"])
+    assert report["install"]["error"] is None
+    assert report["install"]["how"] != "none"
+    env = report["environment"]
+    assert env["torch"] == torch.__version__
+    assert env["packages"]["torch"]
+    assert env["packages"]["numpy"]
+    assert (
+        Path(env["ferrolm_file"]).resolve()
+        == Path(ferrolm.cuda.__file__).parent.joinpath("__init__.py").resolve()
+    )
+    assert "## ferrolm gpu-check (dry-run)" in proc.stdout
+    assert "| curve_target | ok |" in proc.stdout
+
+
+@pytest.mark.slow
+def test_dry_run_records_the_pytest_counts(dry_run: tuple[Any, dict[str, Any], float]) -> None:
+    t = dry_run[1]["pytest"]
+    assert t["files"] == ["tests/test_cuda.py"]
+    assert t["total"] >= 2
+    assert t["failed"] == 0
+    assert t["errors"] == 0
+    assert t["passed"] + t["skipped"] == t["total"]
+    if not ferrolm.cuda.is_available():
+        assert t["skipped"] == t["total"]
+        assert all("needs a CUDA GPU" in reason for reason in t["skip_reasons"])
+
+
+def _pairs(rows: list[dict[str, Any]], bench: str) -> dict[str, dict[str, dict[str, Any]]]:
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        if r["bench"] == bench:
+            out.setdefault(r["case"], {})[r["impl"]] = r
+    return out
+
+
+@pytest.mark.slow
+def test_dry_run_bench_rows_compare_both_sides(dry_run: tuple[Any, dict[str, Any], float]) -> None:
+    rows = dry_run[1]["benches"]
+    for r in rows:
+        assert 0 < r["min_s"] <= r["median_s"] < 10
+        assert r["repeats"] == gpu_benches.DRY_RUN.repeats
+    prune = _pairs(rows, "divprune")
+    assert len(prune) == len(gpu_benches.DRY_RUN.divprune)
+    for pair in prune.values():
+        ours, theirs = pair["ferrolm"], pair["torch"]
+        assert ours["speedup_vs_torch"] == pytest.approx(theirs["median_s"] / ours["median_s"])
+        assert ours["same_tokens_as_torch"] == "2/2"
+        assert ours["objective"] == pytest.approx(ours["objective_torch"], abs=1e-5)
+        assert all(0 < v <= 2 for v in ours["objective"])
+    for bench in ("quantize", "dequantize_accumulate"):
+        pairs = _pairs(rows, bench)
+        assert {case.split("-")[0] for case in pairs} == {"minmax", "blockwise", "intellect"}
+        assert all(set(pair) == {"torch", "ferrolm"} for pair in pairs.values())
+    for case, pair in _pairs(rows, "quantize").items():
+        # Same codes as the torch ops but for values on a rounding boundary.
+        assert pair["ferrolm"]["codes_equal_torch"] >= 0.999, case
+        ours = pair["ferrolm"]
+        if case.startswith("intellect"):  # a grid of +-3 RMS: outliers clamp
+            assert 0 < ours["rel_l2_decode_error"] < 0.05, case
+        else:  # half a step of (max - min) / 255
+            assert 0 < ours["max_abs_decode_error"] < 0.1, case
+
+
+@pytest.mark.slow
+def test_dry_run_verify_curves_grow_with_n(dry_run: tuple[Any, dict[str, Any], float]) -> None:
+    curves = dry_run[1]["verify_curve"]
+    sizes = gpu_benches.DRY_RUN
+    assert curves["target"]["sizes"] == list(sizes.curve_sizes)
+    assert curves["draft"]["sizes"] == list(sizes.draft_sizes)
+    assert curves["target"]["parameters"] > 5 * curves["draft"]["parameters"] > 0
+    for c in curves.values():
+        lat = c["latency_s"]
+        assert c["context"] == sizes.context
+        assert c["dtype"] == "float32"
+        assert all(math.isfinite(t) and 0 < t < 10 for t in lat)
+    lat = curves["target"]["latency_s"]
+    # A 16- or 64-token tree costs several single-token steps of this model: noise on a shared
+    # CPU can swap neighbours, not turn the whole curve around.
+    assert max(lat[2:]) > min(lat[:2])
+
+
+@pytest.mark.slow
+def test_dry_run_plan_is_the_planners_optimum(dry_run: tuple[Any, dict[str, Any], float]) -> None:
+    report = dry_run[1]
+    plan, acc = report["plan"], report["acceptance"]
+    target, draft = report["verify_curve"]["target"], report["verify_curve"]["draft"]
+    demo = ROOT / "benches" / "data" / "qwen_acceptance.json"
+    if demo.is_file():
+        assert acc["kind"] == "file"
+        assert plan["acceptance_kind"] == "file"
+    else:
+        assert acc["kind"] == plan["acceptance_kind"] == "sequoia-demo"
+        shipped = resources.files("ferrolm.speculative") / "sequoia_acceptance_vector.txt"
+        with resources.as_file(shipped) as path:
+            assert acc["acceptance"] == speculative.load_acceptance_vector(path).tolist()
+    sizes, t_verify = target["sizes"], target["latency_s"]
+    assert plan["n"] in sizes
+    assert 0 <= plan["d"] <= gpu_benches.DRY_RUN.max_depth
+    assert plan["t_autoregressive_s"] == t_verify[0]
+    assert plan["t_verify_s"] == t_verify[sizes.index(plan["n"])]
+    t_draft = plan["t_draft_s"]
+    assert min(draft["latency_s"]) <= t_draft <= max(draft["latency_s"])
+    assert plan["s_per_token"] == pytest.approx(
+        (plan["d"] * t_draft + plan["t_verify_s"]) / plan["tokens_per_step"]
+    )
+    assert plan["speedup"] == pytest.approx(plan["t_autoregressive_s"] / plan["s_per_token"])
+    # Re-solve Sequoia's table and check that no measured size and depth beats the plan.
+    table = speculative.sequoia_dp(acc["acceptance"], max(sizes), plan["max_depth"])
+    f = table.values()
+    assert plan["tokens_per_step"] == pytest.approx(f[plan["n"], plan["d"]])
+    best = min(
+        (d * t_draft + tv) / f[n, d]
+        for n, tv in zip(sizes, t_verify)
+        for d in range(plan["max_depth"] + 1)
+        if f[n, d] > 0
+    )
+    assert plan["s_per_token"] == pytest.approx(best)
+    parents = np.asarray(plan["tree_parents"])
+    assert len(parents) == plan["n"]
+    assert parents[0] == -1
+    assert speculative.tree_value(acc["acceptance"], parents) == pytest.approx(
+        plan["tokens_per_step"]
+    )
+
+
+def test_a_driver_that_cannot_start_still_leaves_a_report(tmp_path: Path) -> None:
+    wrapper = tmp_path / "python"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *ferrolm.testing.gpu_check*) echo "ImportError: no ferrolm" >&2; exit 3;; '
+        "esac\n"
+        f'exec {sys.executable} "$@"\n'
+    )
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    out = tmp_path / "out" / "gpu-check.json"
+    proc = _script(
+        ["--wheel", str(tmp_path / "missing.whl"), "--out", str(out)], {"PYTHON": str(wrapper)}
+    )
+    assert proc.returncode == 3
+    report = json.loads(out.read_text())
+    assert "missing.whl not found" in report["install"]["error"]
+    (step,) = report["steps"]
+    assert step["status"] == "failed"
+    assert "ImportError: no ferrolm" in step["log"]
+
+
+def test_out_defaults_to_the_out_folder(tmp_path: Path) -> None:
+    proc = _script(["--source", "--only", "environment"], {"OUT": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "gpu-check.json").read_text())
+    assert [s["name"] for s in report["steps"]] == ["environment"]
+    assert report["mode"] == "gpu"
+    assert report["environment"]["python"]
+
+
+def test_failed_and_overdue_steps_are_recorded_and_the_run_goes_on(tmp_path: Path) -> None:
+    report = gpu_check.Report(tmp_path / "r.json", "dry-run", deadline_s=60)
+
+    def boom() -> None:
+        raise ValueError("broken on purpose")
+
+    report.run("a", boom, budget_s=10)
+    report.run("b", lambda: time.sleep(5), budget_s=0.3)
+    report.run("c", lambda: {"x": 1}, budget_s=10)
+    report.run("d", lambda: None, budget_s=10, after=("a", "c"))
+    report.run("e", lambda: None, budget_s=10, needs=("no_such_module_here",))
+    saved = json.loads((tmp_path / "r.json").read_text())
+    status = {s["name"]: s for s in saved["steps"]}
+    assert status["a"]["status"] == "failed"
+    assert "ValueError: broken" in status["a"]["error"]
+    assert "boom" in status["a"]["traceback"]
+    assert status["b"]["status"] == "timeout"
+    assert status["b"]["seconds"] < 3
+    assert status["c"]["status"] == "ok"
+    assert saved["c"] == {"x": 1}
+    assert status["d"]["status"] == "skipped"
+    assert "a" in status["d"]["reason"]
+    assert "no_such_module_here" in status["e"]["reason"]
+    assert gpu_check.main(["--only", "nope"]) == 2
+
+
+def test_gpu_test_files_are_the_marked_ones() -> None:
+    files = gpu_check.gpu_test_files(ROOT)
+    assert "tests/test_cuda.py" in files
+    assert "tests/test_comm_gpu.py" in files
+    assert "tests/test_gpu_check.py" not in files
+    assert "tests/test_layout.py" not in files
+
+
+def test_acceptance_files(tmp_path: Path) -> None:
+    listed = tmp_path / "a.json"
+    listed.write_text("[0.5, 0.25]")
+    assert gpu_benches.load_acceptance(listed)["acceptance"] == [0.5, 0.25]
+    described = tmp_path / "b.json"
+    described.write_text(json.dumps({"acceptance": [0.7, 0.1], "pair": "qwen 0.5b -> 1.5b"}))
+    got = gpu_benches.load_acceptance(described)
+    assert got["kind"] == "file"
+    assert got["meta"] == {"pair": "qwen 0.5b -> 1.5b"}
+    sequoia = tmp_path / "c.txt"
+    sequoia.write_text("0.0 0.6 0.2\n")
+    assert gpu_benches.load_acceptance(sequoia)["acceptance"] == [0.6, 0.2]
+    missing = gpu_benches.load_acceptance(tmp_path / "none.json")
+    assert missing["kind"] == "sequoia-demo"
+    assert "none.json not found" in missing["reason"]
+    for bad in ("[0.8, 0.4]", "[]", '{"p": [0.5]}', "[-0.1]"):
+        listed.write_text(bad)
+        with pytest.raises(ValueError, match=r"a\.json"):
+            gpu_benches.load_acceptance(listed)
