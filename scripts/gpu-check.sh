@@ -7,8 +7,9 @@
 #   2. runs `python -m ferrolm.testing.gpu_check` from the installed wheel: the gpu-marked tests,
 #      DivPrune and the quantizers vs torch on the GPU, t(n) of a ~1B random Llama and of a
 #      ~0.25B draft, Sequoia's plan from them; a failing step is recorded and the next one runs.
-# Writes $OUT/gpu-check.json when $OUT is set, else ./gpu-check.json (or --out FILE), and prints
-# a Markdown summary. Exit code: 0 when every step that ran succeeded and no test failed.
+# Writes $OUT/gpu-check.json when $OUT is set, else ./gpu-check.json (or --out FILE), the run's
+# output beside it (gpu-check.log), and prints a Markdown summary. Exit code: 0 when every step
+# that ran succeeded and no test failed.
 #
 # Usage: scripts/gpu-check.sh [--dry-run] [--source] [--wheel FILE] [--out FILE]
 #                             [--acceptance FILE] [--only STEPS] [--skip STEPS] [--tests FILE...]
@@ -37,7 +38,7 @@ while [ $# -gt 0 ]; do
         --tests)
             driver_args+=(--tests)
             while [ $# -gt 1 ] && [ "${2#--}" = "$2" ]; do driver_args+=("$2"); shift; done ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "gpu-check: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -47,6 +48,7 @@ if [ -z "$out" ]; then
 fi
 case "$out" in /*) ;; *) out=$root/$out ;; esac
 mkdir -p "$(dirname "$out")"
+log=${out%.json}.log
 limit=${GPU_CHECK_LIMIT_S:-$([ $dry = 1 ] && echo 170 || echo 450)}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -89,13 +91,13 @@ args=(--out "$out" --root "$root" --deadline-s $((limit - 30))
 [ -n "$install_error" ] && args+=(--install-error "$install_error")
 rm -f "$out"
 timeout -k 10 "$limit" "$PYTHON" -m ferrolm.testing.gpu_check "${args[@]}" \
-    ${driver_args[@]+"${driver_args[@]}"} 2>&1 | tee "$work/driver.log"
+    ${driver_args[@]+"${driver_args[@]}"} 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 
 # 3. No JSON at all (ferrolm did not import, or the limit struck before the first step): write
 #    one with what is known, using the standard library only.
 if [ ! -s "$out" ]; then
-    "$PYTHON" - "$out" "$rc" "${how:-none}" "$install_error" "$work/driver.log" <<'PY'
+    "$PYTHON" - "$out" "$rc" "${how:-none}" "$install_error" "$log" <<'PY'
 import json, sys, time
 out, rc, how, error, log = sys.argv[1:6]
 tail = open(log, errors="replace").read()[-4000:]

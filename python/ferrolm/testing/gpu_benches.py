@@ -38,6 +38,7 @@ __all__ = [
     "divprune_rows",
     "load_acceptance",
     "plan_from_curves",
+    "plans",
     "quantize_rows",
     "verify_curve",
 ]
@@ -274,7 +275,12 @@ def verify_curve(
 ) -> dict[str, Any]:
     """t(n) of a random Llama from ``ferrolm.speculative.profile`` (one tree-verify forward
     with a 4D tree mask over ``n`` tokens after ``context`` cached ones, median of
-    ``repeats``)."""
+    ``repeats``).
+
+    ``profile`` times the forward together with the copy of its ``n x vocab`` float32 logits
+    to the host; the generator's verification keeps them on the device, so that copy is also
+    timed alone (``logits_to_host_s``, zero on a CPU).
+    """
     from ferrolm.speculative import profile
 
     start = time.perf_counter()
@@ -288,6 +294,10 @@ def verify_curve(
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    to_host = []
+    for n in lat.sizes:
+        logits = torch.empty(1, int(n), config["vocab_size"], device=device)
+        to_host.append(statistics.median(_times(logits.cpu, device, repeats)))
     return {
         "config": dict(config),
         "parameters": int(params),
@@ -298,6 +308,7 @@ def verify_curve(
         "repeats": repeats,
         "sizes": [int(s) for s in lat.sizes],
         "latency_s": [float(t) for t in lat.latency_s],
+        "logits_to_host_s": to_host,
     }
 
 
@@ -394,3 +405,18 @@ def plan_from_curves(
         "tree_parents": [int(v) for v in tree.parents],
         "iterations": seen,
     }
+
+
+def plans(
+    acceptance: dict[str, Any], target: dict[str, Any], draft: dict[str, Any], max_depth: int
+) -> dict[str, Any]:
+    """:func:`plan_from_curves` on the curves as ``profile`` measured them, plus
+    ``logits_on_device``: the plan when the target's times leave out the copy of its logits to
+    the host (the generator's verification and plain decoding keep them on the device; the
+    drafters copy theirs, so the draft's times stay as measured)."""
+    out = plan_from_curves(acceptance, target, draft, max_depth)
+    kept = [max(t - h, 1e-9) for t, h in zip(target["latency_s"], target["logits_to_host_s"])]
+    alt = plan_from_curves(acceptance, {**target, "latency_s": kept}, draft, max_depth)
+    keys = ("n", "d", "tokens_per_step", "s_per_token", "speedup", "t_autoregressive_s")
+    out["logits_on_device"] = {k: alt[k] for k in keys}
+    return out

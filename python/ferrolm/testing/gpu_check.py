@@ -363,7 +363,7 @@ def run_all(args: argparse.Namespace) -> Report:
     def plan() -> dict[str, Any]:
         acceptance = gb.load_acceptance(Path(args.acceptance))
         report.data["acceptance"] = acceptance
-        return gb.plan_from_curves(acceptance, curves["target"], curves["draft"], sizes.max_depth)
+        return gb.plans(acceptance, curves["target"], curves["draft"], sizes.max_depth)
 
     steps: dict[str, tuple[Callable[[], Any], float, tuple[str, ...], tuple[str, ...]]] = {
         "environment": (lambda: environment(device_kind), 60, (), ()),
@@ -434,13 +434,15 @@ def summary(data: dict[str, Any]) -> str:
         ]
     for which, c in data.get("verify_curve", {}).items():
         points = ", ".join(f"{n}: {_fmt(t)}" for n, t in zip(c["sizes"], c["latency_s"]))
-        lines += ["", f"t(n) {which} ({c['parameters'] / 1e9:.2f}B, {c['dtype']}): {points}"]
+        size = f"{c['parameters'] / 1e9:.2f}B" if c["parameters"] > 1e8 else f"{c['parameters']:,}"
+        lines += ["", f"t(n) {which} ({size} parameters, {c['dtype']}): {points}"]
     p = data.get("plan")
     if p:
         lines += [
             "",
             f"plan ({p['acceptance_kind']} acceptance): n={p['n']} d={p['d']}, "
-            f"{p['tokens_per_step']:.2f} tokens/step, predicted speedup {p['speedup']:.2f}x",
+            f"{p['tokens_per_step']:.2f} tokens/step, predicted speedup {p['speedup']:.2f}x "
+            f"({p['logits_on_device']['speedup']:.2f}x with the target's logits kept on the GPU)",
         ]
     return "\n".join(lines)
 
