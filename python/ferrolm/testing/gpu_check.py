@@ -18,25 +18,22 @@ Example:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.metadata
 import importlib.util
-import json
 import os
 import platform
 import re
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import traceback
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-__all__ = ["main"]
+from ferrolm.testing.gpu_report import Report, StepSkippedError, summary
+
+__all__ = ["STEPS", "gpu_test_files", "main", "run_pytest"]
 
 #: Steps in the order they run; ``--only``/``--skip`` take these names.
 STEPS = (
@@ -66,102 +63,6 @@ _BUDGET_GPU = {"kernels": 60, "pytest": 200, "divprune": 40, "quantize": 40, "cu
 _BUDGET_DRY = {"kernels": 60, "pytest": 90, "divprune": 20, "quantize": 20, "curve": 30}
 
 
-class StepTimeoutError(Exception):
-    """A step ran past its budget."""
-
-
-@contextlib.contextmanager
-def _alarm(seconds: float) -> Iterator[None]:
-    """Raises :class:`StepTimeoutError` in the main thread after ``seconds`` (checked between
-    bytecodes, so a long native call is interrupted when it returns)."""
-
-    def fire(signum: int, frame: Any) -> None:
-        raise StepTimeoutError(f"over its budget of {seconds:.0f} s")
-
-    previous = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-class Report:
-    """The JSON report, written to ``path`` (atomically) after every step."""
-
-    def __init__(self, path: Path, mode: str, deadline_s: float) -> None:
-        self.path = path
-        self.start = time.monotonic()
-        self.deadline = self.start + deadline_s
-        self.data: dict[str, Any] = {
-            "schema": 1,
-            "mode": mode,
-            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "steps": [],
-            "benches": [],
-        }
-
-    def status(self, name: str) -> Optional[str]:
-        """The status of step ``name``, ``None`` if it has not run."""
-        for step in self.data["steps"]:
-            if step["name"] == name:
-                return str(step["status"])
-        return None
-
-    def save(self) -> None:
-        """Writes the report (a temporary file renamed over the old one)."""
-        self.data["total_s"] = round(time.monotonic() - self.start, 3)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1, default=str) + "\n")
-        os.replace(tmp, self.path)
-
-    def run(
-        self,
-        name: str,
-        fn: Callable[[], Any],
-        *,
-        budget_s: float,
-        needs: tuple[str, ...] = (),
-        after: tuple[str, ...] = (),
-    ) -> None:
-        """Runs step ``name``: skipped with the reason when a package in ``needs`` is missing,
-        a step in ``after`` did not succeed or the time is up; else ``fn()``'s result goes under
-        ``name`` in the report (a list of rows is appended to ``benches``)."""
-        step: dict[str, Any] = {"name": name, "status": "skipped", "seconds": 0.0, "error": None}
-        self.data["steps"].append(step)
-        missing = [m for m in needs if importlib.util.find_spec(m) is None]
-        failed = [s for s in after if self.status(s) != "ok"]
-        left = self.deadline - time.monotonic()
-        if missing:
-            step["reason"] = f"needs {', '.join(missing)} (not installed)"
-        elif failed:
-            step["reason"] = f"needs step {', '.join(failed)}, which did not succeed"
-        elif left < 5:
-            step["reason"] = "the run's deadline has passed"
-        else:
-            start = time.monotonic()
-            print(f"gpu-check: {name} ...", file=sys.stderr, flush=True)
-            try:
-                with _alarm(min(budget_s, left - 2)):
-                    result = fn()
-                step["status"] = "ok"
-                if isinstance(result, list):
-                    self.data["benches"].extend(result)
-                elif result is not None:
-                    self.data[name] = result
-            except StepTimeoutError as e:
-                step.update(status="timeout", error=str(e))
-            except Exception as e:  # every failure is a result to record
-                tail = traceback.format_exception(type(e), e, e.__traceback__)[-6:]
-                step.update(status="failed", error=f"{type(e).__name__}: {e}"[:2000])
-                step["traceback"] = "".join(tail)[-4000:]
-            step["seconds"] = round(time.monotonic() - start, 3)
-            print(f"gpu-check: {name} {step['status']} ({step['seconds']:.1f} s)", file=sys.stderr)
-        self.save()
-
-
 def _version(dist: str) -> Optional[str]:
     try:
         return importlib.metadata.version(dist)
@@ -184,8 +85,24 @@ def _nvidia_smi() -> Optional[str]:
     return out.stdout.strip() or None
 
 
-def environment(device: str) -> dict[str, Any]:
-    """Python, packages, torch's CUDA build, the device, and where ferrolm was imported from."""
+def _differing_sources(installed: Path, checkout: Path) -> list[str]:
+    """The ``.py`` files of the package that differ between the import and the checkout (a
+    wheel built from another commit than the tests it runs with)."""
+    if installed.resolve() == checkout.resolve() or not checkout.is_dir():
+        return []
+    names = {p.relative_to(d).as_posix() for d in (installed, checkout) for p in d.rglob("*.py")}
+    return sorted(
+        n
+        for n in names
+        if not (installed / n).is_file()
+        or not (checkout / n).is_file()
+        or (installed / n).read_bytes() != (checkout / n).read_bytes()
+    )
+
+
+def environment(device: str, root: Path) -> dict[str, Any]:
+    """Python, packages, torch's CUDA build, the device, where ferrolm was imported from and
+    which of its sources differ from the checkout's."""
     import ferrolm
 
     env: dict[str, Any] = {
@@ -196,6 +113,9 @@ def environment(device: str) -> dict[str, Any]:
         "packages": {name: _version(name) for name in _PACKAGES},
         "ferrolm_version": _version("ferrolm"),
         "ferrolm_file": ferrolm.__file__,
+        "sources_differing_from_checkout": _differing_sources(
+            Path(ferrolm.__file__).parent, root / "python" / "ferrolm"
+        ),
         "nvidia_smi": _nvidia_smi(),
     }
     if importlib.util.find_spec("torch") is None:
@@ -225,9 +145,11 @@ def environment(device: str) -> dict[str, Any]:
 
 def kernels(device: str) -> dict[str, Any]:
     """NVRTC, the driver, and every kernel family compiled (for the device's own architecture
-    too when there is a GPU)."""
+    too when there is a GPU). Skipped on a CPU without NVRTC; on a GPU that is a failure."""
     import ferrolm.cuda
 
+    if device == "cpu" and not ferrolm.cuda.nvrtc_available():
+        raise StepSkippedError("NVRTC not found (a CPU-only torch): nothing to compile with")
     out: dict[str, Any] = {
         "driver": ferrolm.cuda.driver_available(),
         "gpus": ferrolm.cuda.device_count(),
@@ -366,7 +288,7 @@ def run_all(args: argparse.Namespace) -> Report:
         return gb.plans(acceptance, curves["target"], curves["draft"], sizes.max_depth)
 
     steps: dict[str, tuple[Callable[[], Any], float, tuple[str, ...], tuple[str, ...]]] = {
-        "environment": (lambda: environment(device_kind), 60, (), ()),
+        "environment": (lambda: environment(device_kind, root), 60, (), ()),
         "kernels": (lambda: kernels(device_kind), budget["kernels"], (), ()),
         "pytest": (
             lambda: run_pytest(root, args.tests or gpu_test_files(root), budget["pytest"] - 5),
@@ -397,54 +319,6 @@ def run_all(args: argparse.Namespace) -> Report:
     report.data["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     report.save()
     return report
-
-
-def _fmt(seconds: float) -> str:
-    return f"{seconds * 1e3:.3g} ms" if seconds < 1 else f"{seconds:.3g} s"
-
-
-def summary(data: dict[str, Any]) -> str:
-    """A short Markdown summary of a report."""
-    env = data.get("environment", {})
-    lines = [
-        f"## ferrolm gpu-check ({data['mode']}): {env.get('device', '?')}",
-        "",
-        f"torch {env.get('torch')} (CUDA {env.get('torch_cuda')}), python {env.get('python')}, "
-        f"total {data.get('total_s', 0):.0f} s",
-        "",
-        "| step | status | seconds | note |",
-        "|---|---|---|---|",
-    ]
-    for s in data["steps"]:
-        note = (s.get("error") or s.get("reason") or "").replace("|", "/").replace("\n", " ")
-        lines.append(f"| {s['name']} | {s['status']} | {s['seconds']:.1f} | {note[:100]} |")
-    t = data.get("pytest")
-    if t:
-        lines += [
-            "",
-            f"pytest -m gpu: {t['passed']} passed, {t['failed']} failed, "
-            f"{t['errors']} errors, {t['skipped']} skipped",
-        ]
-    rows = [r for r in data["benches"] if "speedup_vs_torch" in r]
-    if rows:
-        lines += ["", "| bench | case | ferrolm | speedup vs torch |", "|---|---|---|---|"]
-        lines += [
-            f"| {r['bench']} | {r['case']} | {_fmt(r['median_s'])} | {r['speedup_vs_torch']:.2f}x |"
-            for r in rows
-        ]
-    for which, c in data.get("verify_curve", {}).items():
-        points = ", ".join(f"{n}: {_fmt(t)}" for n, t in zip(c["sizes"], c["latency_s"]))
-        size = f"{c['parameters'] / 1e9:.2f}B" if c["parameters"] > 1e8 else f"{c['parameters']:,}"
-        lines += ["", f"t(n) {which} ({size} parameters, {c['dtype']}): {points}"]
-    p = data.get("plan")
-    if p:
-        lines += [
-            "",
-            f"plan ({p['acceptance_kind']} acceptance): n={p['n']} d={p['d']}, "
-            f"{p['tokens_per_step']:.2f} tokens/step, predicted speedup {p['speedup']:.2f}x "
-            f"({p['logits_on_device']['speedup']:.2f}x with the target's logits kept on the GPU)",
-        ]
-    return "\n".join(lines)
 
 
 def _parser() -> argparse.ArgumentParser:
