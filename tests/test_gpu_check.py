@@ -334,3 +334,20 @@ def test_the_gpu_plan_at_full_size_prices_the_draft_at_the_trees_widest_level() 
     assert plan["t_draft_s"] == pytest.approx(0.004 + 1e-5 * plan["draft_width"])
     # Without the copy of the logits, verification is cheaper: never a worse plan.
     assert plan["logits_on_device"]["speedup"] >= plan["speedup"] * 0.999
+
+
+def test_the_wheel_is_installed_where_the_run_imports_it(tmp_path: Path) -> None:
+    # CI builds the wheel before the tests (scripts/build-wheel.sh); elsewhere there may be none.
+    wheels = sorted((ROOT / "dist").glob("ferrolm-*.whl"))
+    if not wheels:
+        pytest.skip("no dist/ferrolm-*.whl: run scripts/build-wheel.sh")
+    out = tmp_path / "gpu-check.json"
+    env = {"PYTHONPATH": ""}  # only the wheel can provide ferrolm
+    proc = _script(["--dry-run", "--only", "environment", "--out", str(out)], env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    assert report["install"]["how"].startswith("wheel ferrolm-")
+    assert "pip install --no-deps --target" in report["install"]["how"]
+    site = Path(report["environment"]["ferrolm_file"]).parent.parent
+    assert site.name == "site"
+    assert not site.is_dir()  # the scratch folder is removed after the run
