@@ -17,11 +17,17 @@
 #   --source      no wheel: the ferrolm that $PYTHON imports, else this checkout's python/
 #   --acceptance  the acceptance vector for the plan (default benches/data/qwen_acceptance.json;
 #                 without it, the Sequoia demo vector shipped with ferrolm, and the JSON says so)
+#   --only/--skip STEPS  comma-separated steps (environment,kernels,pytest,divprune,quantize,
+#                 curve_target,curve_draft,plan); --tests FILE... (relative to the checkout)
+#                 instead of every tests/ file that holds gpu tests
 # Environment: PYTHON (default python3), GPU_CHECK_LIMIT_S (the driver's hard limit; default
 # 450 s on a GPU, 170 s for --dry-run).
 set -uo pipefail
+here=$(pwd)
 cd "$(dirname "$0")/.."
 root=$(pwd)
+# Paths given on the command line are relative to where the script was started.
+abs() { case "$1" in /*) echo "$1" ;; *) echo "$here/$1" ;; esac; }
 PYTHON=${PYTHON:-python3}
 dry=0
 source_tree=0
@@ -32,13 +38,14 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --dry-run) dry=1; driver_args+=(--dry-run) ;;
         --source) source_tree=1 ;;
-        --wheel) wheel=$2; shift ;;
-        --out) out=$2; shift ;;
-        --acceptance|--only|--skip) driver_args+=("$1" "$2"); shift ;;
+        --wheel) wheel=$(abs "$2"); shift ;;
+        --out) out=$(abs "$2"); shift ;;
+        --acceptance) driver_args+=("$1" "$(abs "$2")"); shift ;;
+        --only|--skip) driver_args+=("$1" "$2"); shift ;;
         --tests)
             driver_args+=(--tests)
             while [ $# -gt 1 ] && [ "${2#--}" = "$2" ]; do driver_args+=("$2"); shift; done ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "gpu-check: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -46,7 +53,6 @@ done
 if [ -z "$out" ]; then
     if [ -n "${OUT:-}" ]; then out=$OUT/gpu-check.json; else out=$root/gpu-check.json; fi
 fi
-case "$out" in /*) ;; *) out=$root/$out ;; esac
 mkdir -p "$(dirname "$out")"
 log=${out%.json}.log
 limit=${GPU_CHECK_LIMIT_S:-$([ $dry = 1 ] && echo 170 || echo 450)}
