@@ -3,7 +3,9 @@
 # GPU machine). On a machine with Python and a CUDA build of torch, no Rust and no network:
 #   1. installs the abi3 wheel that scripts/build-wheel.sh made (dist/ferrolm-*.whl, or --wheel)
 #      with `pip install --no-deps --no-index --target` into a scratch folder put first on
-#      PYTHONPATH, so the machine's own torch, NumPy and transformers are used as they are;
+#      PYTHONPATH, so the machine's own torch, NumPy and transformers are used as they are
+#      (not a `venv --system-site-packages`: made from an interpreter that is itself a venv's,
+#      as on the lent machines, it sees the base Python's packages, not that venv's torch);
 #   2. runs `python -m ferrolm.testing.gpu_check` from the installed wheel: the gpu-marked tests,
 #      DivPrune and the quantizers vs torch on the GPU, t(n) of a ~1B random Llama and of a
 #      ~0.25B draft, Sequoia's plan from them; a failing step is recorded and the next one runs.
@@ -45,7 +47,7 @@ while [ $# -gt 0 ]; do
         --tests)
             driver_args+=(--tests)
             while [ $# -gt 1 ] && [ "${2#--}" = "$2" ]; do driver_args+=("$2"); shift; done ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         *) echo "gpu-check: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
