@@ -238,6 +238,12 @@ def test_failed_and_overdue_steps_are_recorded_and_the_run_goes_on(tmp_path: Pat
     report.run("d", lambda: None, budget_s=10, after=("a", "c"))
     report.run("e", lambda: None, budget_s=10, needs=("no_such_module_here",))
     report.run("f", cannot, budget_s=10)
+
+    def half_way() -> None:
+        report.data["benches"].append({"bench": "first"})
+        time.sleep(5)
+
+    report.run("g", half_way, budget_s=0.3)
     saved = json.loads((tmp_path / "r.json").read_text())
     status = {s["name"]: s for s in saved["steps"]}
     assert status["a"]["status"] == "failed"
@@ -252,6 +258,8 @@ def test_failed_and_overdue_steps_are_recorded_and_the_run_goes_on(tmp_path: Pat
     assert "no_such_module_here" in status["e"]["reason"]
     assert status["f"]["status"] == "skipped"
     assert status["f"]["reason"] == "not here"
+    assert status["g"]["status"] == "timeout"
+    assert saved["benches"] == [{"bench": "first"}]
     assert gpu_check.main(["--only", "nope"]) == 2
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -181,11 +181,14 @@ def _torch_divprune_all(x: torch.Tensor, k: int) -> list[torch.Tensor]:
     return [torch_divprune(x[b], k) for b in range(x.shape[0])]
 
 
-def divprune_rows(sizes: Sizes, device: torch.device) -> list[dict[str, Any]]:
+def divprune_rows(
+    sizes: Sizes, device: torch.device, rows: Optional[list[dict[str, Any]]] = None
+) -> list[dict[str, Any]]:
     """DivPrune on ``device``: the paper's torch routine, one image at a time, then ferrolm on
     the whole batch; the ferrolm row records whether both kept the same tokens per image and
-    the two objectives (computed on the CPU in float32)."""
-    rows: list[dict[str, Any]] = []
+    the two objectives (computed on the CPU in float32). Rows are appended to ``rows`` as they
+    are measured (a run stopped half-way keeps them) and returned."""
+    rows = [] if rows is None else rows
     for batch, n, d in sizes.divprune:
         gen = torch.Generator().manual_seed(n + d)
         x = torch.randn(batch, n, d, generator=gen).to(device)
@@ -206,12 +209,14 @@ def divprune_rows(sizes: Sizes, device: torch.device) -> list[dict[str, Any]]:
     return rows
 
 
-def quantize_rows(sizes: Sizes, device: torch.device) -> list[dict[str, Any]]:
+def quantize_rows(
+    sizes: Sizes, device: torch.device, rows: Optional[list[dict[str, Any]]] = None
+) -> list[dict[str, Any]]:
     """Every int8 scheme on ``device``: encode (torch ops vs ``comm.quantize``) and decode into
     an accumulator (torch ops vs ``comm.dequantize_accumulate``); each ferrolm encode row
     records the fraction of codes equal to torch's and its decode error (largest, and relative
-    L2)."""
-    rows: list[dict[str, Any]] = []
+    L2). Rows are appended to ``rows`` as they are measured and returned."""
+    rows = [] if rows is None else rows
     for numel in sizes.quant_numel:
         x = torch.randn(numel, generator=torch.Generator().manual_seed(numel)).to(device)
         gb = 4 * numel / 1e9

@@ -271,6 +271,7 @@ def run_all(args: argparse.Namespace) -> Report:
     wanted = only - skip
     curves: dict[str, Any] = {}
     report.data["verify_curve"] = curves
+    rows: list[dict[str, Any]] = report.data["benches"]
 
     def curve(which: str) -> Callable[[], None]:
         def go() -> None:
@@ -279,6 +280,13 @@ def run_all(args: argparse.Namespace) -> Report:
             ctx, reps = sizes.context, sizes.repeats
             device = _device(dry)
             curves[which] = gb.verify_curve(cfg, device, sizes.dtype, ns, context=ctx, repeats=reps)
+
+        return go
+
+    def bench(rows_of: Callable[..., object]) -> Callable[[], None]:
+        def go() -> None:
+            # Rows go straight into the report: a step stopped half-way keeps what it measured.
+            rows_of(sizes, _device(dry), rows)
 
         return go
 
@@ -297,13 +305,13 @@ def run_all(args: argparse.Namespace) -> Report:
             (),
         ),
         "divprune": (
-            lambda: gb.divprune_rows(sizes, _device(dry)),
+            bench(gb.divprune_rows),
             budget["divprune"],
             ("torch",),
             (),
         ),
         "quantize": (
-            lambda: gb.quantize_rows(sizes, _device(dry)),
+            bench(gb.quantize_rows),
             budget["quantize"],
             ("torch",),
             (),
