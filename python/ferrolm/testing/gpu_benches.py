@@ -136,7 +136,7 @@ DRY_RUN = Sizes(
     context=32,
     curve_sizes=(1, 4, 16, 64),
     draft_sizes=(1, 4, 16),
-    repeats=5,
+    repeats=7,
     max_depth=8,
 )
 
@@ -174,6 +174,7 @@ def _row(bench: str, case: str, impl: str, times: list[float], **extra: Any) -> 
 def _pair(rows: list[dict[str, Any]]) -> None:
     """Adds ``speedup_vs_torch`` (torch median / ferrolm median) to the ferrolm row of a pair."""
     theirs, ours = rows[-2], rows[-1]
+    ours["torch_median_s"] = theirs["median_s"]
     ours["speedup_vs_torch"] = theirs["median_s"] / ours["median_s"]
 
 
@@ -219,7 +220,6 @@ def quantize_rows(
     rows = [] if rows is None else rows
     for numel in sizes.quant_numel:
         x = torch.randn(numel, generator=torch.Generator().manual_seed(numel)).to(device)
-        gb = 4 * numel / 1e9
         for scheme in comm.SCHEMES:
             case = f"{scheme}-{numel}"
             codes, params = torch_quantize(x, scheme)
@@ -229,7 +229,8 @@ def quantize_rows(
                 "ferrolm": partial(comm.quantize, x, scheme),
             }
             for impl, fn in encode.items():
-                rows.append(_row("quantize", case, impl, _times(fn, device, sizes.repeats), gb=gb))
+                times = _times(fn, device, sizes.repeats)
+                rows.append(_row("quantize", case, impl, times, numel=numel))
             _pair(rows)
             rows[-1]["codes_equal_torch"] = float((q.payload == codes).double().mean())
             decoded = comm.dequantize(q)
@@ -242,7 +243,7 @@ def quantize_rows(
             }
             for impl, fn in decode.items():
                 times = _times(fn, device, sizes.repeats)
-                rows.append(_row("dequantize_accumulate", case, impl, times, gb=gb))
+                rows.append(_row("dequantize_accumulate", case, impl, times, numel=numel))
             _pair(rows)
     return rows
 

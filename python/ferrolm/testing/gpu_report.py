@@ -158,9 +158,10 @@ def summary(data: dict[str, Any]) -> str:
         ]
     rows = [r for r in data["benches"] if "speedup_vs_torch" in r]
     if rows:
-        lines += ["", "| bench | case | ferrolm | speedup vs torch |", "|---|---|---|---|"]
+        lines += ["", "| bench | case | torch | ferrolm | speedup |", "|---|---|---|---|---|"]
         lines += [
-            f"| {r['bench']} | {r['case']} | {_fmt(r['median_s'])} | {r['speedup_vs_torch']:.2f}x |"
+            f"| {r['bench']} | {r['case']} | {_fmt(r['torch_median_s'])} | "
+            f"{_fmt(r['median_s'])} | {r['speedup_vs_torch']:.2f}x |"
             for r in rows
         ]
     for which, c in data.get("verify_curve", {}).items():
