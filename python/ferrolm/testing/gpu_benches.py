@@ -352,10 +352,12 @@ def load_acceptance(path: Path) -> dict[str, Any]:
         return {"kind": "file", "path": str(path), "acceptance": p}
     data = json.loads(path.read_text())
     meta: dict[str, Any] = {}
+    where = str(path)
     if isinstance(data, dict):
         meta = {k: v for k, v in data.items() if k != "acceptance"}
         data = data.get("acceptance")
-    p = _vector(data, str(path))
+        where += ' (an object: its "acceptance" entry)'
+    p = _vector(data, where)
     return {"kind": "file", "path": str(path), "acceptance": p, "meta": meta}
 
 
