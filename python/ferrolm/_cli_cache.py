@@ -8,7 +8,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from ferrolm._cli_common import EXIT_CODES_HELP, EXIT_OK, UsageError, logger, to_json, write_output
-from ferrolm._gguf_cache import cache_entries, cache_root, remove_entry
+from ferrolm._gguf_cache import (
+    DEFAULT_MAX_GB,
+    cache_entries,
+    cache_limit,
+    cache_root,
+    remove_entry,
+)
 
 
 def _size(n: float) -> str:
@@ -26,7 +32,10 @@ def add_cache_parser(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> No
         parents=parents,
         help="list or clear the models converted from GGUF",
         description="The converted checkpoints live under $FERROLM_CACHE, else $HF_HOME/ferrolm, "
-        "else $XDG_CACHE_HOME/ferrolm, else ~/.cache/ferrolm.",
+        "else $XDG_CACHE_HOME/ferrolm, else ~/.cache/ferrolm. The cache is capped at "
+        f"$FERROLM_CACHE_MAX_GB GB (default {DEFAULT_MAX_GB:g}; 'none': no cap): each time a "
+        "conversion is written, the least recently used entries are deleted until the cache "
+        "fits, never the entry just written nor one that a running process is loading.",
         epilog=EXIT_CODES_HELP,
     )
     cache_sub = p.add_subparsers(dest="cache_command", metavar="SUBCOMMAND")
@@ -43,13 +52,21 @@ def run_ls(args: argparse.Namespace) -> int:
     """Body of `ferrolm cache ls`."""
     root = cache_root()
     entries = cache_entries(root)
+    limit = cache_limit()
     if args.json is not None:
-        items = [{"name": e.name, "bytes": e.size, "modified": e.modified} for e in entries]
-        write_output(args.json, to_json({"root": str(root), "entries": items}))
+        items = [
+            {"name": e.name, "bytes": e.size, "modified": e.modified, "last_used": e.last_used}
+            for e in entries
+        ]
+        document = {"root": str(root), "max_bytes": limit, "entries": items}
+        write_output(args.json, to_json(document))
     if args.json != "-":
-        print(f"{root}: {len(entries)} entries, {_size(sum(e.size for e in entries))}")
+        cap = "no cap" if limit is None else f"cap {limit / 1e9:g} GB"
+        print(f"{root}: {len(entries)} entries, {_size(sum(e.size for e in entries))} ({cap})")
+        if entries:
+            print(f"{'size':>10}  {'last used':16}  name")
         for e in entries:
-            stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.modified))
+            stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used))
             print(f"{_size(e.size):>10}  {stamp}  {e.name}")
     return EXIT_OK
 
@@ -64,7 +81,12 @@ def run_clear(args: argparse.Namespace) -> int:
     if unknown:
         raise UsageError(f"no cache entry named {unknown[0]!r}; see `ferrolm cache ls`")
     chosen = entries if args.all else [by_name[n] for n in args.names]
+    busy = []
     for e in chosen:
-        remove_entry(e)
-        logger.info("deleted %s (%s)", e.name, _size(e.size))
+        if remove_entry(e):
+            logger.info("deleted %s (%s)", e.name, _size(e.size))
+        else:
+            busy.append(e.name)
+    if busy:
+        raise RuntimeError(f"in use by a running process, not deleted: {', '.join(busy)}")
     return EXIT_OK

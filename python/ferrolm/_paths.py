@@ -13,6 +13,7 @@ from typing import Any, Optional, Union
 
 __all__ = [
     "TOKENIZER_FILES",
+    "check_revision",
     "embedding_shards",
     "is_hub_id",
     "package_file",
@@ -77,6 +78,7 @@ def resolve(
         FileNotFoundError: neither an existing path nor a Hub repository (revision, file) that
             can be found, offline or online; the message says which.
     """
+    check_revision(revision)
     path = Path(name_or_path).expanduser()
     if path.exists():
         return path
@@ -92,6 +94,7 @@ def resolve_file(
     argument: str = "path",
 ) -> Path:
     """One file of a local directory or of a Hub repository (downloading that file only)."""
+    check_revision(revision)
     path = Path(repo).expanduser()
     if path.is_dir():
         found = path / filename
@@ -101,6 +104,22 @@ def resolve_file(
     if path.exists():
         raise FileNotFoundError(f"`{argument}` must be a directory to hold {filename}: {path}")
     return Path(_hub("hf_hub_download", repo, revision, argument, filename=filename))
+
+
+def check_revision(revision: object) -> None:
+    """Raises TypeError unless ``revision`` is a str (a branch, tag or commit) or None.
+
+    Example:
+        >>> check_revision(["main"])
+        Traceback (most recent call last):
+        ...
+        TypeError: `revision` must be a str (branch, tag or commit) or None, got list
+    """
+    if revision is not None and not isinstance(revision, str):
+        raise TypeError(
+            "`revision` must be a str (branch, tag or commit) or None, got "
+            f"{type(revision).__name__}"
+        )
 
 
 def _hub(
@@ -121,7 +140,7 @@ def _hub(
     except Exception as e:  # the hub library's errors share no public base class in all versions
         offline = bool(hub.constants.HF_HUB_OFFLINE)
         where = "in the Hub cache (HF_HUB_OFFLINE is set)" if offline else "on the Hub"
-        at = "" if revision is None else f" at revision {revision!r}"
+        at = "" if revision is None else f" at `revision` {revision!r}"
         what = f" (file {kw['filename']})" if "filename" in kw else ""
         raise FileNotFoundError(
             f"`{argument}` {name!r} is not a local path and was not found {where}{at}{what}: "
@@ -163,12 +182,14 @@ def embedding_shards(index: dict[str, Any]) -> list[str]:
     return sorted({str(f) for name, f in weight_map.items() if _EMBEDDING_TENSOR.search(name)})
 
 
-def resolve_tokenizer(name: str, *, revision: Optional[str] = None) -> Path:
+def resolve_tokenizer(name: str, *, revision: Optional[str] = None, argument: str = "path") -> Path:
     """The local snapshot of a Hub repository's tokenizer and config files only."""
-    return resolve(name, revision=revision, allow_patterns=TOKENIZER_FILES, argument="path")
+    return resolve(name, revision=revision, allow_patterns=TOKENIZER_FILES, argument=argument)
 
 
-def resolve_embeddings(name: str, *, revision: Optional[str] = None) -> Path:
+def resolve_embeddings(
+    name: str, *, revision: Optional[str] = None, argument: str = "path"
+) -> Path:
     """The local snapshot of a Hub repository holding its tokenizer and the shards of its
     (un)embedding matrices, nothing else: a sharded checkpoint's index says which shards those
     are, so a 70B model costs a shard or two instead of the whole download.
@@ -178,13 +199,14 @@ def resolve_embeddings(name: str, *, revision: Optional[str] = None) -> Path:
     """
     import json
 
-    local = resolve(name, revision=revision, allow_patterns=(*TOKENIZER_FILES, _INDEX))
+    allow = (*TOKENIZER_FILES, _INDEX)
+    local = resolve(name, revision=revision, allow_patterns=allow, argument=argument)
     if (local / _INDEX).is_file():
         with open(local / _INDEX, encoding="utf-8") as f:
             for shard in embedding_shards(json.load(f)):
-                resolve_file(name, shard, revision=revision)
+                resolve_file(name, shard, revision=revision, argument=argument)
         return local
     # A tokenizer-only repository (or one of GGUF files) has none: the scan works without.
     with contextlib.suppress(FileNotFoundError):
-        resolve_file(name, "model.safetensors", revision=revision)
+        resolve_file(name, "model.safetensors", revision=revision, argument=argument)
     return local

@@ -78,6 +78,7 @@ def _undertrained(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         device=args.device,
         dtype=args.dtype,
+        revision=args.revision,
     )
     markdown = rep.to_report().to_markdown()
     if "-" not in (args.json, args.markdown):
@@ -136,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "path", help="a model directory, a GGUF file, a tokenizer file or a Hub id (org/name)"
+    )
+    p.add_argument(
+        "--revision",
+        default=None,
+        help="for a Hub id: the branch, tag or commit to read (default the main branch)",
     )
     p.add_argument("--device", default=None, help="where --verify runs the model (default cpu)")
     p.add_argument(

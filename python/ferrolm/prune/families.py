@@ -13,7 +13,8 @@ call as if the prompt had been written with only the kept placeholders: ``input_
 ``attention_mask``, ``token_type_ids`` / ``mm_token_type_ids`` and ``position_ids`` lose the
 dropped columns and ``mm_encoder_outputs`` carries only the kept features. The model then does
 everything else itself: the merge, Gemma 3's and PaliGemma's bidirectional image blocks (from
-the pruned ``token_type_ids``), the decoder. Nothing in transformers is patched.
+the pruned ``token_type_ids``), the decoder. Nothing in transformers is patched. (SmolVLM
+under transformers 5.20, whose merge needs equal blocks of features, gets merged embeddings.)
 
 Generation works because the hook remembers which prompt columns it dropped: later decode steps
 drop the same columns from the (growing) attention mask and shift the position ids. Rows whose
@@ -209,6 +210,9 @@ class PruneHandle:
             if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
         ]
         self._state: Optional[_PromptState] = None
+        # SmolVLM before transformers 5.21 cuts the image features into blocks of one fixed
+        # length, which pruned tiles no longer have (5.21 replaced that merge by a scatter).
+        self._own_merge = inner.config.model_type == "smolvlm" and hasattr(inner, "inputs_merger")
         self._hook = inner.register_forward_pre_hook(self._pre_hook, with_kwargs=True)
         inner._ferrolm_prune_handle = self
 
@@ -309,6 +313,14 @@ class PruneHandle:
         new_encoded["image"] = new_image
         out["mm_encoder_outputs"] = new_encoded
         out["input_ids"] = columns.take(ids, fill=self._pad_id())
+        if self._own_merge:
+            # The scatter of later versions: the kept features, in order, over the kept
+            # placeholders; the model then skips its own merge.
+            embeds = self._inner.get_input_embeddings()(out["input_ids"])
+            where = (out["input_ids"] == self._image_token_id).unsqueeze(-1)
+            kept = features[kept_rows].to(embeds.device, embeds.dtype)
+            out.update(inputs_embeds=embeds.masked_scatter(where, kept), input_ids=None)
+            out["mm_encoder_outputs"] = None
         for name in ("token_type_ids", "mm_token_type_ids"):
             value = kwargs.get(name)
             if isinstance(value, torch.Tensor) and value.shape == ids.shape:

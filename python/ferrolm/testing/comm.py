@@ -50,9 +50,9 @@ def torch_quantize(
     scale = 6.0 * x.square().mean().sqrt() / 256.0
     codes = (x / scale).round_().add_(128).clamp_(0, 255).to(torch.uint8)
     idx = codes.long()
-    sums = torch.zeros(256).index_add_(0, idx, x)
+    sums = torch.zeros(256, device=x.device).index_add_(0, idx, x)
     counts = torch.bincount(idx, minlength=256)
-    centre = (torch.arange(256, dtype=torch.float32) - 128) * scale
+    centre = (torch.arange(256, dtype=torch.float32, device=x.device) - 128) * scale
     return codes, (torch.where(counts > 0, sums / counts.clamp(min=1), centre),)
 
 

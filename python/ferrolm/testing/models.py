@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from ferrolm._gguf_cache import cache_root, convert_gguf
+from ferrolm._gguf_cache import cache_root, cached_checkpoint, convert_gguf
 from ferrolm._paths import package_file
 
 __all__ = ["FIXTURES", "Fixture", "cache_dir", "fixture_available", "load_pretrained"]
@@ -143,13 +143,16 @@ def load_pretrained(name: str, *, attn_implementation: str = "sdpa") -> tuple[An
 
     fixture = _fixture(name)
     saved = cache_dir() / name
-    if not (saved / "config.json").is_file():
-        saved.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=saved.parent) as tmp:
-            convert_gguf(_assemble_gguf(fixture, Path(tmp)), saved)
-    model = AutoModelForCausalLM.from_pretrained(
-        saved, dtype=torch.float32, attn_implementation=attn_implementation
-    )
-    tokenizer = AutoTokenizer.from_pretrained(saved)
+
+    def convert(path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+            convert_gguf(_assemble_gguf(fixture, Path(tmp)), path)
+
+    with cached_checkpoint(saved, convert):  # not evicted while it loads
+        model = AutoModelForCausalLM.from_pretrained(
+            saved, dtype=torch.float32, attn_implementation=attn_implementation
+        )
+        tokenizer = AutoTokenizer.from_pretrained(saved)
     # transformers leaves PreTrainedModel.eval unannotated
     return model.eval(), tokenizer  # type: ignore[no-untyped-call]

@@ -250,11 +250,14 @@ def tiny_vlm(model_type: str) -> Any:
         model = tf.PaliGemmaForConditionalGeneration(config)
     elif model_type == "vipllava":
         vision = tf.CLIPVisionConfig(**_siglip(patch_size=8), projection_dim=32)
+        # The plural is the only name before transformers 5.23 (later ones alias it to
+        # `vision_feature_layer`); an unknown name would leave the 5-layer default.
+        layers: dict[str, Any] = {"vision_feature_layers": [-1, -2]}
         config = tf.VipLlavaConfig(
             vision_config=vision,
             text_config=tf.LlamaConfig(**_llama_text()),
             image_token_index=IMAGE_TOKEN,
-            vision_feature_layer=[-1, -2],
+            **layers,
         )
         model = tf.VipLlavaForConditionalGeneration(config)
     else:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from ferrolm import _native
-from ferrolm._paths import is_hub_id, resolve_tokenizer
+from ferrolm._paths import check_revision, is_hub_id, resolve_tokenizer
 
 #: tiktoken encodings whose split pattern and special tokens are known (a rank file of one of
 #: these needs ``encoding=NAME`` unless its file name is ``NAME.tiktoken``).
@@ -22,10 +22,15 @@ ENCODING_NAMES = ("gpt2", "r50k_base", "p50k_base", "cl100k_base", "o200k_base")
 TokenizerSource = Union[str, "os.PathLike[str]", Any]
 
 
-def resolve_path(path: Path) -> Path:
-    """A tokenizer file, or the tokenizer file inside a directory or a Hub repository."""
+def resolve_path(path: Path, revision: Optional[str] = None, argument: str = "path") -> Path:
+    """A tokenizer file, or the tokenizer file inside a directory or a Hub repository.
+
+    ``revision`` (a branch, tag or commit) applies to a Hub id; a local path ignores it, as
+    ``from_pretrained`` does.
+    """
+    check_revision(revision)
     if not path.exists() and is_hub_id(str(path)):
-        path = resolve_tokenizer(str(path))
+        path = resolve_tokenizer(str(path), revision=revision, argument=argument)
     if not path.exists():
         raise FileNotFoundError(f"`path` does not exist: {path}")
     if path.is_file():
@@ -81,8 +86,11 @@ def _object_json(source: Any) -> str:
     return str(to_str())
 
 
-def _checked_path(source: TokenizerSource, encoding: Optional[str]) -> Optional[Path]:
+def _checked_path(
+    source: TokenizerSource, encoding: Optional[str], revision: Optional[str] = None
+) -> Optional[Path]:
     """The resolved path of a path ``source`` (None for objects), ``encoding`` checked."""
+    check_revision(revision)
     if encoding is not None:
         if not isinstance(encoding, str):
             raise TypeError(f"`encoding` must be a str or None, got {type(encoding).__name__}")
@@ -93,8 +101,12 @@ def _checked_path(source: TokenizerSource, encoding: Optional[str]) -> Optional[
                 f"`encoding` goes with a tiktoken rank file path, got {type(source).__name__}"
             )
     if not isinstance(source, (str, os.PathLike)):
+        if revision is not None:
+            raise ValueError(
+                f"`revision` goes with a Hub id, not with a {type(source).__name__} `source`"
+            )
         return None
-    path = resolve_path(Path(source))
+    path = resolve_path(Path(source), revision, argument="source")
     if encoding is not None:
         with open(path, "rb") as f:
             head = f.read(4)
@@ -104,10 +116,10 @@ def _checked_path(source: TokenizerSource, encoding: Optional[str]) -> Optional[
 
 
 def load_native(
-    source: TokenizerSource, encoding: Optional[str] = None
+    source: TokenizerSource, encoding: Optional[str] = None, revision: Optional[str] = None
 ) -> tuple[_native.tokens.Scanner, str]:
     """The native scanner for ``source`` and a name for it (see :func:`encode`)."""
-    path = _checked_path(source, encoding)
+    path = _checked_path(source, encoding, revision)
     if path is not None:
         if encoding is not None:
             return _native.tokens.Scanner.from_tiktoken_file(path, encoding=encoding), str(path)
@@ -123,6 +135,7 @@ def encode_batch(
     *,
     encoding: Optional[str] = None,
     add_special_tokens: bool = False,
+    revision: Optional[str] = None,
 ) -> list[list[int]]:
     """Token ids of each of ``texts`` under ``source`` as ferrolm converts it.
 
@@ -136,7 +149,7 @@ def encode_batch(
     """
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise TypeError("`texts` must be a sequence of str")
-    path = _checked_path(source, encoding)
+    path = _checked_path(source, encoding, revision)
     if path is not None:
         ids, _ = _native.tokens.encode_file(
             path, list(texts), encoding=encoding, add_special_tokens=bool(add_special_tokens)
@@ -152,6 +165,7 @@ def encode(
     *,
     encoding: Optional[str] = None,
     add_special_tokens: bool = False,
+    revision: Optional[str] = None,
 ) -> list[int]:
     """Token ids of ``text`` under the tokenizer ``source`` as ferrolm converts it.
 
@@ -163,10 +177,13 @@ def encode(
 
     Args:
         source: a ``tokenizer.json``, GGUF or tiktoken file or a directory holding one, a
-            ``tokenizers.Tokenizer``, a Hugging Face fast tokenizer, or a ``tiktoken.Encoding``.
+            Hub id (``org/name``), a ``tokenizers.Tokenizer``, a Hugging Face fast tokenizer,
+            or a ``tiktoken.Encoding``.
         text: the text to encode.
         encoding: for a tiktoken rank file, its encoding name (see :data:`ENCODING_NAMES`).
         add_special_tokens: add the tokenizer's BOS/EOS template, if it has one.
+        revision: for a Hub id, the branch, tag or commit to read (default the main branch),
+            resolved like ``from_pretrained``; ignored for a local path.
 
     Returns:
         The token ids.
@@ -184,4 +201,10 @@ def encode(
     """
     if not isinstance(text, str):
         raise TypeError(f"`text` must be a str, got {type(text).__name__}")
-    return encode_batch(source, [text], encoding=encoding, add_special_tokens=add_special_tokens)[0]
+    return encode_batch(
+        source,
+        [text],
+        encoding=encoding,
+        add_special_tokens=add_special_tokens,
+        revision=revision,
+    )[0]

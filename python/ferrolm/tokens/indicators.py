@@ -125,13 +125,18 @@ def _unembedding(mats: EmbeddingMatrices) -> npt.NDArray[np.float32]:
 
 
 def prepare_weights(
-    model: Union[str, Path, EmbeddingMatrices], *, remove_dominant: bool = True
+    model: Union[str, Path, EmbeddingMatrices],
+    *,
+    remove_dominant: bool = True,
+    revision: Optional[str] = None,
 ) -> PreparedWeights:
     """Reads the weights and computes what :func:`indicators` needs from them alone.
 
     Args:
-        model: a model directory, GGUF or safetensors file, or :class:`EmbeddingMatrices`.
+        model: a model directory, GGUF or safetensors file, Hub id, or
+            :class:`EmbeddingMatrices`.
         remove_dominant: compute the dominant direction (as :func:`indicators` does by default).
+        revision: for a Hub id, the branch, tag or commit to read (default the main branch).
 
     Raises:
         NoWeightsError: ``model`` holds no weights (a vocab-only GGUF file); a ValueError.
@@ -143,11 +148,22 @@ def prepare_weights(
         >>> prepare_weights(mats).identical_rows.tolist()
         [1, 1, 1, 1]
     """
-    mats = model if isinstance(model, EmbeddingMatrices) else read_embeddings(model)
+    if isinstance(model, EmbeddingMatrices):
+        _no_revision(revision, model)
+        mats = model
+    else:
+        mats = read_embeddings(model, revision=revision)
     unemb = np.ascontiguousarray(_unembedding(mats), dtype=np.float32)
     identical = _native.tokens.identical_row_counts(unemb)
     direction = _native.tokens.dominant_direction(unemb) if remove_dominant else None
     return PreparedWeights(mats, identical, direction)
+
+
+def _no_revision(revision: Optional[str], model: object) -> None:
+    if revision is not None:
+        raise ValueError(
+            f"`revision` goes with a Hub id `model`, not with a {type(model).__name__}"
+        )
 
 
 def _fit_rows(
@@ -179,6 +195,7 @@ def indicators(
     reference_ids: Optional[Sequence[int]] = None,
     fallback: Literal["error", "lowest_norm"] = "error",
     remove_dominant: bool = True,
+    revision: Optional[str] = None,
 ) -> Indicators:
     """Weight indicators of under-trained tokens, without loading the model.
 
@@ -189,16 +206,24 @@ def indicators(
     ``percentile``-th percentile of the distances of reachable ("ok") tokens.
 
     Args:
-        model: a model directory, GGUF or safetensors file, :class:`EmbeddingMatrices`, or
+        model: a model directory, GGUF or safetensors file, a Hub id (``org/name``: only the
+            tokenizer and the shards holding the (un)embedding are fetched, the index
+            ``model.safetensors.index.json`` says which), :class:`EmbeddingMatrices`, or
             :class:`PreparedWeights` (from :func:`prepare_weights`, which reuses its work).
-        scan: the tokenizer scan; by default the tokenizer next to / inside ``model``.
+        scan: the tokenizer scan; by default the tokenizer next to / inside ``model`` (at
+            ``revision`` for a Hub id).
         percentile: candidate threshold, in percent of reachable tokens (0, 100).
         reference_ids: use these ids as the reference set instead of finding one.
         fallback: when no reference set is found: ``"error"`` raises; ``"lowest_norm"`` uses
             the 0.5% of tokens with the smallest unembedding norm, noted in ``notes``.
         remove_dominant: project out the dominant direction first (Magikarp's recipe).
+        revision: for a Hub id, the branch, tag or commit to read (default the main branch),
+            resolved like ``from_pretrained`` (hub cache, ``HF_HOME``, ``HF_HUB_OFFLINE``);
+            ignored for a local path.
 
     Raises:
+        FileNotFoundError: ``model`` is neither a local path nor a Hub repository that can be
+            found at ``revision`` (offline: in the cache).
         NoWeightsError: ``model`` holds no weights (a vocab-only GGUF file); a ValueError.
         ValueError: row count below the vocabulary size, no reference set (with
             ``fallback="error"``), a malformed model file, or bad arguments.
@@ -227,10 +252,12 @@ def indicators(
     if fallback not in ("error", "lowest_norm"):
         raise ValueError(f"`fallback` must be 'error' or 'lowest_norm', got {fallback!r}")
     prepared = model if isinstance(model, PreparedWeights) else None
+    if isinstance(model, (EmbeddingMatrices, PreparedWeights)):
+        _no_revision(revision, model)
     if scan is None:
         if isinstance(model, (EmbeddingMatrices, PreparedWeights)):
             raise ValueError(f"`scan` is required when `model` is a {type(model).__name__}")
-        scan = scan_tokenizer(model, containment=False)
+        scan = scan_tokenizer(model, containment=False, revision=revision)
     vocab = scan.vocab_size
     if isinstance(model, PreparedWeights):
         mats = model.matrices
@@ -238,7 +265,7 @@ def indicators(
         mats = model
     else:
         # Only the vocabulary's rows are read (and dequantized, in Rust): padding rows never are.
-        mats = read_embeddings(model, max_rows=vocab)
+        mats = read_embeddings(model, max_rows=vocab, revision=revision)
     # The prepared analysis covers every stored row: it holds when those are the vocabulary's.
     reuse = prepared is not None and _unembedding(mats).shape[0] == vocab
     stored = mats.stored_rows or (None, None)

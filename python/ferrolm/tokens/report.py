@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 import numpy as np
 
-from ferrolm._paths import is_hub_id, resolve, resolve_embeddings
+from ferrolm._paths import check_revision, is_hub_id, resolve, resolve_embeddings
 from ferrolm._report import Report, Section
 from ferrolm.tokens.indicators import Indicators, indicators, prepare_weights
 from ferrolm.tokens.scan import CATEGORY_NAMES, SUMMARY_DEFINITIONS, ScanResult, scan
@@ -202,6 +202,7 @@ def undertrained(
     progress: bool = False,
     device: Any = None,
     dtype: Any = None,
+    revision: Optional[str] = None,
 ) -> UndertrainedReport:
     """Runs the whole pipeline on a model directory, GGUF file or tokenizer file.
 
@@ -209,14 +210,16 @@ def undertrained(
     report holds the tokenizer scan alone. With ``run_verify`` the ``verify_top`` best
     candidates are checked with the model (converted and cached on first use), loaded on
     ``device`` with ``dtype`` (see :func:`~ferrolm.tokens.load_model`). A Hub id is resolved
-    like ``from_pretrained``; without ``run_verify`` only its tokenizer and embedding shards
-    are fetched.
+    like ``from_pretrained`` at ``revision`` (a branch, tag or commit; default the main
+    branch); without ``run_verify`` only its tokenizer and embedding shards are fetched.
     """
     from ferrolm._progress import progress_bar
 
+    check_revision(revision)
     if not Path(path).exists() and is_hub_id(str(path)):
         # A Hub id: verification loads the model, else the embedding shards are enough.
-        path = (resolve if run_verify else resolve_embeddings)(str(path))
+        fetch = resolve if run_verify else resolve_embeddings
+        path = fetch(str(path), revision=revision)
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"`path` does not exist: {path}")

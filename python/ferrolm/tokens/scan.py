@@ -252,8 +252,14 @@ class Scanner:
         (3, 3)
     """
 
-    def __init__(self, source: TokenizerSource, *, encoding: Optional[str] = None) -> None:
-        self._native, self.source = load_native(source, encoding)
+    def __init__(
+        self,
+        source: TokenizerSource,
+        *,
+        encoding: Optional[str] = None,
+        revision: Optional[str] = None,
+    ) -> None:
+        self._native, self.source = load_native(source, encoding, revision)
 
     @property
     def warnings(self) -> list[str]:
@@ -296,7 +302,7 @@ class Scanner:
         return ScanResult(**raw, source=self.source, warnings=self.warnings)
 
 
-def tokenizer_json(source: TokenizerSource) -> str:
+def tokenizer_json(source: TokenizerSource, *, revision: Optional[str] = None) -> str:
     """The ``tokenizer.json`` text of a tokenizer file, directory or tokenizer object.
 
     GGUF and tiktoken vocabularies are converted (see :func:`scan`); load the result with
@@ -309,8 +315,11 @@ def tokenizer_json(source: TokenizerSource) -> str:
         2
     """
     if isinstance(source, (str, os.PathLike)):
-        text, _ = _native.tokens.tokenizer_json(resolve_path(Path(source)))
+        path = resolve_path(Path(source), revision, argument="source")
+        text, _ = _native.tokens.tokenizer_json(path)
         return text
+    if revision is not None:
+        raise ValueError(f"`revision` goes with a Hub id, not with a {type(source).__name__}")
     if is_tiktoken_encoding(source):
         return load_native(source)[0].to_json()
     return _object_json(source)
@@ -322,6 +331,7 @@ def scan(
     containment: bool = True,
     max_examples: int = 5,
     encoding: Optional[str] = None,
+    revision: Optional[str] = None,
 ) -> ScanResult:
     """Scans every token of a tokenizer (parallel, in Rust).
 
@@ -352,7 +362,8 @@ def scan(
 
     Args:
         source: a ``tokenizer.json``, GGUF or tiktoken file (``base64 rank`` lines), a
-            directory holding one, a ``tokenizers.Tokenizer``, a Hugging Face fast tokenizer,
+            directory holding one, a Hub id (``org/name``: only the tokenizer files are
+            fetched), a ``tokenizers.Tokenizer``, a Hugging Face fast tokenizer,
             a ``tiktoken.Encoding`` (duck-typed; tiktoken itself is not needed), or a
             :class:`Scanner`. GGUF vocabularies are split per their ``tokenizer.ggml.pre``
             label as llama.cpp does; an unknown label is a warning in ``warnings``.
@@ -363,12 +374,16 @@ def scan(
             tokens. Without it, a file named ``NAME.tiktoken`` for one of these gets that
             encoding, and any other gets GPT-2's pattern with ``<|endoftext|>`` after the last
             rank, and a warning saying so.
+        revision: for a Hub id, the branch, tag or commit to read (default the main branch),
+            resolved like ``from_pretrained`` (hub cache, ``HF_HOME``, ``HF_HUB_OFFLINE``);
+            ignored for a local path.
 
     Returns:
         A :class:`ScanResult`.
 
     Raises:
-        FileNotFoundError: the path or a tokenizer inside the directory is missing.
+        FileNotFoundError: the path or a tokenizer inside the directory is missing, or the
+            Hub repository (at ``revision``) is not found (offline: not in the cache).
         ValueError: the file is malformed (bad JSON, truncated GGUF, bad tiktoken line), or
             its tokenizer model type is not supported.
         TypeError: ``source`` is of an unsupported type.
@@ -390,7 +405,9 @@ def scan(
     if isinstance(source, Scanner):
         if encoding is not None:
             raise ValueError("`encoding` goes with a file path, not with a Scanner")
+        if revision is not None:
+            raise ValueError("`revision` goes with a Hub id, not with a Scanner")
         scanner = source
     else:
-        scanner = Scanner(source, encoding=encoding)
+        scanner = Scanner(source, encoding=encoding, revision=revision)
     return scanner.scan(containment=containment, max_examples=max_examples)

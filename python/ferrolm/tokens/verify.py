@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import numpy.typing as npt
 
-from ferrolm._gguf_cache import cache_root, convert_gguf
+from ferrolm._gguf_cache import cache_root, cached_checkpoint, convert_gguf
 from ferrolm._optional import require
 from ferrolm._paths import resolve
 
@@ -217,7 +217,9 @@ def load_model(
     user's environment is never changed. A GGUF file (or a directory or repository holding one
     and no ``config.json``) is converted with ``transformers`` once (slow: tens of seconds) and
     the bfloat16 result cached under :func:`~ferrolm._gguf_cache.cache_root` ``/tokens/``, keyed
-    by the file's name, size and modification time; later loads take seconds.
+    by the file's name, size and modification time; later loads take seconds. The cache keeps
+    under ``FERROLM_CACHE_MAX_GB`` (default 50) by deleting the least recently used entries
+    when a new conversion is written.
 
     Args:
         path: a directory, a GGUF file or a Hub id.
@@ -252,10 +254,12 @@ def load_model(
     stat = real.stat()
     key = hashlib.sha256(f"{local.name}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()
     saved = cache_root() / "tokens" / f"{local.stem}-{key[:12]}-bf16"
-    if not (saved / "config.json").is_file():
-        convert_gguf(local, saved, dtype="bfloat16")
-    model = AutoModelForCausalLM.from_pretrained(saved, dtype=torch_dtype)
-    return model.to(target).eval(), AutoTokenizer.from_pretrained(saved)
+    gguf = local
+    # Held in use while it loads: a conversion in another process cannot evict it meanwhile.
+    with cached_checkpoint(saved, lambda path: convert_gguf(gguf, path, dtype="bfloat16")):
+        model = AutoModelForCausalLM.from_pretrained(saved, dtype=torch_dtype)
+        tokenizer = AutoTokenizer.from_pretrained(saved)
+    return model.to(target).eval(), tokenizer
 
 
 def _dtype(dtype: Any) -> Any:

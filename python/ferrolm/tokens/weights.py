@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ferrolm import _native
-from ferrolm._paths import is_hub_id, resolve_embeddings
+from ferrolm._paths import check_revision, is_hub_id, resolve_embeddings
 
 _EMBEDDING = re.compile(
     r"(^|\.)(embed_tokens|word_embeddings|wte|tok_embeddings|token_embd|embedding)\.weight$"
@@ -110,7 +110,11 @@ def _is_count(x: object) -> bool:
 
 
 def read_embeddings(
-    model_path: str | Path, *, max_rows: Optional[int] = None, max_values: int = 1 << 32
+    model_path: str | Path,
+    *,
+    max_rows: Optional[int] = None,
+    max_values: int = 1 << 32,
+    revision: Optional[str] = None,
 ) -> EmbeddingMatrices:
     """Reads the embedding (and untied unembedding) matrices of a model.
 
@@ -120,15 +124,19 @@ def read_embeddings(
     ``gguf.quants.dequantize`` does. Neither torch nor ``gguf`` is imported.
 
     Args:
-        model_path: a GGUF file, a ``.safetensors`` file, or a directory with
-            ``*.safetensors`` shards (a Hugging Face model directory) or one ``*.gguf`` file.
+        model_path: a GGUF file, a ``.safetensors`` file, a directory with
+            ``*.safetensors`` shards (a Hugging Face model directory) or one ``*.gguf`` file,
+            or a Hub id (``org/name``; only the shards holding these matrices are fetched).
         max_rows: read at most this many rows of each matrix (e.g. the vocabulary size, so
             padding rows are never read); all rows when None.
         max_values: refuse a matrix of more float32 values than this (default 2^32, 16 GiB),
             before anything is allocated.
+        revision: for a Hub id, the branch, tag or commit to read (default the main branch),
+            resolved like ``from_pretrained``; ignored for a local path.
 
     Raises:
-        FileNotFoundError: nothing readable at ``model_path``.
+        FileNotFoundError: nothing readable at ``model_path``, or the Hub repository (at
+            ``revision``) is not found.
         NoWeightsError: a GGUF file without ``token_embd.weight`` (vocab-only); a ValueError.
         ValueError: no embedding tensor, a tensor type that cannot
             be dequantized, or a malformed file (each naming the file and the field).
@@ -154,8 +162,10 @@ def read_embeddings(
         )
     if not _is_count(max_values):
         raise ValueError(f"`max_values` must be a positive integer below 2**64, got {max_values!r}")
+    check_revision(revision)
     if not path.exists() and is_hub_id(str(model_path)):
-        path = resolve_embeddings(str(model_path))  # the embedding shards only
+        # the embedding shards only
+        path = resolve_embeddings(str(model_path), revision=revision, argument="model_path")
     if not path.exists():
         raise FileNotFoundError(f"`model_path` does not exist: {path}")
     if path.is_dir():
