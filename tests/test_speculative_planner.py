@@ -130,6 +130,7 @@ def test_no_speculation_never_runs_the_draft_and_equals_generate(pair: tuple[Any
         1.0,
         np.zeros(0, np.int64),
         0.0,
+        1.0,
     )
     gen.adopt(cal)
     calls = _Calls(draft)
@@ -154,7 +155,7 @@ def test_calibrate_measures_and_adopts_a_plan(pair: tuple[Any, Any]) -> None:
         max_depth=6,
         progress=lines.append,
     )
-    assert len(lines) == 3
+    assert len(lines) == 4
     assert (cal.verify_s > 0).all()
     assert (cal.draft_s > 0).all()
     assert cal.fixed_s >= 0

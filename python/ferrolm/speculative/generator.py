@@ -38,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
@@ -100,6 +101,12 @@ class SpeculativeGenerator:
         tree_shape: Sequoia ``(n, d)`` to use instead of ``(budget, max_depth)``.
         tokenizer, draft_tokenizer: when both are given their vocabularies must be identical.
         check_mask: probe both models once for 4D-mask support (a few tiny forwards).
+        fast_linear: run both models' small Linear products (at most `fast_linear_rows` rows:
+            tree verification and drafting) through ferrolm's small-M kernel
+            (:func:`ferrolm.speculative.route_linear`) while generating and calibrating; on a CPU
+            it makes a forward over a small tree cost about one token's. Default: on when the
+            model's weights are on the CPU. The models are restored after every call.
+        fast_linear_rows: the most rows sent to the kernel (larger products use torch's BLAS).
 
     Raises:
         ValueError: unknown method, bad sizes, different vocabularies, or an attention
@@ -128,6 +135,8 @@ class SpeculativeGenerator:
         tokenizer: Any = None,
         draft_tokenizer: Any = None,
         check_mask: bool = True,
+        fast_linear: Optional[bool] = None,
+        fast_linear_rows: int = 16,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"`method` must be one of {METHODS}, got {method!r}")
@@ -181,6 +190,11 @@ class SpeculativeGenerator:
         self._plain = False
         self.calibration: Optional[Calibration] = None
         self.context_length = context_length(target)
+        if fast_linear is not None and not isinstance(fast_linear, bool):
+            raise TypeError(f"`fast_linear` must be a bool or None, got {fast_linear!r}")
+        self.fast_linear_rows = check_int(fast_linear_rows, "fast_linear_rows", 1)
+        on_cpu = all(next(m.parameters()).device.type == "cpu" for m in (target, draft))
+        self.fast_linear = on_cpu if fast_linear is None else fast_linear
         # Test hook: called with (rows, target cache, draft cache) after every iteration.
         self._on_iteration: Optional[Callable[[list[Row], Any, Any], None]] = None
         if check_mask:
@@ -260,9 +274,20 @@ class SpeculativeGenerator:
             max_depth=depth,
             fixed_cost=fixed_cost,
             progress=progress,
+            routed=self._routed,
         )
         self.adopt(cal)
         return cal
+
+    def _routed(self) -> contextlib.ExitStack:
+        """Routes both models' small Linear products through the kernel (when enabled)."""
+        stack = contextlib.ExitStack()
+        if self.fast_linear:
+            from ferrolm.speculative.fast_linear import route_linear
+
+            for model in (self.target, self.draft):
+                stack.enter_context(route_linear(model, max_rows=self.fast_linear_rows))
+        return stack
 
     def adopt(self, cal: Calibration) -> None:
         """Uses a calibration's acceptance vector and plan (see :meth:`calibrate`)."""
@@ -354,7 +379,8 @@ class SpeculativeGenerator:
             streamer.put(torch.tensor(rows[0].tokens))
         active = [r for r in rows if r.max_new > 0]
         if active:
-            self._loop(active, opts, generator, streamer, stats)
+            with self._routed():
+                self._loop(active, opts, generator, streamer, stats)
         if streamer is not None:
             streamer.end()
         stats.total_time_s = time.perf_counter() - start

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,6 +55,8 @@ class Calibration:
         autoregressive_s: seconds per token of plain decoding (one-token target forwards).
         level_widths: draft forward widths of the chosen tree (empty without speculation).
         seconds: wall time of the calibration.
+        generate_s: seconds of one plain one-token target forward with the model as the user
+            has it (no kernel routing): what ``target.generate`` pays per token.
     """
 
     plan: Plan
@@ -66,6 +69,12 @@ class Calibration:
     autoregressive_s: float
     level_widths: npt.NDArray[np.int64]
     seconds: float
+    generate_s: float
+
+    @property
+    def predicted_speedup(self) -> float:
+        """Predicted speedup of the chosen plan over plain ``target.generate``."""
+        return self.generate_s / self.plan.s_per_token
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary."""
@@ -75,8 +84,10 @@ class Calibration:
                 "d": self.plan.d,
                 "tokens_per_step": self.plan.tokens_per_step,
                 "s_per_token": self.plan.s_per_token,
-                "predicted_speedup": self.plan.speedup,
+                "speedup_vs_plain_decoding": self.plan.speedup,
+                "predicted_speedup_vs_generate": self.predicted_speedup,
             },
+            "generate_s": self.generate_s,
             "acceptance": self.acceptance.tolist(),
             "verify_s": dict(zip(self.sizes.tolist(), self.verify_s.tolist())),
             "draft_s": dict(zip(self.widths.tolist(), self.draft_s.tolist())),
@@ -134,6 +145,7 @@ def calibrate_costs(
     context: Optional[int] = None,
     fixed_cost: Optional[Callable[[], float]] = None,
     progress: Optional[Callable[[str], None]] = None,
+    routed: Optional[Callable[[], contextlib.AbstractContextManager[Any]]] = None,
 ) -> Calibration:
     """Measures acceptance and costs on this machine and plans the tree (see the module doc).
 
@@ -150,6 +162,9 @@ def calibrate_costs(
         fixed_cost: returns the measured seconds per iteration outside the model forwards;
             default 0.
         progress: called with a short line before each phase.
+        routed: a context manager factory under which the models run as they will generate
+            (e.g. with the Linear kernel routed); the plain one-token step ``target.generate``
+            pays is measured outside it.
 
     Returns:
         :class:`Calibration`.
@@ -160,18 +175,21 @@ def calibrate_costs(
     width_list = sorted({int(w) for w in widths if int(w) >= 1})
     if not width_list:
         raise ValueError(f"`widths` must hold at least one int >= 1, got {list(widths)}")
-    say(f"acceptance on {len(prompts)} prompt(s), {max_new_tokens} target tokens each")
-    acceptance = estimate_acceptance(
-        target, draft, prompts, max_new_tokens=max_new_tokens, temperature=temperature
-    )
     if context is None:
         lengths = [len(p) for p in prompts]
         context = int(np.mean(lengths)) + max_new_tokens if lengths else 128
-    say(f"target forward cost at {len(size_list)} tree sizes")
-    verify = profile(target, size_list, context=context, repeats=2)
-    say(f"draft forward cost at {len(width_list)} widths")
-    drafting = profile(draft, width_list, context=context, repeats=2)
-    fixed = fixed_cost() if fixed_cost is not None else 0.0
+    say("plain one-token target step")
+    plain = float(profile(target, [1], context=context, repeats=2).latency_s[0])
+    with routed() if routed is not None else contextlib.nullcontext():
+        say(f"acceptance on {len(prompts)} prompt(s), {max_new_tokens} target tokens each")
+        acceptance = estimate_acceptance(
+            target, draft, prompts, max_new_tokens=max_new_tokens, temperature=temperature
+        )
+        say(f"target forward cost at {len(size_list)} tree sizes")
+        verify = profile(target, size_list, context=context, repeats=2)
+        say(f"draft forward cost at {len(width_list)} widths")
+        drafting = profile(draft, width_list, context=context, repeats=2)
+        fixed = fixed_cost() if fixed_cost is not None else 0.0
     chosen, levels = replan(
         acceptance,
         verify.sizes,
@@ -193,4 +211,5 @@ def calibrate_costs(
         float(verify.latency_s[one]) + fixed,
         levels,
         time.perf_counter() - start,
+        plain if routed is not None else float(verify.latency_s[one]),
     )

@@ -248,11 +248,12 @@ def compare(
         plan = cal.plan
         name = f"ferrolm {method}, planned (n={plan.n}, d={plan.d})"
         res = _run_ferrolm(name, gen, prompts, new_tokens, expected)
-        res.predicted_speedup = plan.speedup
+        res.predicted_speedup = cal.predicted_speedup
         res.plan = cal.to_dict()
         res.calibration_s = cal.seconds
         log(
-            f"{name}: {res.seconds:.1f} s, tau {res.tau:.2f}, predicted {plan.speedup:.2f}x, "
+            f"{name}: {res.seconds:.1f} s, tau {res.tau:.2f}, "
+            f"predicted {cal.predicted_speedup:.2f}x, "
             f"measured {baseline.seconds / res.seconds:.2f}x, calibration {cal.seconds:.0f} s"
         )
         results.append(res)
