@@ -226,7 +226,7 @@ class SpeculativeGenerator:
         *,
         sizes: Sequence[int] = DEFAULT_SIZES,
         widths: Sequence[int] = DEFAULT_WIDTHS,
-        max_new_tokens: int = 24,
+        max_new_tokens: int = 16,
         temperature: float = 0.0,
         max_depth: Optional[int] = None,
         progress: Optional[Callable[[str], None]] = None,

@@ -36,7 +36,7 @@ from ferrolm.speculative.sequoia import Plan, draft_level_widths, plan, sequoia_
 __all__ = ["Calibration", "calibrate_costs"]
 
 #: Tree sizes whose verification is measured by default.
-DEFAULT_SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+DEFAULT_SIZES = (1, 2, 4, 8, 12, 16, 24, 32)
 #: Draft forward widths measured by default.
 DEFAULT_WIDTHS = (1, 2, 4, 8, 16)
 
@@ -139,7 +139,7 @@ def calibrate_costs(
     *,
     sizes: Sequence[int] = DEFAULT_SIZES,
     widths: Sequence[int] = DEFAULT_WIDTHS,
-    max_new_tokens: int = 24,
+    max_new_tokens: int = 16,
     temperature: float = 0.0,
     max_depth: int = 12,
     context: Optional[int] = None,

@@ -34,10 +34,11 @@ SHIPPED = ("_demo", "data", "spec_bench_13.jsonl")
 
 
 def load_prompts(
-    path: Optional[Path] = None, per_category: int = 1, skip: int = 0
+    path: Optional[Path] = None, per_category: int = 1, skip: int = 0, split: str = "bench"
 ) -> list[tuple[str, str]]:
     """``(category, first turn)`` of Spec-Bench prompts: `per_category` per category after
-    skipping `skip`; default the 13 shipped ones."""
+    skipping `skip`; default the 13 shipped ones (``split="calibration"``: the 3 shipped
+    held-out prompts; rows of a ``question.jsonl`` have no split and are all read)."""
     if path is None:
         found = package_file("ferrolm", *SHIPPED)
         if found is None:
@@ -49,6 +50,8 @@ def load_prompts(
     out = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         q = json.loads(line)
+        if q.get("split", split) != split:
+            continue
         category = q["category"]
         text = q["prompt"] if "prompt" in q else q["turns"][0]
         seen[category] += 1
