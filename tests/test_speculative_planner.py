@@ -188,3 +188,57 @@ def test_calibrate_costs_checks_widths(pair: tuple[Any, Any]) -> None:
     with pytest.raises(ValueError, match="widths"):
         calibrate_costs(target, draft, [[1, 2, 3]], widths=(0,), max_new_tokens=2)
     _ = torch  # the module is torch-only
+
+
+def test_bfloat16_draft_weights_keep_the_targets_output(pair: tuple[Any, Any]) -> None:
+    target, draft = pair
+    before = {k: v.clone() for k, v in draft.state_dict().items()}
+    gen = speculative.SpeculativeGenerator(
+        target, draft, method="sequoia", budget=8, draft_weights="bfloat16"
+    )
+    prompt = [9, 8, 7, 6, 5]
+    out = gen.generate([prompt], max_new_tokens=12, do_sample=False)
+    assert out.new_tokens[0] == hf_greedy(target, prompt, 12)
+    after = draft.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(v.dtype == torch.float32 for v in after.values())
+    with pytest.raises(ValueError, match="draft_weights"):
+        speculative.SpeculativeGenerator(target, draft, draft_weights="int4")
+    with pytest.raises(ValueError, match="fast_linear"):
+        speculative.SpeculativeGenerator(target, draft, draft_weights="bfloat16", fast_linear=False)
+
+
+def test_route_linear_bfloat16_copies_are_reused_until_the_weight_changes() -> None:
+    from ferrolm.speculative.fast_linear import _COPIES
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(40, 24)
+    x = torch.randn(3, 40)
+    with torch.no_grad():
+        want = torch.nn.functional.linear(
+            x.double(), layer.weight.bfloat16().double(), layer.bias.double()
+        )
+        with speculative.route_linear(layer, weights=torch.bfloat16):
+            got = layer(x)
+            first = _COPIES[id(layer.weight)][4]
+        assert torch.allclose(got.double(), want, atol=1e-5)
+        assert first.dtype == torch.bfloat16
+        with speculative.route_linear(layer, weights=torch.bfloat16):
+            assert _COPIES[id(layer.weight)][4] is first
+        layer.weight.mul_(2)
+        with speculative.route_linear(layer, weights=torch.bfloat16):
+            got = layer(x)
+        assert _COPIES[id(layer.weight)][4] is not first
+        assert torch.allclose(
+            got.double(),
+            torch.nn.functional.linear(
+                x.double(), layer.weight.bfloat16().double(), layer.bias.double()
+            ),
+            atol=1e-5,
+        )
+    assert "forward" not in layer.__dict__
+    with (
+        pytest.raises(TypeError, match="weights"),
+        speculative.route_linear(layer, weights=torch.float16),
+    ):
+        pass

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -106,6 +107,27 @@ def _run(
     return y if len(lead) == 1 else y.view(*lead, n)
 
 
+# Lower-precision copies of weights, kept while the weight lives and reused by later
+# `route_linear` blocks (generation enters one per call) until the weight changes. Keyed by id
+# (a tensor's `==` is elementwise, so it cannot be a dict key); a finalizer drops the entry.
+_COPIES: dict[int, tuple[Any, int, int, Any, torch.Tensor]] = {}
+
+
+def _low_copy(weight: torch.Tensor, dtype: Any) -> torch.Tensor:
+    hit = _COPIES.get(id(weight))
+    if (
+        hit is not None
+        and hit[0]() is weight
+        and hit[1:4] == (weight.data_ptr(), weight._version, dtype)
+    ):
+        return hit[4]
+    copy = weight.detach().to(dtype).contiguous()
+    if hit is None or hit[0]() is not weight:
+        weakref.finalize(weight, _COPIES.pop, id(weight), None)
+    _COPIES[id(weight)] = (weakref.ref(weight), weight.data_ptr(), weight._version, dtype, copy)
+    return copy
+
+
 def _needs_grad(*tensors: torch.Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -171,7 +193,9 @@ def _routable(module: torch.nn.Module) -> bool:
     )
 
 
-def _routed_forward(module: torch.nn.Linear, max_rows: int) -> Callable[[torch.Tensor], Any]:
+def _routed_forward(
+    module: torch.nn.Linear, max_rows: int, weights: torch.dtype | None = None
+) -> Callable[[torch.Tensor], Any]:
     """The replacement ``forward`` of one module: the kernel for small no-grad inputs of the
     weight's dtype, the module's own forward otherwise (and if its weight or bias was replaced,
     as a parameter or through ``.data``)."""
@@ -179,7 +203,9 @@ def _routed_forward(module: torch.nn.Linear, max_rows: int) -> Callable[[torch.T
     params = module._parameters
     weight, bias = module.weight, module.bias
     pointers = (weight.data_ptr(), None if bias is None else bias.data_ptr())
-    w, kernel = _weight(weight)
+    # A lower-precision copy for the kernel (a draft's weights); the module keeps its own.
+    stored = _low_copy(weight, weights) if weights not in (None, weight.dtype) else weight
+    w, kernel = _weight(stored)
     b = _bias(bias, w.shape[0])
     k = w.shape[1]
     limit = max_rows * k
@@ -209,7 +235,9 @@ def _routed_forward(module: torch.nn.Linear, max_rows: int) -> Callable[[torch.T
 
 
 @contextlib.contextmanager
-def route_linear(model: torch.nn.Module, max_rows: int = 16) -> Iterator[int]:
+def route_linear(
+    model: torch.nn.Module, max_rows: int = 16, *, weights: torch.dtype | None = None
+) -> Iterator[int]:
     """While active, runs the small products of ``model``'s Linear layers through the kernel.
 
     Every ``nn.Linear`` of ``model`` (itself included) whose weight is a contiguous CPU float32
@@ -228,6 +256,11 @@ def route_linear(model: torch.nn.Module, max_rows: int = 16) -> Iterator[int]:
         model: Any ``torch.nn.Module``, e.g. a Hugging Face causal LM.
         max_rows: The most rows sent to the kernel (>= 1). Above ~16 rows a BLAS is usually
             faster, and a prompt's prefill goes to the module's own forward.
+        weights: ``torch.bfloat16`` to give the kernel a bfloat16 copy of every float32
+            weight (made on the first entry, kept while the weight lives and is unchanged):
+            half the bytes to read per product, so about half the time, at bfloat16's
+            precision. Meant for a speculative draft, whose outputs only steer which tokens are
+            proposed; never for a model whose outputs must be exact.
 
     Yields:
         The number of modules routed.
@@ -242,11 +275,13 @@ def route_linear(model: torch.nn.Module, max_rows: int = 16) -> Iterator[int]:
         raise TypeError(f"`max_rows` must be an int, got {type(max_rows).__name__}")
     if max_rows < 1:
         raise ValueError(f"`max_rows` must be at least 1, got {max_rows}")
+    if weights not in (None, torch.float32, torch.bfloat16):
+        raise TypeError(f"`weights` must be None, torch.float32 or torch.bfloat16, got {weights}")
     routed: list[tuple[torch.nn.Module, Callable[[torch.Tensor], Any]]] = []
     try:
         for module in model.modules():
             if isinstance(module, torch.nn.Linear) and _routable(module):
-                forward = _routed_forward(module, max_rows)
+                forward = _routed_forward(module, max_rows, weights)
                 module.forward = forward  # type: ignore[method-assign,assignment]
                 routed.append((module, forward))
         yield len(routed)
