@@ -228,8 +228,10 @@ def route_linear(model: torch.nn.Module, max_rows: int = 16) -> Iterator[int]:
     operations. With libgomp's default wait policy torch's OpenMP threads spin for a while
     after each operation and compete with it when there are no spare cores: on a 2-core CPU
     setting ``OMP_WAIT_POLICY=PASSIVE`` in the environment before torch is imported made a
-    routed 8-layer Qwen2-1.5B-shaped forward of 1 to 8 tokens 1.3x to 1.8x faster
-    (``benches/bench_linear.py``, AMD EPYC, 2 threads).
+    routed 8-layer Qwen2-1.5B-shaped forward of 1 to 8 tokens 1.3x to 1.8x faster, and about 2x
+    faster (plain torch too) while another process kept one core busy (AMD EPYC, 2 threads).
+    For a single row the kernel only matches MKL (both wait on memory), so route the forwards
+    of several rows, such as a draft tree's verification.
 
     Args:
         model: Any ``torch.nn.Module``, e.g. a Hugging Face causal LM.
