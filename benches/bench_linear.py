@@ -18,6 +18,11 @@ threads, and prints Markdown tables: the median milliseconds of each implementat
 ratios to ferrolm, and the weight bytes ferrolm reads per second. Every ferrolm result is
 checked against ``F.linear`` before it is timed.
 
+Threads: torch's OpenMP workers spin for a while after each torch operation (libgomp's default
+wait policy), and on a machine with as many threads as cores they then compete with the kernel's
+helper thread. Run the script twice, plain and with ``OMP_WAIT_POLICY=PASSIVE`` in the
+environment (it must be set before torch is imported), to see both; the header says which.
+
 oneDNN is ``torch._C._nn.mkldnn_linear`` as ``torch.utils.mkldnn.to_mkldnn(linear)`` runs it
 (the weight converted once, ``x`` and the result converted per call, as a user of that module
 pays); its column is skipped, with the reason, when this torch has no oneDNN.
@@ -246,7 +251,10 @@ def table_forward(layers: int, vocab: int) -> None:
 def main(argv: list[str]) -> None:
     smoke = "--smoke" in argv
     torch.set_num_threads(THREADS)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    policy = os.environ.get("OMP_WAIT_POLICY", "unset (libgomp spins, then sleeps)")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY {policy}\n"
+    )
     table_linear(SHAPES_SMOKE if smoke else SHAPES_FULL, ROWS_SMOKE if smoke else ROWS_FULL)
     if "--no-forward" not in argv:
         table_forward(2, 4096) if smoke else table_forward(28, 151936)

@@ -18,6 +18,10 @@ const MR: usize = 4;
 
 /// A weight type that AVX2 widens to 8 float32 lanes.
 trait Load8: Weight {
+    /// Whether loading widens (then a chunk of the tile is widened once, by the first group of
+    /// rows, into an L1 buffer that the other groups read).
+    const WIDENS: bool;
+
     /// The 8 weights at `p` as float32.
     ///
     /// # Safety
@@ -26,6 +30,8 @@ trait Load8: Weight {
 }
 
 impl Load8 for f32 {
+    const WIDENS: bool = false;
+
     #[inline(always)]
     unsafe fn load8(p: *const Self) -> __m256 {
         // SAFETY: 8 floats in bounds (the caller's contract); unaligned load.
@@ -34,6 +40,8 @@ impl Load8 for f32 {
 }
 
 impl Load8 for u16 {
+    const WIDENS: bool = true;
+
     #[inline(always)]
     unsafe fn load8(p: *const Self) -> __m256 {
         // SAFETY: 8 u16 = 16 bytes in bounds (the caller's contract); unaligned load. Zero-
@@ -118,6 +126,12 @@ unsafe fn panel<W: Load8, const R: usize>(job: &Job<'_, W>, i: usize, rows: usiz
     let chunked = m > MR;
     let kc = if chunked { KC } else { k8.max(8) };
     let mut acc = [[0.0f32; 8]; MB * NR];
+    // bfloat16 tiles in chunks: widened once per chunk (see `Load8::WIDENS`).
+    let cached = W::WIDENS && chunked;
+    // Uninitialised: only the widening modes touch it, writing each element before reading it
+    // (a zeroed 3 KiB per tile would cost float32 tiles stores for nothing).
+    let mut widened = std::mem::MaybeUninit::<Widened>::uninit();
+    let wide = widened.as_mut_ptr() as *mut f32;
     let mut t0 = 0;
     // SAFETY (whole body): `i + rows <= m` and `j + R <= n` (the caller's contract), so every
     // `group` call stays within `x`'s (or the packed copy's) and `w`'s rows and `acc`'s `MB`
@@ -135,13 +149,36 @@ unsafe fn panel<W: Load8, const R: usize>(job: &Job<'_, W>, i: usize, rows: usiz
                 } else {
                     (job.x.as_ptr().add((i + q) * k + t0), k)
                 };
-                let first = q == 0;
                 let len = t1 - t0;
+                let phase = match (q == 0, cached) {
+                    (true, false) => FIRST,
+                    (true, true) => FIRST_WIDEN,
+                    (false, false) => LATER,
+                    (false, true) => LATER_WIDENED,
+                };
+                macro_rules! run {
+                    ($q:literal) => {
+                        match phase {
+                            FIRST => {
+                                group::<W, R, $q, FIRST>(job, xq, stride, j, t0, len, acc_q, wide)
+                            }
+                            FIRST_WIDEN => group::<W, R, $q, FIRST_WIDEN>(
+                                job, xq, stride, j, t0, len, acc_q, wide,
+                            ),
+                            LATER => {
+                                group::<W, R, $q, LATER>(job, xq, stride, j, t0, len, acc_q, wide)
+                            }
+                            _ => group::<W, R, $q, LATER_WIDENED>(
+                                job, xq, stride, j, t0, len, acc_q, wide,
+                            ),
+                        }
+                    };
+                }
                 match (rows - q).min(MR) {
-                    4 => group::<W, R, 4>(job, xq, stride, j, t0, len, acc_q, first),
-                    3 => group::<W, R, 3>(job, xq, stride, j, t0, len, acc_q, first),
-                    2 => group::<W, R, 2>(job, xq, stride, j, t0, len, acc_q, first),
-                    _ => group::<W, R, 1>(job, xq, stride, j, t0, len, acc_q, first),
+                    4 => run!(4),
+                    3 => run!(3),
+                    2 => run!(2),
+                    _ => run!(1),
                 }
                 q += MR;
             }
@@ -165,12 +202,27 @@ unsafe fn panel<W: Load8, const R: usize>(job: &Job<'_, W>, i: usize, rows: usiz
     }
 }
 
+/// A chunk of a tile's rows widened to float32, `[NR][KC]`, aligned for vector loads.
+#[repr(C, align(32))]
+struct Widened([[f32; KC]; NR]);
+
+/// How a group of rows gets the tile's weights (the `P` of [`group`]).
+/// The first group: from `w`, prefetching ahead.
+const FIRST: u8 = 0;
+/// The first group of a widening tile: as [`FIRST`], and stores the widened chunk.
+const FIRST_WIDEN: u8 = 1;
+/// A later group: from `w` (in L1 by now), no prefetch.
+const LATER: u8 = 2;
+/// A later group of a widening tile: the float32 chunk [`FIRST_WIDEN`] stored.
+const LATER_WIDENED: u8 = 3;
+
 /// Adds `x[q, 0..len] * w[j + r, t0..t0 + len]` to the 8-lane partial sums `acc[q * NR + r]`,
 /// where `x[q, ..]` starts at `xq + q * stride` and `acc` points at this group's first row;
-/// `prefetch` asks for the weights [`PREFETCH`] floats ahead.
+/// `P` says where the weights come from and whether to prefetch them [`PREFETCH`] floats
+/// ahead; `wide` is the `[NR][KC]` widened chunk.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn group<W: Load8, const R: usize, const Q: usize>(
+unsafe fn group<W: Load8, const R: usize, const Q: usize, const P: u8>(
     job: &Job<'_, W>,
     xq: *const f32,
     stride: usize,
@@ -178,14 +230,16 @@ unsafe fn group<W: Load8, const R: usize, const Q: usize>(
     t0: usize,
     len: usize,
     acc: *mut [f32; 8],
-    prefetch: bool,
+    wide: *mut f32,
 ) {
     let k = job.k;
     let wp = job.w.as_ptr().wrapping_add(t0);
     // SAFETY (whole body): `Q` rows of `len` floats from `xq` (stride `stride`) and rows
     // `j..j + R` of `w` from column `t0` exist, `len` is a multiple of 8 and
     // `t0 + len <= k - k % 8`, so every 8-wide load is within its row; `acc` has `Q * NR`
-    // entries from this group's first row (the caller's contract); prefetches never fault
+    // entries from this group's first row and `wide` is a 32-byte aligned `[NR][KC]` buffer
+    // with `len <= KC`, filled by the first group before later ones read it (the caller's
+    // contract, the widened modes only); prefetches never fault
     // (wrapping arithmetic, possibly past the end, never dereferenced); the CPU has AVX2+FMA.
     unsafe {
         let mut sums = [[_mm256_setzero_ps(); R]; Q];
@@ -198,11 +252,18 @@ unsafe fn group<W: Load8, const R: usize, const Q: usize>(
         while t < len {
             let mut wv = [_mm256_setzero_ps(); R];
             for (r, v) in wv.iter_mut().enumerate() {
+                if P == LATER_WIDENED {
+                    *v = _mm256_load_ps(wide.add(r * KC + t));
+                    continue;
+                }
                 let p = wp.add((j + r) * k + t);
-                if prefetch {
+                if P == FIRST || P == FIRST_WIDEN {
                     _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH) as *const i8);
                 }
                 *v = W::load8(p);
+                if P == FIRST_WIDEN {
+                    _mm256_store_ps(wide.add(r * KC + t), *v);
+                }
             }
             for (q, a) in sums.iter_mut().enumerate() {
                 let xv = _mm256_loadu_ps(xq.add(q * stride + t));
