@@ -14,7 +14,9 @@ Two modes:
   ``question.jsonl``, for held-out prompts from the full set). Reports tau (new tokens per target
   forward, counted with a forward hook), wall-clock against ``target.generate``, tau against HF
   assisted, and the planner's predicted speedup next to the measured one. With ``--json FILE``
-  the script also writes every row as JSON.
+  the script also writes every row as JSON. Run it as ``ferrolm demo`` runs: with
+  ``OMP_WAIT_POLICY=PASSIVE`` in the environment (baseline and ferrolm alike; see
+  ``ferrolm.cli.quiet_openmp_threads``).
 
 Every row's output is checked token for token against plain greedy ``generate``.
 """
@@ -118,6 +120,7 @@ def suite(
         new_tokens=NEW_TOKENS,
         methods=("specexec", "sequoia"),
         log=log,
+        generator_options={"draft_weights": "bfloat16"} if REAL else None,
     )
     log(markdown(results))
     return results
@@ -168,6 +171,9 @@ if __name__ == "__main__":
         cal = ps[:1]
     start = time.perf_counter()
     rows = suite(t, d, ps, cal, lambda s: print(s, flush=True))
-    print(f"total {time.perf_counter() - start:.0f} s; torch threads {torch.get_num_threads()}")
+    print(
+        f"total {time.perf_counter() - start:.0f} s; torch threads {torch.get_num_threads()}; "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}"
+    )
     if out is not None:
         out.write_text(json.dumps([r.to_dict(rows[0], rows[1]) for r in rows], indent=2))

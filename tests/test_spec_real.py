@@ -56,3 +56,28 @@ def test_compare_checks_every_output_and_reports_the_plan() -> None:
         assert row["identical_outputs"] == "2/2"
         assert row["plan"]["plan"]["predicted_speedup_vs_generate"] == r.predicted_speedup
     assert any("calibrate specexec" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("preset", "torch_first", "want"),
+    [(None, False, "PASSIVE"), ("ACTIVE", False, "ACTIVE"), (None, True, None)],
+)
+def test_generate_and_demo_quiet_openmp_unless_told_or_too_late(
+    preset: str | None, torch_first: bool, want: str | None
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset is not None:
+        env["OMP_WAIT_POLICY"] = preset
+    code = (
+        ("import torch\n" if torch_first else "")
+        + "import os\nfrom ferrolm.cli import quiet_openmp_threads\nquiet_openmp_threads()\n"
+        + "print(os.environ.get('OMP_WAIT_POLICY'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == str(want)

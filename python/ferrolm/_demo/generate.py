@@ -81,7 +81,15 @@ def demo_section() -> Section:
     prompts = load_prompts()
     demo = tokenize_prompts(tokenizer, [p for p in prompts if p[0] in DEMO_CATEGORIES])
     held_out = tokenize_prompts(tokenizer, load_prompts(split="calibration"))
-    results = compare(target, draft, demo, held_out, new_tokens=48, methods=("specexec",))
+    results = compare(
+        target,
+        draft,
+        demo,
+        held_out,
+        new_tokens=48,
+        methods=("specexec",),
+        generator_options={"draft_weights": "bfloat16"},
+    )
     baseline, assisted = results[0], results[1]
     for r in results:
         section.add(
