@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import importlib.util
+import logging
 import os
 import platform
 import re
@@ -354,13 +355,14 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> int:
     """Runs the check; exit code 0 when every step that ran succeeded and no test failed."""
     args = _parser().parse_args(argv)
+    # This is the script's entry point: it owns stdout (the summary) and stderr (progress).
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s", force=True)
     unknown = {s for s in (args.only + "," + args.skip).split(",") if s} - set(STEPS)
     if unknown:
-        print(f"gpu-check: unknown steps {sorted(unknown)}; steps: {STEPS}", file=sys.stderr)
+        sys.stderr.write(f"gpu-check: unknown steps {sorted(unknown)}; steps: {STEPS}\n")
         return 2
     report = run_all(args)
-    print(summary(report.data))
-    print(f"\ngpu-check: report written to {report.path}")
+    sys.stdout.write(summary(report.data) + f"\n\ngpu-check: report written to {report.path}\n")
     bad = [s["name"] for s in report.data["steps"] if s["status"] in ("failed", "timeout")]
     tests = report.data.get("pytest") or {}
     return 1 if bad or tests.get("failed") or tests.get("errors") else 0

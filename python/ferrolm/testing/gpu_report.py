@@ -14,14 +14,16 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import logging
 import os
 import signal
-import sys
 import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable, Optional
+
+logger = logging.getLogger("ferrolm.gpu_check")
 
 __all__ = ["Report", "StepSkippedError", "StepTimeoutError", "summary"]
 
@@ -106,7 +108,7 @@ class Report:
             step["reason"] = "the run's deadline has passed"
         else:
             start = time.monotonic()
-            print(f"gpu-check: {name} ...", file=sys.stderr, flush=True)
+            logger.info("gpu-check: %s ...", name)
             try:
                 with _alarm(min(budget_s, left - 2)):
                     result = fn()
@@ -124,7 +126,7 @@ class Report:
                 step.update(status="failed", error=f"{type(e).__name__}: {e}"[:2000])
                 step["traceback"] = "".join(tail)[-4000:]
             step["seconds"] = round(time.monotonic() - start, 3)
-            print(f"gpu-check: {name} {step['status']} ({step['seconds']:.1f} s)", file=sys.stderr)
+            logger.info("gpu-check: %s %s (%.1f s)", name, step["status"], step["seconds"])
         self.save()
 
 
