@@ -173,18 +173,28 @@ def test_dry_run_plan_is_the_planners_optimum(dry_run: tuple[Any, dict[str, Any]
     assert 0 <= plan["d"] <= gpu_benches.DRY_RUN.max_depth
     assert plan["t_autoregressive_s"] == t_verify[0]
     assert plan["t_verify_s"] == t_verify[sizes.index(plan["n"])]
-    t_draft = plan["t_draft_s"]
-    assert min(draft["latency_s"]) <= t_draft <= max(draft["latency_s"])
+    widths, t_widths = draft["sizes"], draft["latency_s"]
+
+    def draft_cost(n: int, d: int) -> float:
+        if d == 0:
+            return 0.0
+        levels = speculative.draft_level_widths(table, n, d)
+        return float(np.interp(levels, widths, t_widths).sum())
+
+    table = speculative.sequoia_dp(acc["acceptance"], max(sizes), plan["max_depth"])
+    assert plan["level_widths"] == (
+        speculative.draft_level_widths(table, plan["n"], plan["d"]).tolist() if plan["d"] else []
+    )
+    assert sum(plan["t_draft_levels_s"]) == pytest.approx(draft_cost(plan["n"], plan["d"]))
     assert plan["s_per_token"] == pytest.approx(
-        (plan["d"] * t_draft + plan["t_verify_s"]) / plan["tokens_per_step"]
+        (sum(plan["t_draft_levels_s"]) + plan["t_verify_s"]) / plan["tokens_per_step"]
     )
     assert plan["speedup"] == pytest.approx(plan["t_autoregressive_s"] / plan["s_per_token"])
-    # Re-solve Sequoia's table and check that no measured size and depth beats the plan.
-    table = speculative.sequoia_dp(acc["acceptance"], max(sizes), plan["max_depth"])
+    # No measured size and depth beats the plan, each priced at its own level widths.
     f = table.values()
     assert plan["tokens_per_step"] == pytest.approx(f[plan["n"], plan["d"]])
     best = min(
-        (d * t_draft + tv) / f[n, d]
+        (draft_cost(n, d) + tv) / f[n, d]
         for n, tv in zip(sizes, t_verify)
         for d in range(plan["max_depth"] + 1)
         if f[n, d] > 0
@@ -317,7 +327,7 @@ def test_the_gpu_models_have_the_sizes_they_claim() -> None:
     assert torch.get_default_dtype() == torch.float32
 
 
-def test_the_gpu_plan_at_full_size_prices_the_draft_at_the_trees_widest_level() -> None:
+def test_the_gpu_plan_at_full_size_prices_each_draft_level_at_its_width() -> None:
     sizes = list(gpu_benches.GPU.curve_sizes)
     widths = list(gpu_benches.GPU.draft_sizes)
     # The shape of a memory-bound GPU: a 256-token tree costs about twice one token.
@@ -337,11 +347,79 @@ def test_the_gpu_plan_at_full_size_prices_the_draft_at_the_trees_widest_level() 
     depth = np.zeros(plan["n"], dtype=int)
     for i, parent in enumerate(plan["tree_parents"][1:], start=1):
         depth[i] = depth[parent] + 1
-    widest = int(np.bincount(depth[depth < plan["d"]]).max())
-    assert plan["draft_width"] >= widest
-    assert plan["t_draft_s"] == pytest.approx(0.004 + 1e-5 * plan["draft_width"])
+    # Level widths: the root, then the nodes of each level 1..d-1 that have children.
+    has_kids = np.zeros(plan["n"], dtype=bool)
+    has_kids[[q for q in plan["tree_parents"][1:]]] = True
+    expected = [1] + [int((has_kids & (depth == k)).sum()) for k in range(1, plan["d"])]
+    assert plan["level_widths"] == expected
+    assert plan["draft_width"] == max(expected)
+    assert plan["t_draft_levels_s"] == pytest.approx([0.004 + 1e-5 * w for w in expected])
     # Without the copy of the logits, verification is cheaper: never a worse plan.
     assert plan["logits_on_device"]["speedup"] >= plan["speedup"] * 0.999
+
+
+# t(n) and t(w) as gpu-check measured them on an H200 (bf16, context 256, median of 7,
+# 2026-12-04): copying n x 128256 float32 logits to the host jumps from 2.6 ms at n = 64 to 41 ms
+# at n = 96, so the draft's t(w) jumps too. Pricing a tree's draft at the widest level of the
+# tree chosen before, and stopping when that width stopped growing, planned no speculation
+# (1.00x) on the logits-on-device curves; each tree priced at its own widths plans a speedup.
+H200_SIZES = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256]
+H200_TARGET_MS = [
+    18.08,
+    18.55,
+    18.62,
+    17.65,
+    18.60,
+    19.00,
+    18.99,
+    19.23,
+    20.85,
+    20.03,
+    28.78,
+    20.99,
+    61.19,
+    76.03,
+    104.60,
+    132.66,
+]
+H200_HOST_MS = [
+    0.081,
+    0.130,
+    0.189,
+    0.224,
+    0.310,
+    0.394,
+    0.558,
+    0.715,
+    1.037,
+    1.332,
+    1.974,
+    2.589,
+    40.89,
+    55.68,
+    85.11,
+    112.84,
+]
+H200_DRAFT_SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+H200_DRAFT_MS = [8.92, 9.55, 9.92, 10.0, 10.4, 10.6, 12.2, 71.0, 124.0]
+
+
+def test_the_gpu_plan_on_the_h200_curves_speculates_with_logits_on_the_device() -> None:
+    target = {
+        "sizes": H200_SIZES,
+        "latency_s": [t / 1e3 for t in H200_TARGET_MS],
+        "logits_to_host_s": [t / 1e3 for t in H200_HOST_MS],
+    }
+    draft = {"sizes": H200_DRAFT_SIZES, "latency_s": [t / 1e3 for t in H200_DRAFT_MS]}
+    acc = gpu_benches.load_acceptance(ROOT / "benches" / "data" / "qwen_acceptance.json")
+    plan = gpu_benches.plans(acc, target, draft, gpu_benches.GPU.max_depth)
+    on_device = plan["logits_on_device"]
+    assert plan["d"] >= 1
+    assert plan["speedup"] > 1.2
+    assert on_device["d"] >= 1
+    assert on_device["speedup"] >= plan["speedup"]
+    # Every level's draft forward is priced at that level's width, under the jump.
+    assert max(plan["level_widths"]) <= 64
 
 
 def test_the_wheel_is_installed_where_the_run_imports_it(tmp_path: Path) -> None:

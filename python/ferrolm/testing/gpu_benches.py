@@ -365,45 +365,39 @@ def _interp(sizes: Sequence[int], times: Sequence[float], n: int) -> float:
     return float(np.interp(n, np.asarray(sizes, dtype=np.float64), np.asarray(times)))
 
 
-def _widest_level(table: Any, n: int, d: int) -> int:
-    """Most nodes on one level 0..d-1 of the plan's tree: the widest draft forward."""
-    if d == 0:
-        return 1
-    depth = np.asarray(table.tree(n, d).depth)
-    return int(np.bincount(depth[depth < d]).max())
-
-
 def plan_from_curves(
     acceptance: dict[str, Any], target: dict[str, Any], draft: dict[str, Any], max_depth: int
 ) -> dict[str, Any]:
-    """Sequoia's plan from the target's t(n), the draft's per-level cost and ``acceptance``.
+    """Sequoia's plan from the target's t(n), the draft's t(w) and ``acceptance``.
 
-    The draft's cost per level is first its one-token time; the plan's tree is then checked
-    for its widest level and the draft's cost at that width (interpolated in its t(n)) is
-    planned with again until the width settles, so the draft cost matches the tree it prices.
+    The measured cost model of :func:`ferrolm.speculative.plan`: an iteration of tree ``(n, d)``
+    costs the target's forward over ``n`` tokens plus one draft forward per level, each priced at
+    the width that level of that tree really has (interpolated in the draft's t(w)), so every
+    candidate tree is priced with its own draft cost.
     """
-    from ferrolm.speculative import plan, sequoia_dp
+    from ferrolm.speculative import draft_level_widths, plan, sequoia_dp
 
     sizes, t_verify = target["sizes"], target["latency_s"]
     table = sequoia_dp(acceptance["acceptance"], max_nodes=max(sizes), max_depth=max_depth)
     t_ar = _interp(sizes, t_verify, 1)
-    width, seen = 1, []
-    for _ in range(8):
-        t_draft = _interp(draft["sizes"], draft["latency_s"], width)
-        p = plan(table, sizes, t_verify, t_draft, t_ar)
-        seen.append({"draft_width": width, "n": p.n, "d": p.d, "speedup": p.speedup})
-        widest = _widest_level(table, p.n, p.d)
-        if widest <= width:
-            break
-        width = widest
+    p = plan(
+        table,
+        sizes,
+        t_verify,
+        draft["latency_s"],
+        t_autoregressive_s=t_ar,
+        draft_widths=draft["sizes"],
+    )
+    levels = [int(w) for w in draft_level_widths(table, p.n, p.d)] if p.d > 0 else []
     tree = table.tree(p.n, p.d)
     return {
         "acceptance_kind": acceptance["kind"],
         "max_nodes": int(table.max_nodes),
         "max_depth": int(table.max_depth),
         "t_autoregressive_s": t_ar,
-        "t_draft_s": t_draft,
-        "draft_width": width,
+        "level_widths": levels,
+        "t_draft_levels_s": [_interp(draft["sizes"], draft["latency_s"], w) for w in levels],
+        "draft_width": max(levels, default=0),
         "t_verify_s": _interp(sizes, t_verify, p.n),
         "n": int(p.n),
         "d": int(p.d),
@@ -411,7 +405,6 @@ def plan_from_curves(
         "s_per_token": float(p.s_per_token),
         "speedup": float(p.speedup),
         "tree_parents": [int(v) for v in tree.parents],
-        "iterations": seen,
     }
 
 
@@ -419,12 +412,24 @@ def plans(
     acceptance: dict[str, Any], target: dict[str, Any], draft: dict[str, Any], max_depth: int
 ) -> dict[str, Any]:
     """:func:`plan_from_curves` on the curves as ``profile`` measured them, plus
-    ``logits_on_device``: the plan when the target's times leave out the copy of its logits to
-    the host (the generator's verification and plain decoding keep them on the device; the
-    drafters copy theirs, so the draft's times stay as measured)."""
+    ``logits_on_device``: the plan when both models' times leave out the copy of their ``n x
+    vocab`` logits to the host, as the generator runs them (verification and plain decoding
+    keep the target's logits on the device; the drafters copy only each node's top-k). The
+    draft shares the target's vocabulary, so its copy costs what the target's does at the same
+    row count (interpolated in the target's ``logits_to_host_s``)."""
     out = plan_from_curves(acceptance, target, draft, max_depth)
-    kept = [max(t - h, 1e-9) for t, h in zip(target["latency_s"], target["logits_to_host_s"])]
-    alt = plan_from_curves(acceptance, {**target, "latency_s": kept}, draft, max_depth)
+    host = target["logits_to_host_s"]
+    kept = [max(t - h, 1e-9) for t, h in zip(target["latency_s"], host)]
+    kept_draft = [
+        max(t - _interp(target["sizes"], host, w), 1e-9)
+        for w, t in zip(draft["sizes"], draft["latency_s"])
+    ]
+    alt = plan_from_curves(
+        acceptance,
+        {**target, "latency_s": kept},
+        {**draft, "latency_s": kept_draft},
+        max_depth,
+    )
     keys = ("n", "d", "tokens_per_step", "s_per_token", "speedup", "t_autoregressive_s")
     out["logits_on_device"] = {k: alt[k] for k in keys}
     return out

@@ -176,7 +176,6 @@ def summary(data: dict[str, Any]) -> str:
             "",
             f"plan ({p['acceptance_kind']} acceptance): n={p['n']} d={p['d']}, "
             f"{p['tokens_per_step']:.2f} tokens/step, predicted speedup {p['speedup']:.2f}x"
-            f" ({p['logits_on_device']['speedup']:.2f}x with the target's logits left on the"
-            " device)",
+            f" ({p['logits_on_device']['speedup']:.2f}x with the logits left on the device)",
         ]
     return "\n".join(lines)
