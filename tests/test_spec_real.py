@@ -54,7 +54,16 @@ def test_compare_checks_every_output_and_reports_the_plan() -> None:
         assert r.predicted_speedup > 0
         row = r.to_dict(baseline, assisted)
         assert row["identical_outputs"] == "2/2"
-        assert row["plan"]["plan"]["predicted_speedup_vs_generate"] == r.predicted_speedup
+        # The prediction is for the whole job: each prompt's prefill, then its decoding.
+        cal = row["plan"]
+        (a_t, b_t), (a_d, b_d) = cal["prefill_s"]["target"], cal["prefill_s"]["draft"]
+        spt, speculates = cal["plan"]["s_per_token"], cal["plan"]["d"] > 0
+        base = sum(a_t + b_t * len(ids) + 7 * cal["generate_s"] for _, ids in prompts)
+        spec = sum(
+            a_t + b_t * len(ids) + speculates * (a_d + b_d * len(ids)) + 7 * spt
+            for _, ids in prompts
+        )
+        assert r.predicted_speedup == pytest.approx(base / spec)
     assert any("calibrate specexec" in line for line in lines)
 
 

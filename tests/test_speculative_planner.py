@@ -155,7 +155,7 @@ def test_calibrate_measures_and_adopts_a_plan(pair: tuple[Any, Any]) -> None:
         max_depth=6,
         progress=lines.append,
     )
-    assert len(lines) == 4
+    assert len(lines) == 3
     assert (cal.verify_s > 0).all()
     assert (cal.draft_s > 0).all()
     assert cal.fixed_s >= 0
@@ -174,6 +174,15 @@ def test_calibrate_measures_and_adopts_a_plan(pair: tuple[Any, Any]) -> None:
     report = cal.to_dict()
     assert report["plan"]["n"] == cal.plan.n
     assert set(report["verify_s"]) == {1, 2, 4, 8, 16}
+    # Prefill models from the acceptance estimate's own forwards: a > 0, b >= 0, per model.
+    assert set(cal.prefill_s) == {"target", "draft"}
+    assert cal.prefill_s["target"][0] == pytest.approx(float(cal.verify_s[0]))
+    assert all(b >= 0 for _, b in cal.prefill_s.values())
+    assert cal.generate_s > 0
+    job = cal.predict([6, 3], [8, 8])
+    assert job.generate_s > 0
+    assert job.speculative_s > 0
+    assert report["prefill_s"]["target"] == list(cal.prefill_s["target"])
     # Whatever was chosen, the output is still the target's.
     prompt = [7, 7, 3, 1]
     assert gen.generate([prompt], max_new_tokens=10, do_sample=False).new_tokens[0] == hf_greedy(
@@ -181,6 +190,70 @@ def test_calibrate_measures_and_adopts_a_plan(pair: tuple[Any, Any]) -> None:
     )
     if cal.plan.d > 0:
         assert gen.tree_shape == (cal.plan.n, cal.plan.d)
+
+
+def _calibration(d: int, s_per_token: float) -> Any:
+    from ferrolm.speculative.sequoia import Plan
+
+    return speculative.Calibration(
+        Plan(4 if d else 1, d, 2.0 if d else 1.0, s_per_token, 0.3 / s_per_token),
+        np.array([0.8]),
+        np.array([1, 4]),
+        np.array([0.3, 0.33]),
+        np.array([1]),
+        np.array([0.1]),
+        0.0,
+        0.3,
+        np.ones(d, np.int64),
+        0.0,
+        0.4,
+        {"target": (0.3, 0.03), "draft": (0.1, 0.01)},
+    )
+
+
+def test_predict_adds_both_prefills_to_the_decoding_of_each_prompt() -> None:
+    cal = _calibration(d=3, s_per_token=0.2)
+    assert cal.prefill("target", 100) == pytest.approx(0.3 + 3.0)
+    assert cal.prefill("draft", 100) == pytest.approx(0.1 + 1.0)
+    job = cal.predict([100, 10], [48, 1])
+    # generate: prefill + 47 steps, then a prompt answered by its prefill alone.
+    assert job.generate_s == pytest.approx((3.3 + 47 * 0.4) + (0.3 + 0.3))
+    assert job.speculative_s == pytest.approx((3.3 + 1.1 + 47 * 0.2) + (0.6 + 0.2))
+    assert job.speedup == pytest.approx(job.generate_s / job.speculative_s)
+    # Both pay a prompt's target prefill, speculation its draft prefill too: on a long prompt
+    # with a short answer it loses.
+    long = cal.predict([5000], [48])
+    short = cal.predict([10], [48])
+    assert long.speedup < 1 < short.speedup < 0.4 / 0.2
+    # Without speculation the draft is never run: no draft prefill.
+    plain = _calibration(d=0, s_per_token=0.3)
+    assert plain.predict([100], [2]).speculative_s == pytest.approx(3.3 + 0.3)
+    assert cal.predict([], []).speedup == 1.0
+    with pytest.raises(ValueError, match="new_tokens"):
+        cal.predict([1, 2], [3])
+    with pytest.raises(ValueError, match="prompt lengths"):
+        cal.predict([0], [3])
+
+
+def test_prefill_costs_fit_the_estimate_timings() -> None:
+    from ferrolm.speculative.planner import _prefill_costs
+    from ferrolm.speculative.profile import PromptTiming
+
+    # Forwards of a + b * (L + new) with a = 0.3, b = 0.02 (target), 0.1 and 0.005 (draft);
+    # generate = prefill(L) + (new - 1) * 0.45.
+    rows = [
+        PromptTiming(
+            L, 16, 0.3 + 0.02 * L + 15 * 0.45, 0.3 + 0.02 * (L + 16), 0.1 + 0.005 * (L + 16)
+        )
+        for L in (40, 90, 300)
+    ]
+    prefill, generate_s = _prefill_costs(rows, 0.3, 0.1)
+    assert prefill["target"] == pytest.approx((0.3, 0.02))
+    assert prefill["draft"] == pytest.approx((0.1, 0.005))
+    assert generate_s == pytest.approx(0.45)
+    # No decoding measured: no generate cost (the caller falls back to its one-token step).
+    assert _prefill_costs([PromptTiming(5, 1, 0.5, 0.4, 0.2)], 0.3, 0.1)[1] is None
+    assert _prefill_costs([], 0.3, 0.1) == ({}, None)
 
 
 def test_calibrate_costs_checks_widths(pair: tuple[Any, Any]) -> None:

@@ -45,7 +45,12 @@ if TYPE_CHECKING:
     from ferrolm.speculative.fast_linear import linear, route_linear
     from ferrolm.speculative.generator import DEFAULT_ACCEPTANCE, SpeculativeGenerator
     from ferrolm.speculative.planner import Calibration, calibrate_costs
-    from ferrolm.speculative.profile import LatencyProfile, estimate_acceptance, profile
+    from ferrolm.speculative.profile import (
+        LatencyProfile,
+        PromptTiming,
+        estimate_acceptance,
+        profile,
+    )
     from ferrolm.speculative.sampling import sampling_probs
     from ferrolm.speculative.stats import GenerationStats, SpeculativeOutput
     from ferrolm.speculative.verify import choose_greedy, choose_sample, choose_sequoia
@@ -62,6 +67,7 @@ __getattr__ = lazy_attributes(
         "linear": "fast_linear",
         "route_linear": "fast_linear",
         "LatencyProfile": "profile",
+        "PromptTiming": "profile",
         "estimate_acceptance": "profile",
         "profile": "profile",
         "sampling_probs": "sampling",
@@ -80,6 +86,7 @@ __all__ = [
     "GenerationStats",
     "LatencyProfile",
     "Plan",
+    "PromptTiming",
     "SequoiaTable",
     "SpeculativeGenerator",
     "SpeculativeOutput",

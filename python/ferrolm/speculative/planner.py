@@ -9,6 +9,9 @@
   over 8 nodes costs much more than over 1;
 * the fixed cost of one iteration outside the two models (masks, cache compaction, the walk),
   from a short speculative run;
+* what a prompt's prefill costs each model and what ``target.generate`` pays per token, from
+  the acceptance estimate's own runs (:class:`~ferrolm.speculative.profile.PromptTiming`), so
+  :meth:`Calibration.predict` can predict a whole job, prompts included, not only decoding;
 
 and picks the tree ``(n, d)`` with the fewest predicted seconds per token
 (:func:`~ferrolm.speculative.plan` with ``draft_widths``). ``(1, 0)`` means no speculation: the
@@ -24,16 +27,16 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import numpy as np
 import numpy.typing as npt
 
-from ferrolm.speculative.profile import estimate_acceptance, profile
+from ferrolm.speculative.profile import PromptTiming, estimate_acceptance, profile
 from ferrolm.speculative.sequoia import Plan, draft_level_widths, plan, sequoia_dp
 
-__all__ = ["Calibration", "calibrate_costs"]
+__all__ = ["Calibration", "Prediction", "calibrate_costs"]
 
 #: Tree sizes whose verification is measured by default.
 DEFAULT_SIZES = (1, 2, 4, 8, 12, 16, 24, 32)
@@ -55,8 +58,11 @@ class Calibration:
         autoregressive_s: seconds per token of plain decoding (one-token target forwards).
         level_widths: draft forward widths of the chosen tree (empty without speculation).
         seconds: wall time of the calibration.
-        generate_s: seconds of one plain one-token target forward with the model as the user
-            has it (no kernel routing): what ``target.generate`` pays per token.
+        generate_s: seconds per new token of ``target.generate`` after its prefill, with the
+            model as the user has it (no kernel routing).
+        prefill_s: ``(a, b)`` per model, ``{"target": ..., "draft": ...}``: a forward over a
+            prompt of ``L`` tokens costs ``a + b * L`` seconds (``a`` is one one-token forward,
+            ``b`` is fitted on the calibration prompts). Empty when not measured.
     """
 
     plan: Plan
@@ -70,11 +76,49 @@ class Calibration:
     level_widths: npt.NDArray[np.int64]
     seconds: float
     generate_s: float
+    prefill_s: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def predicted_speedup(self) -> float:
         """Predicted speedup of the chosen plan over plain ``target.generate``."""
         return self.generate_s / self.plan.s_per_token
+
+    def prefill(self, model: str, prompt_tokens: int) -> float:
+        """Predicted seconds of `model`'s (``"target"`` or ``"draft"``) prefill of a prompt."""
+        a, b = self.prefill_s.get(model, (0.0, 0.0))
+        return a + b * prompt_tokens
+
+    def predict(self, prompt_tokens: Sequence[int], new_tokens: Sequence[int]) -> Prediction:
+        """Predicted wall time of a whole job, prompts of these lengths each continued by the
+        given number of tokens, with ``target.generate`` and with the adopted plan.
+
+        Each prompt costs ``target.generate`` its prefill and then ``generate_s`` per further
+        token; speculation pays the same target prefill, the draft's prefill of the prompt
+        (without speculation, no draft at all) and then ``plan.s_per_token`` per further token.
+        On prompts much longer than the decoded part the prefill dominates both, and the
+        predicted speedup falls towards 1.
+        """
+        if len(prompt_tokens) != len(new_tokens):
+            raise ValueError(
+                f"`new_tokens` must have {len(prompt_tokens)} entries like `prompt_tokens`, "
+                f"got {len(new_tokens)}"
+            )
+        base = spec = 0.0
+        for length, new in zip(prompt_tokens, new_tokens):
+            if length < 1 or new < 0:
+                raise ValueError(
+                    f"prompt lengths must be >= 1 and new tokens >= 0, got {length} and {new}"
+                )
+            if new == 0:
+                continue
+            rest = new - 1
+            target = self.prefill("target", length)
+            base += target + rest * self.generate_s
+            if self.plan.d == 0:
+                spec += target + rest * self.plan.s_per_token
+            else:
+                spec += target + self.prefill("draft", length) + rest * self.plan.s_per_token
+        return Prediction(base, spec)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary."""
@@ -94,8 +138,27 @@ class Calibration:
             "fixed_s": self.fixed_s,
             "autoregressive_s": self.autoregressive_s,
             "level_widths": self.level_widths.tolist(),
+            "prefill_s": {k: list(v) for k, v in self.prefill_s.items()},
             "seconds": self.seconds,
         }
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """:meth:`Calibration.predict`'s answer.
+
+    Attributes:
+        generate_s: predicted seconds of the job with ``target.generate``.
+        speculative_s: predicted seconds with the calibrated plan.
+    """
+
+    generate_s: float
+    speculative_s: float
+
+    @property
+    def speedup(self) -> float:
+        """``generate_s / speculative_s`` (1.0 for an empty job)."""
+        return self.generate_s / self.speculative_s if self.speculative_s > 0 else 1.0
 
 
 def replan(
@@ -178,13 +241,19 @@ def calibrate_costs(
     if context is None:
         lengths = [len(p) for p in prompts]
         context = int(np.mean(lengths)) + max_new_tokens if lengths else 128
-    say("plain one-token target step")
-    plain = float(profile(target, [1], context=context, repeats=2).latency_s[0])
+    # Outside the routing: generate() runs the target as the user has it, and the whole-sequence
+    # forwards (prefill-shaped, many rows) would not be routed anyway.
+    say(f"acceptance on {len(prompts)} prompt(s), {max_new_tokens} target tokens each")
+    timings: list[PromptTiming] = []
+    acceptance = estimate_acceptance(
+        target,
+        draft,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        timings=timings,
+    )
     with routed() if routed is not None else contextlib.nullcontext():
-        say(f"acceptance on {len(prompts)} prompt(s), {max_new_tokens} target tokens each")
-        acceptance = estimate_acceptance(
-            target, draft, prompts, max_new_tokens=max_new_tokens, temperature=temperature
-        )
         say(f"target forward cost at {len(size_list)} tree sizes")
         verify = profile(target, size_list, context=context, repeats=2)
         say(f"draft forward cost at {len(width_list)} widths")
@@ -200,6 +269,9 @@ def calibrate_costs(
         max_depth=max_depth,
     )
     one = int(np.flatnonzero(verify.sizes == 1)[0])
+    step_t = float(verify.latency_s[one])
+    step_d = float(drafting.latency_s[0]) if int(drafting.sizes[0]) == 1 else 0.0
+    prefill, generate_s = _prefill_costs(timings, step_t, step_d)
     return Calibration(
         chosen,
         acceptance,
@@ -208,8 +280,34 @@ def calibrate_costs(
         drafting.sizes,
         drafting.latency_s,
         fixed,
-        float(verify.latency_s[one]) + fixed,
+        step_t + fixed,
         levels,
         time.perf_counter() - start,
-        plain if routed is not None else float(verify.latency_s[one]),
+        step_t if generate_s is None else generate_s,
+        prefill,
     )
+
+
+def _prefill_costs(
+    timings: Sequence[PromptTiming], step_t: float, step_d: float
+) -> tuple[dict[str, tuple[float, float]], Optional[float]]:
+    """Prefill models ``a + b * L`` for both models and ``target.generate``'s seconds per token
+    after its prefill, from the acceptance estimate's timings (``None`` without data).
+
+    ``a`` is one one-token forward; ``b`` is ``sum(t - a) / sum(L)`` over the whole-sequence
+    forwards (a ratio of sums: longer prompts weigh more).
+    """
+    tokens = sum(t.prompt_tokens + t.new_tokens for t in timings)
+    if not timings or tokens == 0:
+        return {}, None
+    b_t = max(0.0, sum(t.target_forward_s - step_t for t in timings) / tokens)
+    b_d = max(0.0, sum(t.draft_forward_s - step_d for t in timings) / tokens)
+    prefill = {"target": (step_t, b_t), "draft": (step_d, b_d)}
+    steps = sum(t.new_tokens - 1 for t in timings if t.new_tokens > 1)
+    decode = sum(
+        t.generate_s - (step_t + b_t * t.prompt_tokens) for t in timings if t.new_tokens > 1
+    )
+    # Too little decoding to measure, or a prefill model that explains all of it: fall back to
+    # the measured one-token step.
+    generate_s = decode / steps if steps > 0 and decode > 0.5 * step_t * steps else None
+    return prefill, generate_s

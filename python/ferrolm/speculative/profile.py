@@ -27,7 +27,26 @@ from ferrolm.speculative.stats import GenerationStats
 from ferrolm.speculative.tree import ancestor_mask, position_ids
 from ferrolm.speculative.verify import choose_sequoia
 
-__all__ = ["LatencyProfile", "estimate_acceptance", "profile"]
+__all__ = ["LatencyProfile", "PromptTiming", "estimate_acceptance", "profile"]
+
+
+@dataclass(frozen=True)
+class PromptTiming:
+    """Wall times :func:`estimate_acceptance` measured on one prompt.
+
+    Attributes:
+        prompt_tokens: the prompt's length.
+        new_tokens: tokens the target's ``generate`` added (fewer than asked at an EOS).
+        generate_s: that ``target.generate`` call (its prefill, then one step per token).
+        target_forward_s: one target forward over prompt and continuation, no cache.
+        draft_forward_s: the same for the draft.
+    """
+
+    prompt_tokens: int
+    new_tokens: int
+    generate_s: float
+    target_forward_s: float
+    draft_forward_s: float
 
 
 @dataclass(frozen=True)
@@ -124,6 +143,7 @@ def estimate_acceptance(
     top_k: Optional[int] = None,
     top_p: Optional[float] = None,
     generator: Optional[torch.Generator] = None,
+    timings: Optional[list[PromptTiming]] = None,
 ) -> np.ndarray:
     """Estimates Sequoia's acceptance vector ``p[k-1]`` for a target/draft pair, k = 1..width.
 
@@ -141,6 +161,9 @@ def estimate_acceptance(
         max_new_tokens: continuation length per prompt.
         temperature, top_k, top_p: the sampling setting the vector is for (0 = greedy).
         generator: seeded generator for sampling.
+        timings: a list that gets one :class:`PromptTiming` per prompt: the wall time of the
+            target's ``generate`` and of each model's forward over the whole sequence, which
+            is what a prompt's prefill costs (the planner's end-to-end prediction uses them).
 
     Returns:
         float64 ``[width]``.
@@ -166,15 +189,28 @@ def estimate_acceptance(
             kwargs["top_p"] = 1.0 if top_p is None else top_p
         else:
             kwargs["do_sample"] = False
+        t0 = time.perf_counter()
         full = target.generate(
             prompt,
             attention_mask=torch.ones_like(prompt),
             pad_token_id=0,
             **kwargs,
         )
+        t1 = time.perf_counter()
         start = len(ids) - 1
         t_logits = target(full).logits[0, start:-1].float().cpu()
+        t2 = time.perf_counter()
         d_logits = draft(full.to(draft_device)).logits[0, start:-1].float().cpu()
+        if timings is not None:
+            timings.append(
+                PromptTiming(
+                    len(ids),
+                    int(full.shape[1]) - len(ids),
+                    t1 - t0,
+                    t2 - t1,
+                    time.perf_counter() - t2,
+                )
+            )
         if temperature <= 0:
             choice = t_logits.argmax(-1)
             top = torch.topk(d_logits, width, dim=-1).indices

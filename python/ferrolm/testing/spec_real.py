@@ -251,12 +251,17 @@ def compare(
         plan = cal.plan
         name = f"ferrolm {method}, planned (n={plan.n}, d={plan.d})"
         res = _run_ferrolm(name, gen, prompts, new_tokens, expected)
-        res.predicted_speedup = cal.predicted_speedup
+        # The whole job, prompts included, for the lengths the baseline really produced.
+        job = cal.predict(
+            [len(ids) for _, ids in prompts], [len(expected[i]) for i in range(len(prompts))]
+        )
+        res.predicted_speedup = job.speedup
         res.plan = cal.to_dict()
         res.calibration_s = cal.seconds
         log(
             f"{name}: {res.seconds:.1f} s, tau {res.tau:.2f}, "
-            f"predicted {cal.predicted_speedup:.2f}x, "
+            f"predicted {job.speedup:.2f}x ({job.speculative_s:.0f} s; decoding alone "
+            f"{cal.predicted_speedup:.2f}x), "
             f"measured {baseline.seconds / res.seconds:.2f}x, calibration {cal.seconds:.0f} s"
         )
         results.append(res)
