@@ -9,11 +9,16 @@ Two modes:
   ``requirements/pair.txt`` (installed and converted by ``scripts/setup.sh``), the first prompt
   of each of Spec-Bench's 13 categories (shipped with ferrolm), 48 greedy new tokens each.
   Rows: plain ``target.generate`` (the baseline), HF assisted generation (``assistant_model=``,
-  its defaults), and ferrolm's SpecExec and Sequoia after ``calibrate()`` on two held-out prompts
+  its defaults), ferrolm's generator told not to speculate (``tree_shape=(1, 0)``: what a plan
+  of ``d = 0`` costs), and ferrolm's SpecExec and Sequoia (draft weights ``int8``, or
+  ``--draft-weights bfloat16|float32``) after ``calibrate()`` on two held-out prompts
   of the same set's second prompts per category (or ``--spec-bench PATH``, Spec-Bench's
   ``question.jsonl``, for held-out prompts from the full set). Reports tau (new tokens per target
   forward, counted with a forward hook), wall-clock against ``target.generate``, tau against HF
-  assisted, and the planner's predicted speedup next to the measured one. With ``--json FILE``
+  assisted, and the planner's predicted speedup of the whole job (each prompt's prefill and
+  its decoding, :meth:`~ferrolm.speculative.Calibration.predict`) next to the measured one.
+  ``--draft-options`` instead measures each draft-weight option's cost per forward width and
+  its acceptance on the prompts of up to 100 tokens. With ``--json FILE``
   the script also writes every row as JSON. Run it as ``ferrolm demo`` runs: with
   ``OMP_WAIT_POLICY=PASSIVE`` in the environment (baseline and ferrolm alike; see
   ``ferrolm.cli.quiet_openmp_threads``).
@@ -34,7 +39,13 @@ import pytest
 import torch
 
 from ferrolm._demo import generate as _generate_demo
-from ferrolm.testing.spec_real import Result, compare, load_prompts, tokenize_prompts
+from ferrolm.testing.spec_real import (
+    Result,
+    compare,
+    draft_options,
+    load_prompts,
+    tokenize_prompts,
+)
 
 REAL = os.environ.get("FERROLM_BENCH_REAL", "") not in ("", "0")
 # Held-out calibration prompts from a full Spec-Bench question.jsonl ($FERROLM_SPEC_BENCH or
@@ -42,6 +53,8 @@ REAL = os.environ.get("FERROLM_BENCH_REAL", "") not in ("", "0")
 _SPEC_BENCH_ENV = os.environ.get("FERROLM_SPEC_BENCH", "")
 SPEC_BENCH: Optional[Path] = Path(_SPEC_BENCH_ENV) if _SPEC_BENCH_ENV else None
 NEW_TOKENS = int(os.environ.get("FERROLM_BENCH_NEW_TOKENS", "48"))
+# The draft's weights for ferrolm's rows (`--draft-weights`; see `--draft-options`).
+DRAFT_WEIGHTS = os.environ.get("FERROLM_BENCH_DRAFT_WEIGHTS", "int8")
 
 
 # ---------------------------------------------------------------------------- models / prompts
@@ -82,6 +95,21 @@ def real_prompts(tokenizer: Any) -> tuple[list[Any], list[Any]]:
 # ---------------------------------------------------------------------------- report
 
 
+def options_markdown(rows: list[dict[str, Any]]) -> str:
+    """The draft-weight options: ms per draft forward at each width, acceptance."""
+    widths = rows[0]["widths"]
+    lines = [
+        "| draft weights | " + " | ".join(f"ms at width {w}" for w in widths) + " | p1 | p2 | "
+        "1+p1+p1^2+p1^3 |",
+        "|---|" + "---:|" * (len(widths) + 3),
+    ]
+    for r in rows:
+        ms = " | ".join(f"{1e3 * t:.1f}" for t in r["seconds"])
+        p = r["acceptance"]
+        lines.append(f"| {r['option']} | {ms} | {p[0]:.3f} | {p[1]:.3f} | {r['chain3']:.2f} |")
+    return "\n".join(lines)
+
+
 def markdown(results: list[Result]) -> str:
     baseline, assisted = results[0], results[1]
     lines = [
@@ -118,9 +146,9 @@ def suite(
         prompts,
         calibration,
         new_tokens=NEW_TOKENS,
-        methods=("specexec", "sequoia"),
+        methods=("plain", "specexec", "sequoia"),
         log=log,
-        generator_options={"draft_weights": "bfloat16"} if REAL else None,
+        generator_options={"draft_weights": DRAFT_WEIGHTS} if REAL else None,
     )
     log(markdown(results))
     return results
@@ -144,6 +172,21 @@ def setup() -> Any:
 
 
 @pytest.mark.benchmark(group="spec-generate")
+def bench_draft_weight_options(benchmark: Any, setup: Any) -> None:
+    target, draft, prompts, _ = setup
+    short = [ids for _, ids in prompts if len(ids) <= 100]
+    rows = benchmark.pedantic(
+        draft_options,
+        args=(target, draft, short),
+        kwargs={"new_tokens": 8 if not REAL else 16},
+        rounds=1,
+        iterations=1,
+    )
+    benchmark.extra_info["options"] = rows
+    assert [r["option"] for r in rows] == ["float32", "bfloat16", "int8"]
+
+
+@pytest.mark.benchmark(group="spec-generate")
 def bench_speculative_generate_suite(benchmark: Any, setup: Any) -> None:
     target, draft, prompts, calibration = setup
     results = benchmark.pedantic(
@@ -161,6 +204,8 @@ if __name__ == "__main__":
         REAL = True
     if "--spec-bench" in sys.argv[:-1]:
         SPEC_BENCH = Path(sys.argv[sys.argv.index("--spec-bench") + 1])
+    if "--draft-weights" in sys.argv[:-1]:
+        DRAFT_WEIGHTS = sys.argv[sys.argv.index("--draft-weights") + 1]
     out = Path(sys.argv[sys.argv.index("--json") + 1]) if "--json" in sys.argv[:-1] else None
     torch.set_num_threads(int(os.environ.get("FERROLM_BENCH_THREADS", "2")))
     if REAL:
@@ -170,6 +215,16 @@ if __name__ == "__main__":
         t, d, ps = tiny_pair()
         cal = ps[:1]
     start = time.perf_counter()
+    if "--draft-options" in sys.argv:
+        # Each draft-weight option's cost per forward width and acceptance, on the prompts of up
+        # to 100 tokens (16 target tokens each), instead of the generation suite.
+        short = [ids for _, ids in ps if len(ids) <= 100]
+        table = draft_options(t, d, short)
+        print(options_markdown(table))
+        print(f"total {time.perf_counter() - start:.0f} s on {len(short)} prompts")
+        if out is not None:
+            out.write_text(json.dumps(table, indent=2))
+        sys.exit(0)
     rows = suite(t, d, ps, cal, lambda s: print(s, flush=True))
     print(
         f"total {time.perf_counter() - start:.0f} s; torch threads {torch.get_num_threads()}; "

@@ -216,6 +216,8 @@ def test_generate_json_on_stdout_is_lossless_against_greedy_generate(tmp_path):
         "specexec",
         "--budget",
         "8",
+        "--draft-weights",
+        "int8",
         "--max-new-tokens",
         "12",
         "--json",

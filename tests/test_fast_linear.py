@@ -351,3 +351,76 @@ def test_route_linear_follows_a_replaced_weight_and_checks_arguments() -> None:
         speculative.route_linear(layer, max_rows=2.5),  # type: ignore[arg-type]
     ):
         pass
+
+
+def numpy_int8(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row symmetric int8 in NumPy: max |row| / 127, rounding half away from zero."""
+    w64 = w.astype(np.float64)
+    peak = np.abs(w).max(axis=1).astype(np.float32)
+    scale = (peak / np.float32(127)).astype(np.float32)
+    inv = np.where(peak > 0, np.float32(127) / np.where(peak > 0, peak, 1), 0).astype(np.float32)
+    v = (w * inv[:, None]).astype(np.float32).astype(np.float64)
+    q = np.clip(np.sign(v) * np.floor(np.abs(v) + 0.5), -127, 127).astype(np.int8)
+    assert np.isfinite(w64).all()
+    return q, scale
+
+
+@pytest.mark.parametrize(("xshape", "n"), SHAPES)
+def test_int8_routing_equals_the_dequantized_weights_in_float64(
+    xshape: tuple[int, ...], n: int
+) -> None:
+    torch.manual_seed(n)
+    layer = torch.nn.Linear(xshape[-1], n)
+    with torch.no_grad():
+        layer.weight[0] = 0.0  # an all-zero row: scale 0, codes 0
+    x = torch.randn(*xshape)
+    q, scale = fast_linear._quantize_int8(layer.weight)
+    want_q, want_scale = numpy_int8(layer.weight.detach().numpy())
+    np.testing.assert_array_equal(q, want_q)
+    np.testing.assert_array_equal(scale, want_scale)
+    assert scale[0] == 0
+    dequantized = torch.from_numpy(q.astype(np.float32) * scale[:, None])
+    before = layer.weight.detach().clone()
+    with torch.no_grad(), speculative.route_linear(layer, max_rows=64, weights=torch.int8):
+        got = layer(x)
+    assert_close(got, x, dequantized, layer.bias.detach())
+    assert torch.equal(layer.weight, before)
+    assert layer.weight.dtype == torch.float32
+
+
+def test_int8_binding_checks_its_arguments() -> None:
+    w = np.ones((3, 8), np.float32)
+    q = np.zeros((3, 8), np.int8)
+    scale = np.zeros(3, np.float32)
+    native.quantize_rows_i8(w, q, scale)
+    assert (q == 127).all()
+    np.testing.assert_allclose(scale, 1 / 127)
+    bad = w.copy()
+    bad[1, 5] = np.nan
+    with pytest.raises(ValueError, match=r"`w` must be finite weights, got NaN at row 1, column 5"):
+        native.quantize_rows_i8(bad, q, scale)
+    with pytest.raises(ValueError, match=r"`q` must be of shape \[3, 8\] like w"):
+        native.quantize_rows_i8(w, np.zeros((3, 7), np.int8), scale)
+    with pytest.raises(ValueError, match="`scale` must be of length 3"):
+        native.quantize_rows_i8(w, q, np.zeros(2, np.float32))
+    out = np.zeros((2, 3), np.float32)
+    x = np.ones((2, 8), np.float32)
+    native.linear_i8(x, q, scale, None, out)
+    np.testing.assert_allclose(out, 8.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="`scale` must be of length 3"):
+        native.linear_i8(x, q, np.ones(4, np.float32), None, out)
+    with pytest.raises(TypeError):
+        native.linear_i8(x, w, scale, None, out)  # float32 where int8 codes go
+    layer = torch.nn.Linear(4, 2)
+    with torch.no_grad():
+        layer.weight[0, 0] = float("inf")
+    with (
+        pytest.raises(ValueError, match="`w` must be finite weights"),
+        speculative.route_linear(layer, weights=torch.int8),
+    ):
+        pass
+    with (
+        pytest.raises(TypeError, match=r"`weights` must be None, .*torch\.int8"),
+        speculative.route_linear(layer, weights=torch.float16),
+    ):
+        pass

@@ -38,15 +38,19 @@ def test_compare_checks_every_output_and_reports_the_plan() -> None:
             prompts,
             [("z", [3, 4, 5, 6])],
             new_tokens=8,
-            methods=("specexec", "sequoia"),
+            methods=("plain", "specexec", "sequoia"),
             log=lines.append,
         )
     finally:
         torch.set_num_threads(threads)
-    baseline, assisted, *ours = results
+    baseline, assisted, plain, *ours = results
+    assert plain.name == "ferrolm, no speculation"
+    assert plain.matches == 2
+    assert plain.tau == pytest.approx(1.0)
+    assert plain.predicted_speedup is None
     assert baseline.tau == pytest.approx(1.0)
     assert baseline.new_tokens == 16
-    for r in [assisted, *ours]:
+    for r in [assisted, plain, *ours]:
         assert r.matches == 2, r.name
         assert r.new_tokens == 16
     for r in ours:
@@ -90,3 +94,25 @@ def test_generate_and_demo_quiet_openmp_unless_told_or_too_late(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == str(want)
+
+
+def test_draft_options_report_cost_and_acceptance_of_each_weight_option() -> None:
+    from ferrolm.speculative import estimate_acceptance
+    from ferrolm.testing.spec_real import draft_options
+
+    target, draft = tiny_pair(layers=2, positions=256, noise=0.1)
+    prompts = [[1, 17, 42, 99, 7], [5, 6, 7]]
+    before = {k: v.clone() for k, v in draft.state_dict().items()}
+    rows = draft_options(target, draft, prompts, widths=(1, 4), new_tokens=8, repeats=1)
+    assert [r["option"] for r in rows] == ["float32", "bfloat16", "int8"]
+    want = estimate_acceptance(target, draft, prompts, max_new_tokens=8)
+    for r in rows:
+        assert r["widths"] == [1, 4]
+        assert all(t > 0 for t in r["seconds"])
+        assert 0 <= sum(r["acceptance"]) <= 1 + 1e-9
+        p1 = r["acceptance"][0]
+        assert r["chain3"] == pytest.approx(1 + p1 + p1**2 + p1**3)
+    # float32 through the kernel: the unrouted estimate's ranks, up to one near-tie.
+    assert abs(rows[0]["acceptance"][0] - want[0]) <= 1 / 16 + 1e-9
+    after = draft.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)

@@ -263,11 +263,14 @@ def test_calibrate_costs_checks_widths(pair: tuple[Any, Any]) -> None:
     _ = torch  # the module is torch-only
 
 
-def test_bfloat16_draft_weights_keep_the_targets_output(pair: tuple[Any, Any]) -> None:
+@pytest.mark.parametrize("weights", ["bfloat16", "int8"])
+def test_low_precision_draft_weights_keep_the_targets_output(
+    pair: tuple[Any, Any], weights: str
+) -> None:
     target, draft = pair
     before = {k: v.clone() for k, v in draft.state_dict().items()}
     gen = speculative.SpeculativeGenerator(
-        target, draft, method="sequoia", budget=8, draft_weights="bfloat16"
+        target, draft, method="sequoia", budget=8, draft_weights=weights
     )
     prompt = [9, 8, 7, 6, 5]
     out = gen.generate([prompt], max_new_tokens=12, do_sample=False)
@@ -278,7 +281,7 @@ def test_bfloat16_draft_weights_keep_the_targets_output(pair: tuple[Any, Any]) -
     with pytest.raises(ValueError, match="draft_weights"):
         speculative.SpeculativeGenerator(target, draft, draft_weights="int4")
     with pytest.raises(ValueError, match="fast_linear"):
-        speculative.SpeculativeGenerator(target, draft, draft_weights="bfloat16", fast_linear=False)
+        speculative.SpeculativeGenerator(target, draft, draft_weights=weights, fast_linear=False)
 
 
 def test_route_linear_bfloat16_copies_are_reused_until_the_weight_changes() -> None:
@@ -315,3 +318,20 @@ def test_route_linear_bfloat16_copies_are_reused_until_the_weight_changes() -> N
         speculative.route_linear(layer, weights=torch.float16),
     ):
         pass
+
+
+def test_a_tree_shape_of_depth_zero_never_runs_the_draft(pair: tuple[Any, Any]) -> None:
+    target, draft = pair
+    # Built first: the constructor probes both models' tree masks once.
+    gens = [
+        speculative.SpeculativeGenerator(target, draft, method=method, tree_shape=(1, 0))
+        for method in ("specexec", "sequoia", "chain")
+    ]
+    calls = _Calls(draft)
+    for gen in gens:
+        prompt = [4, 8, 15, 16, 23, 42]
+        out = gen.generate([prompt], max_new_tokens=9, do_sample=False)
+        assert out.new_tokens[0] == hf_greedy(target, prompt, 9)
+        assert out.stats.draft_forwards == 0
+        assert out.stats.tau == pytest.approx(1.0)
+    assert calls.n == 0

@@ -90,6 +90,13 @@ def add_generate_parser(sub: Any, parents: Sequence[argparse.ArgumentParser]) ->
     )
     p.add_argument("--method", choices=("specexec", "sequoia", "chain"), default="specexec")
     p.add_argument(
+        "--draft-weights",
+        choices=("float32", "bfloat16", "int8"),
+        default=None,
+        help="on a CPU, the weights ferrolm's kernel reads for the draft (a bfloat16 or int8 "
+        "copy: a cheaper draft; the output stays the target's); default the draft's own",
+    )
+    p.add_argument(
         "--budget", type=bounded_int(1, 1 << 16), default=64, help="tree nodes per iteration"
     )
     p.add_argument(
@@ -134,6 +141,7 @@ def run_generate(args: argparse.Namespace) -> int:
         method=args.method,
         budget=args.budget,
         max_depth=args.max_depth,
+        draft_weights=args.draft_weights,
         tokenizer=tokenizer,
         draft_tokenizer=draft_tokenizer,
     )

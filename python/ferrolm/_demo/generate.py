@@ -88,7 +88,7 @@ def demo_section() -> Section:
         held_out,
         new_tokens=48,
         methods=("specexec",),
-        generator_options={"draft_weights": "bfloat16"},
+        generator_options={"draft_weights": "int8"},
     )
     baseline, assisted = results[0], results[1]
     for r in results:

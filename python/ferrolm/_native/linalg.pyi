@@ -16,3 +16,15 @@ def linear_bf16(
     bias: npt.NDArray[np.float32] | None,
     out: npt.NDArray[np.float32],
 ) -> None: ...
+def linear_i8(
+    x: npt.NDArray[np.float32],
+    w: npt.NDArray[np.int8],
+    scale: npt.NDArray[np.float32],
+    bias: npt.NDArray[np.float32] | None,
+    out: npt.NDArray[np.float32],
+) -> None: ...
+def quantize_rows_i8(
+    w: npt.NDArray[np.float32],
+    q: npt.NDArray[np.int8],
+    scale: npt.NDArray[np.float32],
+) -> None: ...

@@ -110,10 +110,21 @@ def _run(
 # Lower-precision copies of weights, kept while the weight lives and reused by later
 # `route_linear` blocks (generation enters one per call) until the weight changes. Keyed by id
 # (a tensor's `==` is elementwise, so it cannot be a dict key); a finalizer drops the entry.
-_COPIES: dict[int, tuple[Any, int, int, Any, torch.Tensor]] = {}
+_COPIES: dict[int, tuple[Any, int, int, Any, Any]] = {}
 
 
-def _low_copy(weight: torch.Tensor, dtype: Any) -> torch.Tensor:
+def _quantize_int8(weight: torch.Tensor) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
+    """Per-row symmetric int8 codes and float32 scales of a float32/bfloat16 weight (core)."""
+    w = weight.detach().float().contiguous().numpy()
+    q = np.empty(w.shape, np.int8)
+    scale = np.empty(w.shape[0], np.float32)
+    _native.quantize_rows_i8(w, q, scale)
+    return q, scale
+
+
+def _low_copy(weight: torch.Tensor, dtype: Any) -> Any:
+    """The weight as `dtype` (bfloat16: a tensor; int8: NumPy codes and scales), made once and
+    reused while the weight is the same object, at the same address and version."""
     hit = _COPIES.get(id(weight))
     if (
         hit is not None
@@ -121,7 +132,10 @@ def _low_copy(weight: torch.Tensor, dtype: Any) -> torch.Tensor:
         and hit[1:4] == (weight.data_ptr(), weight._version, dtype)
     ):
         return hit[4]
-    copy = weight.detach().to(dtype).contiguous()
+    if dtype == torch.int8:
+        copy: Any = _quantize_int8(weight)
+    else:
+        copy = weight.detach().to(dtype).contiguous()
     if hit is None or hit[0]() is not weight:
         weakref.finalize(weight, _COPIES.pop, id(weight), None)
     _COPIES[id(weight)] = (weakref.ref(weight), weight.data_ptr(), weight._version, dtype, copy)
@@ -204,8 +218,17 @@ def _routed_forward(
     weight, bias = module.weight, module.bias
     pointers = (weight.data_ptr(), None if bias is None else bias.data_ptr())
     # A lower-precision copy for the kernel (a draft's weights); the module keeps its own.
-    stored = _low_copy(weight, weights) if weights not in (None, weight.dtype) else weight
-    w, kernel = _weight(stored)
+    w: npt.NDArray[Any]
+    kernel: _Kernel
+    if weights == torch.int8:
+        w, scale = _low_copy(weight, torch.int8)
+
+        def kernel(x: Any, w: Any, b: Any, out: Any) -> None:
+            _native.linear_i8(x, w, scale, b, out)
+
+    else:
+        stored = _low_copy(weight, weights) if weights not in (None, weight.dtype) else weight
+        w, kernel = _weight(stored)
     b = _bias(bias, w.shape[0])
     k = w.shape[1]
     limit = max_rows * k
@@ -268,8 +291,10 @@ def route_linear(
         weights: ``torch.bfloat16`` to give the kernel a bfloat16 copy of every float32
             weight (made on the first entry, kept while the weight lives and is unchanged):
             half the bytes to read per product, so about half the time, at bfloat16's
-            precision. Meant for a speculative draft, whose outputs only steer which tokens are
-            proposed; never for a model whose outputs must be exact.
+            precision. ``torch.int8``: int8 codes with one float32 scale per output feature
+            (``max |row| / 127``, rounded to nearest), a quarter of the bytes. Meant for a
+            speculative draft, whose outputs only steer which tokens are proposed; never for a
+            model whose outputs must be exact.
 
     Yields:
         The number of modules routed.
@@ -284,8 +309,10 @@ def route_linear(
         raise TypeError(f"`max_rows` must be an int, got {type(max_rows).__name__}")
     if max_rows < 1:
         raise ValueError(f"`max_rows` must be at least 1, got {max_rows}")
-    if weights not in (None, torch.float32, torch.bfloat16):
-        raise TypeError(f"`weights` must be None, torch.float32 or torch.bfloat16, got {weights}")
+    if weights not in (None, torch.float32, torch.bfloat16, torch.int8):
+        raise TypeError(
+            f"`weights` must be None, torch.float32, torch.bfloat16 or torch.int8, got {weights}"
+        )
     routed: list[tuple[torch.nn.Module, Callable[[torch.Tensor], Any]]] = []
     try:
         for module in model.modules():

@@ -72,6 +72,14 @@ from ferrolm.speculative.tree import Tree
 
 __all__ = ["DEFAULT_ACCEPTANCE", "METHODS", "SpeculativeGenerator"]
 
+# The weights the kernel reads for the draft's Linear layers (None: the draft's own).
+_DRAFT_WEIGHTS: dict[Optional[str], Optional[torch.dtype]] = {
+    None: None,
+    "float32": None,
+    "bfloat16": torch.bfloat16,
+    "int8": torch.int8,
+}
+
 Int64Array = npt.NDArray[np.int64]
 
 #: Drafting methods: SpecExec's best-first tree, Sequoia's static tree, a single chain.
@@ -98,7 +106,10 @@ class SpeculativeGenerator:
             ``max_depth``. Growth also stops when no node could still enter the tree.
         acceptance: Sequoia acceptance vector ``p[k-1]`` = P(k-th ranked draft candidate is the
             target's token); default :data:`DEFAULT_ACCEPTANCE`. See :meth:`calibrate`.
-        tree_shape: Sequoia ``(n, d)`` to use instead of ``(budget, max_depth)``.
+        tree_shape: Sequoia ``(n, d)`` to use instead of ``(budget, max_depth)``; ``d = 0``
+            means no speculation, for every method: the target decodes alone, one token per
+            forward, and the draft is never run (what :meth:`calibrate` adopts when no tree
+            beats plain decoding).
         tokenizer, draft_tokenizer: when both are given their vocabularies must be identical.
         check_mask: probe both models once for 4D-mask support (a few tiny forwards).
         fast_linear: run both models' small Linear products (at most `fast_linear_rows` rows:
@@ -107,10 +118,10 @@ class SpeculativeGenerator:
             it makes a forward over a small tree cost about one token's. Default: on when the
             model's weights are on the CPU. The models are restored after every call.
         fast_linear_rows: the most rows sent to the kernel (larger products use torch's BLAS).
-        draft_weights: "bfloat16" gives the kernel a bfloat16 copy of the draft's Linear
-            weights (about half the draft's cost per level on a CPU; needs `fast_linear`). The
-            target is never changed, so outputs stay exactly the target's; only acceptance may
-            move a little.
+        draft_weights: "bfloat16" or "int8" gives the kernel a bfloat16 copy, or int8 codes
+            with a scale per output feature, of the draft's Linear weights (a half or a quarter
+            of the bytes a draft level reads; needs `fast_linear`). The target is never
+            changed, so outputs stay exactly the target's; only acceptance may move a little.
 
     Raises:
         ValueError: unknown method, bad sizes, different vocabularies, or an attention
@@ -191,8 +202,8 @@ class SpeculativeGenerator:
         self.acceptance = p
         self.tree_shape = tree_shape
         self._static_shape: Optional[Tree] = None
-        # No speculation (a calibration chose d = 0): the target runs alone.
-        self._plain = False
+        # No speculation (asked for, or a calibration chose d = 0): the target runs alone.
+        self._plain = tree_shape is not None and tree_shape[1] == 0
         self.calibration: Optional[Calibration] = None
         self.context_length = context_length(target)
         if fast_linear is not None and not isinstance(fast_linear, bool):
@@ -200,12 +211,13 @@ class SpeculativeGenerator:
         self.fast_linear_rows = check_int(fast_linear_rows, "fast_linear_rows", 1)
         on_cpu = all(next(m.parameters()).device.type == "cpu" for m in (target, draft))
         self.fast_linear = on_cpu if fast_linear is None else fast_linear
-        if draft_weights not in (None, "float32", "bfloat16"):
+        if draft_weights not in _DRAFT_WEIGHTS:
             raise ValueError(
-                f"`draft_weights` must be None, 'float32' or 'bfloat16', got {draft_weights!r}"
+                f"`draft_weights` must be None, 'float32', 'bfloat16' or 'int8', "
+                f"got {draft_weights!r}"
             )
-        if draft_weights == "bfloat16" and not self.fast_linear:
-            raise ValueError("`draft_weights='bfloat16'` needs `fast_linear` (CPU models)")
+        if _DRAFT_WEIGHTS[draft_weights] is not None and not self.fast_linear:
+            raise ValueError(f"`draft_weights={draft_weights!r}` needs `fast_linear` (CPU models)")
         self.draft_weights = draft_weights
         # Test hook: called with (rows, target cache, draft cache) after every iteration.
         self._on_iteration: Optional[Callable[[list[Row], Any, Any], None]] = None
@@ -299,7 +311,7 @@ class SpeculativeGenerator:
 
             rows = self.fast_linear_rows
             stack.enter_context(route_linear(self.target, max_rows=rows))
-            low = torch.bfloat16 if self.draft_weights == "bfloat16" else None
+            low = _DRAFT_WEIGHTS[self.draft_weights]
             stack.enter_context(route_linear(self.draft, max_rows=rows, weights=low))
         return stack
 

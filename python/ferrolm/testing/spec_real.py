@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional
 
 from ferrolm._paths import package_file
 
-__all__ = ["Result", "compare", "load_prompts", "tokenize_prompts"]
+__all__ = ["Result", "compare", "draft_options", "load_prompts", "tokenize_prompts"]
 
 SHIPPED = ("_demo", "data", "spec_bench_13.jsonl")
 
@@ -224,7 +224,8 @@ def compare(
     log: Callable[[str], None] = lambda _: None,
     generator_options: Optional[dict[str, Any]] = None,
 ) -> list[Result]:
-    """Runs the baseline, HF assisted generation and each planned ferrolm method (module doc).
+    """Runs the baseline, HF assisted generation and each planned ferrolm method (module doc);
+    the method ``"plain"`` is ferrolm's generator told not to speculate (``tree_shape=(1, 0)``).
 
     Returns:
         ``[baseline, assisted (if asked), ferrolm methods...]``; every output is checked against
@@ -244,6 +245,15 @@ def compare(
         results.append(hf)
     cal_ids = [ids for _, ids in calibration]
     for method in methods:
+        if method == "plain":
+            # ferrolm's loop without speculation: what a plan of d = 0 costs against generate.
+            gen = speculative.SpeculativeGenerator(
+                target, draft, tree_shape=(1, 0), **(generator_options or {})
+            )
+            res = _run_ferrolm("ferrolm, no speculation", gen, prompts, new_tokens, expected)
+            log(f"{res.name}: {res.seconds:.1f} s ({baseline.seconds / res.seconds:.2f}x)")
+            results.append(res)
+            continue
         gen = speculative.SpeculativeGenerator(
             target, draft, method=method, **(generator_options or {})
         )
@@ -266,3 +276,65 @@ def compare(
         )
         results.append(res)
     return results
+
+
+def draft_options(
+    target: Any,
+    draft: Any,
+    prompts: Sequence[list[int]],
+    *,
+    options: Sequence[str] = ("float32", "bfloat16", "int8"),
+    widths: Sequence[int] = (1, 2, 4, 8),
+    new_tokens: int = 16,
+    width: int = 8,
+    repeats: int = 3,
+) -> list[dict[str, Any]]:
+    """Per draft-weight option of the generator (``draft_weights=``): the draft's seconds per
+    forward at each width, as the generator runs it (every Linear through the kernel with those
+    weights), and its acceptance vector against the target's greedy continuations of
+    `prompts` (top-`width` ranks; the continuations are computed once and shared).
+
+    Returns:
+        one dict per option: ``option``, ``widths``, ``seconds``, ``acceptance``,
+        ``chain3`` (the expected tokens per iteration of a 3-deep chain, ``1 + p1 + p1^2 +
+        p1^3`` with ``p1`` the top-1 acceptance).
+    """
+    import torch
+
+    from ferrolm.speculative import acceptance_vector, profile, route_linear
+
+    dtypes = {"float32": None, "bfloat16": torch.bfloat16, "int8": torch.int8}
+    sequences, choices = [], []
+    with torch.inference_mode():
+        for ids in prompts:
+            x = torch.tensor([ids])
+            full = target.generate(
+                x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=new_tokens
+            )
+            start = len(ids) - 1
+            choices.append(target(full).logits[0, start:-1].argmax(-1))
+            sequences.append((full, start))
+    context = int(sum(len(p) for p in prompts) / max(len(prompts), 1)) + new_tokens
+    rows = []
+    for option in options:
+        # Every product through the kernel, the whole-sequence forwards too: the acceptance of
+        # the weights the generator drafts with.
+        with torch.inference_mode(), route_linear(draft, max_rows=1 << 30, weights=dtypes[option]):
+            cost = profile(draft, list(widths), context=context, repeats=repeats)
+            ranks: list[int] = []
+            for (full, start), choice in zip(sequences, choices):
+                top = torch.topk(draft(full).logits[0, start:-1], width, dim=-1).indices
+                hit = top == choice[:, None]
+                ranks.extend(torch.where(hit.any(-1), hit.int().argmax(-1), -1).tolist())
+        p = acceptance_vector(ranks, width)
+        p1 = float(p[0])
+        rows.append(
+            {
+                "option": option,
+                "widths": [int(w) for w in cost.sizes],
+                "seconds": [float(t) for t in cost.latency_s],
+                "acceptance": [float(v) for v in p],
+                "chain3": 1 + p1 + p1**2 + p1**3,
+            }
+        )
+    return rows

@@ -9,7 +9,8 @@ pub mod linalg {
     use ferrolm_core::linalg as core;
     use ferrolm_core::Error;
     use numpy::{
-        Element, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2, PyUntypedArrayMethods,
+        Element, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray1, PyReadwriteArray2,
+        PyUntypedArrayMethods,
     };
     use pyo3::prelude::*;
 
@@ -92,5 +93,47 @@ pub mod linalg {
     ) -> PyResult<()> {
         let (x, m, k, w, n, bias, out) = operands(&x, &w, bias.as_ref(), &mut out)?;
         detach(py, || core::linear_bf16(x, m, k, w, n, bias, out))
+    }
+
+    /// [`linear_f32`] with int8 weights (`int8` `[n, k]`) and one float32 scale per output
+    /// feature (`scale` `[n]`), as [`quantize_rows_i8`] makes them.
+    #[pyfunction]
+    #[pyo3(signature = (x, w, scale, bias, out))]
+    fn linear_i8(
+        py: Python<'_>,
+        x: PyReadonlyArray2<'_, f32>,
+        w: PyReadonlyArray2<'_, i8>,
+        scale: PyReadonlyArray1<'_, f32>,
+        bias: Option<PyReadonlyArray1<'_, f32>>,
+        mut out: PyReadwriteArray2<'_, f32>,
+    ) -> PyResult<()> {
+        let (x, m, k, w, n, bias, out) = operands(&x, &w, bias.as_ref(), &mut out)?;
+        let scale = slice("scale", &scale)?;
+        detach(py, || core::linear_i8(x, m, k, w, scale, n, bias, out))
+    }
+
+    /// Symmetric per-row int8 quantization of float32 weights `w` `[n, k]` into `q` (`int8`
+    /// `[n, k]`) and `scale` (float32 `[n]`): `scale = max|row| / 127`, codes rounded. Raises
+    /// ValueError naming `w` on a NaN or infinite weight. Releases the GIL.
+    #[pyfunction]
+    #[pyo3(signature = (w, q, scale))]
+    fn quantize_rows_i8(
+        py: Python<'_>,
+        w: PyReadonlyArray2<'_, f32>,
+        mut q: PyReadwriteArray2<'_, i8>,
+        mut scale: PyReadwriteArray1<'_, f32>,
+    ) -> PyResult<()> {
+        let (n, k) = (w.shape()[0], w.shape()[1]);
+        if q.shape() != [n, k] {
+            return Err(to_py(Error::value(
+                "q",
+                format!("of shape [{n}, {k}] like w"),
+                format!("{:?}", q.shape()),
+            )));
+        }
+        let w = slice("w", &w)?;
+        let q = slice_mut("q", &mut q)?;
+        let scale = slice_mut("scale", &mut scale)?;
+        detach(py, || core::quantize_rows_i8(w, n, k, q, scale))
     }
 }

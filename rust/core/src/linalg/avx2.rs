@@ -54,6 +54,20 @@ impl Load8 for u16 {
     }
 }
 
+impl Load8 for i8 {
+    const WIDENS: bool = true;
+
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> __m256 {
+        // SAFETY: 8 bytes in bounds (the caller's contract); unaligned 64-bit load. Sign-
+        // extending to 32 bits and converting is exact; the CPU has AVX2.
+        unsafe {
+            let b = _mm_loadl_epi64(p as *const __m128i);
+            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b))
+        }
+    }
+}
+
 /// [`super::RowsFn`] for float32 weights.
 ///
 /// # Safety
@@ -68,6 +82,15 @@ pub(super) unsafe fn rows_f32(job: &Job<'_, f32>, j0: usize, j1: usize) {
 /// # Safety
 /// As [`rows_f32`].
 pub(super) unsafe fn rows_bf16(job: &Job<'_, u16>, j0: usize, j1: usize) {
+    // SAFETY: forwarded contract.
+    unsafe { rows(job, j0, j1) }
+}
+
+/// [`super::RowsFn`] for int8 weights (scaled per row at the store).
+///
+/// # Safety
+/// As [`rows_f32`].
+pub(super) unsafe fn rows_i8(job: &Job<'_, i8>, j0: usize, j1: usize) {
     // SAFETY: forwarded contract.
     unsafe { rows(job, j0, j1) }
 }
@@ -192,6 +215,9 @@ unsafe fn panel<W: Load8, const R: usize>(job: &Job<'_, W>, i: usize, rows: usiz
                 let mut total = hsum(lanes);
                 for t in k8..k {
                     total += *xp.add((i + q) * k + t) * (*wp.add((j + r) * k + t)).to_f32();
+                }
+                if let Some(s) = job.scale {
+                    total *= s[j + r];
                 }
                 if let Some(b) = job.bias {
                     total += b[j + r];

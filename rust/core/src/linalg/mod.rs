@@ -10,8 +10,9 @@
 //!
 //! Layout: `w` is `[n, k]` row-major, which is `torch.nn.Linear.weight` (`[out_features,
 //! in_features]`) as it is stored, so the weights are never copied or transposed. Weights are
-//! float32 ([`linear_f32`]) or bfloat16 given as their bit patterns ([`linear_bf16`]); `x`,
-//! `bias` and `out` are float32 and sums are accumulated in float32.
+//! float32 ([`linear_f32`]), bfloat16 given as their bit patterns ([`linear_bf16`]), or int8
+//! with one float32 scale per output feature ([`linear_i8`], made by [`quantize_rows_i8`]);
+//! `x`, `bias` and `out` are float32 and sums are accumulated in float32.
 //!
 //! Work split: the `n` output features are cut into contiguous ranges run on the current rayon
 //! pool (the bindings choose its size); each range owns the same columns of every output row.
@@ -49,6 +50,14 @@ impl Weight for u16 {
     fn to_f32(self) -> f32 {
         // bfloat16 is the upper half of a float32: widening is a shift, with no rounding.
         f32::from_bits(u32::from(self) << 16)
+    }
+}
+
+impl Weight for i8 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        // Exact: every int8 is a float32. The row's scale is applied to the finished sum.
+        f32::from(self)
     }
 }
 
@@ -99,6 +108,95 @@ pub fn linear_bf16(
     out: &mut [f32],
 ) -> Result<()> {
     linear_with(Path::Auto, x, m, k, w, n, bias, out)
+}
+
+/// [`linear_f32`] for int8 weights with one float32 scale per output feature (row of `w`):
+/// `out[i, j] = scale[j] * sum_t x[i, t] * w[j, t] + bias[j]`, the sum over the integer
+/// weights accumulated in float32. Reads a quarter of float32's bytes.
+///
+/// # Errors
+/// As [`linear_f32`], and when `scale` does not have `n` entries.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_i8(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[i8],
+    scale: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) -> Result<()> {
+    if scale.len() != n {
+        return Err(Error::value(
+            "scale",
+            format!("of length {n} (out_features)"),
+            format!("length {}", scale.len()),
+        ));
+    }
+    linear_scaled(Path::Auto, x, m, k, w, Some(scale), n, bias, out)
+}
+
+/// Symmetric per-row int8 quantization of float32 weights `w` (`[n, k]`, row-major) for
+/// [`linear_i8`]: `scale[j] = max_t |w[j, t]| / 127` and `q[j, t] = round(w[j, t] / scale[j])`
+/// (ties away from zero) in `-127..=127`; an all-zero row gets scale 0 and zero codes.
+///
+/// # Errors
+/// [`Error::InvalidValue`] naming `w` (and the first row) when a weight is NaN or infinite,
+/// or naming the argument whose length disagrees with `n x k`; nothing is written then.
+pub fn quantize_rows_i8(
+    w: &[f32],
+    n: usize,
+    k: usize,
+    q: &mut [i8],
+    scale: &mut [f32],
+) -> Result<()> {
+    let len = product("w", "n x k", n, k)?;
+    for (arg, got) in [("w", w.len()), ("q", q.len())] {
+        if got != len {
+            return Err(Error::value(
+                arg,
+                format!("of length {len} ([{n}, {k}])"),
+                format!("length {got}"),
+            ));
+        }
+    }
+    if scale.len() != n {
+        return Err(Error::value(
+            "scale",
+            format!("of length {n} (out_features)"),
+            format!("length {}", scale.len()),
+        ));
+    }
+    if k == 0 {
+        scale.fill(0.0);
+        return Ok(());
+    }
+    if let Some(bad) = w.iter().position(|v| !v.is_finite()) {
+        return Err(Error::value(
+            "w",
+            "finite weights",
+            format!("{} at row {}, column {}", w[bad], bad / k, bad % k),
+        ));
+    }
+    for ((row, codes), s) in w
+        .chunks_exact(k)
+        .zip(q.chunks_exact_mut(k))
+        .zip(scale.iter_mut())
+    {
+        let max = row.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        if max == 0.0 {
+            *s = 0.0;
+            codes.fill(0);
+            continue;
+        }
+        *s = max / 127.0;
+        let inv = 127.0 / max;
+        for (c, &v) in codes.iter_mut().zip(row) {
+            *c = (v * inv).round().clamp(-127.0, 127.0) as i8;
+        }
+    }
+    Ok(())
 }
 
 /// `a * b`, or an [`Error::InvalidValue`] naming `arg` when it overflows.
@@ -162,6 +260,8 @@ pub(crate) struct Job<'a, W> {
     pub(crate) w: &'a [W],
     pub(crate) n: usize,
     pub(crate) bias: Option<&'a [f32]>,
+    /// Per output feature, the factor of the finished sum (int8 weights), else None.
+    pub(crate) scale: Option<&'a [f32]>,
     /// `x` in chunks (see [`pack`]) when `m` > [`PACK_ROWS`], else empty (read by `avx2.rs`).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) packed: &'a [f32],
@@ -259,6 +359,23 @@ pub(crate) fn linear_with<W: Weight + KernelFor>(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) -> Result<()> {
+    linear_scaled(path, x, m, k, w, None, n, bias, out)
+}
+
+/// [`linear_with`] with an optional per-feature scale of the sums (`scale.len() == n`, checked
+/// by the caller).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn linear_scaled<W: Weight + KernelFor>(
+    path: Path,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[W],
+    scale: Option<&[f32]>,
+    n: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) -> Result<()> {
     check_shapes(x, m, k, w, n, bias, out)?;
     if m == 0 || n == 0 {
         return Ok(());
@@ -278,6 +395,7 @@ pub(crate) fn linear_with<W: Weight + KernelFor>(
         w,
         n,
         bias,
+        scale,
         packed: packed.as_slice(),
         out: out.as_mut_ptr(),
     };
@@ -356,5 +474,16 @@ impl KernelFor for u16 {
         }
         let _ = path;
         portable::rows::<u16>
+    }
+}
+
+impl KernelFor for i8 {
+    fn kernel(path: Path) -> RowsFn<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if path == Path::Auto && has_avx2_fma() {
+            return avx2::rows_i8;
+        }
+        let _ = path;
+        portable::rows::<i8>
     }
 }

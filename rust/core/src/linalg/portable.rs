@@ -16,12 +16,14 @@ pub(super) unsafe fn rows<W: Weight>(job: &Job<'_, W>, j0: usize, j1: usize) {
     for j in j0..j1 {
         let wrow = &job.w[j * k..(j + 1) * k];
         let b = job.bias.map_or(0.0, |b| b[j]);
+        let scale = job.scale.map(|s| s[j]);
         let mut i = 0;
         while i < job.m {
             let rows = MR.min(job.m - i);
             let mut sums = [0.0f32; MR];
             dots(&job.x[i * k..(i + rows) * k], k, wrow, &mut sums[..rows]);
             for (q, &s) in sums[..rows].iter().enumerate() {
+                let s = scale.map_or(s, |f| s * f);
                 // SAFETY: `i + q < m`, `j` is in the caller's range (this function's contract).
                 unsafe { job.store(i + q, j, s + b) };
             }

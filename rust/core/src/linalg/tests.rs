@@ -226,3 +226,139 @@ proptest! {
         }
     }
 }
+
+/// Runs the int8 product on `path` and checks it against `scale[j] * (x · q_j) + bias[j]` in
+/// float64, within the float32 bound of `k + 2` terms (one more rounding: the scale).
+#[allow(clippy::too_many_arguments)]
+fn check_i8(
+    path: Path,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    q: &[i8],
+    scale: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+) {
+    let mut out = vec![f32::NAN; m * n];
+    linear_scaled(path, x, m, k, q, Some(scale), n, bias, &mut out).unwrap();
+    let (sums, sizes) = reference(x, m, k, q, n, None);
+    let eps = f64::from(f32::EPSILON);
+    for (idx, &o) in out.iter().enumerate() {
+        let j = idx % n;
+        let s = f64::from(scale[j]);
+        let b = bias.map_or(0.0, |b| f64::from(b[j]));
+        let want = s * sums[idx] + b;
+        let tol =
+            (k as f64 + 3.0) * eps * (s * sizes[idx] + b.abs()) + f64::from(f32::MIN_POSITIVE);
+        assert!(
+            (f64::from(o) - want).abs() <= tol,
+            "{path:?} m={m} k={k} n={n} out[{}, {j}] = {o}, reference {want}, tolerance {tol}",
+            idx / n,
+        );
+    }
+}
+
+fn quantized(w: &[f32], n: usize, k: usize) -> (Vec<i8>, Vec<f32>) {
+    let mut q = vec![0i8; n * k];
+    let mut scale = vec![0.0f32; n];
+    quantize_rows_i8(w, n, k, &mut q, &mut scale).unwrap();
+    (q, scale)
+}
+
+#[test]
+fn int8_weights_match_the_reference_on_every_shape_and_across_threads() {
+    for m in [1, 3, 4, 5, 16, 33] {
+        for k in [1, 7, 8, 9, 17, 64, 100] {
+            for n in [1, 3, 4, 37] {
+                let x = values(m * k, (m * 1000 + k) as u64);
+                let (q, s) = quantized(&values(n * k, (n * 7 + k) as u64), n, k);
+                let b = values(n, n as u64);
+                for path in PATHS {
+                    check_i8(path, &x, m, k, &q, &s, n, Some(&b));
+                    check_i8(path, &x, m, k, &q, &s, n, None);
+                }
+            }
+        }
+    }
+    let (k, n) = (1001, 700);
+    let (q, s) = quantized(&values(n * k, 2), n, k);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    for m in [1, 6, 37] {
+        let x = values(m * k, m as u64);
+        pool.install(|| {
+            for path in PATHS {
+                check_i8(path, &x, m, k, &q, &s, n, None);
+            }
+        });
+    }
+}
+
+#[test]
+fn quantize_rows_i8_rounds_each_row_to_its_own_scale() {
+    let w = [0.5f32, -1.0, 0.25, 0.0, 0.0, 0.0, 2.0, 1.0, -0.01];
+    let (q, s) = quantized(&w, 3, 3);
+    assert_eq!(s, [1.0 / 127.0, 0.0, 2.0 / 127.0]);
+    // 63.5 rounds away from zero; the largest magnitude of a row is +-127.
+    assert_eq!(q, [64, -127, 32, 0, 0, 0, 127, 64, -1]);
+    let mut q = [0i8; 2];
+    let mut s = [0.0f32; 1];
+    for bad in [f32::NAN, f32::INFINITY] {
+        let e = quantize_rows_i8(&[1.0, bad], 1, 2, &mut q, &mut s).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidValue { ref arg, .. } if arg == "w"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("row 0, column 1"), "{e}");
+    }
+    let e = quantize_rows_i8(&[1.0; 3], 1, 2, &mut q, &mut s).unwrap_err();
+    assert!(matches!(e, Error::InvalidValue { ref arg, .. } if arg == "w"));
+    let e = quantize_rows_i8(&[1.0; 2], 1, 2, &mut [0i8; 3], &mut s).unwrap_err();
+    assert!(matches!(e, Error::InvalidValue { ref arg, .. } if arg == "q"));
+    let e = quantize_rows_i8(&[1.0; 2], 1, 2, &mut q, &mut [0.0; 2]).unwrap_err();
+    assert!(matches!(e, Error::InvalidValue { ref arg, .. } if arg == "scale"));
+    let mut out = [f32::NAN; 1];
+    let e = linear_i8(&[1.0, 1.0], 1, 2, &[1, 1], &[1.0, 1.0], 1, None, &mut out).unwrap_err();
+    assert!(matches!(e, Error::InvalidValue { ref arg, .. } if arg == "scale"));
+    assert!(out[0].is_nan());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn int8_products_stay_within_half_a_step_of_the_float32_ones(
+        m in 1usize..=9,
+        k in 1usize..=80,
+        n in 1usize..=37,
+        seed in any::<u64>(),
+        magnitude in -20i32..20,
+    ) {
+        let s = 2f32.powi(magnitude);
+        let w: Vec<f32> = values(n * k, seed ^ 0x5555).iter().map(|v| v * s).collect();
+        let x = values(m * k, seed);
+        let (q, scale) = quantized(&w, n, k);
+        for (row, (codes, &f)) in w.chunks(k).zip(q.chunks(k).zip(&scale)) {
+            for (&v, &c) in row.iter().zip(codes) {
+                // Each weight within half a quantization step (and a float32 rounding).
+                prop_assert!((f64::from(v) - f64::from(c) * f64::from(f)).abs()
+                    <= 0.5 * f64::from(f) * (1.0 + 1e-5) + 1e-30);
+            }
+        }
+        let mut exact = vec![0.0f32; m * n];
+        let mut approx = vec![0.0f32; m * n];
+        linear_f32(&x, m, k, &w, n, None, &mut exact).unwrap();
+        linear_i8(&x, m, k, &q, &scale, n, None, &mut approx).unwrap();
+        for (idx, (&e, &a)) in exact.iter().zip(&approx).enumerate() {
+            let (i, j) = (idx / n, idx % n);
+            let l1: f64 = x[i * k..(i + 1) * k].iter().map(|v| f64::from(v.abs())).sum();
+            let bound = 0.5 * f64::from(scale[j]) * l1 * (1.0 + 1e-4)
+                + (k as f64 + 3.0) * 2.0 * f64::from(f32::EPSILON) * f64::from(s) * l1
+                + 1e-30;
+            prop_assert!((f64::from(e) - f64::from(a)).abs() <= bound, "{e} vs {a}, bound {bound}");
+        }
+    }
+}
