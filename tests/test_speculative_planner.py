@@ -3,6 +3,8 @@ the generator's no-speculation path against ``target.generate``."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Any
 
 import numpy as np
@@ -335,3 +337,68 @@ def test_a_tree_shape_of_depth_zero_never_runs_the_draft(pair: tuple[Any, Any]) 
         assert out.stats.draft_forwards == 0
         assert out.stats.tau == pytest.approx(1.0)
     assert calls.n == 0
+
+
+def test_extension_prices_the_gate_and_the_floor_from_the_calibration() -> None:
+    from ferrolm.speculative.planner import extension
+
+    cal = _calibration(d=3, s_per_token=0.2)
+    # dv: verify(4) = 0.33 and the curve ends there, so growth costs nothing to verify; the
+    # gate is t_d / (p1 * s_per_token) = 0.1 / (0.8 * 0.2).
+    extra, gate, floor = extension(cal, 4)
+    assert extra == 4
+    assert gate == pytest.approx(math.log(0.1 / 0.16))
+    assert floor == -math.inf
+    steep = dataclasses.replace(
+        cal, sizes=np.array([1, 4, 8]), verify_s=np.array([0.3, 0.33, 0.41])
+    )
+    extra, gate, floor = extension(steep, 4)
+    assert gate == pytest.approx(math.log((0.1 + 0.02) / 0.16))
+    assert floor == pytest.approx(math.log(0.02 / 0.2))
+    assert extension(cal, 0) == (0, 0.0, -math.inf)
+    assert extension(_calibration(d=0, s_per_token=0.3), 4) == (0, 0.0, -math.inf)
+    # A draft forward dearer than what a sure token saves: never extend.
+    dear = dataclasses.replace(cal, draft_s=np.array([0.5]))
+    assert extension(dear, 4) == (0, 0.0, -math.inf)
+
+
+def test_confidence_gated_growth_goes_deeper_and_keeps_the_targets_output(
+    pair: tuple[Any, Any],
+) -> None:
+    target, draft = pair
+    prompt = [3, 1, 4, 1, 5, 9, 2, 6]
+    want = hf_greedy(target, prompt, 16)
+    depths = {}
+    for gate in (0.0, -math.inf):  # probability 1 (never) and 0 (always)
+        gen = speculative.SpeculativeGenerator(
+            target,
+            draft,
+            method="specexec",
+            budget=40,
+            max_depth=6,
+            max_width=2,
+            max_draft_steps=1,
+        )
+        gen._extend = (4, gate, -math.inf)
+        seen: list[int] = []
+        real = gen._drafter
+
+        def drafter(*args: Any, real: Any = real, seen: list[int] = seen) -> Any:
+            d = real(*args)
+            inner = d.draft
+
+            def draft(*a: Any) -> Any:
+                out = inner(*a)
+                seen.extend(int(x.tree.depth.max()) for x in out)
+                return out
+
+            d.draft = draft
+            return d
+
+        gen._drafter = drafter  # type: ignore[method-assign]
+        out = gen.generate([prompt], max_new_tokens=16, do_sample=False)
+        assert out.new_tokens[0] == want
+        depths[gate] = max(seen)
+    # One planned forward after the root reaches depth 2; the open gate adds up to 4 levels.
+    assert depths[0.0] <= 2
+    assert depths[-math.inf] > 2

@@ -155,6 +155,8 @@ class _Nodes:
     depth: list[int]
     slot: list[int]
     anc: list[list[int]] = field(default_factory=lambda: [[]])
+    # Cumulative draft log-probability of the path to each node (the root's is 0).
+    score: list[float] = field(default_factory=lambda: [0.0])
 
     def grow_to(self, new_id: int) -> None:
         # The builder hands out ids it may later drop; keep every list indexable by id.
@@ -164,23 +166,36 @@ class _Nodes:
             self.depth.append(0)
             self.slot.append(-1)
             self.anc.append([])
+            self.score.append(-np.inf)
 
 
 @dataclass
 class SpecExecDrafter(Drafter):
     """SpecExec: a best-first tree under a node budget, ``expand_per_step`` nodes per forward.
 
+    After its ``max_draft_steps`` forwards, a tree may grow further where the draft is
+    confident: up to ``extend_steps`` more forwards, each expanding a row's best unexpanded node
+    only while that node's cumulative draft probability is at least ``exp(extend_logprob)``
+    (the tree's budget and depth cap include those extra nodes; ``min_logprob`` keeps nodes too
+    unlikely to pay for their verification out of the tree).
+
     Attributes:
-        budget: tree size in nodes (the root included).
+        budget: tree size in nodes (the root included), extension included.
         max_width: children proposed per expanded node.
         expand_per_step: nodes the draft expands per forward.
         max_draft_steps: draft forwards per iteration after the root.
+        extend_steps: the most confidence-gated forwards after those.
+        extend_logprob: the gate, a cumulative log-probability.
+        min_logprob: nodes scoring below this are never kept.
     """
 
     budget: int
     max_width: int
     expand_per_step: int
     max_draft_steps: int
+    extend_steps: int = 0
+    extend_logprob: float = 0.0
+    min_logprob: float = -np.inf
 
     def draft(
         self, rows: list[Row], kv: RaggedKVCache, pad: int, stats: GenerationStats
@@ -198,7 +213,9 @@ class SpecExecDrafter(Drafter):
             if cap == 0 or self.budget == 1:
                 builders.append(None)
                 continue
-            builder = TreeBuilder(root, self.budget, max_depth=cap, max_width=width)
+            builder = TreeBuilder(
+                root, self.budget, max_depth=cap, max_width=width, min_logprob=self.min_logprob
+            )
             builders.append(builder)
             top = torch.topk(draft_logprobs(root_logits[b], self.warp), width)
             self._expand(builder, node, np.array([0], dtype=np.int32), top)
@@ -207,31 +224,18 @@ class SpecExecDrafter(Drafter):
                 b_.frontier(self.expand_per_step) if b_ is not None else np.zeros(0, np.int32)
                 for b_ in builders
             ]
-            if all(len(f) == 0 for f in frontier):
+            if not self._step(rows, kv, pad, stats, builders, info, frontier, width):
                 break
-            live = [b for b in range(len(rows)) if len(frontier[b])]
-            # Rows with nothing to expand still take part in the forward with one pad query.
-            logits, slots = self.run_nodes(
-                kv,
-                [
-                    np.asarray([info[b].token[i] for i in f], dtype=np.int64)
-                    for b, f in enumerate(frontier)
-                ],
-                [
-                    np.asarray(
-                        [rows[b].draft_cached - 1 + info[b].depth[i] for i in f], dtype=np.int64
-                    )
-                    for b, f in enumerate(frontier)
-                ],
-                [_csr([info[b].anc[i] for i in f]) for b, f in enumerate(frontier)],
-                pad,
-                stats,
-            )
-            for b in live:
-                for i, node_id in enumerate(frontier[b]):
-                    info[b].slot[node_id] = int(slots[b][i])
-                top = torch.topk(draft_logprobs(logits[b, : len(frontier[b])], self.warp), width)
-                self._expand(builders[b], info[b], frontier[b], top)
+        for _ in range(self.extend_steps):
+            # Only where the best node left is likely enough to pay for another forward.
+            frontier = []
+            for b_, node in zip(builders, info):
+                best = b_.frontier(1) if b_ is not None else np.zeros(0, np.int32)
+                if len(best) and node.score[int(best[0])] < self.extend_logprob:
+                    best = best[:0]
+                frontier.append(best)
+            if not self._step(rows, kv, pad, stats, builders, info, frontier, width):
+                break
         drafts = []
         for b, row in enumerate(rows):
             done = builders[b]
@@ -252,6 +256,44 @@ class SpecExecDrafter(Drafter):
             drafts.append(Draft(tree, slots_new))
         return drafts
 
+    def _step(
+        self,
+        rows: list[Row],
+        kv: RaggedKVCache,
+        pad: int,
+        stats: GenerationStats,
+        builders: list[Optional[TreeBuilder]],
+        info: list[_Nodes],
+        frontier: list[npt.NDArray[np.int32]],
+        width: int,
+    ) -> bool:
+        """One draft forward over each row's `frontier`; False (and no forward) when every
+        frontier is empty."""
+        if all(len(f) == 0 for f in frontier):
+            return False
+        live = [b for b in range(len(rows)) if len(frontier[b])]
+        # Rows with nothing to expand still take part in the forward with one pad query.
+        logits, slots = self.run_nodes(
+            kv,
+            [
+                np.asarray([info[b].token[i] for i in f], dtype=np.int64)
+                for b, f in enumerate(frontier)
+            ],
+            [
+                np.asarray([rows[b].draft_cached - 1 + info[b].depth[i] for i in f], dtype=np.int64)
+                for b, f in enumerate(frontier)
+            ],
+            [_csr([info[b].anc[i] for i in f]) for b, f in enumerate(frontier)],
+            pad,
+            stats,
+        )
+        for b in live:
+            for i, node_id in enumerate(frontier[b]):
+                info[b].slot[node_id] = int(slots[b][i])
+            top = torch.topk(draft_logprobs(logits[b, : len(frontier[b])], self.warp), width)
+            self._expand(builders[b], info[b], frontier[b], top)
+        return True
+
     @staticmethod
     def _expand(
         builder: Optional[TreeBuilder],
@@ -262,12 +304,12 @@ class SpecExecDrafter(Drafter):
         assert builder is not None
         child_tokens = top.indices.reshape(len(parents), -1)
         # -inf (filtered out by top-k / top-p) is never kept by the builder
-        child_logprobs = top.values.reshape(len(parents), -1).float()
+        child_logprobs = top.values.reshape(len(parents), -1).float().numpy()
         ids = np.asarray(
             builder.expand(
                 parents.astype(np.int32),
                 child_tokens.numpy().astype(np.int64),
-                child_logprobs.numpy().astype(np.float32),
+                child_logprobs.astype(np.float32),
             )
         )
         for r, parent in enumerate(parents):
@@ -281,6 +323,7 @@ class SpecExecDrafter(Drafter):
                 node.depth[new_id] = node.depth[parent] + 1
                 node.slot[new_id] = -1
                 node.anc[new_id] = anc
+                node.score[new_id] = node.score[parent] + float(child_logprobs[r, j])
 
 
 @dataclass

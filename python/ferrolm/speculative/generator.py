@@ -39,6 +39,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
@@ -63,6 +64,7 @@ from ferrolm.speculative.planner import (
     DEFAULT_WIDTHS,
     Calibration,
     calibrate_costs,
+    extension,
 )
 from ferrolm.speculative.rows import Row, check_context, prompt_rows
 from ferrolm.speculative.sampling import Warp, device_generator
@@ -153,6 +155,7 @@ class SpeculativeGenerator:
         fast_linear: Optional[bool] = None,
         fast_linear_rows: int = 16,
         draft_weights: Optional[str] = None,
+        max_extend: int = 4,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"`method` must be one of {METHODS}, got {method!r}")
@@ -219,6 +222,10 @@ class SpeculativeGenerator:
         if _DRAFT_WEIGHTS[draft_weights] is not None and not self.fast_linear:
             raise ValueError(f"`draft_weights={draft_weights!r}` needs `fast_linear` (CPU models)")
         self.draft_weights = draft_weights
+        self.max_extend = check_int(max_extend, "max_extend", 0)
+        # SpecExec's confidence-gated growth past the plan (set by `adopt`): extra forwards,
+        # their gate and the floor below which a node is not worth verifying.
+        self._extend = (0, 0.0, -math.inf)
         # Test hook: called with (rows, target cache, draft cache) after every iteration.
         self._on_iteration: Optional[Callable[[list[Row], Any, Any], None]] = None
         if check_mask:
@@ -326,7 +333,9 @@ class SpeculativeGenerator:
             return
         self.tree_shape = (n, d)
         if self.method == "specexec":
-            self.budget, self.max_depth = n, d
+            extra, gate, floor = extension(cal, self.max_extend)
+            self._extend = (extra, gate, floor)
+            self.budget, self.max_depth = n + extra, d + extra
             self.expand_per_step = max(1, int(cal.level_widths.max()))
             self.max_draft_steps = max(1, d - 1)
         elif self.method == "sequoia":
@@ -486,6 +495,9 @@ class SpeculativeGenerator:
                 max_width=self.max_width,
                 expand_per_step=self.expand_per_step,
                 max_draft_steps=self.max_draft_steps,
+                extend_steps=self._extend[0],
+                extend_logprob=self._extend[1],
+                min_logprob=self._extend[2],
             )
         shape = self.static_tree()
         return StaticDrafter(self.vocab_size, self.max_depth, warp, generator, shape=shape)

@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ import numpy.typing as npt
 from ferrolm.speculative.profile import PromptTiming, estimate_acceptance, profile
 from ferrolm.speculative.sequoia import Plan, draft_level_widths, plan, sequoia_dp
 
-__all__ = ["Calibration", "Prediction", "calibrate_costs"]
+__all__ = ["Calibration", "Prediction", "calibrate_costs", "extension"]
 
 #: Tree sizes whose verification is measured by default.
 DEFAULT_SIZES = (1, 2, 4, 8, 12, 16, 24, 32)
@@ -159,6 +160,38 @@ class Prediction:
     def speedup(self) -> float:
         """``generate_s / speculative_s`` (1.0 for an empty job)."""
         return self.generate_s / self.speculative_s if self.speculative_s > 0 else 1.0
+
+
+def extension(cal: Calibration, max_extend: int) -> tuple[int, float, float]:
+    """SpecExec's confidence-gated growth past the planned tree, priced by the calibration.
+
+    A node of cumulative draft probability ``q`` added to the tree is worth
+    ``q * plan.s_per_token`` (the time an accepted token saves) and costs ``dv``, the marginal
+    verification cost per node around the plan's size: keep it when ``q >= dv / s_per_token``.
+    Expanding the best node left costs one draft forward ``t_d`` (width 1) and its best child
+    is expected at ``q * p1``: expand when ``q * p1 * s_per_token >= t_d + dv``.
+
+    Returns:
+        ``(extra forwards, gate log-probability, floor log-probability)``; ``(0, 0, -inf)``
+        when `max_extend` is 0, there is no speculation, or the gate is out of reach (above
+        probability 1).
+    """
+    n, d = cal.plan.n, cal.plan.d
+    if max_extend <= 0 or d == 0 or cal.plan.s_per_token <= 0:
+        return 0, 0.0, -math.inf
+    sizes = cal.sizes.astype(np.float64)
+    v = np.interp([n, n + max_extend], sizes, cal.verify_s)
+    dv = max(float(v[1] - v[0]) / max_extend, 0.0)
+    t_d = float(np.interp(1.0, cal.widths.astype(np.float64), cal.draft_s))
+    p1 = float(cal.acceptance[0]) if len(cal.acceptance) else 0.0
+    value = cal.plan.s_per_token
+    if p1 <= 0:
+        return 0, 0.0, -math.inf
+    gate = (t_d + dv) / (p1 * value)
+    if gate >= 1.0:
+        return 0, 0.0, -math.inf
+    floor = min(dv / value, gate)
+    return max_extend, math.log(gate), math.log(floor) if floor > 0 else -math.inf
 
 
 def replan(
