@@ -27,7 +27,16 @@ from ferrolm.speculative.sampling import Warp, draft_logprobs, gumbel_order
 from ferrolm.speculative.stats import GenerationStats
 from ferrolm.speculative.tree import Tree, ancestors, children_by_rank, subtree
 
-__all__ = ["Draft", "Drafter", "RootDrafter", "SpecExecDrafter", "StaticDrafter"]
+__all__ = ["DRAFT_WEIGHTS", "Draft", "Drafter", "RootDrafter", "SpecExecDrafter", "StaticDrafter"]
+
+#: ``draft_weights`` option -> the weights ferrolm's kernel reads for the draft's Linear layers
+#: (None: the draft's own).
+DRAFT_WEIGHTS: dict[Optional[str], Optional[torch.dtype]] = {
+    None: None,
+    "float32": None,
+    "bfloat16": torch.bfloat16,
+    "int8": torch.int8,
+}
 
 Int64Array = npt.NDArray[np.int64]
 #: Per row: CSR ``(offsets [k + 1], cache slots)`` of the ancestors each new node attends to.

@@ -50,6 +50,7 @@ import torch
 
 from ferrolm.speculative._arrays import check_acceptance, check_int, check_optional_int
 from ferrolm.speculative.drafters import (
+    DRAFT_WEIGHTS,
     Drafter,
     RootDrafter,
     SpecExecDrafter,
@@ -73,14 +74,6 @@ from ferrolm.speculative.stats import GenerationStats, SpeculativeOutput
 from ferrolm.speculative.tree import Tree
 
 __all__ = ["DEFAULT_ACCEPTANCE", "METHODS", "SpeculativeGenerator"]
-
-# The weights the kernel reads for the draft's Linear layers (None: the draft's own).
-_DRAFT_WEIGHTS: dict[Optional[str], Optional[torch.dtype]] = {
-    None: None,
-    "float32": None,
-    "bfloat16": torch.bfloat16,
-    "int8": torch.int8,
-}
 
 Int64Array = npt.NDArray[np.int64]
 
@@ -124,6 +117,10 @@ class SpeculativeGenerator:
             with a scale per output feature, of the draft's Linear weights (a half or a quarter
             of the bytes a draft level reads; needs `fast_linear`). The target is never
             changed, so outputs stay exactly the target's; only acceptance may move a little.
+        max_extend: after :meth:`calibrate` (or :meth:`adopt`), SpecExec may grow up to this
+            many levels past the planned tree, one draft forward each, where the draft's best
+            node left is likely enough to pay for the forward and its verification (priced from
+            the calibration by :func:`ferrolm.speculative.planner.extension`); 0 turns it off.
 
     Raises:
         ValueError: unknown method, bad sizes, different vocabularies, or an attention
@@ -214,12 +211,12 @@ class SpeculativeGenerator:
         self.fast_linear_rows = check_int(fast_linear_rows, "fast_linear_rows", 1)
         on_cpu = all(next(m.parameters()).device.type == "cpu" for m in (target, draft))
         self.fast_linear = on_cpu if fast_linear is None else fast_linear
-        if draft_weights not in _DRAFT_WEIGHTS:
+        if draft_weights not in DRAFT_WEIGHTS:
             raise ValueError(
                 f"`draft_weights` must be None, 'float32', 'bfloat16' or 'int8', "
                 f"got {draft_weights!r}"
             )
-        if _DRAFT_WEIGHTS[draft_weights] is not None and not self.fast_linear:
+        if DRAFT_WEIGHTS[draft_weights] is not None and not self.fast_linear:
             raise ValueError(f"`draft_weights={draft_weights!r}` needs `fast_linear` (CPU models)")
         self.draft_weights = draft_weights
         self.max_extend = check_int(max_extend, "max_extend", 0)
@@ -318,7 +315,7 @@ class SpeculativeGenerator:
 
             rows = self.fast_linear_rows
             stack.enter_context(route_linear(self.target, max_rows=rows))
-            low = _DRAFT_WEIGHTS[self.draft_weights]
+            low = DRAFT_WEIGHTS[self.draft_weights]
             stack.enter_context(route_linear(self.draft, max_rows=rows, weights=low))
         return stack
 
