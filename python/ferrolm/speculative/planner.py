@@ -114,11 +114,9 @@ class Calibration:
                 continue
             rest = new - 1
             target = self.prefill("target", length)
+            draft = self.prefill("draft", length) if self.plan.d > 0 else 0.0
             base += target + rest * self.generate_s
-            if self.plan.d == 0:
-                spec += target + rest * self.plan.s_per_token
-            else:
-                spec += target + self.prefill("draft", length) + rest * self.plan.s_per_token
+            spec += target + draft + rest * self.plan.s_per_token
         return Prediction(base, spec)
 
     def to_dict(self) -> dict[str, Any]:

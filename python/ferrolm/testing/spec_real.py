@@ -302,8 +302,8 @@ def draft_options(
     import torch
 
     from ferrolm.speculative import acceptance_vector, profile, route_linear
+    from ferrolm.speculative.drafters import DRAFT_WEIGHTS
 
-    dtypes = {"float32": None, "bfloat16": torch.bfloat16, "int8": torch.int8}
     sequences, choices = [], []
     with torch.inference_mode():
         for ids in prompts:
@@ -319,7 +319,10 @@ def draft_options(
     for option in options:
         # Every product through the kernel, the whole-sequence forwards too: the acceptance of
         # the weights the generator drafts with.
-        with torch.inference_mode(), route_linear(draft, max_rows=1 << 30, weights=dtypes[option]):
+        with (
+            torch.inference_mode(),
+            route_linear(draft, max_rows=1 << 30, weights=DRAFT_WEIGHTS[option]),
+        ):
             cost = profile(draft, list(widths), context=context, repeats=repeats)
             ranks: list[int] = []
             for (full, start), choice in zip(sequences, choices):

@@ -127,13 +127,7 @@ pub fn linear_i8(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) -> Result<()> {
-    if scale.len() != n {
-        return Err(Error::value(
-            "scale",
-            format!("of length {n} (out_features)"),
-            format!("length {}", scale.len()),
-        ));
-    }
+    check_features("scale", scale.len(), n)?;
     linear_scaled(Path::Auto, x, m, k, w, Some(scale), n, bias, out)
 }
 
@@ -161,13 +155,7 @@ pub fn quantize_rows_i8(
             ));
         }
     }
-    if scale.len() != n {
-        return Err(Error::value(
-            "scale",
-            format!("of length {n} (out_features)"),
-            format!("length {}", scale.len()),
-        ));
-    }
+    check_features("scale", scale.len(), n)?;
     if k == 0 {
         scale.fill(0.0);
         return Ok(());
@@ -210,6 +198,18 @@ fn product(arg: &str, what: &str, a: usize, b: usize) -> Result<usize> {
     })
 }
 
+/// An [`Error::InvalidValue`] naming `arg` unless it has one entry per output feature.
+fn check_features(arg: &str, len: usize, n: usize) -> Result<()> {
+    if len != n {
+        return Err(Error::value(
+            arg,
+            format!("of length {n} (out_features)"),
+            format!("length {len}"),
+        ));
+    }
+    Ok(())
+}
+
 fn check_shapes<W>(
     x: &[f32],
     m: usize,
@@ -237,13 +237,7 @@ fn check_shapes<W>(
         return Err(Error::value("w", e, g));
     }
     if let Some(b) = bias {
-        if b.len() != n {
-            return Err(Error::value(
-                "bias",
-                format!("of length {n} (out_features)"),
-                format!("length {}", b.len()),
-            ));
-        }
+        check_features("bias", b.len(), n)?;
     }
     if out.len() != out_len {
         let (e, g) = shape(out.len(), m, n);
