@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from test_speculative_generate import (  # the fixtures are used by name
+    SMOLLM2_TOKENS,
     chi_square_pvalue,
     noisy_copy,
     smollm2,  # noqa: F401
@@ -275,4 +276,4 @@ def test_smollm2_tokenizer_output_equals_hf_generate(request: pytest.FixtureRequ
     texts = ["The capital of France is", "def fibonacci(n):\n    ", "1, 2, 3, 4, 5, 6,"]
     gen = speculative.SpeculativeGenerator(target, draft, budget=16, max_depth=4)
     batch = tokenizer(texts, return_tensors="pt", padding=True)  # right-padded, as it comes
-    assert gen.generate(**batch, max_new_tokens=24).new_tokens == expected
+    assert gen.generate(**batch, max_new_tokens=SMOLLM2_TOKENS).new_tokens == expected
