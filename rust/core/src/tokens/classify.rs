@@ -193,9 +193,13 @@ pub(super) struct ScanFacts {
 }
 
 impl ScanFacts {
-    /// `merges`: the BPE merges in rank order, when known.
-    pub(super) fn new(tok: &Tokenizer, merges: Option<&[(String, String)]>) -> Self {
-        let vocab_size = id_space(tok);
+    /// `merges`: the BPE merges in rank order, when known; `n_ids`: see [`id_space`].
+    pub(super) fn new(
+        tok: &Tokenizer,
+        merges: Option<&[(String, String)]>,
+        n_ids: Option<usize>,
+    ) -> Self {
+        let vocab_size = id_space(tok, n_ids);
         let mut special = vec![false; vocab_size];
         for (id, t) in tok.get_added_tokens_decoder() {
             if let Some(slot) = special.get_mut(id as usize) {

@@ -47,7 +47,12 @@ struct FastBpe {
 }
 
 impl FastBpe {
-    fn new(tok: &Tokenizer, merges: &[(String, String)]) -> Option<Self> {
+    /// `merge_ids`: `merges` as ids, when the loader has them (see `sources::Loaded`).
+    fn new(
+        tok: &Tokenizer,
+        merges: &[(String, String)],
+        merge_ids: Option<&[(u32, u32, u32)]>,
+    ) -> Option<Self> {
         let ModelWrapper::BPE(bpe) = tok.get_model() else {
             return None;
         };
@@ -61,12 +66,21 @@ impl FastBpe {
         let mut map = AHashMap::with_capacity(merges.len());
         let mut merge_list = Vec::with_capacity(merges.len());
         let mut joined = String::new();
-        for (rank, (a, b)) in merges.iter().enumerate() {
-            let (&l, &r) = (vocab.get(a)?, vocab.get(b)?);
-            joined.clear();
-            joined.push_str(a);
-            joined.push_str(b);
-            let merged = *vocab.get(joined.as_str())?;
+        let n = merge_ids.map_or(merges.len(), <[_]>::len);
+        if n != merges.len() {
+            return None;
+        }
+        for rank in 0..n {
+            let (l, r, merged) = match merge_ids {
+                Some(ids) => ids[rank],
+                None => {
+                    let (a, b) = &merges[rank];
+                    joined.clear();
+                    joined.push_str(a);
+                    joined.push_str(b);
+                    (*vocab.get(a)?, *vocab.get(b)?, *vocab.get(joined.as_str())?)
+                }
+            };
             if let Some((earlier, _)) = map.insert(pair_key(l, r), (rank as u32, merged)) {
                 // A pair listed twice merges at its last rank only (as in the library).
                 merge_list[earlier as usize] = NOT_A_MERGE;
@@ -366,10 +380,16 @@ impl Normalizer {
 
 impl FastPath {
     /// Builds the fast path, or `None` when the tokenizer has a shape it does not handle.
-    pub(crate) fn new(tok: &Tokenizer, merges: &[(String, String)]) -> Option<Self> {
+    /// `merge_ids` and `n_ids`: what the loader knows (see `sources::Loaded`), or `None`.
+    pub(crate) fn new(
+        tok: &Tokenizer,
+        merges: &[(String, String)],
+        merge_ids: Option<&[(u32, u32, u32)]>,
+        n_ids: Option<usize>,
+    ) -> Option<Self> {
         let decoder = recognise_decoder(&json_of(tok.get_decoder()))?;
         let normalizer = recognise_normalizer(&json_of(tok.get_normalizer()))?;
-        let bpe = FastBpe::new(tok, merges)?;
+        let bpe = FastBpe::new(tok, merges, merge_ids)?;
         let added = tok.get_added_tokens_decoder();
         let in_text: Vec<&str> = added
             .values()
@@ -388,7 +408,7 @@ impl FastPath {
         }
         let added_in_text = AddedTokenSearch::new(&in_text)?;
         let added_in_normalized = AddedTokenSearch::new(&in_normalized)?;
-        let n_ids = super::scan::id_space(tok);
+        let n_ids = super::scan::id_space(tok, n_ids);
         let mut tokens = PackedStrings::with_capacity(n_ids, 8 * n_ids);
         let mut has_token = vec![false; n_ids];
         for (id, has) in has_token.iter_mut().enumerate() {

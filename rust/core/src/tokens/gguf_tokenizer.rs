@@ -170,6 +170,7 @@ pub fn gguf_tokenizer_with_merges(meta: &GgufMetadata, what: &str) -> Result<Loa
         .position(|&t| t == TYPE_UNKNOWN)
         .map(|i| tokens[i].clone());
     let label = meta.get("tokenizer.ggml.pre").and_then(GgufValue::as_str);
+    let mut merge_ids = None;
     let (tokenizer, kept_merges) = match model {
         "gpt2" | "gemma4" => {
             let (pre, warning) = if model == "gemma4" {
@@ -214,11 +215,13 @@ pub fn gguf_tokenizer_with_merges(meta: &GgufMetadata, what: &str) -> Result<Loa
                 .get("tokenizer.ggml.add_space_prefix")
                 .and_then(GgufValue::as_bool)
                 .unwrap_or(true);
-            let merges = merges_from_priorities(
+            let derived = merges_from_priorities(
                 &in_model,
                 |id| -scores[id as usize],
                 |id| is_added(id) || types[id as usize] == TYPE_BYTE,
             );
+            merge_ids = Some(derived.ids);
+            let merges = derived.pairs;
             let mut normalizers = Vec::new();
             if add_prefix {
                 normalizers.push(json!({"type": "Prepend", "prepend": "\u{2581}"}));
@@ -275,6 +278,8 @@ pub fn gguf_tokenizer_with_merges(meta: &GgufMetadata, what: &str) -> Result<Loa
     Ok(Loaded {
         tokenizer,
         merges: kept_merges,
+        merge_ids,
+        n_ids: Some(n),
         notes,
         warnings,
     })

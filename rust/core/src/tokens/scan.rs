@@ -23,7 +23,7 @@ use crate::{Cancel, Error, Result};
 pub fn scan(tok: &Tokenizer, options: &ScanOptions) -> Result<ScanReport> {
     scan_with(
         tok,
-        &ScanFacts::new(tok, None),
+        &ScanFacts::new(tok, None, None),
         None,
         options,
         &Cancel::never(),
@@ -50,10 +50,22 @@ impl PreparedTokenizer {
         merges: Option<&[(String, String)]>,
         notes: Vec<String>,
     ) -> Self {
+        Self::with_hints(tokenizer, merges, None, None, notes)
+    }
+
+    /// [`Self::new`] with what the loader already knows (see [`sources::Loaded`]): the merges
+    /// as ids and the id space. Both must describe `tokenizer`'s model.
+    fn with_hints(
+        tokenizer: Tokenizer,
+        merges: Option<&[(String, String)]>,
+        merge_ids: Option<&[(u32, u32, u32)]>,
+        n_ids: Option<usize>,
+        notes: Vec<String>,
+    ) -> Self {
         // Independent of each other, and each mostly serial: built side by side.
         let (fast, facts) = rayon::join(
-            || merges.and_then(|m| FastPath::new(&tokenizer, m)),
-            || ScanFacts::new(&tokenizer, merges),
+            || merges.and_then(|m| FastPath::new(&tokenizer, m, merge_ids, n_ids)),
+            || ScanFacts::new(&tokenizer, merges, n_ids),
         );
         PreparedTokenizer {
             facts,
@@ -76,7 +88,13 @@ impl PreparedTokenizer {
 
     /// Prepares a tokenizer loaded by [`sources`], keeping its notes and warnings.
     pub fn from_loaded(loaded: sources::Loaded) -> Self {
-        let mut p = Self::new(loaded.tokenizer, loaded.merges.as_deref(), loaded.notes);
+        let mut p = Self::with_hints(
+            loaded.tokenizer,
+            loaded.merges.as_deref(),
+            loaded.merge_ids.as_deref(),
+            loaded.n_ids,
+            loaded.notes,
+        );
         p.warnings = loaded.warnings;
         p
     }
@@ -108,7 +126,9 @@ impl PreparedTokenizer {
 
 /// One past the largest token id. Cheaper than `get_vocab` (which clones every string): the
 /// model's size, the added tokens' largest id, then probe past the end for ids beyond a hole.
-pub(crate) fn id_space(tok: &Tokenizer) -> usize {
+/// `model_ids`: one past the model's largest id when the loader knows it (else the model's
+/// vocabulary is copied to find it).
+pub(crate) fn id_space(tok: &Tokenizer, model_ids: Option<usize>) -> usize {
     let added_max = tok
         .get_added_tokens_decoder()
         .keys()
@@ -116,12 +136,13 @@ pub(crate) fn id_space(tok: &Tokenizer) -> usize {
         .map_or(0, |&m| m as usize + 1);
     use tokenizers::Model;
     // The largest id, not the count: a vocabulary with holes still has its top ids scanned.
-    let model_max = tok
-        .get_model()
-        .get_vocab()
-        .values()
-        .max()
-        .map_or(0, |&m| m as usize + 1);
+    let model_max = model_ids.unwrap_or_else(|| {
+        tok.get_model()
+            .get_vocab()
+            .values()
+            .max()
+            .map_or(0, |&m| m as usize + 1)
+    });
     let mut size = tok.get_vocab_size(false).max(added_max).max(model_max);
     while tok.id_to_token(size as u32).is_some() {
         size += 1;

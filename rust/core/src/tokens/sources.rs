@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use ahash::AHashMap;
+use rayon::prelude::*;
 use serde_json::Value;
 use tokenizers::models::bpe::BPE;
 use tokenizers::{
@@ -91,6 +92,12 @@ pub struct Loaded {
     pub tokenizer: Tokenizer,
     /// BPE merges in rank order, when the model is a BPE.
     pub merges: Option<Vec<(String, String)>>,
+    /// The same merges as ids `(left, right, merged)` in the model's vocabulary, when the
+    /// loader derived them (the fast path then skips looking every string up again).
+    pub merge_ids: Option<Vec<(u32, u32, u32)>>,
+    /// One past the largest id of the model's vocabulary, when the loader knows it (saves a
+    /// copy of the whole vocabulary to find it).
+    pub n_ids: Option<usize>,
     /// Approximations made while converting.
     pub notes: Vec<String>,
     /// Assumptions that may make the result differ from the real tokenizer (an unknown
@@ -286,6 +293,8 @@ pub fn load_json(json: &str, what: &str) -> Result<Loaded> {
     Ok(Loaded {
         tokenizer,
         merges,
+        merge_ids: None,
+        n_ids: None,
         notes,
         warnings: Vec::new(),
     })
@@ -377,37 +386,52 @@ pub(super) fn bpe(
 /// Every way of splitting a token into two vocabulary tokens becomes a merge, ranked by the
 /// priority of the merged token. Applying these merges lowest-rank-first reproduces the
 /// tiktoken / SentencePiece rule "merge the adjacent pair whose concatenation ranks best".
+///
+/// Runs in parallel (rayon): on a 262k-token vocabulary there are half a million merges.
 pub(super) fn merges_from_priorities(
     tokens: &[(String, u32)],
-    priority: impl Fn(u32) -> f64,
-    skip: impl Fn(u32) -> bool,
-) -> Vec<(String, String)> {
+    priority: impl Fn(u32) -> f64 + Sync,
+    skip: impl Fn(u32) -> bool + Sync,
+) -> DerivedMerges {
     let vocab: AHashMap<&str, u32> = tokens.iter().map(|(t, id)| (t.as_str(), *id)).collect();
-    let mut merges: Vec<(f64, u32, u32, u32, &str, &str)> = Vec::new();
-    for (token, id) in tokens {
-        if skip(*id) {
-            continue;
-        }
-        for (split, _) in token.char_indices().skip(1) {
-            let (left, right) = token.split_at(split);
-            if let (Some(&l), Some(&r)) = (vocab.get(left), vocab.get(right)) {
-                if skip(l) || skip(r) {
-                    continue;
-                }
-                merges.push((priority(*id), *id, l, r, left, right));
-            }
-        }
-    }
-    merges.sort_by(|a, b| {
+    // (priority, id, left id, right id, merged id, left, right): the first four are distinct
+    // per merge (a token splits once at each position), so the unstable sort is deterministic.
+    type Merge<'a> = (f64, u32, u32, u32, u32, &'a str, &'a str);
+    let mut merges: Vec<Merge<'_>> = tokens
+        .par_iter()
+        .with_min_len(1024)
+        .filter(|(_, id)| !skip(*id))
+        .flat_map_iter(|(token, id)| {
+            let merged = vocab.get(token.as_str()).copied().unwrap_or(*id);
+            let (vocab, skip, priority) = (&vocab, &skip, &priority);
+            token.char_indices().skip(1).filter_map(move |(split, _)| {
+                let (left, right) = token.split_at(split);
+                let (&l, &r) = (vocab.get(left)?, vocab.get(right)?);
+                (!skip(l) && !skip(r)).then(|| (priority(*id), *id, l, r, merged, left, right))
+            })
+        })
+        .collect();
+    merges.par_sort_unstable_by(|a, b| {
         a.0.total_cmp(&b.0)
             .then(a.1.cmp(&b.1))
             .then(a.2.cmp(&b.2))
             .then(a.3.cmp(&b.3))
     });
-    merges
-        .into_iter()
-        .map(|m| (m.4.to_owned(), m.5.to_owned()))
-        .collect()
+    DerivedMerges {
+        ids: merges.iter().map(|m| (m.2, m.3, m.4)).collect(),
+        pairs: merges
+            .par_iter()
+            .map(|m| (m.5.to_owned(), m.6.to_owned()))
+            .collect(),
+    }
+}
+
+/// Merges derived by [`merges_from_priorities`], as strings (for the library) and as ids.
+pub(super) struct DerivedMerges {
+    /// `(left, right)` in rank order.
+    pub(super) pairs: Vec<(String, String)>,
+    /// `(left, right, merged)` ids, in the same order.
+    pub(super) ids: Vec<(u32, u32, u32)>,
 }
 
 /// Builds the tokenizer described by a GGUF file's tokenizer metadata, with notes on any
@@ -482,8 +506,18 @@ mod tests {
             .enumerate()
             .map(|(i, s)| (s.to_string(), i as u32))
             .collect();
-        let m = merges_from_priorities(&toks, f64::from, |_| false);
-        let m: Vec<(&str, &str)> = m.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let derived = merges_from_priorities(&toks, f64::from, |_| false);
+        let m: Vec<(&str, &str)> = derived
+            .pairs
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
         assert_eq!(m, vec![("a", "b"), ("b", "c"), ("a", "bc"), ("ab", "c")]);
+        let id = |t: &str| toks.iter().find(|(s, _)| s == t).unwrap().1;
+        let ids: Vec<(u32, u32, u32)> = m
+            .iter()
+            .map(|(a, b)| (id(a), id(b), id(&format!("{a}{b}"))))
+            .collect();
+        assert_eq!(derived.ids, ids);
     }
 }

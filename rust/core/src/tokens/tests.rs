@@ -427,13 +427,22 @@ fn fast_path_agrees_with_the_library_on_sentencepiece() {
     for prefix in [false, true] {
         let meta = sentencepiece_gguf(prefix);
         let loaded = sources::gguf_tokenizer_with_merges(&meta, "sp").unwrap();
-        let p = PreparedTokenizer::new(loaded.tokenizer, loaded.merges.as_deref(), vec![]);
-        assert!(p.has_fast_path());
-        let opts = ScanOptions::default();
-        assert_same_scan(
-            &p.scan(&opts, true).unwrap(),
-            &p.scan(&opts, false).unwrap(),
+        assert!(loaded.merge_ids.is_some() && loaded.n_ids.is_some());
+        // Without the loader's hints (merges looked up as strings) and with them (as ids).
+        let plain = PreparedTokenizer::new(
+            loaded.tokenizer.clone(),
+            loaded.merges.as_deref(),
+            vec![],
         );
+        let hinted = PreparedTokenizer::from_loaded(loaded);
+        let opts = ScanOptions::default();
+        for p in [plain, hinted] {
+            assert!(p.has_fast_path());
+            assert_same_scan(
+                &p.scan(&opts, true).unwrap(),
+                &p.scan(&opts, false).unwrap(),
+            );
+        }
     }
 }
 
@@ -462,7 +471,9 @@ proptest! {
     ) {
         let extra: Vec<&[u8]> = extra.iter().map(|s| s.as_bytes()).collect();
         let loaded = sources::tiktoken_tokenizer_with_merges(&tiktoken_text(&extra), "p").unwrap();
-        let p = PreparedTokenizer::new(loaded.tokenizer, loaded.merges.as_deref(), vec![]);
+        prop_assert!(loaded.merge_ids.is_some());
+        // The merges as ids, as `sources::load` hands them over.
+        let p = PreparedTokenizer::from_loaded(loaded);
         prop_assert!(p.has_fast_path());
         let opts = ScanOptions { containment: false, ..Default::default() };
         let fast = p.scan(&opts, true).unwrap();

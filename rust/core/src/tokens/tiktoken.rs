@@ -162,7 +162,8 @@ pub fn from_ranks(
         ));
     }
     check_pattern(pattern)?;
-    let merges = merges_from_priorities(&tokens, f64::from, |_| false);
+    let derived = merges_from_priorities(&tokens, f64::from, |_| false);
+    let merges = derived.pairs;
     let mut vocab: AHashMap<String, u32> = tokens.iter().cloned().collect();
     if vocab.len() != tokens.len() {
         return Err(Error::malformed(what, "the same token appears twice"));
@@ -188,6 +189,8 @@ pub fn from_ranks(
     Ok(Loaded {
         tokenizer,
         merges: Some(merges),
+        merge_ids: Some(derived.ids),
+        n_ids: None,
         notes: Vec::new(),
         warnings: Vec::new(),
     })

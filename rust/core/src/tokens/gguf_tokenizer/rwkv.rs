@@ -158,6 +158,8 @@ pub(super) fn convert(tokens: &[String], types: &[i64], what: &str) -> Result<Lo
     Ok(Loaded {
         tokenizer,
         merges: None,
+        merge_ids: None,
+        n_ids: None,
         notes,
         warnings: Vec::new(),
     })

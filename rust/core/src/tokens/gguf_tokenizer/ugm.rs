@@ -305,6 +305,8 @@ pub(super) fn convert(
     Ok(Loaded {
         tokenizer,
         merges: None,
+        merge_ids: None,
+        n_ids: None,
         notes,
         warnings,
     })
