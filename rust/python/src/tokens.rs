@@ -235,7 +235,8 @@ pub mod tokens {
         Ok(out.into_pyarray(py))
     }
 
-    /// The dominant right singular vector (unit norm) of a float32 matrix, by power iteration.
+    /// The dominant right singular vector (unit norm) of a float32 matrix, by Lanczos iteration
+    /// (at most `iterations` passes over the matrix).
     #[pyfunction]
     #[pyo3(signature = (matrix, *, iterations = 30))]
     fn dominant_direction<'py>(

@@ -22,6 +22,7 @@ pub mod gguf;
 pub mod gguf_tokenizer;
 mod gguf_write;
 pub mod indicators;
+mod lanczos;
 mod own_encoding;
 mod packed;
 pub mod pretokenizers;

@@ -429,11 +429,8 @@ fn fast_path_agrees_with_the_library_on_sentencepiece() {
         let loaded = sources::gguf_tokenizer_with_merges(&meta, "sp").unwrap();
         assert!(loaded.merge_ids.is_some() && loaded.n_ids.is_some());
         // Without the loader's hints (merges looked up as strings) and with them (as ids).
-        let plain = PreparedTokenizer::new(
-            loaded.tokenizer.clone(),
-            loaded.merges.as_deref(),
-            vec![],
-        );
+        let plain =
+            PreparedTokenizer::new(loaded.tokenizer.clone(), loaded.merges.as_deref(), vec![]);
         let hinted = PreparedTokenizer::from_loaded(loaded);
         let opts = ScanOptions::default();
         for p in [plain, hinted] {
