@@ -77,6 +77,45 @@ def test_native_threads_follow_set_num_threads_then_torch_then_omp():
     assert "`n`" in out["errors"][3]
 
 
+_THREAD_LOCAL = r"""
+import json, threading
+import ferrolm
+from ferrolm import _native
+out = {}
+ferrolm.set_num_threads(2)
+def worker():
+    _native.set_thread_num_threads(1)
+    out["worker"] = [ferrolm.get_num_threads(), _native._debug_pool_threads()]
+    out["main_while_set"] = main_seen
+    _native.set_thread_num_threads(None)
+    out["worker_cleared"] = ferrolm.get_num_threads()
+main_seen = None
+t = threading.Thread(target=worker)
+main_seen = [ferrolm.get_num_threads(), _native._debug_pool_threads()]
+t.start(); t.join()
+out["main"] = [ferrolm.get_num_threads(), _native._debug_pool_threads()]
+errors = []
+for bad in (0, 5000, -1):
+    try:
+        _native.set_thread_num_threads(bad)
+    except ValueError as e:
+        errors.append(str(e))
+out["errors"] = errors
+print(json.dumps(out))
+"""
+
+
+def test_a_thread_count_for_one_thread_leaves_the_others_alone():
+    # The undertrained pipeline reads weights on a worker thread with one native thread, beside
+    # the scan on the main thread with all of them.
+    out = _run(_THREAD_LOCAL)
+    assert out["worker"] == [1, 1]
+    assert out["worker_cleared"] == 2
+    assert out["main"] == [2, 2] == out["main_while_set"]
+    assert len(out["errors"]) == 3
+    assert all("`n`" in e and "[1, 4096]" in e for e in out["errors"])
+
+
 def test_without_torch_or_env_the_pool_has_one_thread_per_core():
     code = (
         "import json, os, ferrolm\n"

@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 import numpy as np
 
+from ferrolm import _native
 from ferrolm._paths import check_revision, is_hub_id, resolve, resolve_embeddings
 from ferrolm._report import Report, Section
 from ferrolm.tokens.indicators import Indicators, indicators, prepare_weights
@@ -182,6 +183,16 @@ def _timed(fn: Callable[[Path], T], path: Path) -> tuple[T, float]:
     return fn(path), time.perf_counter() - start
 
 
+def _on_one_thread(fn: Callable[[Path], T], path: Path) -> tuple[T, float]:
+    # The weights' worker runs its native calls on one thread: the scan beside it is mostly
+    # serial and keeps a core, and the scan's parallel parts get the rest.
+    _native.set_thread_num_threads(1)
+    try:
+        return _timed(fn, path)
+    finally:
+        _native.set_thread_num_threads(None)
+
+
 def _has_weights(path: Path) -> bool:
     if path.is_dir():
         return any(path.glob("*.safetensors")) or any(path.glob("*.gguf"))
@@ -234,7 +245,7 @@ def undertrained(
     pool = ThreadPoolExecutor(1, thread_name_prefix="ferrolm-weights") if weights else None
     try:
         begin = time.perf_counter()
-        prepared = None if pool is None else pool.submit(_timed, prepare_weights, path)
+        prepared = None if pool is None else pool.submit(_on_one_thread, prepare_weights, path)
         result = scan(path, containment=True)
         timings["scan"] = time.perf_counter() - begin
         bar.update(1)

@@ -75,22 +75,35 @@ mod _native {
     #[pyfunction]
     #[pyo3(signature = (n))]
     fn set_num_threads(n: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        crate::threads::set_explicit(thread_count(n)?);
+        Ok(())
+    }
+
+    /// Fixes the number of threads of the native calls made from the calling thread alone
+    /// (`None` clears it): a background thread working beside the main one takes `n` cores
+    /// instead of all of them. It comes before every rule of `get_num_threads`.
+    #[pyfunction]
+    #[pyo3(signature = (n))]
+    fn set_thread_num_threads(n: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        crate::threads::set_local(thread_count(n)?);
+        Ok(())
+    }
+
+    fn thread_count(n: Option<&Bound<'_, PyAny>>) -> PyResult<Option<usize>> {
         // i64, not usize: a negative count gets the same message as any other bad count.
         let n: Option<i64> = crate::arrays::opt_int_arg("n", n)?;
         let max = crate::threads::MAX_THREADS;
-        let n = match n.map(usize::try_from) {
-            None => None,
-            Some(Ok(n)) if (1..=max).contains(&n) => Some(n),
+        match n.map(usize::try_from) {
+            None => Ok(None),
+            Some(Ok(n)) if (1..=max).contains(&n) => Ok(Some(n)),
             Some(_) => {
                 let expected = format!("a thread count in [1, {max}] or None");
                 let got = n.map_or_else(String::new, |n| n.to_string());
-                return Err(crate::errors::to_py(ferrolm_core::Error::value(
+                Err(crate::errors::to_py(ferrolm_core::Error::value(
                     "n", expected, got,
-                )));
+                )))
             }
-        };
-        crate::threads::set_explicit(n);
-        Ok(())
+        }
     }
 
     /// The package version (`ferrolm.__version__`); Python's dunder name, hence lower case.

@@ -9,6 +9,7 @@
 //! The first call sizes rayon's global pool; a call that wants that size runs exactly as a
 //! plain rayon call, one that wants another size runs on one cached pool of that size.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, RecvTimeoutError};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -24,6 +25,11 @@ pub const MAX_THREADS: usize = 4096;
 
 /// `ferrolm.set_num_threads`' value; 0: follow torch and the environment.
 static EXPLICIT: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// A count for the native calls of this thread alone (0: none), before every other rule.
+    static LOCAL: Cell<usize> = const { Cell::new(0) };
+}
 
 /// The pool of the last size that differed from the global pool's.
 static POOL: Mutex<Option<Arc<rayon::ThreadPool>>> = Mutex::new(None);
@@ -89,6 +95,10 @@ fn global_size(first: usize) -> usize {
 
 /// The number of threads the next native call will use (see the module doc for the order).
 pub fn wanted(py: Python<'_>) -> usize {
+    let local = LOCAL.with(Cell::get);
+    if local > 0 {
+        return local;
+    }
     let explicit = EXPLICIT.load(Ordering::Relaxed);
     if explicit > 0 {
         return explicit;
@@ -97,6 +107,11 @@ pub fn wanted(py: Python<'_>) -> usize {
         .or_else(|| env_threads("OMP_NUM_THREADS"))
         .or_else(|| env_threads("RAYON_NUM_THREADS"))
         .unwrap_or_else(cores)
+}
+
+/// Fixes the count for the calling thread's native calls only (`Some`), or clears it.
+pub fn set_local(n: Option<usize>) {
+    LOCAL.with(|c| c.set(n.unwrap_or(0)));
 }
 
 /// Fixes the count (`Some`) or returns to following torch and the environment (`None`).
