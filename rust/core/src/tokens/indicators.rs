@@ -72,29 +72,30 @@ pub fn dominant_direction(
     iterations: usize,
 ) -> Result<Vec<f32>> {
     check_matrix(matrix, rows, dim)?;
+    // Fixed blocks of rows, summed in order: the result does not depend on how rayon splits
+    // the work (a fold's pieces do), so it is the same on every run and every thread count.
+    // Lanczos would carry a last-bit difference into the answer when the top eigenvalue is
+    // nearly repeated.
+    const BLOCK_ROWS: usize = 4096;
     let sum_rows = |v: Option<&[f32]>| -> Vec<f64> {
-        matrix
-            .par_chunks_exact(dim)
-            .with_min_len(ROWS_PER_TASK)
-            .fold(
-                || vec![0f64; dim],
-                |mut acc, row| {
+        let blocks: Vec<Vec<f64>> = matrix
+            .par_chunks(BLOCK_ROWS * dim)
+            .map(|block| {
+                let mut acc = vec![0f64; dim];
+                for row in block.chunks_exact(dim) {
                     let w = v.map_or(1.0, |v| dot(row, v));
                     for (a, &x) in acc.iter_mut().zip(row) {
                         *a += w * f64::from(x);
                     }
-                    acc
-                },
-            )
-            .reduce(
-                || vec![0f64; dim],
-                |mut a, b| {
-                    for (x, y) in a.iter_mut().zip(b) {
-                        *x += y;
-                    }
-                    a
-                },
-            )
+                }
+                acc
+            })
+            .collect();
+        let mut total = vec![0f64; dim];
+        for block in blocks {
+            total.iter_mut().zip(block).for_each(|(t, b)| *t += b);
+        }
+        total
     };
     let normalize = |v: Vec<f64>| -> Option<Vec<f64>> {
         let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
