@@ -163,7 +163,7 @@ Fuzz suite
  F1     fuzz targets (GGUF reader, tokenizer sources, wire format)     fuzz/tests/targets.rs (each
         run for a bounded time; a corpus of malformed files            target 2 s, every file of
         replayed under a memory limit                                  fuzz/regressions replayed);
-                                                                       .ci/run (40 s each);
+                                                                       .ci/run (30 s each);
                                                                        tests/test_hostile_corpus.py
                                                                        (the corpus and mutants
                                                                        through the Python entry

@@ -1,6 +1,6 @@
 //! Every fuzz target for about two seconds, each in its own process (an allocation over the
 //! cap that the code under test does not handle aborts that process, not the test harness).
-//! CI runs the same binary for 40 s per target (`.ci/run`).
+//! CI runs the same binary for 30 s per target (`.ci/run`).
 
 use std::process::Command;
 

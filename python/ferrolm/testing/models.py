@@ -154,5 +154,4 @@ def load_pretrained(name: str, *, attn_implementation: str = "sdpa") -> tuple[An
             saved, dtype=torch.float32, attn_implementation=attn_implementation
         )
         tokenizer = AutoTokenizer.from_pretrained(saved)
-    # transformers leaves PreTrainedModel.eval unannotated
-    return model.eval(), tokenizer  # type: ignore[no-untyped-call]
+    return model.eval(), tokenizer
