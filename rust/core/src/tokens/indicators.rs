@@ -97,12 +97,8 @@ pub fn dominant_direction(
         }
         total
     };
-    let normalize = |v: Vec<f64>| -> Option<Vec<f64>> {
-        let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
-        (n > 0.0 && n.is_finite()).then(|| v.into_iter().map(|x| x / n).collect())
-    };
     let mean = sum_rows(None);
-    let v = match normalize(mean.clone()) {
+    let v = match super::lanczos::unit(mean.clone()) {
         Some(v) => v,
         None => {
             let mut e = vec![0f64; dim];

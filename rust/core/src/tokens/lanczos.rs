@@ -76,7 +76,8 @@ fn norm(a: &[f64]) -> f64 {
     dot(a, a).sqrt()
 }
 
-fn unit(v: Vec<f64>) -> Option<Vec<f64>> {
+/// `v` scaled to unit norm; `None` for a zero or non-finite vector.
+pub(super) fn unit(v: Vec<f64>) -> Option<Vec<f64>> {
     let n = norm(&v);
     (n > 0.0 && n.is_finite()).then(|| v.into_iter().map(|x| x / n).collect())
 }
