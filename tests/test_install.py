@@ -156,5 +156,6 @@ def test_readme_quick_start_installs_the_wheel_the_build_makes_and_runs_the_ci_t
     assert re.search(r"^bash scripts/setup.sh && ", readme, re.M)
     # The README's test command is the one .ci/run ends with.
     ci = (ROOT / ".ci" / "run").read_text()
-    assert re.search(r"^\.venv/bin/python -m pytest +#", readme, re.M)
-    assert re.search(r"^\.venv/bin/python -m pytest$", ci, re.M)
+    command = r"\.venv/bin/python -m pytest -n 2 --dist loadfile"
+    assert re.search(rf"^{command} +#", readme, re.M)
+    assert re.search(rf"^{command}$", ci, re.M)
