@@ -17,8 +17,10 @@ Two modes:
   forward, counted with a forward hook), wall-clock against ``target.generate``, tau against HF
   assisted, and the planner's predicted speedup of the whole job (each prompt's prefill and
   its decoding, :meth:`~ferrolm.speculative.Calibration.predict`) next to the measured one.
-  ``--draft-options`` instead measures each draft-weight option's cost per forward width and
-  its acceptance on the prompts of up to 100 tokens. With ``--json FILE``
+  ``--methods plain,specexec,sequoia`` (the default) picks the ferrolm rows; ``specexec@16x8``
+  adds SpecExec on a fixed, uncalibrated tree of budget 16 and depth 8 (what a tree the planner
+  did not choose gives). ``--draft-options`` instead measures each draft-weight option's cost
+  per forward width and its acceptance on the prompts of up to 100 tokens. With ``--json FILE``
   the script also writes every row as JSON. Run it as ``ferrolm demo`` runs: with
   ``OMP_WAIT_POLICY=PASSIVE`` in the environment (baseline and ferrolm alike; see
   ``ferrolm.cli.quiet_openmp_threads``).
@@ -55,6 +57,9 @@ SPEC_BENCH: Optional[Path] = Path(_SPEC_BENCH_ENV) if _SPEC_BENCH_ENV else None
 NEW_TOKENS = int(os.environ.get("FERROLM_BENCH_NEW_TOKENS", "48"))
 # The draft's weights for ferrolm's rows (`--draft-weights`; see `--draft-options`).
 DRAFT_WEIGHTS = os.environ.get("FERROLM_BENCH_DRAFT_WEIGHTS", "int8")
+# The ferrolm rows (`--methods a,b,...`): "plain", planned "specexec" / "sequoia", or a fixed,
+# uncalibrated tree such as "specexec@16x8" (budget 16, depth 8).
+METHODS: tuple[str, ...] = ("plain", "specexec", "sequoia")
 
 
 # ---------------------------------------------------------------------------- models / prompts
@@ -146,7 +151,7 @@ def suite(
         prompts,
         calibration,
         new_tokens=NEW_TOKENS,
-        methods=("plain", "specexec", "sequoia"),
+        methods=METHODS,
         log=log,
         generator_options={"draft_weights": DRAFT_WEIGHTS} if REAL else None,
     )
@@ -204,6 +209,8 @@ if __name__ == "__main__":
         REAL = True
     if "--spec-bench" in sys.argv[:-1]:
         SPEC_BENCH = Path(sys.argv[sys.argv.index("--spec-bench") + 1])
+    if "--methods" in sys.argv[:-1]:
+        METHODS = tuple(sys.argv[sys.argv.index("--methods") + 1].split(","))
     if "--draft-weights" in sys.argv[:-1]:
         DRAFT_WEIGHTS = sys.argv[sys.argv.index("--draft-weights") + 1]
     out = Path(sys.argv[sys.argv.index("--json") + 1]) if "--json" in sys.argv[:-1] else None

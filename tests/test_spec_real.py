@@ -38,12 +38,18 @@ def test_compare_checks_every_output_and_reports_the_plan() -> None:
             prompts,
             [("z", [3, 4, 5, 6])],
             new_tokens=8,
-            methods=("plain", "specexec", "sequoia"),
+            methods=("plain", "specexec@6x3", "specexec", "sequoia"),
             log=lines.append,
         )
     finally:
         torch.set_num_threads(threads)
-    baseline, assisted, plain, *ours = results
+    baseline, assisted, plain, fixed, *ours = results
+    # A fixed tree runs uncalibrated: no plan, no prediction, the same outputs.
+    assert fixed.name == "ferrolm specexec, fixed budget 6, depth 3"
+    assert (fixed.matches, fixed.new_tokens) == (2, 16)
+    assert fixed.predicted_speedup is None
+    assert fixed.plan is None
+    assert fixed.tau > 1.0
     assert plain.name == "ferrolm, no speculation"
     assert plain.matches == 2
     assert plain.tau == pytest.approx(1.0)

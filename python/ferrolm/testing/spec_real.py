@@ -225,7 +225,9 @@ def compare(
     generator_options: Optional[dict[str, Any]] = None,
 ) -> list[Result]:
     """Runs the baseline, HF assisted generation and each planned ferrolm method (module doc);
-    the method ``"plain"`` is ferrolm's generator told not to speculate (``tree_shape=(1, 0)``).
+    the method ``"plain"`` is ferrolm's generator told not to speculate (``tree_shape=(1, 0)``),
+    and ``"specexec@16x8"`` (any method, budget and depth) runs that method on that fixed tree,
+    uncalibrated: what a tree the planner did not choose gives.
 
     Returns:
         ``[baseline, assisted (if asked), ferrolm methods...]``; every output is checked against
@@ -252,6 +254,30 @@ def compare(
             )
             res = _run_ferrolm("ferrolm, no speculation", gen, prompts, new_tokens, expected)
             log(f"{res.name}: {res.seconds:.1f} s ({baseline.seconds / res.seconds:.2f}x)")
+            results.append(res)
+            continue
+        if "@" in method:
+            name, _, shape = method.partition("@")
+            budget, depth = (int(v) for v in shape.split("x"))
+            gen = speculative.SpeculativeGenerator(
+                target,
+                draft,
+                method=name,
+                budget=budget,
+                max_depth=depth,
+                **(generator_options or {}),
+            )
+            res = _run_ferrolm(
+                f"ferrolm {name}, fixed budget {budget}, depth {depth}",
+                gen,
+                prompts,
+                new_tokens,
+                expected,
+            )
+            log(
+                f"{res.name}: {res.seconds:.1f} s, tau {res.tau:.2f}, "
+                f"measured {baseline.seconds / res.seconds:.2f}x"
+            )
             results.append(res)
             continue
         gen = speculative.SpeculativeGenerator(
