@@ -208,6 +208,19 @@ def _run_ferrolm(
     return res
 
 
+def _fixed_tree(method: str) -> Optional[tuple[str, dict[str, Any]]]:
+    """The row name and generator arguments of an uncalibrated method ("plain", "specexec@16x8"),
+    or None for a planned one."""
+    if method == "plain":
+        return "ferrolm, no speculation", {"tree_shape": (1, 0)}
+    if "@" not in method:
+        return None
+    name, _, shape = method.partition("@")
+    budget, depth = (int(v) for v in shape.split("x"))
+    label = f"ferrolm {name}, fixed budget {budget}, depth {depth}"
+    return label, {"method": name, "budget": budget, "max_depth": depth}
+
+
 def _prefixed(log: Callable[[str], None], prefix: str) -> Callable[[str], None]:
     return lambda line: log(prefix + line)
 
@@ -247,33 +260,15 @@ def compare(
         results.append(hf)
     cal_ids = [ids for _, ids in calibration]
     for method in methods:
-        if method == "plain":
-            # ferrolm's loop without speculation: what a plan of d = 0 costs against generate.
+        fixed = _fixed_tree(method)
+        if fixed is not None:
+            # An uncalibrated run: no speculation ("plain": what a plan of d = 0 costs against
+            # generate) or a fixed tree the planner did not choose.
+            label, shape = fixed
             gen = speculative.SpeculativeGenerator(
-                target, draft, tree_shape=(1, 0), **(generator_options or {})
+                target, draft, **shape, **(generator_options or {})
             )
-            res = _run_ferrolm("ferrolm, no speculation", gen, prompts, new_tokens, expected)
-            log(f"{res.name}: {res.seconds:.1f} s ({baseline.seconds / res.seconds:.2f}x)")
-            results.append(res)
-            continue
-        if "@" in method:
-            name, _, shape = method.partition("@")
-            budget, depth = (int(v) for v in shape.split("x"))
-            gen = speculative.SpeculativeGenerator(
-                target,
-                draft,
-                method=name,
-                budget=budget,
-                max_depth=depth,
-                **(generator_options or {}),
-            )
-            res = _run_ferrolm(
-                f"ferrolm {name}, fixed budget {budget}, depth {depth}",
-                gen,
-                prompts,
-                new_tokens,
-                expected,
-            )
+            res = _run_ferrolm(label, gen, prompts, new_tokens, expected)
             log(
                 f"{res.name}: {res.seconds:.1f} s, tau {res.tau:.2f}, "
                 f"measured {baseline.seconds / res.seconds:.2f}x"
